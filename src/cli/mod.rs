@@ -1,0 +1,129 @@
+//! The command line: parse, set up logging, run one subcommand, turn errors into a
+//! message and an exit code. Each subcommand lives in its own file and only wires the
+//! library together.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod history;
+mod images;
+mod inspect;
+mod load;
+mod mount;
+pub mod overlay;
+mod prune;
+mod ps;
+mod rmi;
+mod umount;
+
+/// layerfs: container images as a union filesystem.
+#[derive(Debug, Parser)]
+#[command(name = "layerfs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The store directory [default: /var/lib/layerfs as root, else $XDG_DATA_HOME/layerfs]
+    #[arg(long, global = true, env = "LAYERFS_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// No progress bars, only results and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load an image (OCI layout, OCI archive, docker-archive) into the store.
+    Load(load::Args),
+    /// List images: REPOSITORY TAG IMAGE ID CREATED SIZE.
+    Images(images::Args),
+    /// Print an image's metadata as JSON.
+    Inspect(inspect::Args),
+    /// Show an image's history, like `docker history`.
+    History(history::Args),
+    /// Remove an image reference; layers go once nothing uses them.
+    Rmi(rmi::Args),
+    /// Remove unreferenced layers and leftovers of interrupted work.
+    Prune(prune::Args),
+    /// Mount an image with a writable container layer.
+    Mount(mount::Args),
+    /// Unmount a container (or any layerfs mount point).
+    Umount(umount::Args),
+    /// List containers.
+    Ps(ps::Args),
+}
+
+/// What every subcommand gets besides its own arguments.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub root: PathBuf,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+/// Default store location: `/var/lib/layerfs` for root, else the XDG data dir.
+pub fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/layerfs");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("layerfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/layerfs")
+}
+
+/// Sets up `env_logger`: RUST_LOG wins, else the -v count.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let env = env_logger::Env::default().default_filter_or(level);
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// Prints an error chain the way users read it and returns the failure exit code.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("layerfs: error: {err:#}");
+    ExitCode::FAILURE
+}
+
+/// Entry point of the `layerfs` binary.
+pub fn main() -> ExitCode {
+    // `mount -t fuse.layerfs SRC DIR -o lowerdir=…` (mount.fuse3) runs this binary with the
+    // fuse-overlayfs command line: hand it to the drop-in.
+    if overlay::looks_like_overlay_invocation(std::env::args_os().skip(1)) {
+        return overlay::main();
+    }
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let ctx = Context {
+        root: cli.root.clone().unwrap_or_else(default_root),
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    let result = match cli.command {
+        Command::Load(a) => load::run(&ctx, a),
+        Command::Images(a) => images::run(&ctx, a),
+        Command::Inspect(a) => inspect::run(&ctx, a),
+        Command::History(a) => history::run(&ctx, a),
+        Command::Rmi(a) => rmi::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
+        Command::Umount(a) => umount::run(&ctx, a),
+        Command::Ps(a) => ps::run(&ctx, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}

@@ -1,0 +1,10 @@
+//! `layerfs ps`.
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_ctx: &Context, _args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`layerfs ps` is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `layerfs umount`.
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_ctx: &Context, _args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`layerfs umount` is not implemented yet")
+}

@@ -1,0 +1,1 @@
+//! Image formats and references.

@@ -1,0 +1,21 @@
+//! layerfs: a union filesystem for container images.
+//!
+//! - [`image`] reads image formats (OCI layout, OCI archive, docker-archive) and references.
+//! - [`store`] is the content-addressed store: layers unpacked once by diff_id, images,
+//!   containers (writable layers), locking, atomic installs, garbage collection.
+//! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
+//!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
+//! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
+//! - [`cli`] wires it all for the `layerfs` and `layerfs-overlay` binaries.
+//! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
+//!   only place with `unsafe` (syscall wrappers).
+
+pub mod cli;
+pub mod digest;
+pub mod error;
+pub mod fuse;
+pub mod image;
+pub mod store;
+pub mod sys;
+pub mod union;
+pub mod whiteout;

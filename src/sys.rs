@@ -1,0 +1,350 @@
+//! Thin, safe wrappers over the few syscalls that `nix` does not cover.
+//!
+//! This is the only module allowed to use `unsafe`; every block says why it is sound.
+//! Everything else in the crate reaches files through `nix` or these wrappers, always
+//! relative to a directory fd (`*at` calls) so that no path is ever rebuilt or followed
+//! out of a layer.
+//!
+//! Extended attributes are the main reason this module exists: Linux 6.13 added
+//! `getxattrat(2)` and friends, which read an xattr of `name` inside a directory fd without
+//! opening it. Older kernels fall back to `/proc/self/fd/<dirfd>/<name>` with the `l*xattr`
+//! calls, which resolve the same object (the magic link is only the parent).
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Syscall numbers of the `*xattrat` family (Linux 6.13, the same on every architecture
+/// since the syscall table unification); `libc` does not carry them yet.
+const SYS_SETXATTRAT: libc::c_long = 463;
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+const SYS_REMOVEXATTRAT: libc::c_long = 466;
+
+/// `struct xattr_args` of the `*xattrat` syscalls.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// Set once the kernel has answered ENOSYS to an `*xattrat` call.
+static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
+
+/// How an xattr call names its object.
+#[derive(Clone, Copy, Debug)]
+pub enum At<'a> {
+    /// The object the fd itself refers to (an `O_PATH` fd works).
+    Fd(BorrowedFd<'a>),
+    /// Entry `name` (one path component) in directory `dir`; never follows a final symlink.
+    Entry(BorrowedFd<'a>, &'a OsStr),
+}
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_long) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn xattrat_available() -> bool {
+    !NO_XATTRAT.load(Ordering::Relaxed)
+}
+
+fn note_enosys<T>(r: &io::Result<T>) -> bool {
+    if let Err(e) = r
+        && e.raw_os_error() == Some(libc::ENOSYS)
+    {
+        NO_XATTRAT.store(true, Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
+/// `/proc/self/fd/N[/name]` for the fallback path, and whether the final component
+/// must be followed (only for the bare fd: the magic link itself is not the object).
+fn proc_path(at: At<'_>) -> io::Result<(CString, bool)> {
+    match at {
+        At::Fd(fd) => Ok((
+            cstr(OsStr::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())))?,
+            true,
+        )),
+        At::Entry(dir, name) => {
+            let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+            p.extend_from_slice(name.as_bytes());
+            Ok((cstr(&OsString::from_vec(p))?, false))
+        }
+    }
+}
+
+/// The (dirfd, path, at_flags) triple of the `*xattrat` syscalls.
+fn at_args(at: At<'_>) -> io::Result<(RawFd, CString, libc::c_uint)> {
+    match at {
+        At::Fd(fd) => Ok((
+            fd.as_raw_fd(),
+            CString::default(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+        )),
+        At::Entry(dir, name) => Ok((
+            dir.as_raw_fd(),
+            cstr(name)?,
+            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+        )),
+    }
+}
+
+/// Raw getxattr into `buf`; returns the value length (or the needed size when `buf` is empty).
+fn getxattr_raw(at: At<'_>, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    if xattrat_available() {
+        let (dfd, path, flags) = at_args(at)?;
+        let mut args = XattrArgs {
+            value: buf.as_mut_ptr() as u64,
+            size: buf.len() as u32,
+            flags: 0,
+        };
+        // SAFETY: all pointers come from live CStrings/buffers for the duration of the call;
+        // `args.value`/`args.size` describe `buf` exactly.
+        let r = check(unsafe {
+            libc::syscall(
+                SYS_GETXATTRAT,
+                dfd,
+                path.as_ptr(),
+                flags,
+                attr.as_ptr(),
+                &mut args as *mut XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        });
+        if !note_enosys(&r) {
+            return r;
+        }
+    }
+    let (path, follow) = proc_path(at)?;
+    // SAFETY: path and attr are valid NUL-terminated strings; buf is valid for buf.len() bytes.
+    let r = unsafe {
+        if follow {
+            libc::getxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        } else {
+            libc::lgetxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    };
+    check(r as libc::c_long)
+}
+
+/// Reads xattr `attr`; `Ok(None)` when the object does not have it.
+pub fn getxattr(at: At<'_>, attr: &OsStr) -> io::Result<Option<Vec<u8>>> {
+    let attr = cstr(attr)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        match getxattr_raw(at, &attr, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                let need = getxattr_raw(at, &attr, &mut [])?;
+                buf = vec![0u8; need.max(buf.len() * 2)];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Size-probing getxattr with the caller's buffer size, as FUSE's getxattr needs:
+/// `size == 0` returns the length only.
+pub fn getxattr_sized(at: At<'_>, attr: &OsStr, size: usize) -> io::Result<Vec<u8>> {
+    let attr = cstr(attr)?;
+    let mut buf = vec![0u8; size];
+    let n = getxattr_raw(at, &attr, &mut buf)?;
+    if size == 0 {
+        // Return a vector whose length is the needed size (content unspecified).
+        return Ok(vec![0u8; n]);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn listxattr_raw(at: At<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    if xattrat_available() {
+        let (dfd, path, flags) = at_args(at)?;
+        // SAFETY: path is a valid C string; buf is valid for buf.len() bytes.
+        let r = check(unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                dfd,
+                path.as_ptr(),
+                flags,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        });
+        if !note_enosys(&r) {
+            return r;
+        }
+    }
+    let (path, follow) = proc_path(at)?;
+    // SAFETY: path is a valid C string; buf is valid for buf.len() bytes.
+    let r = unsafe {
+        if follow {
+            libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        } else {
+            libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        }
+    };
+    check(r as libc::c_long)
+}
+
+/// Lists the names of all xattrs of the object (in the raw NUL-separated form split up).
+pub fn listxattr(at: At<'_>) -> io::Result<Vec<OsString>> {
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        match listxattr_raw(at, &mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                let need = listxattr_raw(at, &mut [])?;
+                buf = vec![0u8; need.max(buf.len() * 2)];
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(buf[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| OsString::from_vec(s.to_vec()))
+        .collect())
+}
+
+/// `XATTR_CREATE` / `XATTR_REPLACE` / 0, as in setxattr(2).
+pub fn setxattr(at: At<'_>, attr: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let attr = cstr(attr)?;
+    if xattrat_available() {
+        let (dfd, path, at_flags) = at_args(at)?;
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: value.len() as u32,
+            flags: flags as u32,
+        };
+        // SAFETY: pointers are valid for the call; args describes `value` exactly.
+        let r = check(unsafe {
+            libc::syscall(
+                SYS_SETXATTRAT,
+                dfd,
+                path.as_ptr(),
+                at_flags,
+                attr.as_ptr(),
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        });
+        if !note_enosys(&r) {
+            return r.map(|_| ());
+        }
+    }
+    let (path, follow) = proc_path(at)?;
+    // SAFETY: valid C strings and a value buffer of value.len() bytes.
+    let r = unsafe {
+        if follow {
+            libc::setxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } else {
+            libc::lsetxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        }
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Removes xattr `attr`; ENODATA when absent.
+pub fn removexattr(at: At<'_>, attr: &OsStr) -> io::Result<()> {
+    let attr = cstr(attr)?;
+    if xattrat_available() {
+        let (dfd, path, at_flags) = at_args(at)?;
+        // SAFETY: valid C strings for the duration of the call.
+        let r = check(unsafe {
+            libc::syscall(
+                SYS_REMOVEXATTRAT,
+                dfd,
+                path.as_ptr(),
+                at_flags,
+                attr.as_ptr(),
+            )
+        });
+        if !note_enosys(&r) {
+            return r.map(|_| ());
+        }
+    }
+    let (path, follow) = proc_path(at)?;
+    // SAFETY: valid C strings.
+    let r = unsafe {
+        if follow {
+            libc::removexattr(path.as_ptr(), attr.as_ptr())
+        } else {
+            libc::lremovexattr(path.as_ptr(), attr.as_ptr())
+        }
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Shares the extents of `src` with `dst` (`FICLONE`): a copy that costs no data blocks
+/// on filesystems that support reflinks (btrfs, xfs). Fails with EOPNOTSUPP/EXDEV/EINVAL
+/// elsewhere, and the caller falls back to `copy_file_range`.
+pub fn ficlone(dst: impl AsFd, src: impl AsFd) -> io::Result<()> {
+    // FICLONE = _IOW(0x94, 9, int)
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the source fd by value as its argument; both fds are live.
+    let r = unsafe {
+        libc::ioctl(
+            dst.as_fd().as_raw_fd(),
+            FICLONE as _,
+            src.as_fd().as_raw_fd() as libc::c_long,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Raises the soft limit of open files to the hard limit: the union keeps one `O_PATH`
+/// fd per directory and layer it has looked up.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    Ok(hard)
+}
+
+/// The caller's effective uid is 0 and it holds `CAP_SYS_ADMIN` in the initial user
+/// namespace's sense for `trusted.*` xattrs; approximated by "can set a trusted xattr",
+/// which the caller probes on its own directory (see `whiteout::probe_styles`).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
