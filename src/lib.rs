@@ -10,6 +10,8 @@
 //! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
 //!   only place with `unsafe` (syscall wrappers).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cli;
 pub mod digest;
 pub mod error;

@@ -8,7 +8,9 @@
 //! Extended attributes are the main reason this module exists: Linux 6.13 added
 //! `getxattrat(2)` and friends, which read an xattr of `name` inside a directory fd without
 //! opening it. Older kernels fall back to `/proc/self/fd/<dirfd>/<name>` with the `l*xattr`
-//! calls, which resolve the same object (the magic link is only the parent).
+//! calls, which resolve the same object (the magic link is only the parent). An fd itself
+//! is served by the `f*xattr` calls, and, for `O_PATH` fds that those refuse (EBADF, as
+//! does `*xattrat` with `AT_EMPTY_PATH` on 6.18), by its `/proc/self/fd/<fd>` link.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -54,6 +56,10 @@ fn check(ret: libc::c_long) -> io::Result<usize> {
     } else {
         Ok(ret as usize)
     }
+}
+
+fn is_ebadf<T>(r: &io::Result<T>) -> bool {
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EBADF))
 }
 
 fn xattrat_available() -> bool {
@@ -104,7 +110,21 @@ fn at_args(at: At<'_>) -> io::Result<(RawFd, CString, libc::c_uint)> {
 
 /// Raw getxattr into `buf`; returns the value length (or the needed size when `buf` is empty).
 fn getxattr_raw(at: At<'_>, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
-    if xattrat_available() {
+    if let At::Fd(fd) = at {
+        // SAFETY: fd is live; attr is a C string; buf is valid for buf.len() bytes.
+        let r = check(unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        } as libc::c_long);
+        if !is_ebadf(&r) {
+            return r;
+        }
+        // An O_PATH fd: only the /proc path reaches it.
+    } else if xattrat_available() {
         let (dfd, path, flags) = at_args(at)?;
         let mut args = XattrArgs {
             value: buf.as_mut_ptr() as u64,
@@ -185,7 +205,17 @@ pub fn getxattr_sized(at: At<'_>, attr: &OsStr, size: usize) -> io::Result<Vec<u
 }
 
 fn listxattr_raw(at: At<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    if xattrat_available() {
+    if let At::Fd(fd) = at {
+        // SAFETY: fd is live; buf is valid for buf.len() bytes.
+        let r =
+            check(
+                unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+                    as libc::c_long,
+            );
+        if !is_ebadf(&r) {
+            return r;
+        }
+    } else if xattrat_available() {
         let (dfd, path, flags) = at_args(at)?;
         // SAFETY: path is a valid C string; buf is valid for buf.len() bytes.
         let r = check(unsafe {
@@ -238,7 +268,21 @@ pub fn listxattr(at: At<'_>) -> io::Result<Vec<OsString>> {
 /// `XATTR_CREATE` / `XATTR_REPLACE` / 0, as in setxattr(2).
 pub fn setxattr(at: At<'_>, attr: &OsStr, value: &[u8], flags: i32) -> io::Result<()> {
     let attr = cstr(attr)?;
-    if xattrat_available() {
+    if let At::Fd(fd) = at {
+        // SAFETY: fd is live; attr is a C string; value is valid for value.len() bytes.
+        let r = check(unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } as libc::c_long);
+        if !is_ebadf(&r) {
+            return r.map(|_| ());
+        }
+    } else if xattrat_available() {
         let (dfd, path, at_flags) = at_args(at)?;
         let args = XattrArgs {
             value: value.as_ptr() as u64,
@@ -288,7 +332,13 @@ pub fn setxattr(at: At<'_>, attr: &OsStr, value: &[u8], flags: i32) -> io::Resul
 /// Removes xattr `attr`; ENODATA when absent.
 pub fn removexattr(at: At<'_>, attr: &OsStr) -> io::Result<()> {
     let attr = cstr(attr)?;
-    if xattrat_available() {
+    if let At::Fd(fd) = at {
+        // SAFETY: fd is live; attr is a C string.
+        let r = check(unsafe { libc::fremovexattr(fd.as_raw_fd(), attr.as_ptr()) } as libc::c_long);
+        if !is_ebadf(&r) {
+            return r.map(|_| ());
+        }
+    } else if xattrat_available() {
         let (dfd, path, at_flags) = at_args(at)?;
         // SAFETY: valid C strings for the duration of the call.
         let r = check(unsafe {
@@ -342,9 +392,17 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
-/// The caller's effective uid is 0 and it holds `CAP_SYS_ADMIN` in the initial user
-/// namespace's sense for `trusted.*` xattrs; approximated by "can set a trusted xattr",
-/// which the caller probes on its own directory (see `whiteout::probe_styles`).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Takes ownership of fd number `fd` inherited from our parent (named in an environment
+/// variable), after checking that it is open.
+pub fn inherited_fd(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: F_GETFD on any integer is harmless; it only tells whether the fd is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the fd is open, and nothing else in this process owns it: the parent passed
+    // it for us alone and this is called once, at startup.
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }

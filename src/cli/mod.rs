@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod daemon;
 mod history;
 mod images;
 mod inspect;

@@ -1,7 +1,24 @@
-//! `layerfs-overlay`: fuse-overlayfs's command line.
+//! `layerfs-overlay`: fuse-overlayfs's command line, for containers-storage's
+//! `mount_program` and `mount -t fuse.layerfs` (mount.fuse3 runs
+//! `PROG SOURCE MOUNTPOINT -o rw,OPTS,dev,suid`).
+//!
+//! ```text
+//! layerfs-overlay [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W[,opts] [SOURCE] MOUNTPOINT
+//! ```
+//! `lowerdir` is leftmost on top; `\:` escapes a colon and `\,` a comma; relative paths
+//! resolve from the current directory; without `upperdir` the mount is read-only.
+//! Options we do not support are ignored with a warning, as fuse-overlayfs does.
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use super::daemon::{self, Ready, Serve};
+use crate::fuse::MountConfig;
+use crate::union::{LayerSpec, Options, Stack};
 
 /// True when argv (without argv[0]) is a fuse-overlayfs style invocation
 /// (`-o …lowerdir=…`), as mount.fuse3 produces for `mount -t fuse.layerfs`.
@@ -9,7 +26,397 @@ pub fn looks_like_overlay_invocation(mut args: impl Iterator<Item = OsString>) -
     args.any(|a| a.to_string_lossy().contains("lowerdir="))
 }
 
+/// A parsed command line.
+#[derive(Debug, Default, PartialEq)]
+pub struct OverlayArgs {
+    pub lowerdirs: Vec<PathBuf>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub mountpoint: PathBuf,
+    pub source: Option<String>,
+    pub foreground: bool,
+    pub debug: bool,
+    pub read_only: bool,
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub threads: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub warnings: Vec<String>,
+}
+
+/// Splits on `sep` outside `\`-escapes, removing the escapes of `sep` and `\`.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) if n == sep || n == '\\' => cur.push(n),
+                Some(n) => {
+                    cur.push('\\');
+                    cur.push(n);
+                }
+                None => cur.push('\\'),
+            }
+        } else if c == sep {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Splits a `-o` value into options, keeping `\:` escapes for the path lists.
+fn split_options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(',') => cur.push(','),
+                Some(n) => {
+                    cur.push('\\');
+                    cur.push(n);
+                }
+                None => cur.push('\\'),
+            },
+            ',' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().filter(|o| !o.is_empty()).collect()
+}
+
+fn absolute(p: &str, cwd: &Path) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// Parses fuse-overlayfs's arguments (without argv[0]).
+pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
+    let mut a = OverlayArgs::default();
+    let mut positional = Vec::new();
+    let mut opts = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-f" => a.foreground = true,
+            "-d" | "--debug" => {
+                a.debug = true;
+                a.foreground = true;
+            }
+            "-o" => opts.extend(split_options(it.next().context("-o needs a value")?)),
+            s if s.starts_with("-o") => opts.extend(split_options(&s[2..])),
+            "-s" => a.threads = Some(1),
+            s if s.starts_with('-') && s.len() > 1 => {
+                a.warnings.push(format!("unknown flag {s} ignored"))
+            }
+            s => positional.push(s.to_string()),
+        }
+    }
+    for o in opts {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match (k, v) {
+            ("lowerdir", Some(v)) => {
+                a.lowerdirs = split_escaped(v, ':')
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| absolute(&p, cwd))
+                    .collect()
+            }
+            ("upperdir", Some(v)) => {
+                a.upperdir = Some(absolute(&split_escaped(v, ':').concat(), cwd))
+            }
+            ("workdir", Some(v)) => {
+                a.workdir = Some(absolute(&split_escaped(v, ':').concat(), cwd))
+            }
+            ("ro", None) => a.read_only = true,
+            ("rw", None) => {}
+            ("nodev", None) => a.nodev = true,
+            ("nosuid", None) => a.nosuid = true,
+            (
+                "dev"
+                | "suid"
+                | "exec"
+                | "noexec"
+                | "atime"
+                | "noatime"
+                | "relatime"
+                | "allow_other"
+                | "allow_root"
+                | "default_permissions"
+                | "debug"
+                | "volatile"
+                | "fsync"
+                | "async"
+                | "sync",
+                _,
+            ) => {
+                if k == "debug" {
+                    a.debug = true;
+                }
+            }
+            ("fsname", Some(v)) => a.source = Some(v.to_string()),
+            ("subtype", _) => {}
+            ("threaded", Some(v)) => {
+                if v == "0" {
+                    a.threads = Some(1)
+                }
+            }
+            ("timeout", Some(v)) => match v.parse::<f64>() {
+                Ok(secs) if secs >= 0.0 => a.timeout = Some(Duration::from_secs_f64(secs)),
+                _ => bail!("invalid timeout={v}"),
+            },
+            _ => a
+                .warnings
+                .push(format!("option {o} is not supported and is ignored")),
+        }
+    }
+    match positional.len() {
+        1 => a.mountpoint = absolute(&positional[0], cwd),
+        2 => {
+            a.source.get_or_insert_with(|| positional[0].clone());
+            a.mountpoint = absolute(&positional[1], cwd);
+        }
+        0 => bail!("no mount point given"),
+        _ => bail!("too many arguments: {}", positional.join(" ")),
+    }
+    if a.lowerdirs.is_empty() {
+        bail!("no lowerdir specified");
+    }
+    if a.upperdir.is_some() && a.workdir.is_none() {
+        bail!("upperdir given without workdir");
+    }
+    Ok(a)
+}
+
+impl OverlayArgs {
+    /// The arguments that re-run this mount in the foreground (for the detached daemon).
+    fn foreground_args(&self) -> Vec<OsString> {
+        let esc = |p: &Path| {
+            p.to_string_lossy()
+                .replace('\\', "\\\\")
+                .replace(':', "\\:")
+                .replace(',', "\\,")
+        };
+        let mut o = format!(
+            "lowerdir={}",
+            self.lowerdirs
+                .iter()
+                .map(|p| esc(p))
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        if let (Some(u), Some(w)) = (&self.upperdir, &self.workdir) {
+            o.push_str(&format!(",upperdir={},workdir={}", esc(u), esc(w)));
+        }
+        if self.read_only {
+            o.push_str(",ro");
+        }
+        if self.nodev {
+            o.push_str(",nodev");
+        }
+        if self.nosuid {
+            o.push_str(",nosuid");
+        }
+        if self.threads == Some(1) {
+            o.push_str(",threaded=0");
+        }
+        if let Some(t) = self.timeout {
+            o.push_str(&format!(",timeout={}", t.as_secs_f64()));
+        }
+        if let Some(s) = &self.source {
+            o.push_str(&format!(",fsname={}", s.replace(',', "\\,")));
+        }
+        vec![
+            "-f".into(),
+            "-o".into(),
+            o.into(),
+            self.mountpoint.clone().into(),
+        ]
+    }
+}
+
+/// Default worker threads: enough to overlap I/O, not more than the cores can use.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("current directory")?;
+    let a = parse(args, &cwd)?;
+    for w in &a.warnings {
+        log::warn!("{w}");
+    }
+    let mut ready = Ready::from_env();
+    if !a.foreground && !ready.detached() {
+        return daemon::spawn_detached(&a.foreground_args(), None);
+    }
+    let result = (|| -> anyhow::Result<()> {
+        let lowers: Vec<LayerSpec> = a
+            .lowerdirs
+            .iter()
+            .map(|p| LayerSpec {
+                path: p.clone(),
+                wh_files: true,
+            })
+            .collect();
+        let upper_spec = a.upperdir.as_ref().map(|p| LayerSpec {
+            path: p.clone(),
+            wh_files: true,
+        });
+        let read_only = a.read_only || upper_spec.is_none();
+        let upper = match (&upper_spec, &a.workdir) {
+            (Some(u), Some(w)) if !a.read_only => Some((u, w.as_path())),
+            _ => None,
+        };
+        let stack = Stack::open(&lowers, upper).context("opening the layers")?;
+        let mut options = Options::default();
+        if let Some(t) = a.timeout {
+            options.lower_ttl = t;
+            options.upper_ttl = t;
+        }
+        let root = nix::unistd::geteuid().is_root();
+        let serve = Serve {
+            stack,
+            options,
+            mountpoint: a.mountpoint.clone(),
+            mount: MountConfig {
+                fsname: a.source.clone().unwrap_or_else(|| "layerfs-overlay".into()),
+                read_only,
+                allow_other: root,
+                dev_suid: root && !a.nodev && !a.nosuid,
+                threads: a.threads.unwrap_or_else(default_threads),
+            },
+        };
+        daemon::serve(serve, &mut ready, || {})
+    })();
+    if let Err(e) = &result {
+        ready.fail(e);
+    }
+    result
+}
+
+/// Entry point of `layerfs-overlay` (and of `layerfs` called the fuse-overlayfs way).
 pub fn main() -> ExitCode {
-    eprintln!("layerfs-overlay: not implemented yet");
-    ExitCode::FAILURE
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!(
+            "layerfs-overlay {} (fuse-overlayfs compatible)",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "usage: layerfs-overlay [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W[,opts] [SOURCE] MOUNTPOINT"
+        );
+        return ExitCode::SUCCESS;
+    }
+    super::init_logging(if args.iter().any(|a| a == "-d" || a.contains("debug")) {
+        2
+    } else {
+        0
+    });
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("layerfs-overlay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_the_mount_program_contract() {
+        let a = parse(
+            &s(&[
+                "-o",
+                "lowerdir=l/A:l/B,upperdir=U,workdir=W,uidmapping=0:1:2",
+                "/mnt/x",
+            ]),
+            Path::new("/store"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.lowerdirs,
+            vec![PathBuf::from("/store/l/A"), PathBuf::from("/store/l/B")]
+        );
+        assert_eq!(a.upperdir, Some(PathBuf::from("/store/U")));
+        assert_eq!(a.workdir, Some(PathBuf::from("/store/W")));
+        assert_eq!(a.mountpoint, PathBuf::from("/mnt/x"));
+        assert_eq!(a.warnings.len(), 1);
+    }
+
+    #[test]
+    fn parses_mount_fuse3_style() {
+        let a = parse(
+            &s(&["src", "/mnt", "-o", "rw,lowerdir=/a\\:b:/c,dev,suid"]),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            a.lowerdirs,
+            vec![PathBuf::from("/a:b"), PathBuf::from("/c")]
+        );
+        assert_eq!(a.source.as_deref(), Some("src"));
+        assert!(a.upperdir.is_none());
+    }
+
+    #[test]
+    fn rejects_missing_pieces() {
+        assert!(parse(&s(&["/mnt"]), Path::new("/")).is_err());
+        assert!(
+            parse(
+                &s(&["-o", "lowerdir=/a,upperdir=/u", "/mnt"]),
+                Path::new("/")
+            )
+            .is_err()
+        );
+        assert!(parse(&s(&["-o", "lowerdir=/a"]), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn foreground_args_round_trip() {
+        let a = parse(
+            &s(&["-o", "lowerdir=/a\\:b:/c,upperdir=/u,workdir=/w", "/m"]),
+            Path::new("/"),
+        )
+        .unwrap();
+        let again: Vec<String> = a
+            .foreground_args()
+            .iter()
+            .map(|x| x.to_string_lossy().into_owned())
+            .collect();
+        let b = parse(&again, Path::new("/")).unwrap();
+        assert_eq!(a.lowerdirs, b.lowerdirs);
+        assert_eq!(a.upperdir, b.upperdir);
+        assert!(b.foreground);
+    }
 }

@@ -1,1 +1,292 @@
-//! The union filesystem core.
+//! The union filesystem core: a stack of layer directories merged into one tree, with an
+//! optional writable upper layer. It speaks in node ids, names, attributes and errnos,
+//! and knows nothing of FUSE, tar or the command line.
+//!
+//! On-disk format (the upper and work directories) is kernel overlayfs': whiteouts are
+//! char 0/0 devices (or `.wh.` files where mknod is refused), opaque directories carry
+//! `<ns>.overlay.opaque=y`, renamed directories `<ns>.overlay.redirect`, metadata-only
+//! copies `<ns>.overlay.metacopy`; see [`xattr`] for our own marks and [`layer`] for the
+//! work directory. Every visible change is one rename of something complete (copy-up
+//! stages in the work directory), so a crash leaves either the old or the new state.
+//!
+//! Submodules: [`layer`] the stack, [`node`] the inode table, [`lookup`] name
+//! resolution, [`readdir`] merged listings, [`copyup`] copy-up, [`ops`] namespace
+//! changes, [`file`] open files, attributes and xattrs.
+
+pub mod attr;
+mod copyup;
+pub mod error;
+mod file;
+pub mod layer;
+mod lookup;
+pub mod node;
+mod ops;
+pub mod readdir;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::stat::{FileStat, fstat};
+
+pub use attr::{Attr, FileKind, Time};
+pub use error::{FsError, Result};
+pub use file::{OpenReply, SetAttr, TimeSet};
+pub use layer::{LayerSpec, Stack};
+pub use node::ROOT_ID;
+pub use readdir::DirEntry;
+
+use file::Handles;
+use lookup::Resolved;
+use node::{DirInfo, Inodes, Node, NodeState};
+
+/// Who asks: the credentials and umask of the calling process.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+}
+
+/// Tunables of a union mount.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long the kernel may cache entries and attributes of immutable (lower-only)
+    /// entries.
+    pub lower_ttl: Duration,
+    /// Same for entries that have an upper copy (changed only through this mount).
+    pub upper_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            lower_ttl: Duration::from_secs(86400),
+            upper_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A looked-up entry, as the kernel gets it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub id: u64,
+    pub generation: u64,
+    pub attr: Attr,
+    /// How long the kernel may cache it.
+    pub ttl: Duration,
+}
+
+/// The union filesystem.
+#[derive(Debug)]
+pub struct Union {
+    pub(crate) stack: Stack,
+    pub(crate) inodes: Inodes,
+    pub(crate) handles: Handles,
+    pub(crate) opts: Options,
+}
+
+impl Union {
+    /// Builds the union over an opened stack.
+    pub fn new(stack: Stack, opts: Options) -> Result<Union> {
+        let first_lower = stack.first_lower();
+        let lowers: Vec<(usize, Arc<OwnedFd>)> = (first_lower..stack.layers.len())
+            .map(|l| (l, stack.root(l).clone()))
+            .collect();
+        let lower_stat = fstat(stack.root(first_lower))?;
+        let upper = stack.upper.as_ref().map(|_| stack.root(0).clone());
+        let ino = ROOT_ID;
+        let root = NodeState {
+            parent: None,
+            name: OsStr::new("").to_owned(),
+            kind: FileKind::Directory,
+            ino,
+            lower: None,
+            upper: None,
+            metacopy: false,
+            dir: Some(DirInfo {
+                upper,
+                lowers,
+                lower_stat: Some(lower_stat),
+                ..Default::default()
+            }),
+            unlinked: false,
+        };
+        Ok(Union {
+            inodes: Inodes::new(root),
+            stack,
+            handles: Handles::default(),
+            opts,
+        })
+    }
+
+    pub fn read_only(&self) -> bool {
+        !self.stack.has_upper()
+    }
+
+    pub(crate) fn node(&self, id: u64) -> Result<Arc<Node>> {
+        self.inodes.get(id).ok_or(FsError::ENOENT)
+    }
+
+    /// The directory snapshot of a directory node.
+    pub(crate) fn dir_snapshot(&self, node: &Node) -> Result<node::DirSnapshot> {
+        let s = node.read();
+        match &s.dir {
+            Some(d) => Ok(d.snapshot()),
+            None => Err(FsError::ENOTDIR),
+        }
+    }
+
+    /// Rejects names the union reserves: `.wh.` spellings when some layer uses them.
+    pub(crate) fn check_name(&self, name: &OsStr) -> Result<()> {
+        if name.len() > 255 {
+            return Err(FsError::ENAMETOOLONG);
+        }
+        if self.stack.any_wh_files()
+            && !matches!(
+                crate::whiteout::classify(name),
+                crate::whiteout::NameKind::Entry
+            )
+        {
+            return Err(FsError::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// Turns a resolution into a live node (counting one kernel lookup).
+    pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
+        self.inodes.intern(r.ino, || NodeState {
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+            kind: r.kind,
+            ino: r.ino,
+            lower: r.lower,
+            upper: r.upper,
+            metacopy: r.metacopy,
+            dir: r.dir,
+            unlinked: false,
+        })
+    }
+
+    /// A node for a resolution without counting a kernel lookup: the live one if any,
+    /// else a detached node used only for the duration of an operation.
+    pub(crate) fn node_for(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
+        if let Some(n) = self.inodes.by_ino(r.ino) {
+            return n;
+        }
+        Arc::new(Node::new(
+            r.ino,
+            0,
+            NodeState {
+                parent: Some(parent.clone()),
+                name: name.to_owned(),
+                kind: r.kind,
+                ino: r.ino,
+                lower: r.lower,
+                upper: r.upper,
+                metacopy: r.metacopy,
+                dir: r.dir,
+                unlinked: false,
+            },
+        ))
+    }
+
+    /// The entry the kernel gets for a node.
+    pub(crate) fn entry(&self, node: &Node) -> Result<Entry> {
+        let attr = self.attr_of(node, None)?;
+        let ttl = if node.read().has_upper() {
+            self.opts.upper_ttl
+        } else {
+            self.opts.lower_ttl
+        };
+        Ok(Entry {
+            id: node.id,
+            generation: node.generation,
+            attr,
+            ttl,
+        })
+    }
+
+    /// How long the kernel may cache node `id`'s attributes.
+    pub fn ttl_of(&self, id: u64) -> Duration {
+        match self.inodes.get(id) {
+            Some(n) if !n.read().has_upper() && !n.read().unlinked => self.opts.lower_ttl,
+            _ => self.opts.upper_ttl,
+        }
+    }
+
+    /// Looks up `name` in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        let pnode = self.node(parent)?;
+        let snap = self.dir_snapshot(&pnode)?;
+        if name.len() > 255 {
+            return Err(FsError::ENAMETOOLONG);
+        }
+        if self.stack.any_wh_files()
+            && !matches!(
+                crate::whiteout::classify(name),
+                crate::whiteout::NameKind::Entry
+            )
+        {
+            return Err(FsError::ENOENT);
+        }
+        let r = self.resolve(&snap, name)?.ok_or(FsError::ENOENT)?;
+        let node = self.intern(&pnode, name, r);
+        match self.entry(&node) {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                self.inodes.forget(node.id, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The kernel dropped `n` lookups of `id`.
+    pub fn forget(&self, id: u64, n: u64) {
+        self.inodes.forget(id, n);
+    }
+
+    /// Stat of the upper copy of a node.
+    pub(crate) fn upper_stat(&self, s: &NodeState) -> Result<Option<FileStat>> {
+        if let Some(d) = &s.dir {
+            return match &d.upper {
+                Some(fd) => Ok(Some(fstat(fd)?)),
+                None => Ok(None),
+            };
+        }
+        match &s.upper {
+            None => Ok(None),
+            Some(loc) => {
+                let (dir, name) = self.upper_loc_at(loc)?;
+                Ok(lookup::stat_at(&dir, &name)?)
+            }
+        }
+    }
+
+    /// Which layer serves node `id`: 0 is the upper layer when there is one, then the
+    /// lower layers top first (for inspection: "which layer does this file come from").
+    pub fn serving_layer(&self, id: u64) -> Result<usize> {
+        let node = self.node(id)?;
+        let s = node.read();
+        if s.has_upper() {
+            return Ok(0);
+        }
+        match (&s.dir, &s.lower) {
+            (Some(d), _) => d.lowers.first().map(|(l, _)| *l).ok_or(FsError::EIO),
+            (None, Some(l)) => Ok(l.layer),
+            _ => Err(FsError::EIO),
+        }
+    }
+
+    /// Number of live nodes (for diagnostics).
+    pub fn live_nodes(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// `statfs` of the layer that takes writes (or the top lower when read-only).
+    pub fn statfs(&self) -> Result<nix::sys::statvfs::Statvfs> {
+        Ok(nix::sys::statvfs::fstatvfs(self.stack.root(0))?)
+    }
+}

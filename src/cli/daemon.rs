@@ -1,0 +1,164 @@
+//! Running the mount daemon: in the foreground, or detached, with the launching command
+//! returning only once the mount is live (or with the daemon's error).
+//!
+//! Detaching is done by re-executing ourselves with `--foreground`-style arguments and an
+//! inherited pipe (`LAYERFS_READY_FD`): the daemon writes `ok` once the FUSE session is
+//! mounted and initialized, or the error that stopped it. No fork in a threaded process.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::fuse::{FuseFs, MountConfig};
+use crate::union::{Options, Stack, Union};
+
+const READY_ENV: &str = "LAYERFS_READY_FD";
+
+/// The daemon's side of the readiness pipe (absent in plain foreground runs).
+#[derive(Debug)]
+pub struct Ready(Option<File>);
+
+impl Ready {
+    /// Takes the pipe named by `LAYERFS_READY_FD`, if this process was started detached.
+    pub fn from_env() -> Ready {
+        let fd = std::env::var(READY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        let file = fd.and_then(crate::sys::inherited_fd).map(File::from);
+        if let Some(f) = &file {
+            // Not for the daemon's own children.
+            let _ = fcntl(f, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
+        Ready(file)
+    }
+
+    pub fn ok(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"ok\n");
+        }
+    }
+
+    pub fn fail(&mut self, err: &anyhow::Error) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("{err:#}\n").as_bytes());
+        }
+    }
+
+    pub fn detached(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Starts `args` (our own executable's arguments) as a detached daemon and waits until
+/// it reports the mount live. `log` receives the daemon's stderr.
+pub fn spawn_detached(args: &[OsString], log: Option<&Path>) -> anyhow::Result<()> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the readiness pipe")?;
+    // The write end must survive exec in the child.
+    fcntl(&w, FcntlArg::F_SETFD(FdFlag::empty())).context("readiness pipe")?;
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    let stderr = match log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening log file {}", p.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(exe)
+        .args(args)
+        .env(READY_ENV, w.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("starting the mount daemon")?;
+    drop(w);
+    let mut msg = String::new();
+    let mut rf = File::from(r);
+    let _ = rf.read_to_string(&mut msg);
+    let msg = msg.trim();
+    if msg == "ok" {
+        return Ok(());
+    }
+    let status = child.wait().ok();
+    if !msg.is_empty() {
+        bail!("{msg}");
+    }
+    match status {
+        Some(s) => bail!("the mount daemon exited before mounting ({s})"),
+        None => bail!("the mount daemon exited before mounting"),
+    }
+}
+
+/// Everything a daemon needs to serve one mount.
+#[derive(Debug)]
+pub struct Serve {
+    pub stack: Stack,
+    pub options: Options,
+    pub mountpoint: PathBuf,
+    pub mount: MountConfig,
+}
+
+/// Mounts and serves until unmounted or told to stop (SIGTERM, SIGINT, SIGHUP).
+/// `on_mounted` runs once the mount is live, before requests are served.
+pub fn serve(s: Serve, ready: &mut Ready, on_mounted: impl FnOnce()) -> anyhow::Result<()> {
+    if ready.detached() {
+        let _ = nix::unistd::setsid();
+    }
+    // Our own umask must not bend the modes callers ask for.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let _ = crate::sys::raise_nofile_limit();
+    // Block the stop signals before fuser starts its threads, so one thread waits for them.
+    let mut stop = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        stop.add(sig);
+    }
+    stop.thread_block().context("blocking signals")?;
+
+    let union =
+        Union::new(s.stack, s.options).map_err(|e| anyhow::anyhow!("setting up the union: {e}"))?;
+    let union = Arc::new(union);
+    let mp = s.mountpoint.clone();
+    let mut session = FuseFs::new(union)
+        .mount(&s.mountpoint, &s.mount)
+        .with_context(|| format!("mounting on {}", s.mountpoint.display()))?;
+    install_panic_unmount(mp.clone());
+    let mut unmounter = session.unmount_callable();
+    std::thread::Builder::new()
+        .name("layerfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = stop.wait() {
+                log::info!("{sig:?}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    log::warn!("unmount of {}: {e}; detaching it", mp.display());
+                    let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    on_mounted();
+    ready.ok();
+    session.run().context("serving the mount")?;
+    Ok(())
+}
+
+/// A panic must not leave a dead mount ("Transport endpoint is not connected") behind:
+/// detach it and exit.
+fn install_panic_unmount(mp: PathBuf) {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        prev(info);
+        let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+        std::process::exit(101);
+    }));
+}

@@ -1,0 +1,470 @@
+//! Copy-up: giving a lower entry an upper copy before it changes.
+//!
+//! Always staged: the copy is built complete in `WORK/layerfs-tmp/#N` (data, owner, mode,
+//! xattrs, times, our marks) and renamed into the upper directory in one step, so a crash
+//! leaves the lower entry visible and intact, never a half-copied file. The parent's times
+//! are put back afterwards: a copy-up is not a change the user made.
+//!
+//! Three depths:
+//! - directories: the directory alone (its entries stay where they are);
+//! - metadata only (`metacopy`): a regular file whose owner, mode, times or xattrs change
+//!   gets a sparse upper file of the same size marked `metacopy`, and data keeps coming
+//!   from the lower file until the first write; chmod of a 1 GiB file costs no data;
+//! - full: data through `FICLONE` when the filesystem shares extents, else
+//!   `copy_file_range` over the data segments only (holes stay holes).
+//!
+//! Hard-linked lower files (st_nlink > 1) are copied once into the index
+//! (`WORK/layerfs-index/<ino>`) and linked from there, so every name of the inode, found
+//! now or after a remount, reaches the same copy.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, Whence, lseek};
+
+use crate::sys::{self, At};
+use crate::whiteout;
+
+use super::Union;
+use super::attr::FileKind;
+use super::error::{FsError, Result};
+use super::layer::index_key;
+use super::lookup::open_dir_at;
+use super::node::{Node, UpperLoc};
+use super::xattr;
+
+/// How much of a file to copy up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyMode {
+    /// Data and metadata.
+    Full,
+    /// Metadata only when the file allows it (a regular file with one link), else full.
+    Meta,
+    /// Data up to this size, then truncated (or extended) to it.
+    Truncate(u64),
+}
+
+fn stat_times(st: &FileStat) -> (TimeSpec, TimeSpec) {
+    (
+        TimeSpec::new(st.st_atime, st.st_atime_nsec),
+        TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+    )
+}
+
+/// Puts a directory's atime/mtime back to `st`'s (its ctime moves, as it must).
+fn restore_dir_times(dir: &OwnedFd, st: &FileStat) -> Result<()> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let (a, m) = stat_times(st);
+    nix::sys::stat::futimens(&fd, &a, &m)?;
+    Ok(())
+}
+
+/// Copies the user-visible xattrs of `src` to `dst`.
+pub(crate) fn copy_xattrs(src: At<'_>, dst: At<'_>) -> Result<()> {
+    for name in sys::listxattr(src)? {
+        if whiteout::is_internal_xattr(&name) {
+            continue;
+        }
+        let Some(value) = sys::getxattr(src, &name)? else {
+            continue;
+        };
+        match sys::setxattr(dst, &name, &value, 0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                log::debug!("copy-up: xattr {name:?} not supported by the upper filesystem");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Copies bytes [0, len) of `src` to `dst`, skipping holes, then sizes `dst` to `len`.
+pub(crate) fn copy_data(src: &OwnedFd, dst: &OwnedFd, len: u64, src_size: u64) -> Result<()> {
+    if len == src_size && len > 0 && sys::ficlone(dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut off: i64 = 0;
+    let len_i = len as i64;
+    while off < len_i {
+        let data = match lseek(src, off, Whence::SeekData) {
+            Ok(d) => d,
+            Err(Errno::ENXIO) => break,
+            Err(Errno::EINVAL) => off, // no SEEK_DATA support: copy everything
+            Err(e) => return Err(e.into()),
+        };
+        if data >= len_i {
+            break;
+        }
+        let hole = match lseek(src, data, Whence::SeekHole) {
+            Ok(h) => h,
+            Err(_) => len_i,
+        };
+        let end = hole.min(len_i);
+        copy_range(src, dst, data, end)?;
+        off = end;
+    }
+    nix::unistd::ftruncate(dst, len_i)?;
+    Ok(())
+}
+
+/// Copies [start, end) with copy_file_range, or read/write where the kernel refuses.
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: i64, end: i64) -> Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let mut si = pos;
+        let mut di = pos;
+        let want = (end - pos) as usize;
+        match nix::fcntl::copy_file_range(src, Some(&mut si), dst, Some(&mut di), want) {
+            Ok(0) => break, // source shorter than its size said: stop, ftruncate pads
+            Ok(n) => pos += n as i64,
+            Err(Errno::EXDEV)
+            | Err(Errno::EINVAL)
+            | Err(Errno::ENOSYS)
+            | Err(Errno::EOPNOTSUPP) => {
+                let mut buf = vec![0u8; (want).min(1 << 20)];
+                let n = nix::sys::uio::pread(src, &mut buf, pos)?;
+                if n == 0 {
+                    break;
+                }
+                let mut w = 0;
+                while w < n {
+                    w += nix::sys::uio::pwrite(dst, &buf[w..n], pos + w as i64)?;
+                }
+                pos += n as i64;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Sets owner, mode, xattrs and times of staged entry `name` in `dir` from `src`
+/// (stat `st`, xattrs read through `src_at`).
+pub(crate) fn copy_meta(dir: &OwnedFd, name: &OsStr, st: &FileStat, src_at: At<'_>) -> Result<()> {
+    let kind = FileKind::from_mode(st.st_mode);
+    nix::unistd::fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    if kind != FileKind::Symlink {
+        // after chown, which clears setuid/setgid
+        nix::sys::stat::fchmodat(
+            dir,
+            name,
+            Mode::from_bits_truncate(st.st_mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )?;
+    }
+    copy_xattrs(src_at, At::Entry(dir.as_fd(), name))?;
+    Ok(())
+}
+
+pub(crate) fn set_times(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()> {
+    let (a, m) = stat_times(st);
+    nix::sys::stat::utimensat(
+        dir,
+        name,
+        &a,
+        &m,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(())
+}
+
+impl Union {
+    /// Ensures directory node `node` has an upper directory, copying up its parents
+    /// first; returns the upper directory.
+    pub(crate) fn copy_up_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        if let Some(up) = node.read().dir.as_ref().and_then(|d| d.upper.clone()) {
+            return Ok(up);
+        }
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let _g = node.copy_guard();
+        let (parent, name, src, st) = {
+            let s = node.read();
+            let d = s.dir.as_ref().ok_or(FsError::ENOTDIR)?;
+            if let Some(u) = &d.upper {
+                return Ok(u.clone());
+            }
+            if s.unlinked {
+                return Err(FsError::ENOENT);
+            }
+            let (_, src) = d.lowers.first().ok_or(FsError::EIO)?;
+            (
+                s.parent.clone().ok_or(FsError::EIO)?,
+                s.name.clone(),
+                src.clone(),
+                d.lower_stat.ok_or(FsError::EIO)?,
+            )
+        };
+        let pfd = self.copy_up_dir(&parent)?;
+        let tmp = up.tmp_name();
+        let tmpname = OsStr::new(&tmp);
+        nix::sys::stat::mkdirat(&*up.tmp, tmpname, Mode::from_bits_truncate(0o700))?;
+        let staged = (|| -> Result<()> {
+            copy_meta(&up.tmp, tmpname, &st, At::Fd(src.as_fd()))?;
+            set_times(&up.tmp, tmpname, &st)
+        })();
+        if let Err(e) = staged {
+            let _ = nix::unistd::unlinkat(&*up.tmp, tmpname, nix::unistd::UnlinkatFlags::RemoveDir);
+            return Err(e);
+        }
+        let pst = fstat(&pfd)?;
+        if let Err(e) = renameat2(
+            &*up.tmp,
+            tmpname,
+            &pfd,
+            name.as_os_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            let _ = nix::unistd::unlinkat(&*up.tmp, tmpname, nix::unistd::UnlinkatFlags::RemoveDir);
+            return Err(e.into());
+        }
+        restore_dir_times(&pfd, &pst)?;
+        let fd = open_dir_at(&pfd, &name)?;
+        if let Some(d) = node.write().dir.as_mut() {
+            d.upper = Some(fd.clone());
+        }
+        Ok(fd)
+    }
+
+    /// Ensures non-directory `node` has an upper copy at the depth `mode` asks for.
+    pub(crate) fn copy_up(&self, node: &Arc<Node>, mode: CopyMode) -> Result<()> {
+        if node.is_dir() {
+            self.copy_up_dir(node)?;
+            return Ok(());
+        }
+        let done = |n: &Node| {
+            let s = n.read();
+            s.data_in_upper() || (s.upper.is_some() && mode == CopyMode::Meta)
+        };
+        if done(node) {
+            return Ok(());
+        }
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let _g = node.copy_guard();
+        if done(node) {
+            return Ok(());
+        }
+        let (parent, name, ino, lower, meta_upper) = {
+            let s = node.read();
+            if s.unlinked {
+                return Err(FsError::ENOENT);
+            }
+            (
+                s.parent.clone().ok_or(FsError::EIO)?,
+                s.name.clone(),
+                s.ino,
+                s.lower.clone().ok_or(FsError::EIO)?,
+                s.upper.clone(),
+            )
+        };
+        let pfd = self.copy_up_dir(&parent)?;
+        let kind = FileKind::from_mode(lower.stat.st_mode);
+        let hardlinked = lower.stat.st_nlink > 1 && meta_upper.is_none();
+        let meta_only = mode == CopyMode::Meta && kind == FileKind::Regular && !hardlinked;
+
+        // Metadata comes from the metacopy upper when there is one (it may have changed).
+        let (meta_dir, meta_name) = match &meta_upper {
+            Some(loc) => self.upper_loc_at(loc)?,
+            None => (lower.parent.clone(), lower.name.clone()),
+        };
+        let meta_st = fstatat(
+            &*meta_dir,
+            meta_name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+
+        let tmp = up.tmp_name();
+        let tmpname = OsStr::new(&tmp);
+        let staged = self.stage_copy(
+            &up.tmp,
+            tmpname,
+            kind,
+            &lower,
+            mode,
+            meta_only,
+            &meta_st,
+            At::Entry(meta_dir.as_fd(), &meta_name),
+            ino,
+        );
+        if let Err(e) = staged {
+            let _ =
+                nix::unistd::unlinkat(&*up.tmp, tmpname, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+
+        let pst = fstat(&pfd)?;
+        let installed = (|| -> Result<UpperLoc> {
+            if let Some(loc) = &meta_upper {
+                // Completing a metacopy: the full copy replaces it in one rename.
+                let (d, n) = self.upper_loc_at(loc)?;
+                nix::fcntl::renameat(&*up.tmp, tmpname, &*d, n.as_os_str())?;
+                return Ok(loc.clone());
+            }
+            if hardlinked {
+                let key = index_key(ino);
+                nix::unistd::linkat(
+                    &*up.tmp,
+                    tmpname,
+                    &*up.index,
+                    key.as_str(),
+                    AtFlags::empty(),
+                )?;
+                let nlink = lower.stat.st_nlink.to_string();
+                xattr::set(
+                    At::Entry(up.index.as_fd(), OsStr::new(&key)),
+                    up.ns(),
+                    xattr::NLINK,
+                    nlink.as_bytes(),
+                )?;
+                renameat2(
+                    &*up.tmp,
+                    tmpname,
+                    &pfd,
+                    name.as_os_str(),
+                    RenameFlags::RENAME_NOREPLACE,
+                )?;
+                return Ok(UpperLoc::Indexed { key });
+            }
+            renameat2(
+                &*up.tmp,
+                tmpname,
+                &pfd,
+                name.as_os_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            )?;
+            Ok(UpperLoc::Named {
+                parent: pfd.clone(),
+                name: name.clone(),
+            })
+        })();
+        let loc = match installed {
+            Ok(loc) => loc,
+            Err(e) => {
+                let _ = nix::unistd::unlinkat(
+                    &*up.tmp,
+                    tmpname,
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                return Err(e);
+            }
+        };
+        if meta_upper.is_none() {
+            restore_dir_times(&pfd, &pst)?;
+            self.mark_impure(&parent, &pfd)?;
+        }
+        let mut s = node.write();
+        s.upper = Some(loc);
+        s.metacopy = meta_only;
+        Ok(())
+    }
+
+    /// Builds the copy of `lower` as `tmpname` in the staging directory.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_copy(
+        &self,
+        tmpdir: &OwnedFd,
+        tmpname: &OsStr,
+        kind: FileKind,
+        lower: &super::node::Lower,
+        mode: CopyMode,
+        meta_only: bool,
+        meta_st: &FileStat,
+        meta_at: At<'_>,
+        ino: u64,
+    ) -> Result<()> {
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let size = lower.stat.st_size as u64;
+        match kind {
+            FileKind::Regular => {
+                let dst = openat(
+                    tmpdir,
+                    tmpname,
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )?;
+                if meta_only {
+                    nix::unistd::ftruncate(&dst, size as i64)?;
+                } else {
+                    let len = match mode {
+                        CopyMode::Truncate(n) => n.min(size),
+                        _ => size,
+                    };
+                    if len > 0 {
+                        let src = openat(
+                            &*lower.parent,
+                            lower.name.as_os_str(),
+                            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                            Mode::empty(),
+                        )?;
+                        copy_data(&src, &dst, len, size)?;
+                    }
+                    if let CopyMode::Truncate(n) = mode {
+                        nix::unistd::ftruncate(&dst, n as i64)?;
+                    }
+                }
+            }
+            FileKind::Symlink => {
+                let target = nix::fcntl::readlinkat(&*lower.parent, lower.name.as_os_str())?;
+                nix::unistd::symlinkat(target.as_os_str(), tmpdir, tmpname)?;
+            }
+            FileKind::Directory => return Err(FsError::EISDIR),
+            other => {
+                let sflag = match other {
+                    FileKind::Fifo => SFlag::S_IFIFO,
+                    FileKind::CharDevice => SFlag::S_IFCHR,
+                    FileKind::BlockDevice => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFSOCK,
+                };
+                nix::sys::stat::mknodat(
+                    tmpdir,
+                    tmpname,
+                    sflag,
+                    Mode::from_bits_truncate(0o600),
+                    lower.stat.st_rdev,
+                )?;
+            }
+        }
+        copy_meta(tmpdir, tmpname, meta_st, meta_at)?;
+        let at = At::Entry(tmpdir.as_fd(), tmpname);
+        xattr::set(at, up.ns(), xattr::ORIGIN, ino.to_string().as_bytes())?;
+        if meta_only {
+            xattr::set(at, up.ns(), xattr::METACOPY, b"")?;
+        }
+        set_times(tmpdir, tmpname, meta_st)?;
+        Ok(())
+    }
+
+    /// Marks an upper directory as holding entries whose inode numbers are not their
+    /// real ones, so listings know to read them.
+    pub(crate) fn mark_impure(&self, dir: &Arc<Node>, fd: &OwnedFd) -> Result<()> {
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let already = dir.read().dir.as_ref().is_some_and(|d| d.impure);
+        if already {
+            return Ok(());
+        }
+        xattr::set(At::Fd(fd.as_fd()), up.ns(), xattr::IMPURE, b"y")?;
+        let mut s = dir.write();
+        if let Some(d) = s.dir.as_mut() {
+            d.impure = true;
+            d.listing = None;
+            d.listing_gen += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! The layer stack a union mount merges: an optional writable upper layer (with its work
+//! directory) on top of read-only lower layers, each held as an `O_PATH` directory fd so
+//! that every later access is an `*at` call relative to it.
+//!
+//! Inode numbers: when every layer lives on one filesystem (the layer store, and the usual
+//! containers-storage setup) the real inode numbers are already unique across layers, so
+//! they are reported as they are, which keeps them stable across remounts and across layer
+//! rotation (an upper becoming a lower). Layers on other filesystems get their device's
+//! index in the high bits, like overlayfs' `xino`.
+//!
+//! Work directory layout (ours, beside what the kernel would create):
+//! `WORK/layerfs-tmp/` staging for atomic copy-up and whiteout swaps, emptied at mount;
+//! `WORK/layerfs-index/<st_ino hex>` one name per hard-linked upper inode, so that every
+//! name of an inode reaches the same copy (kernel overlayfs' `index` idea).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode, fstat};
+
+use crate::whiteout::{Styles, XattrNs};
+
+/// Number of low bits of a reported inode number that hold the real one when layers
+/// span several filesystems.
+const XINO_SHIFT: u32 = 48;
+
+/// Where to find one layer, as given on a command line.
+#[derive(Debug, Clone)]
+pub struct LayerSpec {
+    pub path: PathBuf,
+    /// The layer may spell whiteouts as `.wh.NAME` files (OCI/fuse-overlayfs dialect).
+    /// Layers from our store written with char-device whiteouts set this to false, which
+    /// saves a probe per missed lookup.
+    pub wh_files: bool,
+}
+
+/// One directory of the stack.
+#[derive(Debug)]
+pub struct Layer {
+    pub root: Arc<OwnedFd>,
+    pub path: PathBuf,
+    pub dev: u64,
+    pub(crate) dev_idx: u64,
+    pub wh_files: bool,
+}
+
+/// The writable part: upper directory, work directory and how we spell things there.
+#[derive(Debug)]
+pub struct Upper {
+    pub work: OwnedFd,
+    pub tmp: Arc<OwnedFd>,
+    pub index: Arc<OwnedFd>,
+    pub styles: Styles,
+    next_tmp: AtomicU64,
+}
+
+impl Upper {
+    /// A fresh name for a staging entry in `tmp`. Never derived from a user's name, so
+    /// 255-byte names stay creatable.
+    pub fn tmp_name(&self) -> String {
+        format!("#{:x}", self.next_tmp.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn ns(&self) -> XattrNs {
+        self.styles.xattr_ns()
+    }
+}
+
+/// The merged stack. `layers[0]` is the upper layer when there is one.
+#[derive(Debug)]
+pub struct Stack {
+    pub layers: Vec<Layer>,
+    pub upper: Option<Upper>,
+    single_dev: bool,
+}
+
+fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// Opens (creating it if needed) directory `name` inside `parent` as a readable fd.
+fn ensure_subdir(parent: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Removes everything inside directory `dir` (an fd opened for reading).
+pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    let names: Vec<_> = {
+        let fd = openat(
+            dir,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut d = nix::dir::Dir::from_fd(fd)?;
+        d.iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect()
+    };
+    for n in names {
+        match nix::unistd::unlinkat(dir, n.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EISDIR) | Err(nix::errno::Errno::EPERM) => {
+                let sub = openat(
+                    dir,
+                    n.as_c_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+                empty_dir(sub.as_fd())?;
+                nix::unistd::unlinkat(dir, n.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Stack {
+    /// Opens the layers: `upper` (with `work`) on top of `lowers` (top first).
+    pub fn open(lowers: &[LayerSpec], upper: Option<(&LayerSpec, &Path)>) -> io::Result<Stack> {
+        let mut specs: Vec<&LayerSpec> = Vec::new();
+        if let Some((u, _)) = upper {
+            specs.push(u);
+        }
+        specs.extend(lowers.iter());
+        if lowers.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no lower layer given",
+            ));
+        }
+        let mut devs: Vec<u64> = Vec::new();
+        let mut layers = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let fd = open_dir_path(&spec.path)?;
+            let st = fstat(&fd)?;
+            let dev = st.st_dev;
+            let dev_idx = match devs.iter().position(|d| *d == dev) {
+                Some(i) => i as u64,
+                None => {
+                    devs.push(dev);
+                    (devs.len() - 1) as u64
+                }
+            };
+            layers.push(Layer {
+                root: Arc::new(fd),
+                path: spec.path.clone(),
+                dev,
+                dev_idx,
+                wh_files: spec.wh_files,
+            });
+        }
+        let upper = match upper {
+            None => None,
+            Some((_, work_path)) => {
+                let work = open(
+                    work_path,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| {
+                    io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("{}: {e}", work_path.display()),
+                    )
+                })?;
+                if fstat(&work)?.st_dev != layers[0].dev {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "upperdir and workdir must be on the same filesystem",
+                    ));
+                }
+                let tmp = ensure_subdir(work.as_fd(), "layerfs-tmp")?;
+                // Leftovers of an interrupted copy-up: never visible, safe to drop.
+                empty_dir(tmp.as_fd())?;
+                let index = ensure_subdir(work.as_fd(), "layerfs-index")?;
+                let styles = crate::whiteout::probe_styles(tmp.as_fd());
+                Some(Upper {
+                    work,
+                    tmp: Arc::new(tmp),
+                    index: Arc::new(index),
+                    styles,
+                    next_tmp: AtomicU64::new(1),
+                })
+            }
+        };
+        Ok(Stack {
+            single_dev: devs.len() == 1,
+            layers,
+            upper,
+        })
+    }
+
+    pub fn has_upper(&self) -> bool {
+        self.upper.is_some()
+    }
+
+    /// Index of the topmost lower layer.
+    pub fn first_lower(&self) -> usize {
+        usize::from(self.upper.is_some())
+    }
+
+    pub fn is_upper(&self, layer: usize) -> bool {
+        self.upper.is_some() && layer == 0
+    }
+
+    /// The inode number reported for real inode `ino` of layer `layer`.
+    pub fn map_ino(&self, layer: usize, ino: u64) -> u64 {
+        let idx = if self.single_dev {
+            0
+        } else {
+            self.layers.get(layer).map(|l| l.dev_idx).unwrap_or(0)
+        };
+        let mapped = if idx == 0 {
+            ino
+        } else {
+            (idx << XINO_SHIFT) ^ ino
+        };
+        // 1 is the root's node id and 0 is no inode: keep both free.
+        if mapped <= 1 {
+            u64::MAX - mapped
+        } else {
+            mapped
+        }
+    }
+
+    /// The root fd of layer `layer`.
+    pub fn root(&self, layer: usize) -> &Arc<OwnedFd> {
+        &self.layers[layer].root
+    }
+
+    pub fn wh_files(&self, layer: usize) -> bool {
+        self.layers.get(layer).is_some_and(|l| l.wh_files)
+    }
+
+    /// True when any layer may hold `.wh.` files: such names are then reserved.
+    pub fn any_wh_files(&self) -> bool {
+        self.layers.iter().any(|l| l.wh_files)
+    }
+}
+
+/// The index key of an inode: its reported inode number in hex.
+pub(crate) fn index_key(ino: u64) -> String {
+    format!("{ino:016x}")
+}
+
+#[allow(dead_code)]
+pub(crate) fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}

@@ -1,0 +1,171 @@
+//! The merged listing of a directory: every layer's entries, top first, without
+//! duplicates, without what whiteouts hide and without the markers themselves.
+//!
+//! A listing is built once per open directory handle (and cached on the node until the
+//! directory changes), so offsets are plain indexes into it: stable across getdents
+//! calls, telldir/seekdir, and entries created or removed meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+use crate::sys::At;
+use crate::whiteout::{self, NameKind};
+
+use super::Union;
+use super::attr::FileKind;
+use super::error::Result;
+use super::lookup::stat_at;
+use super::node::DirSnapshot;
+use super::xattr;
+
+/// One entry of a merged listing.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: OsString,
+    pub kind: FileKind,
+    /// st_ino the entry reports (d_ino).
+    pub ino: u64,
+}
+
+/// A merged directory listing (without "." and "..").
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<DirEntry>,
+    pub subdirs: u32,
+}
+
+/// The raw entries of one layer directory.
+fn read_layer_dir(dir: &OwnedFd) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((
+            OsStr::from_bytes(name).to_owned(),
+            FileKind::from_dirent(e.file_type()),
+            e.ino(),
+        ));
+    }
+    Ok(out)
+}
+
+impl Union {
+    /// Builds the merged listing of the directory made of `snap`. `impure` says the upper
+    /// directory may hold copied-up entries whose reported inode numbers differ from
+    /// their real ones.
+    pub(crate) fn build_listing(&self, snap: &DirSnapshot, impure: bool) -> Result<Listing> {
+        let mut layers: Vec<(usize, Arc<OwnedFd>)> = Vec::with_capacity(snap.lowers.len() + 1);
+        if let Some(up) = &snap.upper {
+            layers.push((0, up.clone()));
+        }
+        layers.extend(snap.lowers.iter().cloned());
+
+        let mut entries: Vec<DirEntry> = Vec::new();
+        let mut index: HashMap<OsString, usize> = HashMap::new();
+        let mut hidden: HashSet<OsString> = HashSet::new();
+        // Upper directories that shadow a lower one report the lower one's inode number,
+        // unless they are opaque or redirected (then their own or the redirect's).
+        let mut upper_dirs_pending: HashSet<OsString> = HashSet::new();
+
+        for (layer, fd) in &layers {
+            let is_upper = self.stack.is_upper(*layer);
+            let wh_files = self.stack.wh_files(*layer);
+            let mut layer_hidden: Vec<OsString> = Vec::new();
+            for (name, dtype, dino) in read_layer_dir(fd)? {
+                if wh_files {
+                    match whiteout::classify(&name) {
+                        NameKind::Entry => {}
+                        NameKind::Whiteout(t) => {
+                            layer_hidden.push(t.to_owned());
+                            continue;
+                        }
+                        NameKind::Opaque | NameKind::AufsMeta | NameKind::Invalid => continue,
+                    }
+                }
+                if hidden.contains(&name) {
+                    continue;
+                }
+                if let Some(&i) = index.get(&name) {
+                    // Shadowed by a layer above; only a directory's inode number may come
+                    // from here.
+                    if entries[i].kind.is_dir() && upper_dirs_pending.remove(&name) {
+                        let lower_is_dir = match dtype {
+                            Some(k) => k.is_dir(),
+                            None => self.is_dir_at(fd, &name)?,
+                        };
+                        if lower_is_dir {
+                            entries[i].ino = self.stack.map_ino(*layer, dino);
+                        }
+                    }
+                    continue;
+                }
+                let kind = match dtype {
+                    Some(k) => k,
+                    None => match stat_at(fd, &name)? {
+                        Some(st) => FileKind::from_mode(st.st_mode),
+                        None => continue,
+                    },
+                };
+                if kind == FileKind::CharDevice
+                    && let Some(st) = stat_at(fd, &name)?
+                    && whiteout::is_whiteout_device(&st)
+                {
+                    layer_hidden.push(name);
+                    continue;
+                }
+                let mut ino = self.stack.map_ino(*layer, dino);
+                if is_upper && !snap.lowers.is_empty() {
+                    if kind.is_dir() {
+                        let marks = xattr::read_marks(At::Entry(fd.as_fd(), &name))?;
+                        if let Some(r) = marks.redirect {
+                            if let Some((l, lfd)) = self.redirect_lowers(snap, &r)?.first() {
+                                ino = self.stack.map_ino(*l, nix::sys::stat::fstat(lfd)?.st_ino);
+                            }
+                        } else if !marks.opaque {
+                            upper_dirs_pending.insert(name.clone());
+                        }
+                    } else if impure {
+                        let marks = xattr::read_marks(At::Entry(fd.as_fd(), &name))?;
+                        if let Some(o) = marks.origin {
+                            ino = o;
+                        }
+                    }
+                } else if is_upper && impure && !kind.is_dir() {
+                    if let Some(o) = xattr::read_marks(At::Entry(fd.as_fd(), &name))?.origin {
+                        ino = o;
+                    }
+                }
+                index.insert(name.clone(), entries.len());
+                entries.push(DirEntry { name, kind, ino });
+            }
+            hidden.extend(layer_hidden);
+        }
+        let subdirs = entries.iter().filter(|e| e.kind.is_dir()).count() as u32;
+        Ok(Listing { entries, subdirs })
+    }
+
+    fn is_dir_at(&self, fd: &OwnedFd, name: &OsStr) -> Result<bool> {
+        Ok(stat_at(fd, name)?.is_some_and(|st| FileKind::from_mode(st.st_mode).is_dir()))
+    }
+
+    /// True when the merged directory has no visible entry.
+    pub(crate) fn is_empty_dir(&self, snap: &DirSnapshot) -> Result<bool> {
+        Ok(self.build_listing(snap, false)?.entries.is_empty())
+    }
+}
