@@ -1,7 +1,7 @@
 //! The merged view through a real `layerfs-overlay` mount: lookup, getattr and readdir
 //! over many layers, every whiteout and opaque dialect, big directories, reads (mmap
 //! included), symlinks and xattrs. Needs root and /dev/fuse.
-#![allow(unsafe_code)]
+#![allow(unsafe_code, clippy::unwrap_used)]
 
 mod common {
     pub mod mount;

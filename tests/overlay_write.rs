@@ -1,7 +1,7 @@
 //! Writing through a real `layerfs-overlay` mount: copy-up with all metadata, O_TRUNC,
 //! O_APPEND, truncate, create/mkdir/mknod/symlink, metadata-only copy-up, statfs, fsync,
 //! special files and permission checks. Needs root and /dev/fuse.
-#![allow(unsafe_code)]
+#![allow(unsafe_code, clippy::unwrap_used)]
 
 mod common {
     pub mod mount;
