@@ -92,7 +92,10 @@ fn truncate_append_and_o_trunc() {
         .file("t3", "0123456789")
         .file("t4", "abc");
     let m = Mount::new(&l.lowerdirs());
-    // O_TRUNC rewrite
+    // O_TRUNC rewrite, of a lower file and then of the copied-up one (regression: the
+    // second O_TRUNC open did not truncate)
+    fs::write(m.p("t1"), "new content").unwrap();
+    assert_eq!(read(&m.p("t1")), "new content");
     fs::write(m.p("t1"), "new").unwrap();
     assert_eq!(read(&m.p("t1")), "new");
     // truncate shorter and longer

@@ -313,9 +313,9 @@ impl Union {
                 },
             )?;
         }
-        let pass = OFlag::from_bits_truncate(
-            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC),
-        );
+        // O_TRUNC stays: with FUSE_ATOMIC_O_TRUNC the kernel counts on us to truncate a
+        // file that was already copied up.
+        let pass = OFlag::from_bits_truncate(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY));
         let (fd, on_lower) = self.open_data(&node, pass)?;
         let fh = self.register_file(node, fd, on_lower);
         Ok(OpenReply {
@@ -340,7 +340,7 @@ impl Union {
         }
         let l = s.lower.clone().ok_or(FsError::EIO)?;
         drop(s);
-        let ro = (flags & !OFlag::O_ACCMODE & !OFlag::O_APPEND) | OFlag::O_RDONLY;
+        let ro = (flags & !OFlag::O_ACCMODE & !OFlag::O_APPEND & !OFlag::O_TRUNC) | OFlag::O_RDONLY;
         Ok((
             openat(&l.parent, l.name.as_os_str(), ro | base, Mode::empty())?,
             true,
