@@ -1,1 +1,211 @@
-//! placeholder
+//! Errors of the image readers and the layer store.
+//!
+//! One enum, [`Error`], whose variants carry what went wrong and with what: the file, the
+//! layer (by digest), the tar entry. Its `Display` texts never repeat their `source`, so
+//! the CLI's `{:#}` chain reads `layer sha256:…: entry "a/b": path escapes the layer`.
+//! Nothing here panics or formats backtraces; user mistakes and hostile input are values.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::{Digest, Mismatch};
+
+/// The crate-wide result type of the image and store modules.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file or directory.
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// An I/O error in a step that has no single file (named by `what`).
+    #[error("{what}")]
+    IoWhat {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The path given by the user does not exist.
+    #[error("{}: no such file or directory", .0.display())]
+    NotFound(PathBuf),
+
+    /// Neither an OCI layout, an OCI archive nor a docker-archive.
+    #[error("{}: unknown image format: {detail}", path.display())]
+    UnknownFormat { path: PathBuf, detail: String },
+
+    /// A JSON document that does not parse (or does not have the expected shape).
+    #[error("{file}: invalid JSON")]
+    BadJson {
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A document that parses but breaks a rule of its format.
+    #[error("{file}: {detail}")]
+    Invalid { file: String, detail: String },
+
+    /// A blob named by a manifest is not in the image.
+    #[error("{what} {digest}: blob {location} is missing")]
+    MissingBlob {
+        what: String,
+        digest: String,
+        location: String,
+    },
+
+    /// Content whose digest (or size) is not the one its reference promised.
+    #[error("{what}: {mismatch}")]
+    DigestMismatch { what: String, mismatch: Mismatch },
+
+    /// A layer media type we cannot unpack (foreign, non-distributable, unknown).
+    #[error("layer {digest}: unsupported media type {media_type}")]
+    UnsupportedMediaType { digest: String, media_type: String },
+
+    /// Something wrong while reading or unpacking one layer.
+    #[error("layer {layer}")]
+    Layer {
+        layer: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A tar entry that the unpacker refuses (or failed to create).
+    #[error("entry {entry:?}: {reason}")]
+    Entry {
+        entry: String,
+        reason: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+
+    /// A tar stream that cannot be read at all.
+    #[error("reading the layer tar")]
+    Tar {
+        #[source]
+        source: io::Error,
+    },
+
+    /// An image reference (name, tag, id) that is malformed.
+    #[error("invalid reference {reference:?}: {detail}")]
+    InvalidReference { reference: String, detail: String },
+
+    /// An image reference the store does not know.
+    #[error("unknown image {0:?} (see `layerfs images`)")]
+    UnknownImage(String),
+
+    /// An id prefix that matches several images.
+    #[error("image id prefix {prefix:?} is ambiguous: matches {}", candidates.join(", "))]
+    AmbiguousImage {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+
+    /// A layout or archive that holds several images and no tag picked one.
+    #[error("{} holds several images; pick one with a tag ({}): e.g. {}", path.display(), tags.join(", "), example)]
+    TagRequired {
+        path: PathBuf,
+        tags: Vec<String>,
+        example: String,
+    },
+
+    /// A tag that the layout or archive does not have.
+    #[error("{}: no image tagged {tag:?} (tags: {})", path.display(), if available.is_empty() { "none".to_string() } else { available.join(", ") })]
+    TagNotFound {
+        path: PathBuf,
+        tag: String,
+        available: Vec<String>,
+    },
+
+    /// An image index without an entry for this machine.
+    #[error("{file}: no image for {wanted} (has: {})", available.join(", "))]
+    NoMatchingPlatform {
+        file: String,
+        wanted: String,
+        available: Vec<String>,
+    },
+
+    /// Refused because a container uses the image.
+    #[error("image {image} is used by container(s) {}", containers.join(", "))]
+    ImageInUse {
+        image: String,
+        containers: Vec<String>,
+    },
+
+    /// Refused without `--force` (Docker's rule for ids with several tags).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// The store's on-disk format is not one this binary knows.
+    #[error("{}: unsupported store version {found:?} (this layerfs writes {wanted:?})", path.display())]
+    StoreVersion {
+        path: PathBuf,
+        found: String,
+        wanted: String,
+    },
+
+    /// An operation that needs privileges this process lacks.
+    #[error("{0}")]
+    NotPermitted(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An I/O error of a step described by `what`.
+    pub fn io_what(what: impl Into<String>, source: io::Error) -> Error {
+        Error::IoWhat {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Bad JSON in `file`.
+    pub fn json(file: impl Into<String>, source: serde_json::Error) -> Error {
+        Error::BadJson {
+            file: file.into(),
+            source,
+        }
+    }
+
+    /// A refused tar entry without an underlying OS error.
+    pub fn entry(entry: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Entry {
+            entry: entry.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A tar entry whose creation failed with an OS error.
+    pub fn entry_io(
+        entry: impl Into<String>,
+        reason: impl Into<String>,
+        source: io::Error,
+    ) -> Error {
+        Error::Entry {
+            entry: entry.into(),
+            reason: reason.into(),
+            source: Some(source),
+        }
+    }
+
+    /// Wraps `self` as an error of layer `layer`.
+    pub fn in_layer(self, layer: &Digest) -> Error {
+        Error::Layer {
+            layer: layer.to_string(),
+            source: Box::new(self),
+        }
+    }
+}

@@ -1,10 +1,129 @@
-//! `layerfs history`.
+//! `layerfs history`: IMAGE CREATED CREATED BY SIZE COMMENT, newest first, like
+//! `docker history` (empty layers included; `<missing>` for the rows Docker has no id for).
+
+use serde::Serialize;
 
 use super::Context;
+use super::load::{human_size, image_arg, print_table};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Image: name[:tag], id, id prefix, or anything `load` accepts.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Do not truncate ids and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Sizes and dates in human-readable form.
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub human: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_ctx: &Context, _args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`layerfs history` is not implemented yet")
+/// Docker truncates CREATED BY to this many characters.
+const CREATED_BY_WIDTH: usize = 45;
+
+#[derive(Serialize)]
+struct Row {
+    id: Option<String>,
+    created: Option<String>,
+    created_by: String,
+    size: u64,
+    comment: String,
+    empty_layer: bool,
+}
+
+/// Docker's `stringutils.Ellipsis`.
+fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&ctx.root)?;
+    let rec = image_arg(ctx, &store, &args.image)?;
+    let config = store.image_config(&rec.id)?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut layer = rec.layers.iter();
+    match config.history() {
+        Some(h) if !h.is_empty() => {
+            for e in h {
+                let empty = e.empty_layer().unwrap_or(false);
+                let size = if empty {
+                    0
+                } else {
+                    layer.next().map_or(0, |l| l.unpacked_size)
+                };
+                rows.push(Row {
+                    id: None,
+                    created: e.created().clone(),
+                    created_by: e.created_by().clone().unwrap_or_default(),
+                    size,
+                    comment: e.comment().clone().unwrap_or_default(),
+                    empty_layer: empty,
+                });
+            }
+        }
+        _ => {
+            // No history: one row per layer, as Docker shows such images.
+            for l in &rec.layers {
+                rows.push(Row {
+                    id: None,
+                    created: config.created().clone(),
+                    created_by: String::new(),
+                    size: l.unpacked_size,
+                    comment: String::new(),
+                    empty_layer: false,
+                });
+            }
+        }
+    }
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top.id = Some(rec.id.to_string());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let now = crate::time::now_unix();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let id = match &r.id {
+                Some(id) if args.no_trunc => id.clone(),
+                Some(_) => rec.id.short(),
+                None => "<missing>".into(),
+            };
+            let created = if args.human {
+                crate::time::human_since_str(r.created.as_deref(), now)
+            } else {
+                r.created.clone().unwrap_or_default()
+            };
+            let by = r.created_by.replace('\t', " ");
+            let by = if args.no_trunc {
+                by
+            } else {
+                ellipsis(&by, CREATED_BY_WIDTH)
+            };
+            let size = if args.human {
+                human_size(r.size)
+            } else {
+                r.size.to_string()
+            };
+            vec![id, created, by, size, r.comment.clone()]
+        })
+        .collect();
+    print_table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &table,
+    );
+    Ok(())
 }

@@ -1,10 +1,55 @@
-//! `layerfs inspect`.
+//! `layerfs inspect`: an image's metadata as JSON (an array, one object per argument).
+
+use serde_json::{Value, json};
 
 use super::Context;
+use super::load::image_arg;
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Images: name[:tag], id, id prefix, or anything `load` accepts.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
 
-pub fn run(_ctx: &Context, _args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`layerfs inspect` is not implemented yet")
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&ctx.root)?;
+    let mut out = Vec::new();
+    for arg in &args.images {
+        let rec = image_arg(ctx, &store, arg)?;
+        let cpath = store.image_path(&rec.id).join("config.json");
+        let config: Value = serde_json::from_slice(&store.image_config_bytes(&rec.id)?)
+            .map_err(|e| anyhow::anyhow!("{}: invalid JSON: {e}", cpath.display()))?;
+        let field = |k: &str| config.get(k).cloned().unwrap_or(Value::Null);
+        out.push(json!({
+            "id": rec.id.to_string(),
+            "repo_tags": rec.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+            "names": rec.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            "manifest_digest": rec.manifest_digest.map(|d| d.to_string()),
+            "manifest_media_type": rec.manifest_media_type,
+            "created": field("created"),
+            "author": field("author"),
+            "os": field("os"),
+            "architecture": field("architecture"),
+            "variant": field("variant"),
+            "size": rec.size(),
+            "loaded": rec.loaded,
+            "origin": rec.origin,
+            "config": field("config"),
+            "rootfs": field("rootfs"),
+            "layers": rec.layers.iter().map(|l| json!({
+                "digest": l.digest.map(|d| d.to_string()),
+                "diff_id": l.diff_id.to_string(),
+                "chain_id": l.chain_id.to_string(),
+                "media_type": l.media_type,
+                "size": l.size,
+                "unpacked_size": l.unpacked_size,
+                "path": store.layer_dir(&l.diff_id).display().to_string(),
+            })).collect::<Vec<_>>(),
+            "history": field("history"),
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

@@ -1,10 +1,29 @@
-//! `layerfs prune`.
+//! `layerfs prune`: remove dangling images, unused layers and leftovers of interrupted
+//! work; print what went.
 
 use super::Context;
+use super::load::human_size;
+use crate::store::{Store, gc};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-pub fn run(_ctx: &Context, _args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`layerfs prune` is not implemented yet")
+pub fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&ctx.root)?;
+    let report = gc::prune(&store)?;
+    for i in &report.deleted_images {
+        println!("Deleted image: {i}");
+    }
+    for l in &report.deleted_layers {
+        println!("Deleted layer: {l}");
+    }
+    if report.tmp_entries > 0 {
+        println!(
+            "Removed {} leftover(s) of interrupted work from {}",
+            report.tmp_entries,
+            store.tmp_dir().display()
+        );
+    }
+    println!("Total reclaimed space: {}", human_size(report.freed));
+    Ok(())
 }

@@ -1,0 +1,241 @@
+//! Removal: `rmi`, `prune`, leftovers in `tmp/`.
+//!
+//! Everything here runs under the exclusive store lock, so no load is between staging and
+//! tagging. Removal is atomic as seen from the store: a layer or image directory is first
+//! renamed into `tmp/` (one step: gone from `layers/` / `images/`), then deleted; a kill
+//! in between leaves only `tmp/` leftovers. Docker's rules: removing a tag removes the
+//! image once no tag and no container refers to it, then the layers no remaining image
+//! uses; an image that a container uses is never removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::{Store, containers, images, layers};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::Reference;
+
+/// Deletes a directory tree (or file); directories we may not enter or empty (rootless
+/// copies of read-only image directories) are made `u+rwx` first.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            return fs::remove_file(path).map_err(|e| Error::io(path, e));
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    make_writable(path);
+    fs::remove_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
+fn make_writable(path: &Path) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            make_writable(&e.path());
+        }
+    }
+}
+
+/// Removes everything in `tmp/`; the caller holds the store lock exclusive.
+pub fn clean_tmp(store: &Store) -> Result<usize> {
+    let dir = store.tmp_dir();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    let mut n = 0;
+    for e in rd {
+        let e = e.map_err(|e| Error::io(&dir, e))?;
+        remove_tree(&e.path())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Renames `path` into `tmp/` (the atomic step), then deletes it.
+fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
+    let grave = store.staging_dir(&format!("rm-{what}"))?;
+    let target = grave.join("x");
+    fs::rename(path, &target).map_err(|e| Error::io(path, e))?;
+    remove_tree(&grave)
+}
+
+/// What `rmi` did.
+#[derive(Debug, Default, Clone)]
+pub struct RmiReport {
+    pub untagged: Vec<Reference>,
+    pub deleted_images: Vec<Digest>,
+    pub deleted_layers: Vec<Digest>,
+}
+
+/// What `prune` did.
+#[derive(Debug, Default, Clone)]
+pub struct PruneReport {
+    pub tmp_entries: usize,
+    pub deleted_images: Vec<Digest>,
+    pub deleted_layers: Vec<Digest>,
+    /// Sum of the unpacked sizes of the deleted layers.
+    pub freed: u64,
+}
+
+/// Image id → names of the containers using it.
+fn container_users(store: &Store) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in containers::list(store)? {
+        out.entry(c.image.clone()).or_default().push(c.name);
+    }
+    Ok(out)
+}
+
+/// Removes image references (tags, ids or id prefixes), Docker's way.
+pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiReport> {
+    let _lock = store.lock_exclusive()?;
+    let users = container_users(store)?;
+    let mut report = RmiReport::default();
+    let mut refs = store.refs()?;
+    let mut doomed: Vec<Digest> = Vec::new();
+    let tags_of = |refs: &BTreeMap<String, Digest>, id: &Digest| -> Vec<String> {
+        refs.iter()
+            .filter(|(_, v)| *v == id)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    for reference in references {
+        let by_tag = Reference::parse(reference)
+            .ok()
+            .filter(|r| refs.contains_key(&r.to_string()));
+        let (id, remove_tags): (Digest, Vec<String>) = match by_tag {
+            Some(r) => {
+                let key = r.to_string();
+                let id = refs[&key];
+                let others = tags_of(&refs, &id).len() - 1;
+                if others == 0
+                    && let Some(cs) = users.get(&id.to_string())
+                    && !force
+                {
+                    return Err(Error::Conflict(format!(
+                        "unable to remove {} (must force): container(s) {} use its image {}",
+                        r.familiar(),
+                        cs.join(", "),
+                        id.short()
+                    )));
+                }
+                (id, vec![key])
+            }
+            None => {
+                let rec = images::resolve(store, reference)?;
+                let tags = tags_of(&refs, &rec.id);
+                if tags.len() > 1 && !force {
+                    return Err(Error::Conflict(format!(
+                        "image {} is referenced by several names ({}); remove them by name or use --force",
+                        rec.id.short(),
+                        tags.iter()
+                            .filter_map(|t| Reference::parse(t).ok())
+                            .map(|r| r.familiar())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                if let Some(cs) = users.get(&rec.id.to_string())
+                    && !force
+                {
+                    return Err(Error::ImageInUse {
+                        image: rec.id.short(),
+                        containers: cs.clone(),
+                    });
+                }
+                (rec.id, tags)
+            }
+        };
+        for t in &remove_tags {
+            refs.remove(t);
+            if let Ok(r) = Reference::parse(t) {
+                report.untagged.push(r);
+            }
+        }
+        if tags_of(&refs, &id).is_empty()
+            && !users.contains_key(&id.to_string())
+            && !doomed.contains(&id)
+        {
+            doomed.push(id);
+        }
+    }
+    {
+        let _meta = store.lock_meta()?;
+        store.write_refs(&refs)?;
+    }
+    // Layers of the removed images that no remaining image uses.
+    let mut candidate_layers: BTreeSet<Digest> = BTreeSet::new();
+    for id in &doomed {
+        if let Some(rec) = images::read_record(store, id)? {
+            candidate_layers.extend(rec.diff_ids());
+        }
+        remove_atomically(store, &store.image_path(id), "image")?;
+        report.deleted_images.push(*id);
+    }
+    let used = used_layers(store)?;
+    for l in candidate_layers {
+        if !used.contains(&l) && store.layer_path(&l).exists() {
+            remove_atomically(store, &store.layer_path(&l), "layer")?;
+            report.deleted_layers.push(l);
+        }
+    }
+    Ok(report)
+}
+
+/// Layers named by any installed image.
+fn used_layers(store: &Store) -> Result<BTreeSet<Digest>> {
+    let mut used = BTreeSet::new();
+    for id in images::ids(store)? {
+        if let Some(rec) = images::read_record(store, &id)? {
+            used.extend(rec.diff_ids());
+        }
+    }
+    Ok(used)
+}
+
+/// Removes leftovers in `tmp/`, dangling images (no tag, no container) and layers that
+/// no image uses.
+pub fn prune(store: &Store) -> Result<PruneReport> {
+    let _lock = store.lock_exclusive()?;
+    let mut report = PruneReport {
+        tmp_entries: clean_tmp(store)?,
+        ..Default::default()
+    };
+    let users = container_users(store)?;
+    let refs = store.refs()?;
+    let tagged: BTreeSet<Digest> = refs.values().copied().collect();
+    for id in images::ids(store)? {
+        if !tagged.contains(&id) && !users.contains_key(&id.to_string()) {
+            remove_atomically(store, &store.image_path(&id), "image")?;
+            report.deleted_images.push(id);
+        }
+    }
+    let used = used_layers(store)?;
+    for l in layers::installed(store)? {
+        if !used.contains(&l) {
+            report.freed += layers::read_info(store, &l)
+                .ok()
+                .flatten()
+                .map_or(0, |i| i.size);
+            remove_atomically(store, &store.layer_path(&l), "layer")?;
+            report.deleted_layers.push(l);
+        }
+    }
+    Ok(report)
+}

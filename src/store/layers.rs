@@ -1,0 +1,351 @@
+//! Layers: staged, verified, then installed by one rename.
+//!
+//! `layers/<diff_id hex>/` holds `diff/` (the unpacked layer, see [`super::unpack`]) and
+//! `layer.json` ([`LayerInfo`]). A layer is built in `tmp/layer-…/` by [`stage`], which
+//! streams the blob through: sha256 of the blob as stored (checked against the manifest
+//! digest and size when known) → decompression (gzip, zstd or none, recognised from the
+//! blob's first bytes) → sha256 of the tar (checked against the config's diff_id, after
+//! reading the stream to its very end) → the unpacker. [`install`] renames the staged
+//! directory into `layers/` with `RENAME_NOREPLACE`; when another load won the race the
+//! staged copy is discarded. A layer already installed is never staged again.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use super::unpack::{self, UnpackOptions, UnpackStats};
+use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
+use crate::error::{Error, Result};
+use crate::image::{self, Compression, ImageFiles, LayerPlan};
+use crate::whiteout::Styles;
+
+pub const LAYER_JSON: &str = "layer.json";
+const DIFF_DIR: &str = "diff";
+/// Read-ahead between the blob and the decompressor.
+const BLOB_BUF: usize = 256 << 10;
+
+/// One form in which a layer has been seen (the same diff_id arrives gzip'd, zstd'd, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSource {
+    pub digest: Option<Digest>,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// `layer.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub diff_id: Digest,
+    /// Sum of the sizes of regular files.
+    pub size: u64,
+    /// Tar entries applied.
+    pub entries: u64,
+    /// How whiteouts and opaque directories are spelled in `diff/`.
+    pub styles: Styles,
+    pub sources: Vec<LayerSource>,
+    /// When it was unpacked (RFC 3339).
+    pub created: String,
+}
+
+/// Reads `layer.json`; `Ok(None)` when the layer is not installed.
+pub fn read_info(store: &Store, diff_id: &Digest) -> Result<Option<LayerInfo>> {
+    let p = store.layer_path(diff_id).join(LAYER_JSON);
+    match fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::json(p.display().to_string(), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&p, e)),
+    }
+}
+
+/// A layer unpacked and verified in `tmp/`, not yet visible.
+#[derive(Debug)]
+pub struct Staged {
+    pub dir: PathBuf,
+    pub info: LayerInfo,
+}
+
+/// Blob hashing: verified when the source names the digest, just measured otherwise.
+enum BlobReader<R> {
+    Verify(VerifyingReader<R>),
+    Hash(HashingReader<R>),
+}
+
+impl<R: Read> Read for BlobReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlobReader::Verify(v) => v.read(buf),
+            BlobReader::Hash(h) => h.read(buf),
+        }
+    }
+}
+
+impl<R: Read> BlobReader<R> {
+    fn failure(&self) -> Option<&Mismatch> {
+        match self {
+            BlobReader::Verify(v) => v.failure(),
+            BlobReader::Hash(_) => None,
+        }
+    }
+}
+
+/// Where the error of a layer names it: its blob digest when known, else its diff_id.
+pub fn label(plan: &LayerPlan) -> String {
+    plan.digest.unwrap_or(plan.diff_id).to_string()
+}
+
+/// Streams one layer blob into a new staging directory and verifies it. `progress` is
+/// fed the blob bytes as they are read.
+pub fn stage(
+    store: &Store,
+    files: &dyn ImageFiles,
+    plan: &LayerPlan,
+    opts: &UnpackOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<Staged> {
+    let layer = label(plan);
+    let in_layer = |e: Error| Error::Layer {
+        layer: layer.clone(),
+        source: Box::new(e),
+    };
+    let (blob, blob_size) = files.open(&plan.path)?.ok_or_else(|| {
+        in_layer(Error::MissingBlob {
+            what: "layer".into(),
+            digest: layer.clone(),
+            location: files.location(&plan.path),
+        })
+    })?;
+    progress.set_length(blob_size);
+    let dir = store.staging_dir(&format!("layer-{}", plan.diff_id.short()))?;
+    let res = stage_into(&dir, files, plan, opts, progress, blob, blob_size);
+    match res {
+        Ok(info) => Ok(Staged { dir, info }),
+        Err(e) => {
+            let _ = super::gc::remove_tree(&dir);
+            Err(in_layer(e))
+        }
+    }
+}
+
+fn stage_into(
+    dir: &Path,
+    files: &dyn ImageFiles,
+    plan: &LayerPlan,
+    opts: &UnpackOptions,
+    progress: &indicatif::ProgressBar,
+    blob: Box<dyn Read + Send>,
+    blob_size: u64,
+) -> Result<LayerInfo> {
+    let diff = dir.join(DIFF_DIR);
+    fs::DirBuilder::new()
+        .create(&diff)
+        .map_err(|e| Error::io(&diff, e))?;
+    let diff_fd = fs::File::open(&diff).map_err(|e| Error::io(&diff, e))?;
+    let location = files.location(&plan.path);
+
+    let counted = progress.wrap_read(blob);
+    let mut blob_r = match plan.digest {
+        Some(d) => BlobReader::Verify(VerifyingReader::new(counted, d, plan.size)),
+        None => BlobReader::Hash(HashingReader::new(counted)),
+    };
+    let blob_mismatch = |m: &Mismatch| Error::DigestMismatch {
+        what: format!("blob {location}"),
+        mismatch: m.clone(),
+    };
+    let diff_mismatch = |m: &Mismatch| Error::DigestMismatch {
+        what: "uncompressed layer (diff_id listed in the image config)".into(),
+        mismatch: m.clone(),
+    };
+
+    let (stats, compression) = {
+        let mut buffered = BufReader::with_capacity(BLOB_BUF, &mut blob_r);
+        let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
+        let compression = Compression::sniff(head);
+        let decompressed: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(buffered),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(buffered)
+                    .map_err(|e| Error::io_what("starting zstd decompression", e))?,
+            ),
+        };
+        let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
+        let unpacked = unpack::unpack(&mut diff_r, std::os::fd::AsFd::as_fd(&diff_fd), opts);
+        // Read to the very end: bytes after the tar's end marker are part of the diff_id,
+        // and the digest checks happen at EOF.
+        let drained = match &unpacked {
+            Ok(_) => io::copy(&mut diff_r, &mut io::sink()).map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        let diff_failure = diff_r.failure().cloned();
+        drop(diff_r);
+        if let Some(m) = blob_r.failure() {
+            return Err(blob_mismatch(m));
+        }
+        if let Some(m) = diff_failure {
+            return Err(diff_mismatch(&m));
+        }
+        let stats: UnpackStats = match unpacked {
+            Ok(s) => s,
+            Err(Error::Tar { source }) => {
+                return Err(match mismatch_in(&source) {
+                    Some(m) => diff_mismatch(m),
+                    None => Error::Tar { source },
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = drained {
+            return Err(match mismatch_in(&e) {
+                Some(m) => diff_mismatch(m),
+                None => Error::io_what("decompressing the layer", e),
+            });
+        }
+        (stats, compression)
+    };
+    // The rest of the blob (after the compressed stream's end) counts for its digest.
+    if let Err(e) = io::copy(&mut blob_r, &mut io::sink()) {
+        return Err(match mismatch_in(&e) {
+            Some(m) => blob_mismatch(m),
+            None => Error::io(&location, e),
+        });
+    }
+    if let Some(m) = blob_r.failure() {
+        return Err(blob_mismatch(m));
+    }
+    let digest = match &blob_r {
+        BlobReader::Verify(_) => plan.digest,
+        BlobReader::Hash(h) => Some(h.digest()),
+    };
+    let media_type = match &plan.media_type {
+        Some(m) => {
+            if image::layer_compression(m) != Some(compression) {
+                log::debug!(
+                    "layer {}: media type {m} but content is {compression:?}",
+                    label(plan)
+                );
+            }
+            m.clone()
+        }
+        None => match compression {
+            Compression::None => image::DOCKER_LAYER_TAR,
+            Compression::Gzip => image::DOCKER_LAYER_GZIP,
+            Compression::Zstd => image::DOCKER_LAYER_ZSTD,
+        }
+        .to_string(),
+    };
+    let info = LayerInfo {
+        diff_id: plan.diff_id,
+        size: stats.size,
+        entries: stats.entries,
+        styles: opts.styles,
+        sources: vec![LayerSource {
+            digest,
+            media_type,
+            size: blob_size,
+        }],
+        created: crate::time::now_rfc3339(),
+    };
+    write_info(&dir.join(LAYER_JSON), &info)?;
+    Ok(info)
+}
+
+fn write_info(path: &Path, info: &LayerInfo) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(info)
+        .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
+    json.push(b'\n');
+    fs::write(path, json).map_err(|e| Error::io(path, e))
+}
+
+/// `renameat2(RENAME_NOREPLACE)`: fails with `AlreadyExists` when `to` exists.
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|e| Error::io(to, io::Error::from(e)))
+}
+
+/// Makes a staged layer visible. Returns the installed layer's info: ours, or that of
+/// the copy another load installed first (ours is then discarded).
+pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
+    let dest = store.layer_path(&staged.info.diff_id);
+    match rename_noreplace(&staged.dir, &dest) {
+        Ok(()) => Ok(staged.info),
+        Err(Error::Io { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
+            ) =>
+        {
+            super::gc::remove_tree(&staged.dir)?;
+            let existing = read_info(store, &staged.info.diff_id)?;
+            let merged = add_sources(store, &staged.info.diff_id, &staged.info.sources)?;
+            Ok(merged.or(existing).unwrap_or(staged.info))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records that an installed layer also comes as `sources` (under `meta.lock`).
+pub fn add_sources(
+    store: &Store,
+    diff_id: &Digest,
+    sources: &[LayerSource],
+) -> Result<Option<LayerInfo>> {
+    let _meta = store.lock_meta()?;
+    let Some(mut info) = read_info(store, diff_id)? else {
+        return Ok(None);
+    };
+    let mut changed = false;
+    for s in sources {
+        if !info.sources.contains(s)
+            && !info
+                .sources
+                .iter()
+                .any(|x| x.digest.is_some() && x.digest == s.digest)
+        {
+            info.sources.push(s.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        let mut json = serde_json::to_vec_pretty(&info)
+            .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
+        json.push(b'\n');
+        store.write_atomic(&store.layer_path(diff_id).join(LAYER_JSON), &json)?;
+    }
+    Ok(Some(info))
+}
+
+/// The names of installed layers (diff_ids).
+pub fn installed(store: &Store) -> Result<Vec<Digest>> {
+    let dir = store.layers_dir();
+    let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io(&dir, e))?;
+        if let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// True for names under `layers/` that are ours (`<64 hex>`).
+pub fn is_layer_name(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| Digest::from_hex(n).is_ok())
+}
