@@ -406,3 +406,8 @@ pub fn inherited_fd(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
     // it for us alone and this is called once, at startup.
     Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
+
+/// The effective user is root (ownership can be set with chown, devices made with mknod).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
