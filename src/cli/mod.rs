@@ -80,9 +80,10 @@ pub fn default_root() -> PathBuf {
 
 /// Sets up `env_logger`: RUST_LOG wins, else the -v count.
 pub fn init_logging(verbose: u8) {
+    // fuser's own warnings (e.g. its unmount after an external `umount`) are noise below -vv.
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,fuser=error",
+        1 => "info,fuser=error",
         2 => "debug",
         _ => "trace",
     };

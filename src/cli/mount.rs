@@ -1,10 +1,183 @@
-//! `layerfs mount`.
+//! `layerfs mount IMAGE DIR`: the image's stored layers, merged, with the container's
+//! writable layer on top (or none with `--read-only`).
+//!
+//! Without `--foreground` this re-runs itself detached (see `daemon.rs`) and returns once
+//! the mount is live, printing the container name.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
 
 use super::Context;
+use super::daemon::{self, Ready, Serve};
+use super::load::image_arg;
+use crate::fuse::MountConfig;
+use crate::store::{ImageRecord, Store, containers};
+use crate::union::{LayerSpec, Options, Stack};
+use crate::whiteout::WhiteoutStyle;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Image: name[:tag], id, id prefix, or anything `load` accepts (loaded first).
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Where to mount.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Container name: mounts that container again if it exists, else creates it.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Mount the image alone, read-only, without a container layer.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Stay attached and log to stderr (-v, RUST_LOG) until unmounted.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Worker threads of the daemon [default: number of cores, 2 to 8].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
 
-pub fn run(_ctx: &Context, _args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`layerfs mount` is not implemented yet")
+/// The image's layers as the union's lower layers, top first.
+fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSpec>> {
+    let mut specs = Vec::with_capacity(image.layers.len());
+    for l in image.layers.iter().rev() {
+        let info = store
+            .layer_info(&l.diff_id)?
+            .with_context(|| format!("layer {} of image {} is not in the store", l.diff_id, image.id))?;
+        specs.push(LayerSpec {
+            path: store.layer_dir(&l.diff_id),
+            wh_files: info.styles.whiteout == WhiteoutStyle::WhFile,
+        });
+    }
+    Ok(specs)
+}
+
+/// The container to mount: the named one (checked against the image), or a new one.
+fn container_for(store: &Store, name: Option<&str>, image: &ImageRecord) -> anyhow::Result<containers::Container> {
+    if let Some(n) = name
+        && let Some(c) = containers::open(store, n)?
+    {
+        if c.record.image != image.id.to_string() {
+            bail!(
+                "container {n} was made from image {}, not {} ({})",
+                c.record.image,
+                image.id,
+                image.display_name()
+            );
+        }
+        return Ok(c);
+    }
+    Ok(containers::create(store, name, image)?)
+}
+
+fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    if !abs.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    Ok(abs)
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    if args.read_only && args.name.is_some() {
+        bail!("--read-only mounts the image without a container; --name does not apply");
+    }
+    let mut ready = Ready::from_env();
+    let store = Store::open(&ctx.root)?;
+    let dir = check_dir(&args.dir)?;
+    let (image, container) = {
+        // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
+        // the container record that protects it.
+        let _lock = store.lock_shared()?;
+        let image = image_arg(ctx, &store, &args.image)?;
+        let container = if args.read_only { None } else { Some(container_for(&store, args.name.as_deref(), &image)?) };
+        (image, container)
+    };
+
+    if !args.foreground && !ready.detached() {
+        if let Some(c) = &container
+            && c.is_mounted()
+        {
+            bail!(
+                "container {} is already mounted{}",
+                c.record.name,
+                c.record.mountpoint.as_deref().map(|m| format!(" at {m}")).unwrap_or_default()
+            );
+        }
+        let mut a: Vec<OsString> = vec!["--root".into(), ctx.root.clone().into()];
+        for _ in 0..ctx.verbose {
+            a.push("-v".into());
+        }
+        a.extend(["mount".into(), image.id.to_string().into(), dir.clone().into(), "--foreground".into()]);
+        if let Some(c) = &container {
+            a.extend(["--name".into(), c.record.name.clone().into()]);
+        } else {
+            a.push("--read-only".into());
+        }
+        if let Some(t) = args.threads {
+            a.extend(["--threads".into(), t.to_string().into()]);
+        }
+        daemon::spawn_detached(&a, container.as_ref().map(|c| c.log()).as_deref())?;
+        match &container {
+            Some(c) => println!("{}", c.record.name),
+            None => println!("{}", image.display_name()),
+        }
+        return Ok(());
+    }
+
+    let result = serve_container(&store, &image, container, &dir, &args, &mut ready);
+    if let Err(e) = &result {
+        ready.fail(e);
+    }
+    result
+}
+
+fn serve_container(
+    store: &Store,
+    image: &ImageRecord,
+    container: Option<containers::Container>,
+    dir: &Path,
+    args: &Args,
+    ready: &mut Ready,
+) -> anyhow::Result<()> {
+    let lowers = lower_specs(store, image)?;
+    let root = nix::unistd::geteuid().is_root();
+    let mut mount = MountConfig {
+        fsname: format!("layerfs:{}", image.display_name()),
+        read_only: container.is_none(),
+        allow_other: root,
+        dev_suid: root,
+        threads: args.threads.unwrap_or_else(super::overlay::default_threads),
+    };
+    let Some(mut c) = container else {
+        let stack = Stack::open(&lowers, None).context("opening the image layers")?;
+        let serve = Serve { stack, options: Options::default(), mountpoint: dir.to_path_buf(), mount };
+        return daemon::serve(serve, ready, || println!("{}", image.display_name()));
+    };
+    let Some(_lock) = c.try_lock()? else {
+        bail!(
+            "container {} is already mounted{}",
+            c.record.name,
+            c.record.mountpoint.as_deref().map(|m| format!(" at {m}")).unwrap_or_default()
+        );
+    };
+    mount.fsname = format!("layerfs:{}", c.record.name);
+    let upper = LayerSpec { path: c.upper(), wh_files: false };
+    let work = c.work();
+    let stack = Stack::open(&lowers, Some((&upper, &work))).context("opening the container layers")?;
+    let serve = Serve { stack, options: Options::default(), mountpoint: dir.to_path_buf(), mount };
+    let name = c.record.name.clone();
+    let mut record = c.clone();
+    let result = daemon::serve(serve, ready, || {
+        if let Err(e) = record.set_mountpoint(store, Some(dir)) {
+            log::warn!("recording the mount point of {name}: {e}");
+        }
+        println!("{name}");
+    });
+    if let Err(e) = c.set_mountpoint(store, None) {
+        log::warn!("clearing the mount point of {}: {e}", c.record.name);
+    }
+    result
 }

@@ -549,6 +549,21 @@ impl Filesystem for FuseFs {
         reply_empty("removexattr", self.union.removexattr(ino.0, name), reply);
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // isatty() probes (TCGETS) and lsattr land here: a plain file answers ENOTTY.
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // default_permissions: the kernel has already checked.
         reply.ok();

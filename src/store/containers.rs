@@ -51,3 +51,221 @@ pub fn list(store: &Store) -> Result<Vec<ContainerRecord>> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+// ---- the container side: created and used by `layerfs mount` ----
+//
+// ROOT/containers/<name>/
+//   container.json   ContainerRecord (mountpoint set while mounted)
+//   upper/ work/     the writable layer, kernel overlay format (see union/)
+//   lock             flock held exclusive by the mount daemon: one mount at a time
+//   daemon.log       the detached daemon's stderr
+
+use std::path::{Path, PathBuf};
+
+use super::lock::{self, LockGuard};
+
+const UPPER: &str = "upper";
+const WORK: &str = "work";
+const LOCK: &str = "lock";
+const LOG: &str = "daemon.log";
+
+/// One container's directory.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub dir: PathBuf,
+    pub record: ContainerRecord,
+}
+
+/// Container names: what Docker allows, so they are safe as one path component.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 128
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    if b == [0; 4] {
+        let t = crate::time::now_unix() as u64 ^ u64::from(std::process::id()).rotate_left(17);
+        b = (t as u32).to_le_bytes();
+    }
+    hex::encode(b)
+}
+
+impl Container {
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join(UPPER)
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.join(WORK)
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(LOG)
+    }
+
+    /// Takes the mount lock; `Ok(None)` when another daemon holds it (mounted).
+    pub fn try_lock(&self) -> Result<Option<LockGuard>> {
+        lock::try_lock(&self.dir.join(LOCK), lock::Mode::Exclusive)
+    }
+
+    /// True while a daemon serves this container.
+    pub fn is_mounted(&self) -> bool {
+        matches!(self.try_lock(), Ok(None))
+    }
+
+    /// Waits until no daemon holds the container (after an unmount), up to `timeout`.
+    pub fn wait_unlocked(&self, timeout: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if !self.is_mounted() {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Records (or clears) where the container is mounted.
+    pub fn set_mountpoint(&mut self, store: &Store, mp: Option<&Path>) -> Result<()> {
+        self.record.mountpoint = mp.map(|p| p.display().to_string());
+        let bytes = serde_json::to_vec_pretty(&self.record)
+            .map_err(|e| Error::json(self.dir.join(CONTAINER_JSON).display().to_string(), e))?;
+        store.write_atomic(&self.dir.join(CONTAINER_JSON), &bytes)
+    }
+
+    /// Bytes of regular files in the writable layer (what `ps` shows as SIZE).
+    pub fn size(&self) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = fs::read_dir(p) else { return 0 };
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+                    _ => 0,
+                })
+                .sum()
+        }
+        walk(&self.upper())
+    }
+}
+
+/// Opens container `name`; `Ok(None)` when there is none.
+pub fn open(store: &Store, name: &str) -> Result<Option<Container>> {
+    if !valid_name(name) {
+        return Err(Error::Invalid { file: name.into(), detail: "not a valid container name".into() });
+    }
+    let dir = store.containers_dir().join(name);
+    let p = dir.join(CONTAINER_JSON);
+    match fs::read(&p) {
+        Ok(b) => {
+            let record = serde_json::from_slice(&b).map_err(|e| Error::json(p.display().to_string(), e))?;
+            Ok(Some(Container { dir, record }))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&p, e)),
+    }
+}
+
+/// Creates a container of `image`, named `name` or `<image name>-<random>`. Built in `tmp/`
+/// and renamed into place, so a container is complete when visible.
+pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> Result<Container> {
+    let hint = image.display_name();
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => {
+            let base: String = hint
+                .rsplit('/')
+                .next()
+                .unwrap_or("c")
+                .split(':')
+                .next()
+                .unwrap_or("c")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                .collect();
+            let base = if base.is_empty() || !valid_name(&base) { "c".to_string() } else { base };
+            format!("{base}-{}", random_suffix())
+        }
+    };
+    if !valid_name(&name) {
+        return Err(Error::Invalid { file: name, detail: "not a valid container name".into() });
+    }
+    let containers = store.containers_dir();
+    fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
+    let stage = store.staging_dir("container")?;
+    let record = ContainerRecord {
+        name: name.clone(),
+        image: image.id.to_string(),
+        created: crate::time::now_rfc3339(),
+        mountpoint: None,
+    };
+    for d in [UPPER, WORK] {
+        let p = stage.join(d);
+        fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    // The upper root is the container's `/`: it starts with the image root's owner, mode
+    // and times, as a copy-up of it would.
+    if let Some(top) = image.layers.last() {
+        copy_root_meta(&store.layer_dir(&top.diff_id), &stage.join(UPPER))?;
+    }
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
+    let p = stage.join(CONTAINER_JSON);
+    fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+    let dir = containers.join(&name);
+    match nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &stage,
+        nix::fcntl::AT_FDCWD,
+        &dir,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(Container { dir, record }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&stage);
+            if e == nix::errno::Errno::EEXIST {
+                Err(Error::Conflict(format!("a container named {name} already exists")))
+            } else {
+                Err(Error::io(&dir, e.into()))
+            }
+        }
+    }
+}
+
+fn copy_root_meta(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(from).map_err(|e| Error::io(from, e))?;
+    match std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid())) {
+        Ok(()) => {}
+        // Not root: the owner stays ours (rootless ownership is kept elsewhere).
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        Err(e) => return Err(Error::io(to, e)),
+    }
+    fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777))
+        .map_err(|e| Error::io(to, e))?;
+    let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        to,
+        &t(m.atime(), m.atime_nsec()),
+        &t(m.mtime(), m.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .map_err(|e| Error::io(to, e.into()))
+}
+
+/// Every container with its directory.
+pub fn all(store: &Store) -> Result<Vec<Container>> {
+    let dir = store.containers_dir();
+    Ok(list(store)?
+        .into_iter()
+        .map(|record| Container { dir: dir.join(&record.name), record })
+        .collect())
+}

@@ -202,6 +202,10 @@ impl Stack {
                 empty_dir(tmp.as_fd())?;
                 let index = ensure_subdir(work.as_fd(), "layerfs-index")?;
                 let styles = crate::whiteout::probe_styles(tmp.as_fd());
+                if styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile {
+                    // We will write `.wh.` files there ourselves.
+                    layers[0].wh_files = true;
+                }
                 Some(Upper {
                     work,
                     tmp: Arc::new(tmp),
