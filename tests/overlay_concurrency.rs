@@ -36,7 +36,10 @@ fn concurrent_copy_up_of_one_file_copies_once_and_loses_no_write() {
     assert!(got[..data.len()].iter().all(|b| *b == b'.'));
     for t in 0..8 {
         let needle = format!("<{t}>");
-        assert!(got[data.len()..].windows(3).any(|w| w == needle.as_bytes()), "{needle} missing");
+        assert!(
+            got[data.len()..].windows(3).any(|w| w == needle.as_bytes()),
+            "{needle} missing"
+        );
     }
     assert_eq!(ino(&path), ino_before);
     assert!(ls(&m.work.as_ref().unwrap().join("layerfs-tmp")).is_empty());
@@ -82,7 +85,11 @@ fn concurrent_creates_deletes_and_listings_in_one_directory() {
     });
     let names = ls(&dir);
     assert_eq!(names.len(), 4 * 100 + 200 - 40);
-    assert!(names.iter().all(|n| !n.starts_with("lower") || n[5..].parse::<u32>().unwrap() % 5 != 0));
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("lower") || n[5..].parse::<u32>().unwrap() % 5 != 0)
+    );
     for n in &names {
         assert!(fs::symlink_metadata(dir.join(n)).unwrap().nlink() >= 1);
     }

@@ -43,9 +43,12 @@ pub struct Args {
 fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSpec>> {
     let mut specs = Vec::with_capacity(image.layers.len());
     for l in image.layers.iter().rev() {
-        let info = store
-            .layer_info(&l.diff_id)?
-            .with_context(|| format!("layer {} of image {} is not in the store", l.diff_id, image.id))?;
+        let info = store.layer_info(&l.diff_id)?.with_context(|| {
+            format!(
+                "layer {} of image {} is not in the store",
+                l.diff_id, image.id
+            )
+        })?;
         specs.push(LayerSpec {
             path: store.layer_dir(&l.diff_id),
             wh_files: info.styles.whiteout == WhiteoutStyle::WhFile,
@@ -55,7 +58,11 @@ fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSp
 }
 
 /// The container to mount: the named one (checked against the image), or a new one.
-fn container_for(store: &Store, name: Option<&str>, image: &ImageRecord) -> anyhow::Result<containers::Container> {
+fn container_for(
+    store: &Store,
+    name: Option<&str>,
+    image: &ImageRecord,
+) -> anyhow::Result<containers::Container> {
     if let Some(n) = name
         && let Some(c) = containers::open(store, n)?
     {
@@ -73,7 +80,8 @@ fn container_for(store: &Store, name: Option<&str>, image: &ImageRecord) -> anyh
 }
 
 fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    let abs = std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    let abs =
+        std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
     if !abs.is_dir() {
         bail!("mount point {} is not a directory", dir.display());
     }
@@ -92,7 +100,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // the container record that protects it.
         let _lock = store.lock_shared()?;
         let image = image_arg(ctx, &store, &args.image)?;
-        let container = if args.read_only { None } else { Some(container_for(&store, args.name.as_deref(), &image)?) };
+        let container = if args.read_only {
+            None
+        } else {
+            Some(container_for(&store, args.name.as_deref(), &image)?)
+        };
         (image, container)
     };
 
@@ -103,14 +115,23 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             bail!(
                 "container {} is already mounted{}",
                 c.record.name,
-                c.record.mountpoint.as_deref().map(|m| format!(" at {m}")).unwrap_or_default()
+                c.record
+                    .mountpoint
+                    .as_deref()
+                    .map(|m| format!(" at {m}"))
+                    .unwrap_or_default()
             );
         }
         let mut a: Vec<OsString> = vec!["--root".into(), ctx.root.clone().into()];
         for _ in 0..ctx.verbose {
             a.push("-v".into());
         }
-        a.extend(["mount".into(), image.id.to_string().into(), dir.clone().into(), "--foreground".into()]);
+        a.extend([
+            "mount".into(),
+            image.id.to_string().into(),
+            dir.clone().into(),
+            "--foreground".into(),
+        ]);
         if let Some(c) = &container {
             a.extend(["--name".into(), c.record.name.clone().into()]);
         } else {
@@ -153,21 +174,39 @@ fn serve_container(
     };
     let Some(mut c) = container else {
         let stack = Stack::open(&lowers, None).context("opening the image layers")?;
-        let serve = Serve { stack, options: Options::default(), mountpoint: dir.to_path_buf(), mount };
+        let serve = Serve {
+            stack,
+            options: Options::default(),
+            mountpoint: dir.to_path_buf(),
+            mount,
+        };
         return daemon::serve(serve, ready, || println!("{}", image.display_name()));
     };
     let Some(_lock) = c.try_lock()? else {
         bail!(
             "container {} is already mounted{}",
             c.record.name,
-            c.record.mountpoint.as_deref().map(|m| format!(" at {m}")).unwrap_or_default()
+            c.record
+                .mountpoint
+                .as_deref()
+                .map(|m| format!(" at {m}"))
+                .unwrap_or_default()
         );
     };
     mount.fsname = format!("layerfs:{}", c.record.name);
-    let upper = LayerSpec { path: c.upper(), wh_files: false };
+    let upper = LayerSpec {
+        path: c.upper(),
+        wh_files: false,
+    };
     let work = c.work();
-    let stack = Stack::open(&lowers, Some((&upper, &work))).context("opening the container layers")?;
-    let serve = Serve { stack, options: Options::default(), mountpoint: dir.to_path_buf(), mount };
+    let stack =
+        Stack::open(&lowers, Some((&upper, &work))).context("opening the container layers")?;
+    let serve = Serve {
+        stack,
+        options: Options::default(),
+        mountpoint: dir.to_path_buf(),
+        mount,
+    };
     let name = c.record.name.clone();
     let mut record = c.clone();
     let result = daemon::serve(serve, ready, || {

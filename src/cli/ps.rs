@@ -16,15 +16,28 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
     let mut rows = Vec::new();
     for c in containers::all(&store)? {
-        let image = Digest::parse(&c.record.image).ok().and_then(|id| store.image(&id).ok().flatten());
+        let image = Digest::parse(&c.record.image)
+            .ok()
+            .and_then(|id| store.image(&id).ok().flatten());
         let (image_name, image_size) = match &image {
             Some(i) => (i.display_name(), i.size()),
             None => (c.record.image.clone(), 0),
         };
         let mounted = c.is_mounted();
-        let mp = if mounted { c.record.mountpoint.clone().unwrap_or_else(|| "?".into()) } else { "-".into() };
+        let mp = if mounted {
+            c.record.mountpoint.clone().unwrap_or_else(|| "?".into())
+        } else {
+            "-".into()
+        };
         let size = c.size();
-        rows.push((c.record.name.clone(), image_name, mp, size, image_size + size, c.record.created.clone()));
+        rows.push((
+            c.record.name.clone(),
+            image_name,
+            mp,
+            size,
+            image_size + size,
+            c.record.created.clone(),
+        ));
     }
     if args.json {
         let v: Vec<_> = rows
@@ -39,9 +52,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
     let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(10);
-    println!("{:w0$}  {:w1$}  {:w2$}  {:>10}  {:>12}", "NAME", "IMAGE", "MOUNTPOINT", "SIZE", "VIRTUAL SIZE");
+    println!(
+        "{:w0$}  {:w1$}  {:w2$}  {:>10}  {:>12}",
+        "NAME", "IMAGE", "MOUNTPOINT", "SIZE", "VIRTUAL SIZE"
+    );
     for (n, i, m, s, v, _) in rows {
-        println!("{n:w0$}  {i:w1$}  {m:w2$}  {:>10}  {:>12}", human_size(s), human_size(v));
+        println!(
+            "{n:w0$}  {i:w1$}  {m:w2$}  {:>10}  {:>12}",
+            human_size(s),
+            human_size(v)
+        );
     }
     Ok(())
 }

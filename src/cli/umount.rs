@@ -57,9 +57,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         None => {
             let dir = std::fs::canonicalize(&args.target)
                 .with_context(|| format!("mount point {}", args.target))?;
-            let c = containers::all(&store)?
-                .into_iter()
-                .find(|c| c.record.mountpoint.as_deref() == Some(dir.to_string_lossy().as_ref()) && c.is_mounted());
+            let c = containers::all(&store)?.into_iter().find(|c| {
+                c.record.mountpoint.as_deref() == Some(dir.to_string_lossy().as_ref())
+                    && c.is_mounted()
+            });
             (dir, c)
         }
     };
@@ -67,7 +68,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if let Some(c) = container
         && !c.wait_unlocked(DAEMON_EXIT_WAIT)
     {
-        bail!("{} is unmounted but the daemon of {} has not exited", dir.display(), c.record.name);
+        bail!(
+            "{} is unmounted but the daemon of {} has not exited",
+            dir.display(),
+            c.record.name
+        );
     }
     Ok(())
 }

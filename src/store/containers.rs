@@ -160,13 +160,17 @@ impl Container {
 /// Opens container `name`; `Ok(None)` when there is none.
 pub fn open(store: &Store, name: &str) -> Result<Option<Container>> {
     if !valid_name(name) {
-        return Err(Error::Invalid { file: name.into(), detail: "not a valid container name".into() });
+        return Err(Error::Invalid {
+            file: name.into(),
+            detail: "not a valid container name".into(),
+        });
     }
     let dir = store.containers_dir().join(name);
     let p = dir.join(CONTAINER_JSON);
     match fs::read(&p) {
         Ok(b) => {
-            let record = serde_json::from_slice(&b).map_err(|e| Error::json(p.display().to_string(), e))?;
+            let record =
+                serde_json::from_slice(&b).map_err(|e| Error::json(p.display().to_string(), e))?;
             Ok(Some(Container { dir, record }))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -191,12 +195,19 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
                 .collect();
-            let base = if base.is_empty() || !valid_name(&base) { "c".to_string() } else { base };
+            let base = if base.is_empty() || !valid_name(&base) {
+                "c".to_string()
+            } else {
+                base
+            };
             format!("{base}-{}", random_suffix())
         }
     };
     if !valid_name(&name) {
-        return Err(Error::Invalid { file: name, detail: "not a valid container name".into() });
+        return Err(Error::Invalid {
+            file: name,
+            detail: "not a valid container name".into(),
+        });
     }
     let containers = store.containers_dir();
     fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
@@ -231,7 +242,9 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
         Err(e) => {
             let _ = fs::remove_dir_all(&stage);
             if e == nix::errno::Errno::EEXIST {
-                Err(Error::Conflict(format!("a container named {name} already exists")))
+                Err(Error::Conflict(format!(
+                    "a container named {name} already exists"
+                )))
             } else {
                 Err(Error::io(&dir, e.into()))
             }
@@ -248,8 +261,11 @@ fn copy_root_meta(from: &Path, to: &Path) -> Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
         Err(e) => return Err(Error::io(to, e)),
     }
-    fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777))
-        .map_err(|e| Error::io(to, e))?;
+    fs::set_permissions(
+        to,
+        std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777),
+    )
+    .map_err(|e| Error::io(to, e))?;
     let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
@@ -266,6 +282,9 @@ pub fn all(store: &Store) -> Result<Vec<Container>> {
     let dir = store.containers_dir();
     Ok(list(store)?
         .into_iter()
-        .map(|record| Container { dir: dir.join(&record.name), record })
+        .map(|record| Container {
+            dir: dir.join(&record.name),
+            record,
+        })
         .collect())
 }

@@ -315,7 +315,8 @@ impl Union {
         }
         // O_TRUNC stays: with FUSE_ATOMIC_O_TRUNC the kernel counts on us to truncate a
         // file that was already copied up.
-        let pass = OFlag::from_bits_truncate(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY));
+        let pass =
+            OFlag::from_bits_truncate(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY));
         let (fd, on_lower) = self.open_data(&node, pass)?;
         let fh = self.register_file(node, fd, on_lower);
         Ok(OpenReply {

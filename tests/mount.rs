@@ -1,0 +1,379 @@
+//! `layerfs mount` of real images from the store: every fixture's merged view against the
+//! expected manifest, containers (writes, remount, isolation, one mount at a time),
+//! read-only mounts, the image left untouched, clean shutdown and clear errors.
+//! Needs root and /dev/fuse.
+#![allow(clippy::unwrap_used)]
+
+mod common {
+    pub mod mount;
+}
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::mount::*;
+
+fn fixtures() -> PathBuf {
+    match std::env::var_os("LAYERFS_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+    }
+}
+
+/// A store in a temp dir and the `layerfs` binary pointed at it.
+struct Store {
+    dir: tempfile::TempDir,
+}
+
+impl Store {
+    fn new() -> Store {
+        require_fuse();
+        Store { dir: tempdir() }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_layerfs"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("-q")
+            .args(args)
+            .output()
+            .expect("run layerfs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "layerfs {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+/// Unmounts everything the test mounted, even when it fails half-way.
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            if is_mounted(p) {
+                umount(p);
+            }
+        }
+    }
+}
+
+fn manifest(dir: &Path) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py"))
+        .arg(dir)
+        .output()
+        .expect("python3 tree-manifest.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(".\t"))
+        .map(String::from)
+        .collect()
+}
+
+/// umoci (which made the expected manifests) drops empty xattr values; tar, overlayfs and
+/// layerfs keep `user.layerfs.empty`. Drop it from our side when the oracle lacks it.
+fn normalize(ours: Vec<String>, expected: &[String]) -> Vec<String> {
+    if expected.iter().any(|l| l.contains("user.layerfs.empty=")) {
+        return ours;
+    }
+    ours.into_iter()
+        .map(|l| {
+            l.replace("user.layerfs.empty=,", "")
+                .replace("\tuser.layerfs.empty=", "\t-")
+        })
+        .collect()
+}
+
+fn expected(name: &str) -> Vec<String> {
+    let p = fixtures().join("expected").join(format!("{name}.manifest"));
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .filter(|l| !l.starts_with(".\t"))
+        .map(String::from)
+        .collect()
+}
+
+fn assert_same_tree(got: Vec<String>, want: &[String], what: &str) {
+    let got = normalize(got, want);
+    if got != want {
+        let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).take(10).collect();
+        let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(10).collect();
+        panic!("{what}: merged view differs\nunexpected: {extra:#?}\nmissing: {missing:#?}");
+    }
+}
+
+#[test]
+fn every_fixture_mounts_to_its_expected_tree() {
+    let s = Store::new();
+    let f = fixtures();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("oci:{}:latest", f.join("busybox/oci").display()),
+            "busybox",
+        ),
+        (
+            format!("oci:{}:l1", f.join("busybox/oci").display()),
+            "busybox-l1",
+        ),
+        (
+            format!("oci:{}:l2", f.join("busybox/oci").display()),
+            "busybox-l2",
+        ),
+        (
+            f.join("busybox/busybox.docker.tar").display().to_string(),
+            "busybox",
+        ),
+        (
+            format!(
+                "oci-archive:{}:latest",
+                f.join("busybox/busybox.oci.tar").display()
+            ),
+            "busybox",
+        ),
+        (
+            format!("oci:{}:latest", f.join("busybox-zstd/oci").display()),
+            "busybox-zstd",
+        ),
+        (
+            format!(
+                "oci:{}:latest",
+                f.join("busybox-uncompressed/oci").display()
+            ),
+            "busybox-uncompressed",
+        ),
+        (
+            format!("oci:{}:latest", f.join("busybox-umoci/oci").display()),
+            "busybox-umoci",
+        ),
+        (
+            format!("oci:{}:latest", f.join("busybox-buildah-vfs/oci").display()),
+            "busybox-buildah-vfs",
+        ),
+    ];
+    let mut guard = Unmount(Vec::new());
+    for (i, (source, name)) in cases.iter().enumerate() {
+        let mp = s.mountpoint(&format!("m{i}"));
+        guard.0.push(mp.clone());
+        s.ok(&["mount", source, mp.to_str().unwrap(), "--read-only"]);
+        assert_same_tree(
+            manifest(&mp),
+            &expected(name),
+            &format!("{source} (read-only)"),
+        );
+        s.ok(&["umount", mp.to_str().unwrap()]);
+        // and with a container layer on top
+        s.ok(&[
+            "mount",
+            source,
+            mp.to_str().unwrap(),
+            "--name",
+            &format!("c{i}"),
+        ]);
+        assert_same_tree(
+            manifest(&mp),
+            &expected(name),
+            &format!("{source} (container)"),
+        );
+        s.ok(&["umount", mp.to_str().unwrap()]);
+        assert!(!is_mounted(&mp));
+    }
+}
+
+#[test]
+fn containers_keep_their_writes_are_isolated_and_leave_the_image_alone() {
+    let s = Store::new();
+    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let loaded = s.ok(&["load", &src, "--tag", "bb"]);
+    let id = loaded.lines().last().unwrap().trim().to_string();
+    let layers_before = manifest(&s.root().join("layers"));
+    let m1 = s.mountpoint("m1");
+    let m2 = s.mountpoint("m2");
+    let _g = Unmount(vec![m1.clone(), m2.clone()]);
+    let name = s.ok(&["mount", "bb", m1.to_str().unwrap(), "--name", "web"]);
+    assert_eq!(name.trim(), "web", "mount prints the container name");
+    let other = s.ok(&["mount", "bb", m2.to_str().unwrap()]);
+    let other = other.trim().to_string();
+    assert!(other.starts_with("bb-"), "generated name: {other}");
+
+    // a workload in web
+    fs::write(m1.join("etc/hostname"), "web\n").unwrap();
+    fs::write(m1.join("new-file"), "new").unwrap();
+    fs::remove_file(m1.join("etc/motd")).unwrap();
+    fs::rename(m1.join("data"), m1.join("data-moved")).unwrap();
+    fs::remove_dir_all(m1.join("usr")).unwrap();
+    std::os::unix::fs::chown(m1.join("bin/busybox"), Some(1234), None).unwrap();
+    // the other container does not see it
+    assert_eq!(read(&m2.join("etc/hostname")), "layerfs-busybox\n");
+    assert!(!exists(&m2.join("new-file")));
+    assert!(exists(&m2.join("etc/motd")));
+    assert!(exists(&m2.join("data/new-file")));
+    // the writes land in web's upper directory
+    let upper = s.root().join("containers/web/upper");
+    assert_eq!(read(&upper.join("new-file")), "new");
+    assert!(is_whiteout(&upper.join("etc/motd")));
+
+    // one container cannot be mounted twice at once
+    let m3 = s.mountpoint("m3");
+    let out = s.run(&["mount", "bb", m3.to_str().unwrap(), "--name", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already mounted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&m3));
+
+    // ps shows both, mounted
+    let ps = s.ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("web ") && l.contains(m1.to_str().unwrap())),
+        "{ps}"
+    );
+    assert!(ps.lines().any(|l| l.starts_with(&other)), "{ps}");
+
+    // remount shows everything written before
+    s.ok(&["umount", m1.to_str().unwrap()]);
+    assert!(!is_mounted(&m1));
+    let ps = s.ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("web ") && l.contains(" - ")),
+        "{ps}"
+    );
+    s.ok(&["mount", "--name", "web", "bb", m1.to_str().unwrap()]);
+    assert_eq!(read(&m1.join("etc/hostname")), "web\n");
+    assert_eq!(read(&m1.join("new-file")), "new");
+    assert!(!exists(&m1.join("etc/motd")));
+    assert!(!exists(&m1.join("data")));
+    assert_eq!(read(&m1.join("data-moved/new-file")), "new in layer 2\n");
+    assert!(!exists(&m1.join("usr")));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(m1.join("bin/busybox")).unwrap().uid(), 1234);
+    s.ok(&["umount", "web"]);
+    s.ok(&["umount", m2.to_str().unwrap()]);
+
+    // the image layers are byte for byte what they were
+    assert_eq!(manifest(&s.root().join("layers")), layers_before);
+    // rmi drops the name, but the image and its layers stay while containers use them
+    let _ = s.run(&["rmi", "bb"]);
+    let _ = s.run(&["prune"]);
+    assert_eq!(manifest(&s.root().join("layers")), layers_before);
+    s.ok(&["mount", &id, m1.to_str().unwrap(), "--name", "web"]);
+    assert_eq!(read(&m1.join("new-file")), "new");
+    s.ok(&["umount", "web"]);
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_and_frees_the_container() {
+    let s = Store::new();
+    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let mp = s.mountpoint("m");
+    let _g = Unmount(vec![mp.clone()]);
+    s.ok(&["mount", &src, mp.to_str().unwrap(), "--name", "t"]);
+    let pid = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(pid.contains(mp.to_str().unwrap()));
+    // find the daemon: the process holding the container lock
+    let out = Command::new("fuser")
+        .arg(s.root().join("containers/t/lock"))
+        .output();
+    let pids: Vec<i32> = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let pids = if pids.is_empty() {
+        // psmisc missing: look through /proc for our daemon
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| {
+                fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(mp.to_str().unwrap()))
+                    .unwrap_or(false)
+            })
+            .collect()
+    } else {
+        pids
+    };
+    assert_eq!(pids.len(), 1, "one daemon: {pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    while is_mounted(&mp) && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!is_mounted(&mp), "SIGTERM unmounts");
+    // the container can be mounted again right away
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = s.run(&["mount", &src, mp.to_str().unwrap(), "--name", "t"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    s.ok(&["umount", "t"]);
+}
+
+#[test]
+fn bad_input_fails_clearly_and_mounts_nothing() {
+    let s = Store::new();
+    let mp = s.mountpoint("m");
+    let _g = Unmount(vec![mp.clone()]);
+    let out = s.run(&["mount", "no-such-image", mp.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-image"), "{err}");
+    assert!(!is_mounted(&mp));
+    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let out = s.run(&["mount", &src, "/nonexistent/dir"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+    let out = s.run(&[
+        "mount",
+        &src,
+        mp.to_str().unwrap(),
+        "--read-only",
+        "--name",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(!is_mounted(&mp));
+}
