@@ -210,7 +210,21 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         trace!("lookup({}, {name:?})", parent.0);
-        reply_entry("lookup", self.union.lookup(parent.0, name), reply);
+        match self.union.lookup(parent.0, name) {
+            Ok(e) => reply.entry(&e.ttl, &entry_attr(&e), Generation(e.generation)),
+            Err(e) if e == FsError::ENOENT => {
+                // A negative entry (node id 0) the kernel may cache: names only change
+                // through this mount, and the kernel drops it itself when one is created.
+                let ttl = self.union.ttl_of(parent.0);
+                let mut attr = file_attr(&crate::union::Attr::negative());
+                attr.ino = INodeNo(0);
+                reply.entry(&ttl, &attr, Generation(0))
+            }
+            Err(e) => {
+                debug!("lookup: {e:?}");
+                reply.error(errno(e))
+            }
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -450,7 +464,9 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.union.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may cache listings: every change goes through this mount, and the
+            // kernel drops a directory's cache when it changes it.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
         }
     }

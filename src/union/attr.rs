@@ -73,6 +73,25 @@ pub struct Attr {
 }
 
 impl Attr {
+    /// The attributes sent with a negative entry (ignored by the kernel).
+    pub fn negative() -> Attr {
+        Attr {
+            ino: 0,
+            size: 0,
+            blocks: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            kind: FileKind::Regular,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 0,
+        }
+    }
+
     pub fn from_stat(st: &FileStat, ino: u64) -> Attr {
         Attr {
             ino,
