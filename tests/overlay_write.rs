@@ -374,3 +374,28 @@ fn special_files_open_through_the_mount() {
         .unwrap();
     assert_eq!(buf, [0u8; 16]);
 }
+
+#[test]
+fn hard_links_already_in_an_upper_layer_survive_unlinking_either_name() {
+    let mut l = Layers::new();
+    l.add().file("low", "l");
+    let mut m = Mount::new(&l.lowerdirs());
+    m.umount();
+    // An upper layer written by another tool: two names, one inode, no index.
+    fs::write(m.up("a"), "shared").unwrap();
+    fs::hard_link(m.up("a"), m.up("b")).unwrap();
+    m.mount();
+    assert_eq!(ino(&m.p("a")), ino(&m.p("b")));
+    fs::write(m.p("a"), "changed").unwrap();
+    fs::remove_file(m.p("a")).unwrap();
+    assert_eq!(read(&m.p("b")), "changed");
+    assert_eq!(fs::metadata(m.p("b")).unwrap().nlink(), 1);
+    OpenOptions::new()
+        .append(true)
+        .open(m.p("b"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
+    m.remount();
+    assert_eq!(read(&m.p("b")), "changed+");
+}

@@ -466,7 +466,10 @@ impl Filesystem for FuseFs {
         match self.union.opendir(ino.0) {
             // The kernel may cache listings: every change goes through this mount, and the
             // kernel drops a directory's cache when it changes it.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }

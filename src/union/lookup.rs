@@ -261,10 +261,13 @@ impl Union {
             parent: up.clone(),
             name: name.to_owned(),
         };
-        if st.st_nlink > 1
-            && let Some(idx) = self.indexed(ino, Some(st))?
-        {
-            upper = idx;
+        if st.st_nlink > 1 {
+            upper = match self.indexed(ino, Some(st))? {
+                Some(idx) => idx,
+                // Hard links made outside of us (another tool wrote this upper layer): give
+                // the inode an index name, so it stays reachable whichever name goes.
+                None => self.adopt_into_index(up, name, ino, st).unwrap_or(upper),
+            };
         }
         let mut lower = None;
         if marks.metacopy {
@@ -288,6 +291,37 @@ impl Union {
             metacopy: marks.metacopy,
             dir: None,
         })
+    }
+
+    /// Links an upper inode with several names into the index; `None` when it cannot (the
+    /// name then stays the node's only handle, as before).
+    fn adopt_into_index(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        ino: u64,
+        st: &FileStat,
+    ) -> Option<UpperLoc> {
+        let up = self.stack.upper.as_ref()?;
+        let key = index_key(ino);
+        match nix::unistd::linkat(dir, name, &*up.index, key.as_str(), AtFlags::empty()) {
+            Ok(()) => {}
+            // The key is taken by another inode (`indexed` checked it is not this one).
+            Err(nix::errno::Errno::EEXIST) => return None,
+            Err(e) => {
+                log::warn!("indexing hard-linked {name:?}: {e}");
+                return None;
+            }
+        }
+        let at = At::Entry(up.index.as_fd(), OsStr::new(&key));
+        let _ = xattr::set(
+            at,
+            up.ns(),
+            xattr::NLINK,
+            st.st_nlink.to_string().as_bytes(),
+        );
+        let _ = xattr::set(at, up.ns(), xattr::ORIGIN, ino.to_string().as_bytes());
+        Some(UpperLoc::Indexed { key })
     }
 
     /// The index entry of inode `ino`, if the inode has been copied up through the index.
