@@ -2,6 +2,7 @@
 //! entries and nothing for upper-only ones, rmdir of lower and merged directories
 //! (whiteouts inside do not count), opaque re-creation that survives a remount, and
 //! `rm -rf` of a big tree merged from three layers. Needs root and /dev/fuse.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common {
     pub mod mount;
