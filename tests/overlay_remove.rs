@@ -14,17 +14,6 @@ use std::os::unix::fs::MetadataExt;
 
 use common::mount::*;
 
-fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
-    r.expect_err("expected an error")
-        .raw_os_error()
-        .expect("an errno")
-}
-
-/// Everything left in the copy-up staging directory.
-fn staged(m: &Mount) -> Vec<String> {
-    ls(&m.work.as_ref().expect("writable").join("layerfs-tmp"))
-}
-
 #[test]
 fn unlink_lower_file_leaves_a_whiteout_upper_file_leaves_nothing() {
     let mut l = Layers::new();

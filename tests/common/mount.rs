@@ -442,3 +442,36 @@ pub fn sh(cmd: &str) -> std::process::Output {
 pub fn os(s: &str) -> OsString {
     OsStr::from_bytes(s.as_bytes()).to_owned()
 }
+
+/// renameat2(2) with `flags` (RENAME_NOREPLACE, RENAME_EXCHANGE).
+pub fn rename2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
+    let f = std::ffi::CString::new(from.as_os_str().as_bytes()).unwrap();
+    let t = std::ffi::CString::new(to.as_os_str().as_bytes()).unwrap();
+    // SAFETY: two valid C strings, relative to the current directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The errno of a call expected to fail.
+pub fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("expected an error")
+        .raw_os_error()
+        .expect("an errno")
+}
+
+/// What is left in the copy-up staging directory of a writable mount.
+pub fn staged(m: &Mount) -> Vec<String> {
+    ls(&m.work.as_ref().expect("writable mount").join("layerfs-tmp"))
+}
