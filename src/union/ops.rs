@@ -415,6 +415,39 @@ impl Union {
         }
     }
 
+    /// Readies a node that is about to lose a name: a hard-linked lower file is copied up
+    /// to the index first (as kernel overlayfs does with `index=on`), so its visible link
+    /// count is kept there and no later copy-up is made at the removed name (the node's
+    /// name is whichever of its names was looked up first).
+    fn before_name_removal(&self, node: &Arc<Node>) -> Result<()> {
+        let hardlinked_lower = {
+            let s = node.read();
+            s.dir.is_none()
+                && s.upper.is_none()
+                && s.lower.as_ref().is_some_and(|l| l.stat.st_nlink > 1)
+        };
+        if hardlinked_lower {
+            self.copy_up(node, super::copyup::CopyMode::Full)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `name` in upper directory `pfd` a name of indexed `node`, if it is not there
+    /// yet: the upper copy of a hard-linked node is made at the name it was first looked
+    /// up by, which need not be the name a rename moves.
+    fn ensure_upper_name(&self, node: &Node, pfd: &OwnedFd, name: &OsStr) -> Result<()> {
+        let key = match &node.read().upper {
+            Some(UpperLoc::Indexed { key }) => key.clone(),
+            _ => return Ok(()),
+        };
+        if stat_at(pfd, name)?.is_some() {
+            return Ok(());
+        }
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        nix::unistd::linkat(&*up.index, key.as_str(), pfd, name, AtFlags::empty())?;
+        Ok(())
+    }
+
     /// Bookkeeping once a name of `node` is gone.
     fn name_removed(&self, node: &Arc<Node>) -> Result<()> {
         let upper = node.read().upper.clone();
@@ -463,6 +496,7 @@ impl Union {
             return Err(FsError::EISDIR);
         }
         let node = self.node_for(&pnode, name, r);
+        self.before_name_removal(&node)?;
         self.remove_name(&pnode, &snap, name)?;
         self.name_removed(&node)
     }
@@ -605,10 +639,12 @@ impl Union {
         let pfd1 = self.copy_up_dir(&pn1)?;
         let pfd2 = self.copy_up_dir(&pn2)?;
         self.prepare_move(&snode)?;
+        self.ensure_upper_name(&snode, &pfd1, n1)?;
 
         if exchange {
             let dnode = dnode.ok_or(FsError::ENOENT)?;
             self.prepare_move(&dnode)?;
+            self.ensure_upper_name(&dnode, &pfd2, n2)?;
             renameat2(&*pfd1, n1, &*pfd2, n2, RenameFlags::RENAME_EXCHANGE)?;
             self.moved(&snode, &pn2, &pfd2, n2);
             self.moved(&dnode, &pn1, &pfd1, n1);
@@ -619,6 +655,9 @@ impl Union {
             return Ok(());
         }
 
+        if let Some(d) = &dnode {
+            self.before_name_removal(d)?;
+        }
         let need_wh = self.resolve_lowers(&snap1.lowers, n1)?.is_some();
         let mut target_wh = false;
         match stat_at(&pfd2, n2)? {
