@@ -146,8 +146,18 @@ impl Union {
                             ino = o;
                         }
                     }
-                } else if is_upper && impure && !kind.is_dir() {
-                    if let Some(o) = xattr::read_marks(At::Entry(fd.as_fd(), &name))?.origin {
+                } else if is_upper && impure {
+                    // No lower directories here, but entries moved in from elsewhere: a
+                    // copied-up file reports its origin, a renamed merged directory its
+                    // redirect's lower directory (an absolute redirect resolves anywhere).
+                    let marks = xattr::read_marks(At::Entry(fd.as_fd(), &name))?;
+                    if kind.is_dir() {
+                        if let Some(r) = marks.redirect
+                            && let Some((l, lfd)) = self.redirect_lowers(snap, &r)?.first()
+                        {
+                            ino = self.stack.map_ino(*l, nix::sys::stat::fstat(lfd)?.st_ino);
+                        }
+                    } else if let Some(o) = marks.origin {
                         ino = o;
                     }
                 }
