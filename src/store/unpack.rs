@@ -342,7 +342,7 @@ impl<'a> Unpacker<'a> {
                 }
                 nix::unistd::symlinkat(os(&target), &dir, fname)
                     .map_err(|e| Error::entry_io(&name, "cannot create symlink", errno_io(e)))?;
-                self.node_meta(&dir, fname, meta, &name, false, None)
+                self.node_meta(&dir, fname, meta, &name, false)
             }
             T::Link => {
                 let target = entry
@@ -384,7 +384,7 @@ impl<'a> Unpacker<'a> {
                         ));
                     }
                 }
-                self.node_meta(&dir, fname, meta, &name, true, Some(type_name))
+                self.node_meta(&dir, fname, meta, &name, true)
             }
             other => Err(Error::entry(
                 &name,
@@ -572,7 +572,7 @@ impl<'a> Unpacker<'a> {
                 Some(Gid::from_raw(meta.gid as u32)),
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
-            Ownership::OverrideStat => self.override_stat(At::Fd(fd), &meta, None, name)?,
+            Ownership::OverrideStat => self.override_stat(At::Fd(fd), &meta, name)?,
         }
         nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(meta.mode))
             .map_err(|e| Error::entry_io(name, "cannot chmod", errno_io(e)))?;
@@ -590,7 +590,6 @@ impl<'a> Unpacker<'a> {
         meta: Meta,
         name: &str,
         chmod: bool,
-        type_name: Option<&str>,
     ) -> Result<()> {
         match self.opts.ownership {
             Ownership::Chown => nix::unistd::fchownat(
@@ -601,12 +600,9 @@ impl<'a> Unpacker<'a> {
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
-            Ownership::OverrideStat => {
-                // user.* xattrs cannot be set on symlinks: their owner is not kept.
-                if chmod {
-                    self.override_stat(At::Entry(dir.as_fd(), fname), &meta, type_name, name)?;
-                }
-            }
+            // user.* xattrs exist only on regular files and directories: the owner of a
+            // rootless symlink, fifo or device is not kept.
+            Ownership::OverrideStat => {}
         }
         if chmod {
             nix::sys::stat::fchmodat(
@@ -648,7 +644,7 @@ impl<'a> Unpacker<'a> {
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
             Ownership::OverrideStat => {
-                self.override_stat(At::Entry(dir.as_fd(), fname), &meta, None, name)?
+                self.override_stat(At::Entry(dir.as_fd(), fname), &meta, name)?
             }
         }
         self.xattrs(At::Entry(dir.as_fd(), fname), &meta.xattrs, name)?;
@@ -734,6 +730,17 @@ impl<'a> Unpacker<'a> {
                         k.to_string_lossy()
                     );
                 }
+                // Rootless: security.capability and trusted.* need privileges we lack.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EPERM)
+                        && self.opts.ownership == Ownership::OverrideStat
+                        && !k.as_bytes().starts_with(b"user.") =>
+                {
+                    log::warn!(
+                        "entry {name:?}: xattr {} needs privileges (rootless), dropped",
+                        k.to_string_lossy()
+                    );
+                }
                 Err(e) => {
                     return Err(Error::entry_io(
                         name,
@@ -746,23 +753,13 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Rootless: records ownership the host cannot give us.
-    fn override_stat(
-        &self,
-        at: At<'_>,
-        meta: &Meta,
-        type_name: Option<&str>,
-        name: &str,
-    ) -> Result<()> {
-        if meta.uid == u64::from(self.uid) && meta.gid == u64::from(self.gid) && type_name.is_none()
-        {
+    /// Rootless: records ownership the host cannot give us (regular files and
+    /// directories only: other types cannot carry user.* xattrs).
+    fn override_stat(&self, at: At<'_>, meta: &Meta, name: &str) -> Result<()> {
+        if meta.uid == u64::from(self.uid) && meta.gid == u64::from(self.gid) {
             return Ok(());
         }
-        let mut v = format!("{}:{}:0{:o}", meta.uid, meta.gid, meta.mode);
-        if let Some(t) = type_name {
-            v.push(':');
-            v.push_str(t);
-        }
+        let v = format!("{}:{}:0{:o}", meta.uid, meta.gid, meta.mode);
         sys::setxattr(at, OsStr::new(OVERRIDE_STAT_XATTR), v.as_bytes(), 0)
             .map_err(|e| Error::entry_io(name, "cannot record ownership", e))
     }
