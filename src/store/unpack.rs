@@ -924,6 +924,63 @@ mod tests {
         assert_eq!(c("./").as_deref(), Some(""));
     }
 
+    /// Truncated and bit-flipped layers give errors or odd trees, never a panic, and
+    /// never anything outside the destination.
+    #[test]
+    fn corrupt_input_never_panics() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add("d/", tar::EntryType::Directory, b"", None);
+        add("d/f", tar::EntryType::Regular, b"hello world", None);
+        add("d/l", tar::EntryType::Symlink, b"", Some("f"));
+        add("d/h", tar::EntryType::Link, b"", Some("d/f"));
+        add(".wh.x", tar::EntryType::Regular, b"", None);
+        add("d/.wh..wh..opq", tar::EntryType::Regular, b"", None);
+        let good = b.into_inner().unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let opts = UnpackOptions {
+            styles: whiteout::Styles {
+                whiteout: whiteout::WhiteoutStyle::WhFile,
+                opaque: whiteout::OpaqueStyle::WhFile,
+            },
+            ownership: Ownership::OverrideStat,
+        };
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..300 {
+            let mut input = good.clone();
+            if i % 3 == 0 {
+                input.truncate((next() as usize) % good.len());
+            } else {
+                for _ in 0..(1 + next() % 8) {
+                    let at = (next() as usize) % input.len();
+                    input[at] = next() as u8;
+                }
+            }
+            let dest = tempfile::tempdir_in(base.path()).unwrap();
+            let fd = std::fs::File::open(dest.path()).unwrap();
+            let _ = unpack(&input[..], fd.as_fd(), &opts);
+        }
+        // Everything stayed inside the per-run directories.
+        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn pax_times() {
         let t = parse_pax_time(b"1700000000.5").unwrap();
