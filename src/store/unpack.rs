@@ -342,7 +342,7 @@ impl<'a> Unpacker<'a> {
                 }
                 nix::unistd::symlinkat(os(&target), &dir, fname)
                     .map_err(|e| Error::entry_io(&name, "cannot create symlink", errno_io(e)))?;
-                self.node_meta(&dir, fname, meta, &name, false, None)
+                self.node_meta(&dir, fname, meta, &name, false)
             }
             T::Link => {
                 let target = entry
@@ -384,7 +384,7 @@ impl<'a> Unpacker<'a> {
                         ));
                     }
                 }
-                self.node_meta(&dir, fname, meta, &name, true, Some(type_name))
+                self.node_meta(&dir, fname, meta, &name, true)
             }
             other => Err(Error::entry(
                 &name,
@@ -572,7 +572,7 @@ impl<'a> Unpacker<'a> {
                 Some(Gid::from_raw(meta.gid as u32)),
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
-            Ownership::OverrideStat => self.override_stat(At::Fd(fd), &meta, None, name)?,
+            Ownership::OverrideStat => self.override_stat(At::Fd(fd), &meta, name)?,
         }
         nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(meta.mode))
             .map_err(|e| Error::entry_io(name, "cannot chmod", errno_io(e)))?;
@@ -590,7 +590,6 @@ impl<'a> Unpacker<'a> {
         meta: Meta,
         name: &str,
         chmod: bool,
-        type_name: Option<&str>,
     ) -> Result<()> {
         match self.opts.ownership {
             Ownership::Chown => nix::unistd::fchownat(
@@ -601,12 +600,9 @@ impl<'a> Unpacker<'a> {
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
-            Ownership::OverrideStat => {
-                // user.* xattrs cannot be set on symlinks: their owner is not kept.
-                if chmod {
-                    self.override_stat(At::Entry(dir.as_fd(), fname), &meta, type_name, name)?;
-                }
-            }
+            // user.* xattrs exist only on regular files and directories: the owner of a
+            // rootless symlink, fifo or device is not kept.
+            Ownership::OverrideStat => {}
         }
         if chmod {
             nix::sys::stat::fchmodat(
@@ -648,7 +644,7 @@ impl<'a> Unpacker<'a> {
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
             Ownership::OverrideStat => {
-                self.override_stat(At::Entry(dir.as_fd(), fname), &meta, None, name)?
+                self.override_stat(At::Entry(dir.as_fd(), fname), &meta, name)?
             }
         }
         self.xattrs(At::Entry(dir.as_fd(), fname), &meta.xattrs, name)?;
@@ -734,6 +730,17 @@ impl<'a> Unpacker<'a> {
                         k.to_string_lossy()
                     );
                 }
+                // Rootless: security.capability and trusted.* need privileges we lack.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EPERM)
+                        && self.opts.ownership == Ownership::OverrideStat
+                        && !k.as_bytes().starts_with(b"user.") =>
+                {
+                    log::warn!(
+                        "entry {name:?}: xattr {} needs privileges (rootless), dropped",
+                        k.to_string_lossy()
+                    );
+                }
                 Err(e) => {
                     return Err(Error::entry_io(
                         name,
@@ -746,23 +753,13 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Rootless: records ownership the host cannot give us.
-    fn override_stat(
-        &self,
-        at: At<'_>,
-        meta: &Meta,
-        type_name: Option<&str>,
-        name: &str,
-    ) -> Result<()> {
-        if meta.uid == u64::from(self.uid) && meta.gid == u64::from(self.gid) && type_name.is_none()
-        {
+    /// Rootless: records ownership the host cannot give us (regular files and
+    /// directories only: other types cannot carry user.* xattrs).
+    fn override_stat(&self, at: At<'_>, meta: &Meta, name: &str) -> Result<()> {
+        if meta.uid == u64::from(self.uid) && meta.gid == u64::from(self.gid) {
             return Ok(());
         }
-        let mut v = format!("{}:{}:0{:o}", meta.uid, meta.gid, meta.mode);
-        if let Some(t) = type_name {
-            v.push(':');
-            v.push_str(t);
-        }
+        let v = format!("{}:{}:0{:o}", meta.uid, meta.gid, meta.mode);
         sys::setxattr(at, OsStr::new(OVERRIDE_STAT_XATTR), v.as_bytes(), 0)
             .map_err(|e| Error::entry_io(name, "cannot record ownership", e))
     }
@@ -925,6 +922,63 @@ mod tests {
         assert_eq!(c("a/../../b"), None);
         assert_eq!(c("../x"), None);
         assert_eq!(c("./").as_deref(), Some(""));
+    }
+
+    /// Truncated and bit-flipped layers give errors or odd trees, never a panic, and
+    /// never anything outside the destination.
+    #[test]
+    fn corrupt_input_never_panics() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add("d/", tar::EntryType::Directory, b"", None);
+        add("d/f", tar::EntryType::Regular, b"hello world", None);
+        add("d/l", tar::EntryType::Symlink, b"", Some("f"));
+        add("d/h", tar::EntryType::Link, b"", Some("d/f"));
+        add(".wh.x", tar::EntryType::Regular, b"", None);
+        add("d/.wh..wh..opq", tar::EntryType::Regular, b"", None);
+        let good = b.into_inner().unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let opts = UnpackOptions {
+            styles: whiteout::Styles {
+                whiteout: whiteout::WhiteoutStyle::WhFile,
+                opaque: whiteout::OpaqueStyle::WhFile,
+            },
+            ownership: Ownership::OverrideStat,
+        };
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..300 {
+            let mut input = good.clone();
+            if i % 3 == 0 {
+                input.truncate((next() as usize) % good.len());
+            } else {
+                for _ in 0..(1 + next() % 8) {
+                    let at = (next() as usize) % input.len();
+                    input[at] = next() as u8;
+                }
+            }
+            let dest = tempfile::tempdir_in(base.path()).unwrap();
+            let fd = std::fs::File::open(dest.path()).unwrap();
+            let _ = unpack(&input[..], fd.as_fd(), &opts);
+        }
+        // Everything stayed inside the per-run directories.
+        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
     }
 
     #[test]
