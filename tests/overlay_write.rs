@@ -399,3 +399,45 @@ fn hard_links_already_in_an_upper_layer_survive_unlinking_either_name() {
     m.remount();
     assert_eq!(read(&m.p("b")), "changed+");
 }
+
+#[test]
+fn posix_acls_are_enforced_and_copied_up() {
+    let mut l = Layers::new();
+    let low = l.add();
+    low.file("acl-file", "acl").mode("acl-file", 0o600);
+    low.file("plain", "plain").mode("plain", 0o600);
+    let ok = std::process::Command::new("setfacl")
+        .args(["-m", "u:65534:r"])
+        .arg(low.p("acl-file"))
+        .status()
+        .expect("setfacl (package acl)")
+        .success();
+    assert!(ok);
+    let m = Mount::new(&l.lowerdirs());
+    fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sh_as_nobody(&format!("cat '{}'", m.p("acl-file").display()));
+    assert!(
+        out.status.success(),
+        "the ACL grants read: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !sh_as_nobody(&format!("cat '{}'", m.p("plain").display()))
+            .status
+            .success()
+    );
+    // an ACL set through the mount lands on the upper copy and takes effect
+    let ok = std::process::Command::new("setfacl")
+        .args(["-m", "u:65534:r"])
+        .arg(m.p("plain"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(getxattr(&m.up("plain"), "system.posix_acl_access").is_some());
+    assert!(
+        sh_as_nobody(&format!("cat '{}'", m.p("plain").display()))
+            .status
+            .success()
+    );
+}

@@ -200,9 +200,15 @@ fn reply_xattr(op: &str, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXat
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // Lookups and readdirs of one directory may run at once; the core is made for it.
-        // ATOMIC_O_TRUNC: an O_TRUNC open copies up no data at all.
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // PARALLEL_DIROPS: lookups and readdirs of one directory may run at once; the core
+        // is made for it. ATOMIC_O_TRUNC: an O_TRUNC open copies up no data at all.
+        // POSIX_ACL: the kernel enforces ACLs and caches them (also their absence), which
+        // saves `ls -l` one getxattr round trip per file. CACHE_SYMLINKS: a symlink's target
+        // never changes in place.
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_CACHE_SYMLINKS;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         Ok(())
