@@ -377,3 +377,48 @@ fn bad_input_fails_clearly_and_mounts_nothing() {
     assert!(!out.status.success());
     assert!(!is_mounted(&mp));
 }
+
+#[test]
+fn foreground_mount_stays_attached_and_stops_on_sigint() {
+    let s = Store::new();
+    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let mp = s.mountpoint("m");
+    let _g = Unmount(vec![mp.clone()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_layerfs"))
+        .arg("--root")
+        .arg(s.root())
+        .args(["-q", "mount", &src])
+        .arg(&mp)
+        .args(["--name", "fg", "--foreground"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !is_mounted(&mp) {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "foreground mount did not come up"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "foreground mount exited early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(read(&mp.join("etc/hostname")), "layerfs-busybox\n");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "stays attached while mounted"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGINT: {status}");
+    assert!(!is_mounted(&mp));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(out.trim(), "fg", "prints the container name");
+}
