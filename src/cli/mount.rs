@@ -79,6 +79,16 @@ fn container_for(
     Ok(containers::create(store, name, image)?)
 }
 
+fn already_mounted(c: &containers::Container) -> anyhow::Error {
+    let at = c
+        .record
+        .mountpoint
+        .as_deref()
+        .map(|m| format!(" at {m}"))
+        .unwrap_or_default();
+    anyhow::anyhow!("container {} is already mounted{at}", c.record.name)
+}
+
 fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let abs =
         std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
@@ -112,15 +122,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         if let Some(c) = &container
             && c.is_mounted()
         {
-            bail!(
-                "container {} is already mounted{}",
-                c.record.name,
-                c.record
-                    .mountpoint
-                    .as_deref()
-                    .map(|m| format!(" at {m}"))
-                    .unwrap_or_default()
-            );
+            return Err(already_mounted(c));
         }
         let mut a: Vec<OsString> = vec!["--root".into(), ctx.root.clone().into()];
         for _ in 0..ctx.verbose {
@@ -183,15 +185,7 @@ fn serve_container(
         return daemon::serve(serve, ready, || println!("{}", image.display_name()));
     };
     let Some(_lock) = c.try_lock()? else {
-        bail!(
-            "container {} is already mounted{}",
-            c.record.name,
-            c.record
-                .mountpoint
-                .as_deref()
-                .map(|m| format!(" at {m}"))
-                .unwrap_or_default()
-        );
+        return Err(already_mounted(&c));
     };
     mount.fsname = format!("layerfs:{}", c.record.name);
     let upper = LayerSpec {

@@ -198,6 +198,23 @@ fn reply_xattr(op: &str, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXat
     }
 }
 
+impl FuseFs {
+    /// Answers with a node's attributes (its node id is the inode number the kernel knows).
+    fn reply_attr(&self, op: &str, ino: INodeNo, r: Result<Attr, FsError>, reply: ReplyAttr) {
+        match r {
+            Ok(a) => {
+                let mut fa = file_attr(&a);
+                fa.ino = ino;
+                reply.attr(&self.union.ttl_of(ino.0), &fa)
+            }
+            Err(e) => {
+                debug!("{op}({}): {e:?}", ino.0);
+                reply.error(errno(e))
+            }
+        }
+    }
+}
+
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // PARALLEL_DIROPS: lookups and readdirs of one directory may run at once; the core
@@ -238,18 +255,12 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.union.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => {
-                let ttl = self.union.ttl_of(ino.0);
-                let mut fa = file_attr(&a);
-                fa.ino = ino;
-                reply.attr(&ttl, &fa)
-            }
-            Err(e) => {
-                debug!("getattr({}): {e:?}", ino.0);
-                reply.error(errno(e))
-            }
-        }
+        self.reply_attr(
+            "getattr",
+            ino,
+            self.union.getattr(ino.0, fh.map(|f| f.0)),
+            reply,
+        );
     }
 
     fn setattr(
@@ -279,17 +290,7 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(time_set),
             fh: fh.map(|f| f.0),
         };
-        match self.union.setattr(ino.0, &ch) {
-            Ok(a) => {
-                let mut fa = file_attr(&a);
-                fa.ino = ino;
-                reply.attr(&self.union.ttl_of(ino.0), &fa)
-            }
-            Err(e) => {
-                debug!("setattr({}): {e:?}", ino.0);
-                reply.error(errno(e))
-            }
-        }
+        self.reply_attr("setattr", ino, self.union.setattr(ino.0, &ch), reply);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {

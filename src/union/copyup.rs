@@ -33,7 +33,7 @@ use crate::whiteout;
 use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result};
-use super::layer::index_key;
+use super::layer::{index_key, open_readable_dir};
 use super::lookup::open_dir_at;
 use super::node::{Node, UpperLoc};
 use super::xattr;
@@ -58,12 +58,7 @@ fn stat_times(st: &FileStat) -> (TimeSpec, TimeSpec) {
 
 /// Puts a directory's atime/mtime back to `st`'s (its ctime moves, as it must).
 fn restore_dir_times(dir: &OwnedFd, st: &FileStat) -> Result<()> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = open_readable_dir(dir)?;
     let (a, m) = stat_times(st);
     nix::sys::stat::futimens(&fd, &a, &m)?;
     Ok(())
@@ -316,8 +311,16 @@ impl Union {
                 nix::fcntl::renameat(&*up.tmp, tmpname, &*d, n.as_os_str())?;
                 return Ok(loc.clone());
             }
-            if hardlinked {
+            let loc = if hardlinked {
+                // One copy for every name: the index name first, then this one.
                 let key = index_key(ino);
+                let nlink = lower.stat.st_nlink.to_string();
+                xattr::set(
+                    At::Entry(up.tmp.as_fd(), tmpname),
+                    up.ns(),
+                    xattr::NLINK,
+                    nlink.as_bytes(),
+                )?;
                 nix::unistd::linkat(
                     &*up.tmp,
                     tmpname,
@@ -325,22 +328,13 @@ impl Union {
                     key.as_str(),
                     AtFlags::empty(),
                 )?;
-                let nlink = lower.stat.st_nlink.to_string();
-                xattr::set(
-                    At::Entry(up.index.as_fd(), OsStr::new(&key)),
-                    up.ns(),
-                    xattr::NLINK,
-                    nlink.as_bytes(),
-                )?;
-                renameat2(
-                    &*up.tmp,
-                    tmpname,
-                    &pfd,
-                    name.as_os_str(),
-                    RenameFlags::RENAME_NOREPLACE,
-                )?;
-                return Ok(UpperLoc::Indexed { key });
-            }
+                UpperLoc::Indexed { key }
+            } else {
+                UpperLoc::Named {
+                    parent: pfd.clone(),
+                    name: name.clone(),
+                }
+            };
             renameat2(
                 &*up.tmp,
                 tmpname,
@@ -348,10 +342,7 @@ impl Union {
                 name.as_os_str(),
                 RenameFlags::RENAME_NOREPLACE,
             )?;
-            Ok(UpperLoc::Named {
-                parent: pfd.clone(),
-                name: name.clone(),
-            })
+            Ok(loc)
         })();
         let loc = match installed {
             Ok(loc) => loc,

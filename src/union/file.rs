@@ -22,6 +22,7 @@ use super::Union;
 use super::attr::{Attr, FileKind, Time};
 use super::copyup::CopyMode;
 use super::error::{FsError, Result};
+use super::layer::open_readable_dir;
 use super::node::{Node, NodeState, UpperLoc};
 use super::readdir::{DirEntry, Listing};
 use super::xattr;
@@ -153,12 +154,7 @@ impl Union {
     pub(crate) fn meta_target(&self, s: &NodeState) -> Result<MetaTarget> {
         if let Some(d) = &s.dir {
             let up = d.upper.as_ref().ok_or(FsError::EIO)?;
-            let fd = openat(
-                up,
-                ".",
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
+            let fd = open_readable_dir(up)?;
             return Ok(MetaTarget::Dir(fd));
         }
         let loc = s.upper.as_ref().ok_or(FsError::EIO)?;
@@ -173,12 +169,7 @@ impl Union {
         }
         if let Some(d) = &s.dir {
             let (_, fd) = d.lowers.first().ok_or(FsError::EIO)?;
-            let fd = openat(
-                fd,
-                ".",
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
+            let fd = open_readable_dir(fd)?;
             return Ok(MetaTarget::Dir(fd));
         }
         let l = s.lower.as_ref().ok_or(FsError::EIO)?;
@@ -600,12 +591,7 @@ impl Union {
         let node = self.node(id)?;
         let up = node.read().dir.as_ref().and_then(|d| d.upper.clone());
         if let Some(up) = up {
-            let fd = openat(
-                &up,
-                ".",
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
+            let fd = open_readable_dir(&up)?;
             nix::unistd::fsync(&fd)?;
         }
         Ok(())

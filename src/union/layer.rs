@@ -107,16 +107,21 @@ fn ensure_subdir(parent: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// A readable fd of the directory `dir` refers to (which may be an `O_PATH` fd): for
+/// getdents, fsync, futimens, fchmod and the like.
+pub(crate) fn open_readable_dir(dir: impl AsFd) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Removes everything inside directory `dir` (an fd opened for reading).
 pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
     let names: Vec<_> = {
-        let fd = openat(
-            dir,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut d = nix::dir::Dir::from_fd(fd)?;
+        let mut d = nix::dir::Dir::from_fd(open_readable_dir(dir)?)?;
         d.iter()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_owned())

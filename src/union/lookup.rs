@@ -22,7 +22,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
 use super::layer::index_key;
-use super::node::{DirInfo, DirSnapshot, Lower, UpperLoc};
+use super::node::{DirInfo, DirSnapshot, Lower, Node, NodeState, UpperLoc};
 use super::xattr::{self, Marks};
 
 /// What a name resolved to.
@@ -34,6 +34,23 @@ pub(crate) struct Resolved {
     pub upper: Option<UpperLoc>,
     pub metacopy: bool,
     pub dir: Option<DirInfo>,
+}
+
+impl Resolved {
+    /// The state of a node for this resolution, reached as `name` in `parent`.
+    pub(crate) fn into_state(self, parent: &Arc<Node>, name: &OsStr) -> NodeState {
+        NodeState {
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+            kind: self.kind,
+            ino: self.ino,
+            lower: self.lower,
+            upper: self.upper,
+            metacopy: self.metacopy,
+            dir: self.dir,
+            unlinked: false,
+        }
+    }
 }
 
 pub(crate) fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<FileStat>> {

@@ -157,17 +157,7 @@ impl Union {
 
     /// Turns a resolution into a live node (counting one kernel lookup).
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
-        self.inodes.intern(r.ino, || NodeState {
-            parent: Some(parent.clone()),
-            name: name.to_owned(),
-            kind: r.kind,
-            ino: r.ino,
-            lower: r.lower,
-            upper: r.upper,
-            metacopy: r.metacopy,
-            dir: r.dir,
-            unlinked: false,
-        })
+        self.inodes.intern(r.ino, || r.into_state(parent, name))
     }
 
     /// A node for a resolution without counting a kernel lookup: the live one if any,
@@ -176,21 +166,7 @@ impl Union {
         if let Some(n) = self.inodes.by_ino(r.ino) {
             return n;
         }
-        Arc::new(Node::new(
-            r.ino,
-            0,
-            NodeState {
-                parent: Some(parent.clone()),
-                name: name.to_owned(),
-                kind: r.kind,
-                ino: r.ino,
-                lower: r.lower,
-                upper: r.upper,
-                metacopy: r.metacopy,
-                dir: r.dir,
-                unlinked: false,
-            },
-        ))
+        Arc::new(Node::new(r.ino, 0, r.into_state(parent, name)))
     }
 
     /// The entry the kernel gets for a node.

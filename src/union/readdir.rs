@@ -11,15 +11,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::Mode;
-
 use crate::sys::At;
 use crate::whiteout::{self, NameKind};
 
 use super::Union;
 use super::attr::FileKind;
 use super::error::Result;
+use super::layer::open_readable_dir;
 use super::lookup::stat_at;
 use super::node::DirSnapshot;
 use super::xattr;
@@ -42,13 +40,7 @@ pub struct Listing {
 
 /// The raw entries of one layer directory.
 fn read_layer_dir(dir: &OwnedFd) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let mut d = nix::dir::Dir::from_fd(open_readable_dir(dir)?)?;
     let mut out = Vec::new();
     for e in d.iter() {
         let e = e?;
