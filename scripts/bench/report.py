@@ -143,9 +143,10 @@ def tables(raw, meta):
     missing = {k.split(":", 1)[1]: v[0] for k, v in meta.items() if k.startswith("missing:")}
     have_lfsm = any(c["lfsm"].values for c in times.values())
 
-    head = ["workload (median s)"] + [LABEL[f] for f in FS] + ["layerfs / kernel", "layerfs / fo 2.0"]
+    head = ["workload (median s)"] + [LABEL[f] for f in FS]
+    head += ["layerfs-overlay / kernel", "layerfs-overlay / fo 2.0"]
     if have_lfsm:
-        head += ["mount / kernel", "mount / fo 2.0"]
+        head += ["layerfs mount / kernel", "layerfs mount / fo 2.0"]
     lines = [head]
     for row, cells in times.items():
         med = {f: cells[f].median() for f in FS}
