@@ -2,7 +2,7 @@
 # bench.sh — layerfs beside kernel overlayfs and fuse-overlayfs (2.0 and 1.10).
 #
 # Usage (as root):  scripts/bench.sh [--quick] [--rounds N] [--only REGEX] [--fs LIST]
-#                                    [--out FILE] [--no-build] [--yes]
+#                                    [--out FILE] [--report RAW] [--no-build] [--yes]
 #
 #   --quick       one round on small generated data, no Debian image; well under a minute
 #                 (what .ci/run runs, so that the harness never rots)
@@ -11,6 +11,8 @@
 #   --fs LIST     only these filesystems, comma separated (ids below)
 #   --out FILE    also write the table to FILE (markdown, with the machine and date);
 #                 `--out docs/performance.md` after a full run is how that page is made
+#   --report RAW  measure nothing: print (and with --out, write) the tables of an earlier
+#                 run from its raw results (BENCH_DIR/results/*.tsv)
 #   --no-build    do not run `cargo build --release` first
 #   --yes         do not wait before a full run (it says how long it will take first)
 #
@@ -40,8 +42,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 LIB=$HERE/bench
 
-QUICK=0 ROUNDS= ONLY= FS_LIST= OUT= BUILD=1 YES=0
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+QUICK=0 ROUNDS='' ONLY='' FS_LIST='' OUT='' BUILD=1 YES=0 REPORT=''
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:?}; shift ;;
     --fs) FS_LIST=${2:?}; shift ;;
     --out) OUT=${2:?}; shift ;;
+    --report) REPORT=${2:?}; shift ;;
     --no-build) BUILD=0 ;;
     --yes|-y) YES=1 ;;
     -h|--help) usage 0 ;;
@@ -56,8 +59,18 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ "$(id -u)" = 0 ] || { echo "bench.sh: must run as root (device whiteouts, drop_caches, kernel overlayfs)" >&2; exit 1; }
 [ -z "$OUT" ] || OUT=$(realpath -m "$OUT")
+if [ -n "$REPORT" ]; then   # tables of an earlier run, nothing measured
+  PY=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
+  [ -f "$REPORT" ] && [ -f "${REPORT%.tsv}.meta.tsv" ] || { echo "bench.sh: no $REPORT or its .meta.tsv" >&2; exit 2; }
+  "$PY" "$LIB/report.py" table "$REPORT" "${REPORT%.tsv}.meta.tsv"
+  if [ -n "$OUT" ]; then
+    mkdir -p "$(dirname "$OUT")"
+    "$PY" "$LIB/report.py" page "$REPORT" "${REPORT%.tsv}.meta.tsv" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+  fi
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || { echo "bench.sh: must run as root (device whiteouts, drop_caches, kernel overlayfs)" >&2; exit 1; }
 
 # ---------------------------------------------------------------- parameters
 if [ "$QUICK" = 1 ]; then
@@ -284,7 +297,7 @@ failure_text() {
 # run_cell ROUND FS CELL: one fresh mount, the cell's steps, RSS, unmount. Every step gets
 # a record, also when the filesystem is missing or cannot mount.
 run_cell() {
-  local round=$1 fs=$2 name ds steps c step fn row rc secs hwm t0 cell_t0 why summary= skip=
+  local round=$1 fs=$2 name ds steps c step fn row rc secs hwm t0 cell_t0 why summary='' skip=''
   local -a step_list
   IFS='|' read -r name ds steps <<< "$3"
   IFS=';' read -ra step_list <<< "$steps"
@@ -468,6 +481,9 @@ for ds in "${!DATA_DIR[@]}"; do
 done
 
 # ---- layerfs load / mount: they light up once the subcommands work.
+# The first line of an error output, without "layerfs: error:" and without what clap quotes
+# after "unexpected argument" (a long path).
+first_error() { grep -m1 . "$1" | sed -e 's/^layerfs: error: //' -e "s/ '.*//" | cut -c1-80; }
 load_store() { # DATASET: a fresh store holding the dataset's image; sets STORE_IMAGE
   local ds=$1 out
   rm -rf "$RUN/store-$ds"
@@ -481,10 +497,10 @@ load_store() { # DATASET: a fresh store holding the dataset's image; sets STORE_
 if [ -x "$LAYERFS" ]; then
   if load_store gen; then
     if [ "$DEBIAN" = 1 ] && [ -z "${DATA_MISSING[debian]:-}" ]; then
-      load_store debian || MISSING[lfsm]="layerfs load of the Debian image: $(grep -m1 . "$RUN/load.err" | cut -c1-80)"
+      load_store debian || MISSING[lfsm]="layerfs load of the Debian image: $(first_error "$RUN/load.err")"
     fi
   else
-    MISSING[lfs-load]="layerfs load: $(grep -m1 . "$RUN/load.err" | sed 's/^layerfs: error: //' | cut -c1-80)"
+    MISSING[lfs-load]="layerfs load: $(first_error "$RUN/load.err")"
     [ -n "${MISSING[lfsm]:-}" ] || MISSING[lfsm]=${MISSING[lfs-load]}
   fi
 else
@@ -497,7 +513,7 @@ for fs in "${ALL_FS[@]}"; do
   if do_mount "$fs" gen "$RUN/trial-$fs" && ls "$MNT" > /dev/null 2>> "$RUN/trial-$fs/mount.out"; then
     unmount "$MNT" "$PID"
   else
-    MISSING[$fs]="cannot mount: $(grep -m1 . "$RUN/trial-$fs/mount.out" | sed 's/^layerfs: error: //' | cut -c1-80)"
+    MISSING[$fs]="cannot mount: $(first_error "$RUN/trial-$fs/mount.out")"
     { echo "== trial mount $fs"; cat "$RUN/trial-$fs/mount.out"; } >> "$LOG"
     [ -z "${MNT:-}" ] || unmount "$MNT" "${PID:-}"
   fi
@@ -527,11 +543,13 @@ export IMPORT_OCI LAYERFS
 
 # The estimate: each cell's time in the latest earlier run of this mode that has it.
 estimate() {
-  local earlier
-  mapfile -t earlier < <(ls -tr "$RESULTS"/*-"$MODE".tsv 2>/dev/null | grep -v "/$STAMP-" || true)
-  local fs active=
+  local f fs active='' earlier=() cells=("${SEL[@]%%|*}")
+  for f in "$RESULTS"/*-"$MODE".tsv; do   # named by time: the glob's order is the runs' order
+    [ -f "$f" ] && [[ $f != */$STAMP-* ]] && earlier+=("$f")
+  done
   for fs in "${ALL_FS[@]}"; do [ -n "${MISSING[$fs]:-}" ] || active+=$fs,; done
-  "$PY" "$LIB/report.py" estimate "$ROUNDS" "$MODE" "$active" "${SEL[@]%%|*}" $([ "$DO_IMPORT" = 1 ] && echo import) -- "${earlier[@]}"
+  [ "$DO_IMPORT" = 0 ] || cells+=(import)
+  "$PY" "$LIB/report.py" estimate "$ROUNDS" "$MODE" "$active" "${cells[@]}" -- "${earlier[@]}"
 }
 EST=$(estimate)
 log "$MODE run: ${#SEL[@]} cells x ${#ALL_FS[@]} filesystems x $ROUNDS round(s)$([ "$DO_IMPORT" = 1 ] && echo " + image import"); $EST"

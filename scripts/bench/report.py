@@ -174,7 +174,7 @@ def tables(raw, meta):
     if have_lfsm:
         line += ["–", ratio(peak["lfsm"], peak["fo2"])]
     lines.append(line)
-    out = [table(lines)]
+    out = [table(lines)] if times else []
 
     if rss:
         fuse = [f for f in FS if f != "kernel"]
@@ -200,6 +200,8 @@ def tables(raw, meta):
 
     notes = []
     for f, why in missing.items():
+        # clap's "unexpected argument '<a long path>'": the subcommand is not there yet
+        why = why.split(" '")[0]
         notes.append(f"- {LABEL.get(f, f)}: missing — {why}")
     for k, v in meta.items():
         if k.startswith("nodata:"):
@@ -251,10 +253,17 @@ def page(raw, meta):
         "and `mv` then falls back to copying.",
         "- import: the image from its OCI layout into a store or a rootfs, caches dropped before.",
         "",
-        "Run it: `sudo scripts/bench.sh` (full, asks for nothing after saying how long it "
-        "takes), `scripts/bench.sh --quick` (CI), `--only REGEX`, `--fs kernel,lfs`, "
-        "`--rounds N`; see the header of `scripts/bench.sh`. Micro-benchmarks of the union "
-        "core: `cargo bench --bench union`.",
+        "Kernel overlayfs runs with the machine's module defaults (above): without "
+        "`redirect_dir` it answers EXDEV to the rename of a lower directory, and without "
+        "`metacopy` a chmod copies the whole file up. `KERNEL_OVL_OPTS=redirect_dir=on,metacopy=on` "
+        "measures it with them. fuse-overlayfs 2.0 runs as root, so with FUSE passthrough for "
+        "file data; layerfs-overlay with its default options.",
+        "",
+        "Run it (as root): `scripts/bench.sh` (full: says how long it will take, starts 10 s "
+        "later), `scripts/bench.sh --quick` (CI: one round on small data), `--only REGEX`, "
+        "`--fs kernel,lfs`, `--rounds N`, `--out docs/performance.md` to write this page, "
+        "`--report RAW` to redo the tables of an earlier run; see the header of "
+        "`scripts/bench.sh`. Micro-benchmarks of the union core: `cargo bench --bench union`.",
     ]
     return "\n".join(parts) + "\n"
 
