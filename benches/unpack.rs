@@ -39,8 +39,11 @@ fn layer() -> Vec<u8> {
             .unwrap();
         for f in 0..FILES_PER_DIR {
             let p = format!("{dir}file{f:03}.txt");
-            b.append(&header(&p, SMALL, tar::EntryType::Regular, 0o644), &small[..])
-                .unwrap();
+            b.append(
+                &header(&p, SMALL, tar::EntryType::Regular, 0o644),
+                &small[..],
+            )
+            .unwrap();
         }
     }
     let big: Vec<u8> = (0..BIG).map(|i| (i % 253) as u8).collect();
