@@ -9,7 +9,6 @@
 //! directory into `layers/` with `RENAME_NOREPLACE`; when another load won the race the
 //! staged copy is discarded. A layer already installed is never staged again.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -343,9 +342,4 @@ pub fn installed(store: &Store) -> Result<Vec<Digest>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// True for names under `layers/` that are ours (`<64 hex>`).
-pub fn is_layer_name(name: &OsStr) -> bool {
-    name.to_str().is_some_and(|n| Digest::from_hex(n).is_ok())
 }
