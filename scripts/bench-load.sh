@@ -9,7 +9,8 @@
 # Environment: LAYERFS=path to the binary (default: target/release/layerfs, built if missing);
 #   WORK=scratch dir on the filesystem to measure (default: a temp dir under /var/tmp).
 # Every run starts from an empty destination and runs `sync` (untimed) first, so dirty
-# pages of the previous run do not bill the next one. Page cache for the source is warm
+# pages of the previous run do not bill the next one; disk needed: RUNS+1 copies of the
+# unpacked image per tool. Page cache for the source is warm
 # (one untimed warm-up run of each), as it is for every tool alike.
 set -euo pipefail
 
@@ -45,19 +46,24 @@ time_one() {
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-run_layerfs() { rm -rf "$WORK/store"; "$LAYERFS" --root "$WORK/store" load -q "oci:$LAYOUT:$TAG"; }
-run_umoci() { rm -rf "$WORK/bundle"; umoci unpack --image "$LAYOUT:$TAG" "$WORK/bundle"; }
+# Each run writes into a new directory and nothing is deleted until the end: deleting
+# hundreds of MB of small files between runs slows ext4's inode allocation for the next
+# run ("recently deleted" scans) and would be measured instead of the tools.
+# (A fresh name inside a fresh directory: runs happen in subshells, so no counter.)
+next_dest() { echo "$(mktemp -d "$WORK/run.XXXXXX")/dest"; }
+run_layerfs() { "$LAYERFS" --root "$(next_dest)" load -q "oci:$LAYOUT:$TAG"; }
+run_umoci() { umoci unpack --image "$LAYOUT:$TAG" "$(next_dest)"; }
 run_tar() {
-  rm -rf "$WORK/tar"; mkdir -p "$WORK/tar"
-  local i=0 l digest mt flag
+  local dest i=0 l digest mt flag
+  dest=$(next_dest)
   for l in "${LAYERS[@]}"; do
     digest=${l%% *}; mt=${l#* }; i=$((i + 1))
     case $mt in *+zstd) flag=--zstd ;; *gzip) flag=-z ;; *) flag= ;; esac
-    mkdir -p "$WORK/tar/$i"
-    tar $flag -x -p --numeric-owner --xattrs --xattrs-include='*' -f "$LAYOUT/blobs/${digest/://}" -C "$WORK/tar/$i"
+    mkdir -p "$dest/$i"
+    tar $flag -x -p --numeric-owner --xattrs --xattrs-include='*' -f "$LAYOUT/blobs/${digest/://}" -C "$dest/$i"
   done
 }
-clean() { rm -rf "$WORK/store" "$WORK/bundle" "$WORK/tar"; sync; }
+clean() { sync; }
 
 echo "image: $LAYOUT:$TAG (${#LAYERS[@]} layers), $RUNS runs each, scratch $WORK" >&2
 declare -A MED

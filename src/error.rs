@@ -148,10 +148,6 @@ pub enum Error {
         found: String,
         wanted: String,
     },
-
-    /// An operation that needs privileges this process lacks.
-    #[error("{0}")]
-    NotPermitted(String),
 }
 
 impl Error {

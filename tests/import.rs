@@ -702,8 +702,12 @@ fn load_names_and_tags() {
         out.contains("Loaded image: example.com/team/bb:v1"),
         "{out}"
     );
-    assert!(out.contains("Loaded image: busybox:l1"), "{out}");
+    // --tag replaces the name a tag-only ref name would get from the directory.
+    assert!(!out.contains("busybox:l1"), "{out}");
     assert_eq!(s.inspect("example.com/team/bb:v1")["id"], last);
+    s.fail(&["inspect", "busybox:l1"]);
+    // Without --tag, the layout's directory names it.
+    s.ok(&["load", "-q", &format!("{}/busybox/oci:l1", f.display())]);
     assert_eq!(s.inspect("docker.io/library/busybox:l1")["id"], last);
     // An image argument may be something to load.
     let hist = s.ok(&[

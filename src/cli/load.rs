@@ -12,7 +12,8 @@ pub struct Args {
     /// detected), or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF].
     #[arg(value_name = "SOURCE")]
     pub source: String,
-    /// Also tag the image NAME[:TAG].
+    /// Name the image NAME[:TAG]. Replaces the name a tag-only ref name would get from
+    /// the directory or archive name; full names in the source (RepoTags) are kept too.
     #[arg(short, long, value_name = "NAME[:TAG]")]
     pub tag: Option<String>,
 }

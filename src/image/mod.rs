@@ -138,7 +138,13 @@ impl Source {
 
     /// Reads the source into plans (several for a multi-image docker-archive).
     pub fn read(&self) -> Result<Vec<ImagePlan>> {
-        let hint = name_hint(&self.path);
+        self.read_with(true)
+    }
+
+    /// As [`Source::read`]; `name_tag_only_refs` false leaves ref names that are only a
+    /// tag unnamed (when the user names the image with `--tag` instead).
+    pub fn read_with(&self, name_tag_only_refs: bool) -> Result<Vec<ImagePlan>> {
+        let hint = name_tag_only_refs.then(|| name_hint(&self.path)).flatten();
         let files: Arc<dyn ImageFiles> = if self.path.is_dir() {
             Arc::new(files::DirFiles::new(&self.path))
         } else {

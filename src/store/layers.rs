@@ -5,14 +5,16 @@
 //! streams the blob through: sha256 of the blob as stored (checked against the manifest
 //! digest and size when known) → decompression (gzip, zstd or none, recognised from the
 //! blob's first bytes) → sha256 of the tar (checked against the config's diff_id, after
-//! reading the stream to its very end) → the unpacker. [`install`] renames the staged
+//! reading the stream to its very end) → the unpacker. Reading, hashing and decompressing
+//! run on a thread of their own, a few chunks ahead of the unpacker, so CPU work overlaps
+//! the filesystem work. [`install`] renames the staged
 //! directory into `layers/` with `RENAME_NOREPLACE`; when another load won the race the
 //! staged copy is discarded. A layer already installed is never staged again.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
@@ -166,7 +168,7 @@ fn stage_into(
         let mut buffered = BufReader::with_capacity(BLOB_BUF, &mut blob_r);
         let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
         let compression = Compression::sniff(head);
-        let decompressed: Box<dyn Read + '_> = match compression {
+        let decompressed: Box<dyn Read + Send + '_> = match compression {
             Compression::None => Box::new(buffered),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
             Compression::Zstd => Box::new(
@@ -175,13 +177,21 @@ fn stage_into(
             ),
         };
         let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
-        let unpacked = unpack::unpack(&mut diff_r, std::os::fd::AsFd::as_fd(&diff_fd), opts);
-        // Read to the very end: bytes after the tar's end marker are part of the diff_id,
-        // and the digest checks happen at EOF.
-        let drained = match &unpacked {
-            Ok(_) => io::copy(&mut diff_r, &mut io::sink()).map(|_| ()),
-            Err(_) => Ok(()),
-        };
+        // Reading, hashing and decompressing run on their own thread, a few chunks ahead
+        // of the unpacker (which mostly waits on the filesystem).
+        let (unpacked, drained) = std::thread::scope(|scope| {
+            let (mut ahead, producer) = read_ahead(scope, &mut diff_r);
+            let unpacked = unpack::unpack(&mut ahead, std::os::fd::AsFd::as_fd(&diff_fd), opts);
+            // Read to the very end: bytes after the tar's end marker are part of the
+            // diff_id, and the digest checks happen at EOF.
+            let drained = match &unpacked {
+                Ok(_) => io::copy(&mut ahead, &mut io::sink()).map(|_| ()),
+                Err(_) => Ok(()),
+            };
+            drop(ahead);
+            let _ = producer.join();
+            (unpacked, drained)
+        });
         let diff_failure = diff_r.failure().cloned();
         drop(diff_r);
         if let Some(m) = blob_r.failure() {
@@ -260,6 +270,103 @@ fn write_info(path: &Path, info: &LayerInfo) -> Result<()> {
         .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
     json.push(b'\n');
     fs::write(path, json).map_err(|e| Error::io(path, e))
+}
+
+/// Chunk size and depth of the read-ahead between decompression and unpack.
+const AHEAD_CHUNK: usize = 256 << 10;
+const AHEAD_CHUNKS: usize = 8;
+
+/// The consuming end of [`read_ahead`].
+struct AheadReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for AheadReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.cur.len() {
+                let n = buf.len().min(self.cur.len() - self.pos);
+                buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    let old = std::mem::replace(&mut self.cur, chunk);
+                    let _ = self.recycle.send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                // The producer hung up: end of stream.
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+/// Reads `src` on a scoped thread into a bounded queue of chunks and returns the reader
+/// of that queue. The producer stops at EOF, at an error (passed on to the reader), or
+/// when the reader is dropped.
+fn read_ahead<'scope, 'env, R: Read + Send>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    src: &'scope mut R,
+) -> (AheadReader, std::thread::ScopedJoinHandle<'scope, ()>) {
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(AHEAD_CHUNKS);
+    let (recycle, reuse) = mpsc::channel::<Vec<u8>>();
+    let producer = scope.spawn(move || {
+        loop {
+            let mut buf = reuse.try_recv().unwrap_or_default();
+            buf.resize(AHEAD_CHUNK, 0);
+            let mut filled = 0;
+            // Fill whole chunks: decompressors return small reads.
+            let res = loop {
+                match src.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            let eof = filled < AHEAD_CHUNK;
+            if filled > 0 && tx.send(Ok(buf)).is_err() {
+                return;
+            }
+            if let Err(e) = res {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            if eof {
+                return;
+            }
+        }
+    });
+    let reader = AheadReader {
+        rx,
+        recycle,
+        cur: Vec::new(),
+        pos: 0,
+        done: false,
+    };
+    (reader, producer)
 }
 
 /// `renameat2(RENAME_NOREPLACE)`: fails with `AlreadyExists` when `to` exists.
@@ -343,9 +450,4 @@ pub fn installed(store: &Store) -> Result<Vec<Digest>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// True for names under `layers/` that are ours (`<64 hex>`).
-pub fn is_layer_name(name: &OsStr) -> bool {
-    name.to_str().is_some_and(|n| Digest::from_hex(n).is_ok())
 }

@@ -480,13 +480,19 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> String {
 
 /// Writes an OCI layout at `dir` holding `spec` tagged `tag`.
 pub fn write_oci(dir: &Path, spec: &ImageSpec, tag: &str) -> Built {
+    let blobs: Vec<Vec<u8>> = spec.layers.iter().map(|t| spec.comp.compress(t)).collect();
+    write_oci_blobs(dir, spec, &blobs, tag)
+}
+
+/// As [`write_oci`] with the layer blobs already made (`spec.comp` names their media
+/// type; `spec.diff_ids` must be set when `spec.layers` does not hold the tars).
+pub fn write_oci_blobs(dir: &Path, spec: &ImageSpec, blobs: &[Vec<u8>], tag: &str) -> Built {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut layers = Vec::new();
     let mut layer_digests = Vec::new();
-    for t in &spec.layers {
-        let blob = spec.comp.compress(t);
-        let d = write_blob(dir, &blob);
+    for blob in blobs {
+        let d = write_blob(dir, blob);
         layers.push(json!({"mediaType": spec.comp.media_type(), "digest": d, "size": blob.len()}));
         layer_digests.push(d);
     }
@@ -515,12 +521,45 @@ pub fn write_oci(dir: &Path, spec: &ImageSpec, tag: &str) -> Built {
         config_digest,
         manifest_digest,
         layer_digests,
-        diff_ids: spec
-            .layers
-            .iter()
-            .map(|t| format!("sha256:{}", sha256_hex(t)))
-            .collect(),
+        diff_ids: spec.diff_ids.clone().unwrap_or_else(|| {
+            spec.layers
+                .iter()
+                .map(|t| format!("sha256:{}", sha256_hex(t)))
+                .collect()
+        }),
     }
+}
+
+/// A gzip'd layer holding one file of `size` zero bytes (a multiple of 1 MiB) and a small
+/// file after it, made cheaply: gzip members of a 1 MiB chunk, repeated (gzip readers
+/// take concatenated members). Returns (blob, diff_id).
+pub fn big_zero_layer(size: usize) -> (Vec<u8>, String) {
+    const CHUNK: usize = 1 << 20;
+    assert!(size % CHUNK == 0);
+    let mut h = tar::Header::new_ustar();
+    h.set_path("big").unwrap();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    let head = h.as_bytes().to_vec();
+    let zeros = vec![0u8; CHUNK];
+    let tail = layer_tar(&[file("after", b"x")]);
+    let mut hasher = Sha256::new();
+    hasher.update(&head);
+    for _ in 0..size / CHUNK {
+        hasher.update(&zeros);
+    }
+    hasher.update(&tail);
+    let gz_zeros = Comp::Gzip.compress(&zeros);
+    let mut blob = Comp::Gzip.compress(&head);
+    for _ in 0..size / CHUNK {
+        blob.extend_from_slice(&gz_zeros);
+    }
+    blob.extend_from_slice(&Comp::Gzip.compress(&tail));
+    (blob, format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// Writes a legacy docker-archive (`manifest.json`, `<hex>.json`, `<n>/layer.tar`).
