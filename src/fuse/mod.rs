@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use log::{debug, trace};
 
@@ -221,11 +221,14 @@ impl Filesystem for FuseFs {
         // is made for it. ATOMIC_O_TRUNC: an O_TRUNC open copies up no data at all.
         // POSIX_ACL: the kernel enforces ACLs and caches them (also their absence), which
         // saves `ls -l` one getxattr round trip per file. CACHE_SYMLINKS: a symlink's target
-        // never changes in place.
+        // never changes in place. READDIRPLUS(_AUTO): a listing followed by stats (ls -l,
+        // du, tar) gets the entries' attributes with it instead of a LOOKUP each.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         Ok(())
@@ -489,16 +492,55 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.union.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (next, e) in entries {
-                    if reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name) {
-                        break;
-                    }
-                }
-                reply.ok()
-            }
+        let r = self.union.readdir(fh.0, offset, |next, e| {
+            reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self
+            .union
+            .readdirplus(fh.0, offset, |next, e, entry| match entry {
+                Some(en) => reply.add(
+                    INodeNo(en.id),
+                    next,
+                    &e.name,
+                    &en.ttl,
+                    &entry_attr(en),
+                    Generation(en.generation),
+                ),
+                // "." and "..": the kernel takes only the name and inode number.
+                None => {
+                    let mut a = file_attr(&Attr::negative());
+                    a.ino = INodeNo(e.ino);
+                    a.kind = FileType::Directory;
+                    reply.add(
+                        INodeNo(e.ino),
+                        next,
+                        &e.name,
+                        &Duration::ZERO,
+                        &a,
+                        Generation(0),
+                    )
+                }
+            });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                debug!("readdirplus({}): {e:?}", ino.0);
+                reply.error(errno(e))
+            }
         }
     }
 

@@ -18,7 +18,6 @@ use nix::sys::time::TimeSpec;
 use crate::sys::{self, At};
 use crate::whiteout;
 
-use super::Union;
 use super::attr::{Attr, FileKind, Time};
 use super::copyup::CopyMode;
 use super::error::{FsError, Result};
@@ -26,6 +25,7 @@ use super::layer::open_readable_dir;
 use super::node::{Node, NodeState, UpperLoc};
 use super::readdir::{DirEntry, Listing};
 use super::xattr;
+use super::{Entry, Union};
 
 /// What `open` answers.
 #[derive(Debug, Clone, Copy)]
@@ -542,40 +542,87 @@ impl Union {
         Ok(fh)
     }
 
-    /// Entries of an open directory from `offset` on, each with the offset of the next
-    /// one. Offset 0 (a fresh read or a rewind) takes a new snapshot.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<(u64, DirEntry)>> {
+    /// The listing an open directory reads at `offset`: offset 0 (a fresh read or a
+    /// rewind) takes a new snapshot, later offsets keep reading the same one.
+    fn handle_listing(&self, h: &DirHandle, offset: u64) -> Result<Arc<Listing>> {
+        let mut l = h.listing.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*l, offset) {
+            (Some(cur), o) if o > 0 => Ok(cur.clone()),
+            _ => {
+                let fresh = self.dir_listing(&h.node)?;
+                *l = Some(fresh.clone());
+                Ok(fresh)
+            }
+        }
+    }
+
+    /// Hands the entries of an open directory from `offset` on to `add`, each with the
+    /// offset of the next one ("." and ".." first), until `add` says the reply is full.
+    /// Nothing is copied but the entries handed out, so reading a big directory in many
+    /// replies stays linear.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry) -> bool,
+    ) -> Result<()> {
         let h = self.handles.dir(fh)?;
-        let listing = {
-            let mut l = h.listing.lock().unwrap_or_else(|p| p.into_inner());
-            match (&*l, offset) {
-                (Some(cur), o) if o > 0 => cur.clone(),
-                _ => {
-                    let fresh = self.dir_listing(&h.node)?;
-                    *l = Some(fresh.clone());
-                    fresh
+        let listing = self.handle_listing(&h, offset)?;
+        let dots = [
+            DirEntry {
+                name: ".".into(),
+                kind: FileKind::Directory,
+                ino: h.dot,
+            },
+            DirEntry {
+                name: "..".into(),
+                kind: FileKind::Directory,
+                ino: h.dotdot,
+            },
+        ];
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let all = dots.iter().chain(listing.entries.iter());
+        for (i, e) in all.enumerate().skip(start) {
+            if add(i as u64 + 1, e) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// readdirplus: like `readdir`, with each entry looked up (counted as a kernel lookup,
+    /// so `add` gets the entry and must say whether it was taken). An entry that vanished
+    /// since the listing was made is left out.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &DirEntry, Option<&Entry>) -> bool,
+    ) -> Result<()> {
+        let h = self.handles.dir(fh)?;
+        let dir_id = h.node.id;
+        let mut result = Ok(());
+        self.readdir(fh, offset, |next, e| {
+            if e.name == "." || e.name == ".." {
+                return add(next, e, None);
+            }
+            match self.lookup(dir_id, &e.name) {
+                Ok(entry) => {
+                    let full = add(next, e, Some(&entry));
+                    if full {
+                        // Not sent: the kernel will not count this lookup.
+                        self.inodes.forget(entry.id, 1);
+                    }
+                    full
+                }
+                Err(FsError::ENOENT) => false,
+                Err(err) => {
+                    result = Err(err);
+                    true
                 }
             }
-        };
-        let mut out = Vec::new();
-        let total = listing.entries.len() as u64 + 2;
-        for off in offset..total {
-            let e = match off {
-                0 => DirEntry {
-                    name: ".".into(),
-                    kind: FileKind::Directory,
-                    ino: h.dot,
-                },
-                1 => DirEntry {
-                    name: "..".into(),
-                    kind: FileKind::Directory,
-                    ino: h.dotdot,
-                },
-                n => listing.entries[(n - 2) as usize].clone(),
-            };
-            out.push((off + 1, e));
-        }
-        Ok(out)
+        })?;
+        result
     }
 
     pub fn releasedir(&self, fh: u64) {
