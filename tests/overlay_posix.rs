@@ -603,3 +603,140 @@ fn data_of_an_unlinked_open_file_is_freed_at_the_last_close() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(daemon_deleted_fds(), 0, "freed at the last close");
 }
+
+/// A directory stream read through libc, so that changes can happen between getdents
+/// calls of one open directory.
+struct DirStream(*mut libc::DIR);
+
+impl DirStream {
+    fn open(p: &std::path::Path) -> DirStream {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        let d = unsafe { libc::opendir(c.as_ptr()) };
+        assert!(!d.is_null(), "opendir {}", p.display());
+        DirStream(d)
+    }
+
+    /// Up to `n` more names (without . and ..).
+    fn take(&mut self, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            // SAFETY: the stream is open; the entry is copied out before the next call.
+            let e = unsafe { libc::readdir(self.0) };
+            if e.is_null() {
+                break;
+            }
+            // SAFETY: d_name is NUL-terminated.
+            let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            if name != "." && name != ".." {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    fn tell(&self) -> libc::c_long {
+        // SAFETY: the stream is open.
+        unsafe { libc::telldir(self.0) }
+    }
+
+    fn seek(&mut self, pos: libc::c_long) {
+        // SAFETY: the stream is open and pos came from telldir on it.
+        unsafe { libc::seekdir(self.0, pos) }
+    }
+}
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        // SAFETY: opened by opendir, closed once.
+        unsafe { libc::closedir(self.0) };
+    }
+}
+
+#[test]
+fn readdir_neither_repeats_nor_skips_while_the_directory_changes() {
+    let mut l = Layers::new();
+    let layers = [l.add(), l.add(), l.add()];
+    let mut all = Vec::new();
+    for i in 0..900 {
+        let n = format!("{i:04}{}", name('x', 150));
+        layers[i % 3].file(&format!("big/{n}"), "x");
+        if i % 5 == 0 {
+            layers[(i + 1) % 3].file(&format!("big/{n}"), "dup");
+        }
+        all.push(n);
+    }
+    let m = Mount::new(&l.lowerdirs());
+    let dir = m.p("big");
+    let mut d = DirStream::open(&dir);
+    let mut seen = d.take(300);
+    let mark = d.tell();
+    let rest_before: Vec<String> = {
+        let mut d2 = DirStream::open(&dir);
+        let v = d2.take(usize::MAX);
+        v[300..].to_vec()
+    };
+    // remove some names already read and some not yet read, create new ones
+    let removed: Vec<&String> = all.iter().step_by(6).collect();
+    for n in &removed {
+        fs::remove_file(dir.join(n)).unwrap();
+    }
+    for i in 0..150 {
+        fs::write(dir.join(format!("new{i:03}")), "n").unwrap();
+    }
+    // copy-ups of names not yet read must not move them either
+    for n in all
+        .iter()
+        .skip(3)
+        .step_by(7)
+        .filter(|n| !removed.contains(n))
+        .take(60)
+    {
+        fs::write(dir.join(n), "changed").unwrap();
+    }
+    seen.extend(d.take(usize::MAX));
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no name twice in one pass");
+    for n in &all {
+        if !removed.contains(&n) {
+            assert!(seen.contains(n), "{n} was there all along and was skipped");
+        }
+    }
+    // seekdir back to a telldir position taken before the changes
+    d.seek(mark);
+    let again = d.take(usize::MAX);
+    let mut again_sorted = again.clone();
+    again_sorted.sort();
+    again_sorted.dedup();
+    assert_eq!(
+        again_sorted.len(),
+        again.len(),
+        "no name twice after seekdir"
+    );
+    for n in &rest_before {
+        if !removed.contains(&n) {
+            assert!(again.contains(n), "{n} skipped after seekdir");
+        }
+    }
+    // a fresh listing shows the new state exactly
+    let now = ls(&dir);
+    let mut expect: Vec<String> = all
+        .iter()
+        .filter(|n| !removed.contains(n))
+        .cloned()
+        .chain((0..150).map(|i| format!("new{i:03}")))
+        .collect();
+    expect.sort();
+    let extra: Vec<&String> = now.iter().filter(|n| !expect.contains(n)).collect();
+    let missing: Vec<&String> = expect.iter().filter(|n| !now.contains(n)).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "fresh listing: extra {extra:?}, missing {missing:?}"
+    );
+    assert_eq!(now, expect);
+}
