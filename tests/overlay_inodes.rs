@@ -237,3 +237,17 @@ fn stable_when_the_upper_layer_becomes_a_lower_layer() {
     );
     assert_d_ino_matches(&m2.p(""), "rotated");
 }
+
+#[test]
+fn copied_up_files_in_the_root_keep_d_ino_after_remount() {
+    let mut l = Layers::new();
+    l.add().file("f", "f").file("g", "g").file("d/h", "h");
+    let mut m = Mount::new(&l.lowerdirs());
+    let before = inodes(&m.p(""));
+    fs::write(m.p("f"), "changed").unwrap();
+    fs::set_permissions(m.p("g"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_d_ino_matches(&m.p(""), "after copy-up");
+    m.remount();
+    assert_d_ino_matches(&m.p(""), "after remount");
+    assert_eq!(inodes(&m.p("")), before);
+}

@@ -384,8 +384,19 @@ impl Filesystem for FuseFs {
         reply_entry("link", self.union.link(ino.0, newparent.0, newname), reply);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.union.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let opened = self.union.open(ino.0, flags.0).and_then(|o| {
+            // Without CAP_FSETID (we can only tell root), truncating drops setuid/setgid.
+            if flags.0 & libc::O_TRUNC != 0
+                && req.uid() != 0
+                && let Err(e) = self.union.kill_privs_after_trunc(ino.0)
+            {
+                self.union.release(o.fh);
+                return Err(e);
+            }
+            Ok(o)
+        });
+        match opened {
             Ok(o) => {
                 let f = if o.keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE

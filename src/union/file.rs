@@ -466,6 +466,27 @@ impl Union {
         self.attr_of(&node, ch.fh)
     }
 
+    /// After an O_TRUNC open by a caller without CAP_FSETID: clears setuid, and setgid
+    /// when group-exec is set, as a truncate does everywhere else. With
+    /// FUSE_ATOMIC_O_TRUNC the kernel sends no setattr for such an open (the one that
+    /// would carry the cleared mode) and leaves the truncation to us.
+    pub fn kill_privs_after_trunc(&self, id: u64) -> Result<()> {
+        let node = self.node(id)?;
+        let perm = u32::from(self.attr_of(&node, None)?.perm);
+        let mut new = perm & !libc::S_ISUID;
+        if perm & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
+            new &= !libc::S_ISGID;
+        }
+        if new != perm {
+            let ch = SetAttr {
+                mode: Some(new),
+                ..Default::default()
+            };
+            self.setattr(id, &ch)?;
+        }
+        Ok(())
+    }
+
     fn apply_meta(&self, t: &MetaTarget, kind: FileKind, ch: &SetAttr) -> Result<()> {
         if ch.uid.is_some() || ch.gid.is_some() {
             let uid = ch.uid.map(nix::unistd::Uid::from_raw);

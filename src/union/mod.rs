@@ -25,7 +25,7 @@ pub mod readdir;
 mod xattr;
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +97,11 @@ impl Union {
             .collect();
         let lower_stat = fstat(stack.root(first_lower))?;
         let upper = stack.upper.as_ref().map(|_| stack.root(0).clone());
+        // Copied-up entries of the root (from an earlier mount) report their origin.
+        let impure = match &upper {
+            Some(fd) => xattr::read_marks(crate::sys::At::Fd(fd.as_fd()))?.impure,
+            None => false,
+        };
         let ino = ROOT_ID;
         let root = NodeState {
             parent: None,
@@ -110,6 +115,7 @@ impl Union {
                 upper,
                 lowers,
                 lower_stat: Some(lower_stat),
+                impure,
                 ..Default::default()
             }),
             unlinked: false,
