@@ -198,7 +198,7 @@ impl Union {
             if s.unlinked {
                 return Err(FsError::ENOENT);
             }
-            let (_, src) = d.lowers.first().ok_or(FsError::EIO)?;
+            let src = &d.lowers.first().ok_or(FsError::EIO)?.fd;
             (
                 s.parent.clone().ok_or(FsError::EIO)?,
                 s.name.clone(),
@@ -397,9 +397,10 @@ impl Union {
                         _ => size,
                     };
                     if len > 0 {
+                        let data = lower.data_loc();
                         let src = openat(
-                            &*lower.parent,
-                            lower.name.as_os_str(),
+                            &*data.parent,
+                            data.name.as_os_str(),
                             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                             Mode::empty(),
                         )?;

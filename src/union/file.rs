@@ -168,7 +168,7 @@ impl Union {
             return self.meta_target(s);
         }
         if let Some(d) = &s.dir {
-            let (_, fd) = d.lowers.first().ok_or(FsError::EIO)?;
+            let fd = &d.lowers.first().ok_or(FsError::EIO)?.fd;
             let fd = open_readable_dir(fd)?;
             return Ok(MetaTarget::Dir(fd));
         }
@@ -202,10 +202,11 @@ impl Union {
             },
         };
         let mut a = Attr::from_stat(&st, s.ino);
-        if s.metacopy
-            && let Some(l) = &s.lower
+        // A metacopy (ours, or a lower one of a rotated layer) has its blocks below.
+        if let Some(l) = &s.lower
+            && (s.metacopy || (s.upper.is_none() && l.data.is_some()))
         {
-            a.blocks = l.stat.st_blocks as u64;
+            a.blocks = l.data_loc().stat.st_blocks as u64;
         }
         if let Some(loc @ UpperLoc::Indexed { .. }) = &s.upper {
             let (d, n) = self.upper_loc_at(loc)?;
@@ -330,7 +331,7 @@ impl Union {
                 false,
             ));
         }
-        let l = s.lower.clone().ok_or(FsError::EIO)?;
+        let l = s.lower.as_ref().ok_or(FsError::EIO)?.data_loc().clone();
         drop(s);
         let ro = (flags & !OFlag::O_ACCMODE & !OFlag::O_APPEND & !OFlag::O_TRUNC) | OFlag::O_RDONLY;
         Ok((

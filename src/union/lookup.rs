@@ -4,8 +4,17 @@
 //! Rules (overlayfs.rst): the topmost entry wins; a whiteout ends the search with "no
 //! such entry"; a non-directory ends it (anything below is hidden); a directory keeps
 //! collecting directories of the same name below it until an opaque one, a whiteout or a
-//! non-directory. An upper directory with a `redirect` merges with the lower directories
-//! found at the redirect path instead of at its own name (a renamed directory).
+//! non-directory. A directory with a `redirect` merges with the directories found at the
+//! redirect path below it instead of at its own name (a renamed directory).
+//!
+//! Layer rotation (an upper layer becoming a lower one, as containers-storage does) is
+//! read like the kernel reads it: `redirect` and `opaque` count in every layer, and in a
+//! lower directory marked `impure` the entries' marks are read too: `origin` (the inode
+//! number to report) and `metacopy` (the data is the same name's further down).
+//!
+//! Inode numbers of directories are the bottom directory's of their merge chain: that
+//! one stays when a directory is copied up, renamed (redirect) or rotated into a lower
+//! layer, so `st_ino` is stable through all of them.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,7 +31,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
 use super::layer::index_key;
-use super::node::{DirInfo, DirSnapshot, Lower, Node, NodeState, UpperLoc};
+use super::node::{DirInfo, DirSnapshot, Lower, LowerDir, Node, NodeState, UpperLoc};
 use super::xattr::{self, Marks};
 
 /// What a name resolved to.
@@ -83,7 +92,7 @@ impl Union {
         Ok(stat_at(dir, &whiteout::whiteout_file_name(name))?.is_some())
     }
 
-    /// True when directory `dir` of layer `layer` is opaque, in any dialect.
+    /// The marks of directory `dir` of layer `layer`, opaque in any dialect.
     pub(crate) fn dir_marks(&self, layer: usize, dir: &OwnedFd) -> Result<Marks> {
         let mut marks = xattr::read_marks(At::Fd(dir.as_fd()))?;
         if !marks.opaque
@@ -117,12 +126,12 @@ impl Union {
     /// Resolves `name` among lower directories only.
     pub(crate) fn resolve_lowers(
         &self,
-        lowers: &[(usize, Arc<OwnedFd>)],
+        lowers: &[LowerDir],
         name: &OsStr,
     ) -> Result<Option<Resolved>> {
-        for (i, (layer, fd)) in lowers.iter().enumerate() {
-            let Some(st) = stat_at(fd, name)? else {
-                if self.wh_file_exists(*layer, fd, name)? {
+        for (i, ld) in lowers.iter().enumerate() {
+            let Some(st) = stat_at(&ld.fd, name)? else {
+                if self.wh_file_exists(ld.layer, &ld.fd, name)? {
                     return Ok(None);
                 }
                 continue;
@@ -131,32 +140,20 @@ impl Union {
                 return Ok(None);
             }
             let kind = FileKind::from_mode(st.st_mode);
-            let ino = self.stack.map_ino(*layer, st.st_ino);
             if !kind.is_dir() {
-                let mut upper = None;
-                if st.st_nlink > 1 {
-                    upper = self.indexed(ino, None)?;
-                }
-                return Ok(Some(Resolved {
-                    kind,
-                    ino,
-                    lower: Some(Lower {
-                        layer: *layer,
-                        parent: fd.clone(),
-                        name: name.to_owned(),
-                        stat: st,
-                    }),
-                    upper,
-                    metacopy: false,
-                    dir: None,
-                }));
+                return self.resolve_lower_file(lowers, i, name, st).map(Some);
             }
-            let dirfd = open_dir_at(fd, name)?;
-            let opaque = self.dir_marks(*layer, &dirfd)?.opaque;
-            let mut merged = vec![(*layer, dirfd)];
-            if !opaque {
-                merged.extend(self.lower_dirs_below(&lowers[i + 1..], name)?);
-            }
+            let dirfd = open_dir_at(&ld.fd, name)?;
+            let marks = self.dir_marks(ld.layer, &dirfd)?;
+            let below = &lowers[i + 1..];
+            let chain = self.chain_below(ld.layer, &marks, below, name)?;
+            let mut merged = vec![LowerDir {
+                layer: ld.layer,
+                fd: dirfd,
+                impure: marks.impure,
+            }];
+            merged.extend(chain);
+            let ino = self.dir_ino(&merged, ld.layer, &st)?;
             return Ok(Some(Resolved {
                 kind,
                 ino,
@@ -173,16 +170,88 @@ impl Union {
         Ok(None)
     }
 
+    /// A non-directory found in `lowers[i]`: its marks if its directory is impure (a
+    /// rotated upper layer), and its data further down if it is a metacopy.
+    fn resolve_lower_file(
+        &self,
+        lowers: &[LowerDir],
+        i: usize,
+        name: &OsStr,
+        st: FileStat,
+    ) -> Result<Resolved> {
+        let ld = &lowers[i];
+        let kind = FileKind::from_mode(st.st_mode);
+        let mut ino = self.stack.map_ino(ld.layer, st.st_ino);
+        let mut data = None;
+        if ld.impure {
+            let marks = xattr::read_marks(At::Entry(ld.fd.as_fd(), name))?;
+            if let Some(o) = marks.origin {
+                ino = o;
+            }
+            if marks.metacopy {
+                match self.resolve_lowers(&lowers[i + 1..], name)? {
+                    Some(Resolved { lower: Some(l), .. }) => {
+                        data = Some(Box::new(l.data_loc().clone()))
+                    }
+                    _ => {
+                        log::error!(
+                            "metacopy {name:?} in {} has no data below",
+                            self.stack.layers[ld.layer].path.display()
+                        );
+                        return Err(FsError::EIO);
+                    }
+                }
+            }
+        }
+        let upper = if st.st_nlink > 1 {
+            self.indexed(ino, None)?
+        } else {
+            None
+        };
+        Ok(Resolved {
+            kind,
+            ino,
+            lower: Some(Lower {
+                layer: ld.layer,
+                parent: ld.fd.clone(),
+                name: name.to_owned(),
+                stat: st,
+                data,
+            }),
+            upper,
+            metacopy: false,
+            dir: None,
+        })
+    }
+
+    /// The lower directories that merge below a directory of layer `layer` with `marks`,
+    /// named `name` in the parent whose lower directories below it are `below`.
+    fn chain_below(
+        &self,
+        layer: usize,
+        marks: &Marks,
+        below: &[LowerDir],
+        name: &OsStr,
+    ) -> Result<Vec<LowerDir>> {
+        if marks.opaque {
+            return Ok(Vec::new());
+        }
+        match &marks.redirect {
+            Some(r) => self.redirect_lowers(layer, below, r),
+            None => self.lower_dirs_below(below, name),
+        }
+    }
+
     /// The directories named `name` in `lowers` that merge below a directory above them.
     pub(crate) fn lower_dirs_below(
         &self,
-        lowers: &[(usize, Arc<OwnedFd>)],
+        lowers: &[LowerDir],
         name: &OsStr,
-    ) -> Result<Vec<(usize, Arc<OwnedFd>)>> {
+    ) -> Result<Vec<LowerDir>> {
         let mut out = Vec::new();
-        for (layer, fd) in lowers {
-            let Some(st) = stat_at(fd, name)? else {
-                if self.wh_file_exists(*layer, fd, name)? {
+        for (i, ld) in lowers.iter().enumerate() {
+            let Some(st) = stat_at(&ld.fd, name)? else {
+                if self.wh_file_exists(ld.layer, &ld.fd, name)? {
                     break;
                 }
                 continue;
@@ -190,30 +259,47 @@ impl Union {
             if !FileKind::from_mode(st.st_mode).is_dir() {
                 break; // a whiteout or a non-directory hides everything below
             }
-            let dirfd = open_dir_at(fd, name)?;
-            let opaque = self.dir_marks(*layer, &dirfd)?.opaque;
-            out.push((*layer, dirfd));
-            if opaque {
+            let dirfd = open_dir_at(&ld.fd, name)?;
+            let marks = self.dir_marks(ld.layer, &dirfd)?;
+            out.push(LowerDir {
+                layer: ld.layer,
+                fd: dirfd,
+                impure: marks.impure,
+            });
+            if marks.opaque {
+                break;
+            }
+            if let Some(r) = &marks.redirect {
+                out.extend(self.redirect_lowers(ld.layer, &lowers[i + 1..], r)?);
                 break;
             }
         }
         Ok(out)
     }
 
-    /// The lower directories at redirect path `target` (absolute from the layer roots, or
-    /// a bare name in the parent's lower directories).
+    /// The directories at redirect path `target` of a directory in layer `layer`:
+    /// absolute (from the roots of the layers below `layer`), or a bare name among the
+    /// parent's lower directories below it (`below`).
     pub(crate) fn redirect_lowers(
         &self,
-        parent: &DirSnapshot,
+        layer: usize,
+        below: &[LowerDir],
         target: &[u8],
-    ) -> Result<Vec<(usize, Arc<OwnedFd>)>> {
+    ) -> Result<Vec<LowerDir>> {
         let Some(abs) = target.strip_prefix(b"/") else {
-            return self.lower_dirs_below(&parent.lowers, OsStr::from_bytes(target));
+            return self.lower_dirs_below(below, OsStr::from_bytes(target));
         };
-        let mut cur: Vec<(usize, Arc<OwnedFd>)> = (self.stack.first_lower()
-            ..self.stack.layers.len())
-            .map(|l| (l, self.stack.root(l).clone()))
-            .collect();
+        let first = (layer + 1).max(self.stack.first_lower());
+        let mut cur: Vec<LowerDir> = Vec::new();
+        for l in first..self.stack.layers.len() {
+            let fd = self.stack.root(l).clone();
+            let impure = self.dir_marks(l, &fd)?.impure;
+            cur.push(LowerDir {
+                layer: l,
+                fd,
+                impure,
+            });
+        }
         for comp in abs.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
             match self.resolve_lowers(&cur, OsStr::from_bytes(comp))? {
                 Some(Resolved { dir: Some(d), .. }) => cur = d.lowers,
@@ -221,6 +307,18 @@ impl Union {
             }
         }
         Ok(cur)
+    }
+
+    /// The inode number of a directory: its bottom directory's. `merged` is the chain of
+    /// lower directories (the directory itself first when it is in a lower layer);
+    /// `own` is the stat of the directory in `layer`.
+    fn dir_ino(&self, merged: &[LowerDir], layer: usize, own: &FileStat) -> Result<u64> {
+        match merged.last() {
+            Some(last) if last.layer != layer => Ok(self
+                .stack
+                .map_ino(last.layer, nix::sys::stat::fstat(&last.fd)?.st_ino)),
+            _ => Ok(self.stack.map_ino(layer, own.st_ino)),
+        }
     }
 
     fn resolve_upper_dir(
@@ -232,21 +330,12 @@ impl Union {
     ) -> Result<Resolved> {
         let fd = open_dir_at(up, name)?;
         let marks = self.dir_marks(0, &fd)?;
-        let lowers = if marks.opaque {
-            Vec::new()
-        } else if let Some(r) = &marks.redirect {
-            self.redirect_lowers(parent, r)?
-        } else {
-            self.lower_dirs_below(&parent.lowers, name)?
-        };
+        let lowers = self.chain_below(0, &marks, &parent.lowers, name)?;
         let lower_stat = match lowers.first() {
-            Some((_, fd)) => Some(nix::sys::stat::fstat(fd)?),
+            Some(ld) => Some(nix::sys::stat::fstat(&ld.fd)?),
             None => None,
         };
-        let ino = match (lowers.first(), &lower_stat) {
-            (Some((layer, _)), Some(ls)) => self.stack.map_ino(*layer, ls.st_ino),
-            _ => self.stack.map_ino(0, st.st_ino),
-        };
+        let ino = self.dir_ino(&lowers, 0, st)?;
         Ok(Resolved {
             kind: FileKind::Directory,
             ino,

@@ -25,7 +25,7 @@ pub mod readdir;
 mod xattr;
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,9 +92,16 @@ impl Union {
     /// Builds the union over an opened stack.
     pub fn new(stack: Stack, opts: Options) -> Result<Union> {
         let first_lower = stack.first_lower();
-        let lowers: Vec<(usize, Arc<OwnedFd>)> = (first_lower..stack.layers.len())
-            .map(|l| (l, stack.root(l).clone()))
-            .collect();
+        let mut lowers = Vec::with_capacity(stack.layers.len());
+        for l in first_lower..stack.layers.len() {
+            let fd = stack.root(l).clone();
+            let impure = xattr::read_marks(crate::sys::At::Fd(fd.as_fd()))?.impure;
+            lowers.push(node::LowerDir {
+                layer: l,
+                fd,
+                impure,
+            });
+        }
         let lower_stat = fstat(stack.root(first_lower))?;
         let upper = stack.upper.as_ref().map(|_| stack.root(0).clone());
         // Copied-up entries of the root (from an earlier mount) report their origin.
@@ -256,7 +263,7 @@ impl Union {
             return Ok(0);
         }
         match (&s.dir, &s.lower) {
-            (Some(d), _) => d.lowers.first().map(|(l, _)| *l).ok_or(FsError::EIO),
+            (Some(d), _) => d.lowers.first().map(|ld| ld.layer).ok_or(FsError::EIO),
             (None, Some(l)) => Ok(l.layer),
             _ => Err(FsError::EIO),
         }

@@ -35,6 +35,24 @@ pub(crate) struct Lower {
     pub parent: Arc<OwnedFd>,
     pub name: OsString,
     pub stat: FileStat,
+    /// Where the data is when this entry is a metacopy (a rotated upper layer's).
+    pub data: Option<Box<Lower>>,
+}
+
+impl Lower {
+    /// The entry that holds the bytes.
+    pub fn data_loc(&self) -> &Lower {
+        self.data.as_deref().unwrap_or(self)
+    }
+}
+
+/// A directory of a lower layer that is part of a merged directory.
+#[derive(Debug, Clone)]
+pub(crate) struct LowerDir {
+    pub layer: usize,
+    pub fd: Arc<OwnedFd>,
+    /// Marked `impure`: its entries may carry origin/metacopy marks (a rotated upper).
+    pub impure: bool,
 }
 
 /// Where a non-directory lives in the upper layer.
@@ -55,7 +73,7 @@ pub(crate) struct DirInfo {
     /// The directory in the upper layer, when it has been created or copied up.
     pub upper: Option<Arc<OwnedFd>>,
     /// Lower layer directories merged below it, top first, cut at the first opaque one.
-    pub lowers: Vec<(usize, Arc<OwnedFd>)>,
+    pub lowers: Vec<LowerDir>,
     /// Stat of the topmost lower directory (attributes before copy-up).
     pub lower_stat: Option<FileStat>,
     /// The upper directory already carries the `impure` mark.
@@ -79,7 +97,7 @@ impl DirInfo {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DirSnapshot {
     pub upper: Option<Arc<OwnedFd>>,
-    pub lowers: Vec<(usize, Arc<OwnedFd>)>,
+    pub lowers: Vec<LowerDir>,
 }
 
 /// Mutable part of a node.

@@ -59,24 +59,32 @@ fn read_layer_dir(dir: &OwnedFd) -> Result<Vec<(OsString, Option<FileKind>, u64)
 
 impl Union {
     /// Builds the merged listing of the directory made of `snap`. `impure` says the upper
-    /// directory may hold copied-up entries whose reported inode numbers differ from
-    /// their real ones.
+    /// directory may hold copied-up or renamed entries whose reported inode numbers are
+    /// not their real ones (the lower directories carry their own flag).
+    ///
+    /// d_ino is what `stat` reports: the real inode number for plain entries, the
+    /// `origin` mark for copied-up ones, and for a directory that merges several layers
+    /// or sits in an impure directory (it may be a renamed one) its resolved inode
+    /// number, the bottom of its merge chain.
     pub(crate) fn build_listing(&self, snap: &DirSnapshot, impure: bool) -> Result<Listing> {
-        let mut layers: Vec<(usize, Arc<OwnedFd>)> = Vec::with_capacity(snap.lowers.len() + 1);
+        let mut layers: Vec<(usize, Arc<OwnedFd>, bool)> =
+            Vec::with_capacity(snap.lowers.len() + 1);
         if let Some(up) = &snap.upper {
-            layers.push((0, up.clone()));
+            layers.push((0, up.clone(), impure));
         }
-        layers.extend(snap.lowers.iter().cloned());
+        layers.extend(
+            snap.lowers
+                .iter()
+                .map(|ld| (ld.layer, ld.fd.clone(), ld.impure)),
+        );
 
         let mut entries: Vec<DirEntry> = Vec::new();
         let mut index: HashMap<OsString, usize> = HashMap::new();
         let mut hidden: HashSet<OsString> = HashSet::new();
-        // Upper directories that shadow a lower one report the lower one's inode number,
-        // unless they are opaque or redirected (then their own or the redirect's).
-        let mut upper_dirs_pending: HashSet<OsString> = HashSet::new();
+        // Directories whose inode number needs a full resolution.
+        let mut resolve_ino: HashSet<usize> = HashSet::new();
 
-        for (layer, fd) in &layers {
-            let is_upper = self.stack.is_upper(*layer);
+        for (layer, fd, layer_impure) in &layers {
             let wh_files = self.stack.wh_files(*layer);
             let mut layer_hidden: Vec<OsString> = Vec::new();
             for (name, dtype, dino) in read_layer_dir(fd)? {
@@ -94,16 +102,10 @@ impl Union {
                     continue;
                 }
                 if let Some(&i) = index.get(&name) {
-                    // Shadowed by a layer above; only a directory's inode number may come
-                    // from here.
-                    if entries[i].kind.is_dir() && upper_dirs_pending.remove(&name) {
-                        let lower_is_dir = match dtype {
-                            Some(k) => k.is_dir(),
-                            None => self.is_dir_at(fd, &name)?,
-                        };
-                        if lower_is_dir {
-                            entries[i].ino = self.stack.map_ino(*layer, dino);
-                        }
+                    // Shadowed by a layer above. A directory seen again may merge with
+                    // this one: its inode number comes from its whole chain.
+                    if entries[i].kind.is_dir() && dtype.is_none_or(|k| k.is_dir()) {
+                        resolve_ino.insert(i);
                     }
                     continue;
                 }
@@ -122,34 +124,11 @@ impl Union {
                     continue;
                 }
                 let mut ino = self.stack.map_ino(*layer, dino);
-                if is_upper && !snap.lowers.is_empty() {
+                if *layer_impure {
                     if kind.is_dir() {
-                        let marks = xattr::read_marks(At::Entry(fd.as_fd(), &name))?;
-                        if let Some(r) = marks.redirect {
-                            if let Some((l, lfd)) = self.redirect_lowers(snap, &r)?.first() {
-                                ino = self.stack.map_ino(*l, nix::sys::stat::fstat(lfd)?.st_ino);
-                            }
-                        } else if !marks.opaque {
-                            upper_dirs_pending.insert(name.clone());
-                        }
-                    } else if impure {
-                        let marks = xattr::read_marks(At::Entry(fd.as_fd(), &name))?;
-                        if let Some(o) = marks.origin {
-                            ino = o;
-                        }
-                    }
-                } else if is_upper && impure {
-                    // No lower directories here, but entries moved in from elsewhere: a
-                    // copied-up file reports its origin, a renamed merged directory its
-                    // redirect's lower directory (an absolute redirect resolves anywhere).
-                    let marks = xattr::read_marks(At::Entry(fd.as_fd(), &name))?;
-                    if kind.is_dir() {
-                        if let Some(r) = marks.redirect
-                            && let Some((l, lfd)) = self.redirect_lowers(snap, &r)?.first()
-                        {
-                            ino = self.stack.map_ino(*l, nix::sys::stat::fstat(lfd)?.st_ino);
-                        }
-                    } else if let Some(o) = marks.origin {
+                        resolve_ino.insert(entries.len());
+                    } else if let Some(o) = xattr::read_marks(At::Entry(fd.as_fd(), &name))?.origin
+                    {
                         ino = o;
                     }
                 }
@@ -158,12 +137,13 @@ impl Union {
             }
             hidden.extend(layer_hidden);
         }
+        for i in resolve_ino {
+            if let Some(r) = self.resolve(snap, &entries[i].name)? {
+                entries[i].ino = r.ino;
+            }
+        }
         let subdirs = entries.iter().filter(|e| e.kind.is_dir()).count() as u32;
         Ok(Listing { entries, subdirs })
-    }
-
-    fn is_dir_at(&self, fd: &OwnedFd, name: &OsStr) -> Result<bool> {
-        Ok(stat_at(fd, name)?.is_some_and(|st| FileKind::from_mode(st.st_mode).is_dir()))
     }
 
     /// True when the merged directory has no visible entry.
