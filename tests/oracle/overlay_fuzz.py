@@ -214,8 +214,10 @@ def dir_nlink_mismatches(root):
     bad = []
     for dp, dn, _ in os.walk(root, onerror=fail):
         n = os.lstat(dp).st_nlink
-        if n != 2 + len(dn):
-            bad.append((dp[len(root):] or '/', n, 2 + len(dn)))
+        # (os.walk counts symlinks to directories as directories)
+        subdirs = sum(1 for d in dn if S.S_ISDIR(os.lstat(os.path.join(dp, d)).st_mode))
+        if n != 2 + subdirs:
+            bad.append((dp[len(root):] or '/', n, 2 + subdirs))
     return bad
 
 
