@@ -583,7 +583,7 @@ fn data_of_an_unlinked_open_file_is_freed_at_the_last_close() {
     fs::remove_file(m.p("low")).unwrap();
     let daemon_deleted_fds = || {
         let out = sh(&format!(
-            "for p in $(pgrep -f 'layerfs-overlay.*{}'); do ls -l /proc/$p/fd; done",
+            "for p in $(pgrep -f '[l]ayerfs-overlay.*{}'); do ls -l /proc/$p/fd; done",
             m.mp.display()
         ));
         String::from_utf8_lossy(&out.stdout)
@@ -739,4 +739,38 @@ fn readdir_neither_repeats_nor_skips_while_the_directory_changes() {
         "fresh listing: extra {extra:?}, missing {missing:?}"
     );
     assert_eq!(now, expect);
+}
+
+#[test]
+fn the_end_of_an_old_session_does_not_unmount_a_new_mount_at_the_same_place() {
+    let mut l = Layers::new();
+    l.add().file("f", "lower");
+    let mut m = Mount::new(&l.lowerdirs());
+    // keep the first session alive past its (lazy) unmount with an open file
+    let f = fs::File::open(m.p("f")).unwrap();
+    let out = sh(&format!("umount -l {}", m.mp.display()));
+    assert!(out.status.success());
+    m.mount();
+    fs::write(m.p("new"), "n").unwrap();
+    // the first session ends now; its daemon exits
+    drop(f);
+    let old_gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let daemons = sh(&format!(
+            "pgrep -f '[l]ayerfs-overlay.*{}' | wc -l",
+            m.mp.display()
+        ));
+        if String::from_utf8_lossy(&daemons.stdout).trim() == "1"
+            || std::time::Instant::now() > old_gone
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        is_mounted(&m.mp),
+        "the old daemon's exit unmounted the new mount"
+    );
+    assert_eq!(read(&m.p("new")), "n");
 }

@@ -129,27 +129,64 @@ pub fn serve(s: Serve, ready: &mut Ready, on_mounted: impl FnOnce()) -> anyhow::
         Union::new(s.stack, s.options).map_err(|e| anyhow::anyhow!("setting up the union: {e}"))?;
     let union = Arc::new(union);
     let mp = s.mountpoint.clone();
-    let mut session = FuseFs::new(union)
+    let session = FuseFs::new(union)
         .mount(&s.mountpoint, &s.mount)
         .with_context(|| format!("mounting on {}", s.mountpoint.display()))?;
     install_panic_unmount(mp.clone());
-    let mut unmounter = session.unmount_callable();
+    let signal_mp = mp.clone();
     std::thread::Builder::new()
         .name("layerfs-signals".into())
         .spawn(move || {
             if let Ok(sig) = stop.wait() {
-                log::info!("{sig:?}: unmounting {}", mp.display());
-                if let Err(e) = unmounter.unmount() {
-                    log::warn!("unmount of {}: {e}; detaching it", mp.display());
-                    let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
-                }
+                log::info!("{sig:?}: unmounting {}", signal_mp.display());
+                unmount_path(&signal_mp);
             }
         })
         .context("starting the signal thread")?;
     on_mounted();
     ready.ok();
-    session.run().context("serving the mount")?;
-    Ok(())
+    // fuser 0.18 unmounts the mount point *path* when a session ends, even after the
+    // kernel has unmounted it (its `is_mounted` check is inverted, fixed upstream in
+    // cberner/fuser#703): after `umount DIR` and a quick new mount at DIR, our exit would
+    // unmount the new mount. So the session's mount handle is never dropped: `spawn`
+    // moves it into the `BackgroundSession`, which is leaked; we join its thread and do
+    // every unmount ourselves (signals above, a failed session below).
+    let bg: &'static mut fuser::BackgroundSession =
+        Box::leak(Box::new(session.spawn().context("starting the session")?));
+    let guard = std::mem::replace(&mut bg.guard, std::thread::spawn(|| Ok(())));
+    let result = match guard.join() {
+        Ok(r) => r.context("serving the mount"),
+        Err(_) => Err(anyhow::anyhow!("the session thread panicked")),
+    };
+    if result.is_err() {
+        // The session died with the mount still there: do not leave it dead.
+        let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+    }
+    result
+}
+
+/// Unmounts `mp` on request (a stop signal): plainly when possible, through fusermount3
+/// without privilege, detached when busy.
+fn unmount_path(mp: &Path) {
+    match nix::mount::umount2(mp, nix::mount::MntFlags::empty()) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EPERM) => {
+            let ok = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(mp)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                log::warn!("fusermount3 -u -z {} failed", mp.display());
+            }
+        }
+        Err(e) => {
+            log::warn!("unmount of {}: {e}; detaching it", mp.display());
+            let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }
 
 /// A panic must not leave a dead mount ("Transport endpoint is not connected") behind:

@@ -2,7 +2,7 @@
 mount and to kernel overlayfs (redirect_dir, index, metacopy) over the same three lower
 layers; after every step the two merged trees, the errnos, which names share an inode
 and whether each name's st_ino changed must agree, also across remounts; and layerfs'
-d_ino must equal st_ino everywhere.
+d_ino must equal st_ino and a directory's nlink 2 + its subdirectories everywhere.
 
 Usage: overlay_fuzz.py LAYERFS_OVERLAY_BIN SCRATCH_DIR SEED STEPS
 Exit status 0 when the two agree; otherwise prints the first difference.
@@ -209,6 +209,18 @@ def d_ino_mismatches(root):
     return bad
 
 
+def dir_nlink_mismatches(root):
+    """Directories whose st_nlink is not 2 + their subdirectories (the merged view's)."""
+    bad = []
+    for dp, dn, _ in os.walk(root, onerror=fail):
+        n = os.lstat(dp).st_nlink
+        # (os.walk counts symlinks to directories as directories)
+        subdirs = sum(1 for d in dn if S.S_ISDIR(os.lstat(os.path.join(dp, d)).st_mode))
+        if n != 2 + subdirs:
+            bad.append((dp[len(root):] or '/', n, 2 + subdirs))
+    return bad
+
+
 def compare(what, ik0, if0):
     """Compares both trees now; ik0/if0 are the inode maps from before the step."""
     sk, sf = snapshot(f'{B}/k'), snapshot(f'{B}/f')
@@ -217,6 +229,10 @@ def compare(what, ik0, if0):
     bad = d_ino_mismatches(f'{B}/f')
     if bad:
         print(f'{what}: layerfs d_ino != st_ino for', bad)
+        ok = False
+    bad = dir_nlink_mismatches(f'{B}/f')
+    if bad:
+        print(f'{what}: layerfs directory nlink is not 2 + subdirectories:', bad)
         ok = False
     if sk != sf:
         print(f'{what}: trees differ')
