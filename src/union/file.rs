@@ -225,10 +225,14 @@ impl Union {
             .dir
             .as_ref()
             .is_some_and(|d| usize::from(d.upper.is_some()) + d.lowers.len() > 1);
+        let counted = s.dir.as_ref().and_then(|d| d.subdirs);
         drop(s);
         if merged {
-            let listing = self.dir_listing(node)?;
-            a.nlink = 2 + listing.subdirs;
+            let subdirs = match counted {
+                Some(n) => n,
+                None => self.dir_listing(node)?.subdirs,
+            };
+            a.nlink = 2u32.saturating_add(subdirs);
         }
         Ok(a)
     }
@@ -249,16 +253,19 @@ impl Union {
             && d.listing_gen == generation
         {
             d.listing = Some(listing.clone());
+            d.subdirs = Some(listing.subdirs);
         }
         Ok(listing)
     }
 
-    /// Forgets the cached listing of a directory node after a change in it.
-    pub(crate) fn dir_changed(&self, node: &Node) {
+    /// Forgets the cached listing of a directory node after a change in it; `subdirs`
+    /// is how its number of subdirectories changed.
+    pub(crate) fn dir_changed(&self, node: &Node, subdirs: i32) {
         let mut s = node.write();
         if let Some(d) = s.dir.as_mut() {
             d.listing = None;
             d.listing_gen += 1;
+            d.subdirs = d.subdirs.map(|n| n.saturating_add_signed(subdirs));
         }
     }
 

@@ -11,7 +11,8 @@
 //! Work directory layout (ours, beside what the kernel would create):
 //! `WORK/layerfs-tmp/` staging for atomic copy-up and whiteout swaps, emptied at mount;
 //! `WORK/layerfs-index/<st_ino hex>` one name per hard-linked upper inode, so that every
-//! name of an inode reaches the same copy (kernel overlayfs' `index` idea).
+//! name of an inode reaches the same copy (kernel overlayfs' `index` idea);
+//! `WORK/layerfs-whiteout` the whiteout inode that new whiteouts are links of.
 
 use std::ffi::OsStr;
 use std::io;

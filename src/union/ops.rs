@@ -51,6 +51,8 @@ enum Slot {
 }
 
 const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+/// The shared whiteout inode, in the work directory.
+const SHARED_WHITEOUT: &str = "layerfs-whiteout";
 const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 
 impl Union {
@@ -179,7 +181,7 @@ impl Union {
             return Err(e);
         }
         let _ = pst;
-        self.dir_changed(&pnode);
+        self.dir_changed(&pnode, i32::from(matches!(kind, NewKind::Dir)));
         let snap = self.dir_snapshot(&pnode)?;
         let r = self.resolve(&snap, name)?.ok_or(FsError::EIO)?;
         Ok((self.intern(&pnode, name, r), fd))
@@ -354,7 +356,7 @@ impl Union {
         }
         self.adjust_nlink(&key, 1)?;
         self.mark_impure(&pnode, &pfd)?;
-        self.dir_changed(&pnode);
+        self.dir_changed(&pnode, 0);
         self.inodes.add_lookup(&node);
         self.entry(&node)
     }
@@ -468,21 +470,96 @@ impl Union {
 
     /// Removes name `name` from the union view of `pnode` (whose snapshot before any
     /// copy-up is `snap`).
-    fn remove_name(&self, pnode: &Arc<Node>, snap: &DirSnapshot, name: &OsStr) -> Result<()> {
+    fn remove_name(
+        &self,
+        pnode: &Arc<Node>,
+        snap: &DirSnapshot,
+        name: &OsStr,
+        is_dir: bool,
+    ) -> Result<()> {
         let pfd = self.copy_up_dir(pnode)?;
         let has_lower = self.resolve_lowers(&snap.lowers, name)?.is_some();
         let in_upper = stat_at(&pfd, name)?.is_some_and(|st| !whiteout::is_whiteout_device(&st));
-        if in_upper {
-            let t = self.move_aside(&pfd, name, has_lower)?;
+        if in_upper && has_lower {
+            // Replace the upper entry by a whiteout in one step, then drop it.
+            let t = self.swap_with_whiteout(&pfd, name)?;
             self.drop_staged(&t)?;
+        } else if in_upper {
+            let flag = if is_dir {
+                UnlinkatFlags::RemoveDir
+            } else {
+                UnlinkatFlags::NoRemoveDir
+            };
+            match unlinkat(&*pfd, name, flag) {
+                Ok(()) => {}
+                // A directory holding whiteouts (of a lower layer it no longer covers):
+                // take it out of sight first, then empty it.
+                Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => {
+                    let t = self.move_aside(&pfd, name, false)?;
+                    self.drop_staged(&t)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else if has_lower {
-            let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
-            whiteout::create_whiteout(pfd.as_fd(), name, up.styles.whiteout)?;
+            self.put_whiteout(&pfd, name)?;
         } else {
             return Err(FsError::ENOENT);
         }
-        self.dir_changed(pnode);
+        self.dir_changed(pnode, -i32::from(is_dir));
         Ok(())
+    }
+
+    /// Makes `name` in upper directory `dir` a whiteout by linking the shared whiteout
+    /// inode there (kernel overlayfs' trick: a link costs far less than a mknod).
+    fn put_whiteout(&self, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        if up.styles.whiteout == whiteout::WhiteoutStyle::CharDevice {
+            for _ in 0..2 {
+                match nix::unistd::linkat(&up.work, SHARED_WHITEOUT, dir, name, AtFlags::empty()) {
+                    Ok(()) => return Ok(()),
+                    // None yet, or too many links on it.
+                    Err(Errno::ENOENT) | Err(Errno::EMLINK) => self.new_shared_whiteout()?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        whiteout::create_whiteout(dir.as_fd(), name, up.styles.whiteout)?;
+        Ok(())
+    }
+
+    /// Replaces the shared whiteout inode by a fresh one.
+    fn new_shared_whiteout(&self) -> Result<()> {
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let t = up.tmp_name();
+        whiteout::create_whiteout(
+            up.tmp.as_fd(),
+            OsStr::new(&t),
+            whiteout::WhiteoutStyle::CharDevice,
+        )?;
+        renameat(&*up.tmp, t.as_str(), &up.work, SHARED_WHITEOUT)?;
+        Ok(())
+    }
+
+    /// Swaps upper entry `name` of `dir` with a whiteout in one step; returns the staged
+    /// name the entry now has.
+    fn swap_with_whiteout(&self, dir: &OwnedFd, name: &OsStr) -> Result<String> {
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let t = up.tmp_name();
+        self.put_whiteout(&up.tmp, OsStr::new(&t))?;
+        match renameat2(
+            dir,
+            name,
+            &*up.tmp,
+            t.as_str(),
+            RenameFlags::RENAME_EXCHANGE,
+        ) {
+            Ok(()) => Ok(t),
+            Err(_) => {
+                // No RENAME_EXCHANGE here: rename with a whiteout left behind instead.
+                let _ = unlinkat(&*up.tmp, t.as_str(), UnlinkatFlags::NoRemoveDir);
+                self.move_aside(dir, name, true)
+            }
+        }
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
@@ -497,7 +574,7 @@ impl Union {
         }
         let node = self.node_for(&pnode, name, r);
         self.before_name_removal(&node)?;
-        self.remove_name(&pnode, &snap, name)?;
+        self.remove_name(&pnode, &snap, name, false)?;
         self.name_removed(&node)
     }
 
@@ -515,7 +592,7 @@ impl Union {
         if !self.is_empty_dir(&self.dir_snapshot(&node)?)? {
             return Err(FsError::ENOTEMPTY);
         }
-        self.remove_name(&pnode, &snap, name)?;
+        self.remove_name(&pnode, &snap, name, true)?;
         self.name_removed(&node)
     }
 
@@ -634,6 +711,7 @@ impl Union {
             }
         }
         let src_is_dir = src.kind.is_dir();
+        let dst_is_dir = dst.as_ref().is_some_and(|d| d.kind.is_dir());
         let snode = self.node_for(&pn1, n1, src);
         let dnode = dst.map(|d| self.node_for(&pn2, n2, d));
         let pfd1 = self.copy_up_dir(&pn1)?;
@@ -650,8 +728,9 @@ impl Union {
             self.moved(&dnode, &pn1, &pfd1, n1);
             self.mark_impure(&pn1, &pfd1)?;
             self.mark_impure(&pn2, &pfd2)?;
-            self.dir_changed(&pn1);
-            self.dir_changed(&pn2);
+            let swap = i32::from(dst_is_dir) - i32::from(src_is_dir);
+            self.dir_changed(&pn1, swap);
+            self.dir_changed(&pn2, -swap);
             return Ok(());
         }
 
@@ -694,8 +773,8 @@ impl Union {
             self.name_removed(&d)?;
         }
         self.mark_impure(&pn2, &pfd2)?;
-        self.dir_changed(&pn1);
-        self.dir_changed(&pn2);
+        self.dir_changed(&pn1, -i32::from(src_is_dir));
+        self.dir_changed(&pn2, i32::from(src_is_dir) - i32::from(dst_is_dir));
         Ok(())
     }
 }
