@@ -398,11 +398,11 @@ impl Filesystem for FuseFs {
         });
         match opened {
             Ok(o) => {
-                let f = if o.keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
+                // FLUSH does nothing here (data goes straight to the layer): spare the round trip.
+                let mut f = FopenFlags::FOPEN_NOFLUSH;
+                if o.keep_cache {
+                    f |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
                 reply.opened(FileHandle(o.fh), f)
             }
             Err(e) => {
@@ -667,7 +667,7 @@ impl Filesystem for FuseFs {
                 &entry_attr(&e),
                 Generation(e.generation),
                 FileHandle(o.fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_NOFLUSH,
             ),
             Err(e) => {
                 debug!("create: {e:?}");

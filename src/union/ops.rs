@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat, renameat2};
-use nix::sys::stat::{Mode, SFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
 
 use crate::sys::At;
@@ -26,8 +26,8 @@ use super::attr::FileKind;
 use super::error::{FsError, Result};
 use super::file::OpenReply;
 use super::layer::{empty_dir, index_key};
-use super::lookup::{open_dir_at, stat_at};
-use super::node::{DirSnapshot, Node, UpperLoc};
+use super::lookup::{Resolved, open_dir_at, stat_at};
+use super::node::{DirInfo, DirSnapshot, Node, UpperLoc};
 use super::xattr;
 use super::{Caller, Entry, Union};
 
@@ -72,7 +72,8 @@ impl Union {
         }
     }
 
-    /// Creates a new entry `name` in directory `parent` owned by the caller.
+    /// Creates a new entry `name` in directory `parent` owned by the caller; returns its
+    /// node, the open file (for a regular file) and its stat.
     fn make_entry(
         &self,
         parent: u64,
@@ -80,26 +81,35 @@ impl Union {
         caller: &Caller,
         mode: u32,
         kind: NewKind<'_>,
-    ) -> Result<(Arc<Node>, Option<OwnedFd>)> {
+    ) -> Result<(Arc<Node>, Option<OwnedFd>, FileStat)> {
         if self.read_only() {
             return Err(FsError::EROFS);
         }
         self.check_name(name)?;
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
         let pnode = self.node(parent)?;
         let snap = self.dir_snapshot(&pnode)?;
-        if self.resolve(&snap, name)?.is_some() {
+        // Is the name free? The upper directory decides, else the lower ones.
+        let slot = match &snap.upper {
+            Some(u) => self.slot(u, name)?,
+            None => Slot::Empty,
+        };
+        if slot == Slot::Empty && self.resolve_lowers(&snap.lowers, name)?.is_some() {
             return Err(FsError::EEXIST);
         }
-        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
         let pfd = self.copy_up_dir(&pnode)?;
-        let pattr = self.attr_of(&pnode, None)?;
-        let setgid_parent = u32::from(pattr.perm) & libc::S_ISGID != 0;
-        let gid = if setgid_parent { pattr.gid } else { caller.gid };
+        // The upper parent carries the merged parent's owner and mode.
+        let pst = nix::sys::stat::fstat(&pfd)?;
+        let setgid_parent = pst.st_mode & libc::S_ISGID != 0;
+        let gid = if setgid_parent {
+            pst.st_gid
+        } else {
+            caller.gid
+        };
         let mut perm = mode & 0o7777 & !caller.umask;
         if setgid_parent && matches!(kind, NewKind::Dir) {
             perm |= libc::S_ISGID;
         }
-        let slot = self.slot(&pfd, name)?;
         let tmp;
         let (dir, cname): (&OwnedFd, &OsStr) = if slot == Slot::Whiteout {
             tmp = up.tmp_name();
@@ -107,7 +117,6 @@ impl Union {
         } else {
             (&pfd, name)
         };
-        let pst = nix::sys::stat::fstat(&pfd)?;
         let mut fd = None;
         match kind {
             NewKind::File { flags } => {
@@ -127,22 +136,34 @@ impl Union {
             }
             NewKind::Symlink(target) => nix::unistd::symlinkat(target, dir, cname)?,
         }
-        let finish = (|| -> Result<()> {
-            fchownat(
-                dir,
-                cname,
-                Some(Uid::from_raw(caller.uid)),
-                Some(Gid::from_raw(gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
-            if !matches!(kind, NewKind::Symlink(_)) && perm & 0o7000 != 0 {
-                // chown cleared setuid/setgid; the caller asked for them
+        let stat_new = |fd: &Option<OwnedFd>| -> Result<FileStat> {
+            Ok(match fd {
+                Some(f) => nix::sys::stat::fstat(f)?,
+                None => nix::sys::stat::fstatat(dir, cname, AtFlags::AT_SYMLINK_NOFOLLOW)?,
+            })
+        };
+        let finish = (|| -> Result<FileStat> {
+            let mut st = stat_new(&fd)?;
+            // We create as ourselves: give the entry to the caller (a no-op skipped for
+            // root's own creations), then put back bits chown clears.
+            if st.st_uid != caller.uid || st.st_gid != gid {
+                fchownat(
+                    dir,
+                    cname,
+                    Some(Uid::from_raw(caller.uid)),
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
+                st = stat_new(&fd)?;
+            }
+            if !matches!(kind, NewKind::Symlink(_)) && st.st_mode & 0o7777 != perm {
                 nix::sys::stat::fchmodat(
                     dir,
                     cname,
                     Mode::from_bits_truncate(perm),
                     nix::sys::stat::FchmodatFlags::FollowSymlink,
                 )?;
+                st = stat_new(&fd)?;
             }
             match slot {
                 Slot::Empty => {}
@@ -169,22 +190,52 @@ impl Union {
                     )?;
                 }
             }
-            Ok(())
+            Ok(st)
         })();
-        if let Err(e) = finish {
-            let flag = if matches!(kind, NewKind::Dir) {
-                UnlinkatFlags::RemoveDir
+        let st = match finish {
+            Ok(st) => st,
+            Err(e) => {
+                let flag = if matches!(kind, NewKind::Dir) {
+                    UnlinkatFlags::RemoveDir
+                } else {
+                    UnlinkatFlags::NoRemoveDir
+                };
+                let _ = unlinkat(dir, cname, flag);
+                return Err(e);
+            }
+        };
+        let is_dir = matches!(kind, NewKind::Dir);
+        self.dir_changed(&pnode, i32::from(is_dir));
+        // The node, from what we just made: a new upper entry with nothing below it.
+        let r = Resolved {
+            kind: FileKind::from_mode(st.st_mode),
+            ino: self.stack.map_ino(0, st.st_ino),
+            lower: None,
+            upper: (!is_dir).then(|| UpperLoc::Named {
+                parent: pfd.clone(),
+                name: name.to_owned(),
+            }),
+            metacopy: false,
+            dir: if is_dir {
+                Some(DirInfo {
+                    upper: Some(open_dir_at(&pfd, name)?),
+                    ..Default::default()
+                })
             } else {
-                UnlinkatFlags::NoRemoveDir
-            };
-            let _ = unlinkat(dir, cname, flag);
-            return Err(e);
+                None
+            },
+        };
+        Ok((self.intern(&pnode, name, r), fd, st))
+    }
+
+    /// The entry the kernel gets for a node just made, from its stat.
+    fn new_entry(&self, node: &Node, st: &FileStat) -> Entry {
+        Entry {
+            id: node.id,
+            generation: node.generation,
+            attr: super::Attr::from_stat(st, node.id),
+            ttl: self.opts.upper_ttl,
         }
-        let _ = pst;
-        self.dir_changed(&pnode, i32::from(matches!(kind, NewKind::Dir)));
-        let snap = self.dir_snapshot(&pnode)?;
-        let r = self.resolve(&snap, name)?.ok_or(FsError::EIO)?;
-        Ok((self.intern(&pnode, name, r), fd))
     }
 
     /// Creates and opens a regular file.
@@ -196,9 +247,10 @@ impl Union {
         flags: i32,
         caller: &Caller,
     ) -> Result<(Entry, OpenReply)> {
-        let (node, fd) = self.make_entry(parent, name, caller, mode, NewKind::File { flags })?;
+        let (node, fd, st) =
+            self.make_entry(parent, name, caller, mode, NewKind::File { flags })?;
         let fd = fd.ok_or(FsError::EIO)?;
-        let entry = self.entry(&node)?;
+        let entry = self.new_entry(&node, &st);
         let fh = self.register_file(node, fd, false);
         Ok((
             entry,
@@ -210,8 +262,8 @@ impl Union {
     }
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: &Caller) -> Result<Entry> {
-        let (node, _) = self.make_entry(parent, name, caller, mode, NewKind::Dir)?;
-        self.entry(&node)
+        let (node, _, st) = self.make_entry(parent, name, caller, mode, NewKind::Dir)?;
+        Ok(self.new_entry(&node, &st))
     }
 
     /// mknod: fifos, sockets, devices (and regular files, as mknod(2) allows).
@@ -246,8 +298,8 @@ impl Union {
                 rdev,
             },
         };
-        let (node, _) = self.make_entry(parent, name, caller, mode, kind)?;
-        self.entry(&node)
+        let (node, _, st) = self.make_entry(parent, name, caller, mode, kind)?;
+        Ok(self.new_entry(&node, &st))
     }
 
     pub fn symlink(
@@ -257,8 +309,9 @@ impl Union {
         target: &OsStr,
         caller: &Caller,
     ) -> Result<Entry> {
-        let (node, _) = self.make_entry(parent, name, caller, 0o777, NewKind::Symlink(target))?;
-        self.entry(&node)
+        let (node, _, st) =
+            self.make_entry(parent, name, caller, 0o777, NewKind::Symlink(target))?;
+        Ok(self.new_entry(&node, &st))
     }
 
     /// Gives node `node` a stable upper name in the index; returns its key.
