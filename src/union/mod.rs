@@ -210,17 +210,14 @@ impl Union {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         let pnode = self.node(parent)?;
         let snap = self.dir_snapshot(&pnode)?;
-        if name.len() > 255 {
-            return Err(FsError::ENAMETOOLONG);
-        }
-        if self.stack.any_wh_files()
-            && !matches!(
-                crate::whiteout::classify(name),
-                crate::whiteout::NameKind::Entry
-            )
-        {
-            return Err(FsError::ENOENT);
-        }
+        // A reserved name cannot be created, so it does not exist either.
+        self.check_name(name).map_err(|e| {
+            if e == FsError::EINVAL {
+                FsError::ENOENT
+            } else {
+                e
+            }
+        })?;
         let r = self.resolve(&snap, name)?.ok_or(FsError::ENOENT)?;
         let node = self.intern(&pnode, name, r);
         match self.entry(&node) {
