@@ -125,25 +125,7 @@ pub fn read_record(store: &Store, id: &Digest) -> Result<Option<ImageRecord>> {
 
 /// Ids of all installed images.
 pub fn ids(store: &Store) -> Result<Vec<Digest>> {
-    let dir = store.images_dir();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(&dir, e))?;
-        if let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|n| Digest::from_hex(n).ok())
-        {
-            out.push(d);
-        }
-    }
-    out.sort();
-    Ok(out)
+    super::digest_entries(&store.images_dir())
 }
 
 /// Every image with tags, newest (by config `created`, then load time) first.

@@ -435,19 +435,5 @@ pub fn add_sources(
 
 /// The names of installed layers (diff_ids).
 pub fn installed(store: &Store) -> Result<Vec<Digest>> {
-    let dir = store.layers_dir();
-    let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(&dir, e))?;
-        if let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|n| Digest::from_hex(n).ok())
-        {
-            out.push(d);
-        }
-    }
-    out.sort();
-    Ok(out)
+    super::digest_entries(&store.layers_dir())
 }

@@ -304,3 +304,26 @@ impl Store {
         crate::image::parse_config(&bytes, &p.display().to_string())
     }
 }
+
+/// The entries of `dir` named by a digest's hex (layers, images), sorted; none when the
+/// directory does not exist. Other names (staging leftovers) are not entries.
+pub(crate) fn digest_entries(dir: &Path) -> Result<Vec<Digest>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        if let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
