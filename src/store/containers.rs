@@ -166,16 +166,8 @@ pub fn open(store: &Store, name: &str) -> Result<Option<Container>> {
         });
     }
     let dir = store.containers_dir().join(name);
-    let p = dir.join(CONTAINER_JSON);
-    match fs::read(&p) {
-        Ok(b) => {
-            let record =
-                serde_json::from_slice(&b).map_err(|e| Error::json(p.display().to_string(), e))?;
-            Ok(Some(Container { dir, record }))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&p, e)),
-    }
+    let record = super::read_json_opt(&dir.join(CONTAINER_JSON))?;
+    Ok(record.map(|record| Container { dir, record }))
 }
 
 /// Creates a container of `image`, named `name` or `<image name>-<random>`. Built in `tmp/`

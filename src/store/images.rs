@@ -94,13 +94,7 @@ impl ImageRecord {
 /// Reads `image.json` of `id` (without tags); `Ok(None)` when not installed.
 fn read_bare(store: &Store, id: &Digest) -> Result<Option<ImageRecord>> {
     let p = store.image_path(id).join(IMAGE_JSON);
-    match fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::json(p.display().to_string(), e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&p, e)),
-    }
+    super::read_json_opt(&p)
 }
 
 /// Tags per image id, from refs.json.

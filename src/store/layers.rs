@@ -56,13 +56,7 @@ pub struct LayerInfo {
 /// Reads `layer.json`; `Ok(None)` when the layer is not installed.
 pub fn read_info(store: &Store, diff_id: &Digest) -> Result<Option<LayerInfo>> {
     let p = store.layer_path(diff_id).join(LAYER_JSON);
-    match fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::json(p.display().to_string(), e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&p, e)),
-    }
+    super::read_json_opt(&p)
 }
 
 /// A layer unpacked and verified in `tmp/`, not yet visible.

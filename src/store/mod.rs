@@ -327,3 +327,14 @@ pub(crate) fn digest_entries(dir: &Path) -> Result<Vec<Digest>> {
     out.sort();
     Ok(out)
 }
+
+/// Reads and parses JSON file `p`; `Ok(None)` when it does not exist (not installed).
+pub(crate) fn read_json_opt<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Option<T>> {
+    match fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::json(p.display().to_string(), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}

@@ -451,12 +451,11 @@ impl Union {
             return Ok(());
         }
         xattr::set(At::Fd(fd.as_fd()), up.ns(), xattr::IMPURE, b"y")?;
-        let mut s = dir.write();
-        if let Some(d) = s.dir.as_mut() {
+        if let Some(d) = dir.write().dir.as_mut() {
             d.impure = true;
-            d.listing = None;
-            d.listing_gen += 1;
         }
+        // Listings built before read no origin marks.
+        self.dir_changed(dir, 0);
         Ok(())
     }
 }

@@ -14,7 +14,6 @@
 //! name of an inode reaches the same copy (kernel overlayfs' `index` idea);
 //! `WORK/layerfs-whiteout` the whiteout inode that new whiteouts are links of.
 
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -279,9 +278,4 @@ impl Stack {
 /// The index key of an inode: its reported inode number in hex.
 pub(crate) fn index_key(ino: u64) -> String {
     format!("{ino:016x}")
-}
-
-#[allow(dead_code)]
-pub(crate) fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
 }
