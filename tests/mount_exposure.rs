@@ -1,0 +1,214 @@
+//! What a `layerfs mount` exposes, through real mounts of the real binary: by default
+//! only the mounting user enters and the image's setuid binaries and device nodes do
+//! nothing (`nosuid,nodev`); `--allow-other`, `--suid` and `--dev` opt in one by one.
+//! Needs root, /dev/fuse and setpriv (util-linux); drops to uid 65534 for the outsider.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/mount.rs"]
+mod mount;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use mount::{is_mounted, require_fuse, sh_as_nobody, umount};
+
+/// Unmounts what a test mounted, also when it fails half-way.
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            if is_mounted(p) {
+                umount(p);
+            }
+        }
+    }
+}
+
+/// A store whose temporary directory other users may traverse (so that only the mount's
+/// own options keep them out), and a mount point in it.
+fn open_store() -> (TestStore, PathBuf) {
+    require_fuse();
+    let s = TestStore::new();
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mp = s.scratch("mnt");
+    (s, mp)
+}
+
+/// An image with a setuid-root copy of the host's `id`, a device node (1,3: null) that
+/// anyone may open, and a world-readable file.
+fn exposure_image(s: &TestStore) -> String {
+    let id_bin = fs::read("/usr/bin/id").expect("/usr/bin/id (coreutils)");
+    let b = one_layer(
+        &s.scratch("img"),
+        vec![
+            dir("bin"),
+            file("bin/id", &id_bin).mode(0o4755).owner(0, 0),
+            dir("dev"),
+            chardev("dev/null", 1, 3).mode(0o666),
+            dir("etc"),
+            file("etc/hostname", b"exposed\n"),
+        ],
+    );
+    s.load(&b.path.display().to_string())
+}
+
+/// The per-mount options of the mount at `mp` (`rw,nosuid,nodev,relatime`).
+fn mount_options(mp: &Path) -> Vec<String> {
+    mount::mount_options(mp).0
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Opening the image's device node, as root, through the mount.
+fn open_device(mp: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new().write(true).open(mp.join("dev/null"))
+}
+
+#[test]
+fn a_default_mount_is_the_owners_alone_and_nosuid_nodev() {
+    let (s, mp) = open_store();
+    let image = exposure_image(&s);
+    let _g = Unmount(vec![mp.clone()]);
+    s.ok(&["mount", &image, mp.to_str().unwrap(), "--name", "c"]);
+    let opts = mount_options(&mp);
+    assert!(
+        opts.contains(&"nosuid".to_string()) && opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    // Root (the owner) uses it; the device node cannot be opened.
+    assert_eq!(mount::read(&mp.join("etc/hostname")), "exposed\n");
+    let e = open_device(&mp).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "nodev: {e}");
+    // Another user does not get in at all, so neither the setuid binary nor anything else.
+    for cmd in [
+        format!("cat {}/etc/hostname", mp.display()),
+        format!("ls {}", mp.display()),
+        format!("{}/bin/id -u", mp.display()),
+    ] {
+        let out = sh_as_nobody(&cmd);
+        assert!(!out.status.success(), "{cmd} as nobody: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("Permission denied"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+    }
+    // The same for a read-only mount.
+    let ro = s.scratch("ro");
+    let _g2 = Unmount(vec![ro.clone()]);
+    s.ok(&["mount", &image, ro.to_str().unwrap(), "--read-only"]);
+    let opts = mount_options(&ro);
+    assert!(
+        opts.contains(&"nosuid".to_string()) && opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    assert!(
+        !sh_as_nobody(&format!("ls {}", ro.display()))
+            .status
+            .success()
+    );
+    s.ok(&["umount", ro.to_str().unwrap()]);
+    s.ok(&["umount", "c"]);
+}
+
+#[test]
+fn allow_other_lets_users_in_without_setuid_or_devices() {
+    let (s, mp) = open_store();
+    let image = exposure_image(&s);
+    let _g = Unmount(vec![mp.clone()]);
+    s.ok(&["mount", &image, mp.to_str().unwrap(), "--allow-other"]);
+    let opts = mount_options(&mp);
+    assert!(
+        opts.contains(&"nosuid".to_string()) && opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    let out = sh_as_nobody(&format!("cat {}/etc/hostname", mp.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "exposed");
+    // The setuid-root binary runs, without privilege.
+    let out = sh_as_nobody(&format!("{}/bin/id -u", mp.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "65534", "nosuid: no euid 0");
+    // The device node cannot be opened, by anyone.
+    let out = sh_as_nobody(&format!("echo x > {}/dev/null", mp.display()));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        open_device(&mp).unwrap_err().raw_os_error(),
+        Some(libc::EACCES)
+    );
+    s.ok(&["umount", mp.to_str().unwrap()]);
+}
+
+#[test]
+fn suid_and_dev_are_explicit_opt_ins() {
+    let (s, mp) = open_store();
+    let image = exposure_image(&s);
+    let _g = Unmount(vec![mp.clone()]);
+    let out = s.run(&[
+        "mount",
+        &image,
+        mp.to_str().unwrap(),
+        "--allow-other",
+        "--suid",
+        "--dev",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning") && stderr(&out).contains("setuid"),
+        "the risky combination is pointed out: {}",
+        stderr(&out)
+    );
+    let opts = mount_options(&mp);
+    assert!(
+        !opts.contains(&"nosuid".to_string()) && !opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    // What the defaults prevent: the test would catch them being dropped.
+    let out = sh_as_nobody(&format!("{}/bin/id -u", mp.display()));
+    assert_eq!(stdout(&out), "0", "suid: {}", stderr(&out));
+    open_device(&mp).unwrap();
+    s.ok(&["umount", mp.to_str().unwrap()]);
+    // One without the other.
+    s.ok(&[
+        "mount",
+        &image,
+        mp.to_str().unwrap(),
+        "--dev",
+        "--read-only",
+    ]);
+    let opts = mount_options(&mp);
+    assert!(
+        opts.contains(&"nosuid".to_string()) && !opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    open_device(&mp).unwrap();
+    s.ok(&["umount", mp.to_str().unwrap()]);
+    s.ok(&[
+        "mount",
+        &image,
+        mp.to_str().unwrap(),
+        "--suid",
+        "--read-only",
+    ]);
+    let opts = mount_options(&mp);
+    assert!(
+        !opts.contains(&"nosuid".to_string()) && opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    s.ok(&["umount", mp.to_str().unwrap()]);
+}
