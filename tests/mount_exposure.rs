@@ -1,6 +1,7 @@
 //! What a `layerfs mount` exposes, through real mounts of the real binary: by default
 //! only the mounting user enters and the image's setuid binaries and device nodes do
 //! nothing (`nosuid,nodev`); `--allow-other`, `--suid` and `--dev` opt in one by one.
+//! The store's own files stay private whatever the umask.
 //! Needs root, /dev/fuse and setpriv (util-linux); drops to uid 65534 for the outsider.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,7 @@ mod mount;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 use mount::{is_mounted, require_fuse, sh_as_nobody, umount};
@@ -211,4 +213,65 @@ fn suid_and_dev_are_explicit_opt_ins() {
         "{opts:?}"
     );
     s.ok(&["umount", mp.to_str().unwrap()]);
+}
+
+#[test]
+fn store_files_are_private_whatever_the_umask() {
+    let (s, mp) = open_store();
+    let image = exposure_image(&s);
+    let _g = Unmount(vec![mp.clone()]);
+    // umask 0: the daemon's own, and a careless caller's.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 0 && exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args(["mount", &image, mp.to_str().unwrap(), "--name", "u"])
+        .env("LAYERFS_ROOT", &s.root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::write(mp.join("new"), "n").unwrap();
+    let ro = s.scratch("ro");
+    let _g2 = Unmount(vec![ro.clone()]);
+    s.ok(&["mount", &image, ro.to_str().unwrap(), "--read-only"]);
+    s.ok(&["umount", "u"]);
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = 0;
+    let mut walk = vec![s.root.clone()];
+    while let Some(d) = walk.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(&s.root).unwrap().to_path_buf();
+            // Inside layers and the writable layer, modes are the image's; the work
+            // directory's insides are the union's (the work directory itself is 0700).
+            let in_layer = rel.starts_with("layers")
+                && rel
+                    .components()
+                    .nth(2)
+                    .is_some_and(|c| c.as_os_str() == "diff");
+            if in_layer
+                || rel.starts_with("containers/u/upper")
+                || rel.starts_with("containers/u/work") && rel != Path::new("containers/u/work")
+            {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mode = m.mode() & 0o7777;
+            if m.is_dir() {
+                if rel.starts_with("empty") {
+                    continue;
+                }
+                assert_eq!(mode, 0o700, "{}", rel.display());
+                walk.push(p);
+            } else {
+                assert_eq!(mode, 0o600, "{}", rel.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 10, "walked the store");
+    for f in ["containers/u/container.json", "containers/u/daemon.log"] {
+        assert!(s.root.join(f).is_file(), "{f}");
+    }
+    s.ok(&["umount", ro.to_str().unwrap()]);
 }
