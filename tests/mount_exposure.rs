@@ -1,7 +1,8 @@
-//! What a `layerfs mount` exposes, through real mounts of the real binary: by default
-//! only the mounting user enters and the image's setuid binaries and device nodes do
-//! nothing (`nosuid,nodev`); `--allow-other`, `--suid` and `--dev` opt in one by one.
-//! The store's own files stay private whatever the umask.
+//! What a `layerfs mount` exposes, and what it holds, through real mounts of the real
+//! binary: by default only the mounting user enters and the image's setuid binaries and
+//! device nodes do nothing (`nosuid,nodev`); `--allow-other`, `--suid` and `--dev` opt
+//! in one by one. A read-only mount holds its image against `rmi` and `prune` while it
+//! lives, and not after.
 //! Needs root, /dev/fuse and setpriv (util-linux); drops to uid 65534 for the outsider.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -274,4 +275,78 @@ fn store_files_are_private_whatever_the_umask() {
         assert!(s.root.join(f).is_file(), "{f}");
     }
     s.ok(&["umount", ro.to_str().unwrap()]);
+}
+
+fn busybox() -> String {
+    format!("{}/busybox/oci:latest", fixtures().display())
+}
+
+#[test]
+fn a_read_only_mount_holds_its_image_until_unmounted() {
+    let (s, mp) = open_store();
+    let id = s.load(&busybox());
+    let _g = Unmount(vec![mp.clone()]);
+    s.ok(&["mount", "busybox", mp.to_str().unwrap(), "--read-only"]);
+    let hostname = mp.join("etc/hostname");
+    assert_eq!(mount::read(&hostname), "layerfs-busybox\n");
+    // rmi refuses, by name and by id, saying why.
+    let err = s.fail(&["rmi", "busybox"]);
+    assert!(
+        err.contains("read-only mount at") && err.contains(mp.to_str().unwrap()),
+        "{err}"
+    );
+    let err = s.fail(&["rmi", &id]);
+    assert!(err.contains("read-only mount at"), "{err}");
+    // --force removes the name only.
+    let out = s.ok(&["rmi", "--force", "busybox"]);
+    assert!(
+        out.contains("Untagged: busybox:latest") && !out.contains("Deleted"),
+        "{out}"
+    );
+    assert_eq!(s.layer_names().len(), 3);
+    assert_eq!(mount::read(&hostname), "layerfs-busybox\n");
+    // prune keeps the (now dangling) image and its layers while mounted.
+    let out = s.ok(&["prune"]);
+    assert!(!out.contains("Deleted"), "{out}");
+    assert_eq!(s.layer_names().len(), 3);
+    assert_eq!(s.inspect(&id)["id"], id.as_str());
+    assert!(!fs::read(mp.join("bin/busybox")).unwrap().is_empty());
+    // After the unmount, nothing holds it.
+    s.ok(&["umount", mp.to_str().unwrap()]);
+    let out = s.ok(&["prune"]);
+    assert!(out.contains(&format!("Deleted image: {id}")), "{out}");
+    assert!(s.layer_names().is_empty(), "{out}");
+    assert!(names(&s.root.join("mounts")).is_empty());
+}
+
+#[test]
+fn a_killed_read_only_daemon_holds_nothing() {
+    let (s, mp) = open_store();
+    let id = s.load(&busybox());
+    let _g = Unmount(vec![mp.clone()]);
+    s.ok(&["mount", &id, mp.to_str().unwrap(), "--read-only"]);
+    let records = names(&s.root.join("mounts"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&fs::read(s.root.join("mounts").join(&records[0])).unwrap())
+            .unwrap();
+    assert_eq!(rec["image"], id.as_str());
+    let pid = rec["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    while fs::metadata(format!("/proc/{pid}")).is_ok() {
+        assert!(t0.elapsed().as_secs() < 10, "daemon {pid} did not die");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = Command::new("umount").arg("-l").arg(&mp).status();
+    // The record is left, unlocked: stale, it holds nothing, and rmi removes it.
+    assert_eq!(names(&s.root.join("mounts")).len(), 1);
+    let out = s.ok(&["rmi", &id]);
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(s.layer_names().is_empty(), "{out}");
+    assert!(names(&s.root.join("mounts")).is_empty());
 }

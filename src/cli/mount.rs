@@ -9,6 +9,10 @@
 //! it (for root: root processes, such as a container that runc runs as root), and it is
 //! `nosuid,nodev`: the image's setuid binaries and device nodes do nothing on the host.
 //! `--allow-other`, `--suid` and `--dev` opt in, one by one.
+//!
+//! A read-only mount holds its image through a record its daemon keeps locked (see
+//! `store/mounts.rs`), as a container does through its record: `rmi` and `prune` leave
+//! the image and its layers alone while it is mounted.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
 use crate::fuse::{Access, MountConfig};
-use crate::store::{ImageRecord, Store, containers};
+use crate::store::{ImageRecord, Store, containers, mounts};
 use crate::union::{LayerSpec, Options, Stack};
 use crate::whiteout::WhiteoutStyle;
 
@@ -159,9 +163,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
     let dir = check_dir(&args.dir)?;
     let serving = args.foreground || ready.detached();
-    let (image, container) = {
+    let (image, container, hold) = {
         // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
-        // the container record that protects it.
+        // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
         let image = image_arg(ctx, &store, &args.image)?;
         let container = if args.read_only {
@@ -169,7 +173,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         } else {
             Some(container_for(&store, args.name.as_deref(), &image)?)
         };
-        (image, container)
+        // Only the process that serves the mount holds its image.
+        let hold = if args.read_only && serving {
+            Some(
+                mounts::hold(&store, &image.id, &dir)
+                    .context("recording the read-only mount in the store")?,
+            )
+        } else {
+            None
+        };
+        (image, container, hold)
     };
 
     if !serving {
@@ -210,6 +223,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if let Err(e) = &result {
         ready.fail(e);
     }
+    drop(hold);
     result
 }
 

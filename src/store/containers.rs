@@ -85,7 +85,7 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut b = [0u8; 4];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);

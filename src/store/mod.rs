@@ -13,6 +13,7 @@
 //! ROOT/images/<config hex>/image.json     ImageRecord: id, manifest digest, layers, loaded time
 //! ROOT/refs.json                          {"docker.io/library/busybox:latest": "sha256:…"}
 //! ROOT/containers/<name>/container.json   written by the mount (see containers.rs)
+//! ROOT/mounts/<id>.json                   a read-only mount, locked by its daemon (see mounts.rs)
 //! ROOT/tmp/                               staging, same filesystem as everything else
 //! ```
 //! Invariants: a directory under `layers/` or `images/` is complete when visible (it is
@@ -22,8 +23,8 @@
 //! images and is replaced by rename. `tmp/` may hold leftovers of killed processes,
 //! removed by the next load that finds the store idle, and by `prune`.
 //!
-//! The root is created mode 0700, and `layers/`, `images/`, `containers/` and `tmp/` are
-//! kept 0700 (tightened when found wider), as Docker keeps `/var/lib/docker`:
+//! The root is created mode 0700, and `layers/`, `images/`, `containers/`, `mounts/` and
+//! `tmp/` are kept 0700 (tightened when found wider), as Docker keeps `/var/lib/docker`:
 //! layers and containers' writable layers hold setuid binaries and device nodes of the
 //! images, which must not be reachable by other local users through the store. Files the
 //! store writes itself (records, tags, locks, logs) are created 0600 whatever the umask
@@ -35,6 +36,7 @@ pub mod images;
 pub mod layers;
 pub mod load;
 pub mod lock;
+pub mod mounts;
 pub mod unpack;
 
 use std::collections::BTreeMap;
@@ -133,6 +135,7 @@ impl Store {
             store.layers_dir(),
             store.images_dir(),
             store.containers_dir(),
+            store.mounts_dir(),
             store.tmp_dir(),
         ] {
             ensure_private_dir(&d)?;
@@ -193,6 +196,11 @@ impl Store {
     /// `ROOT/containers`.
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
+    }
+
+    /// `ROOT/mounts`: records of read-only mounts (see [`mounts`]).
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.root.join("mounts")
     }
 
     /// `ROOT/refs.json`.
