@@ -2,7 +2,7 @@
 //! binary: by default only the mounting user enters and the image's setuid binaries and
 //! device nodes do nothing (`nosuid,nodev`); `--allow-other`, `--suid` and `--dev` opt
 //! in one by one. A read-only mount holds its image against `rmi` and `prune` while it
-//! lives, and not after.
+//! lives, and not after. An image without layers mounts as an empty root.
 //! Needs root, /dev/fuse and setpriv (util-linux); drops to uid 65534 for the outsider.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -349,4 +349,33 @@ fn a_killed_read_only_daemon_holds_nothing() {
     assert!(out.contains(&format!("Deleted: {id}")), "{out}");
     assert!(s.layer_names().is_empty(), "{out}");
     assert!(names(&s.root.join("mounts")).is_empty());
+}
+
+#[test]
+fn an_image_without_layers_mounts_as_an_empty_root() {
+    let (s, mp) = open_store();
+    let b = write_oci(&s.scratch("empty-img"), &ImageSpec::new(vec![]), "latest");
+    let id = s.load(&b.path.display().to_string());
+    assert!(s.inspect(&id)["layers"].as_array().unwrap().is_empty());
+    let _g = Unmount(vec![mp.clone()]);
+    s.ok(&["mount", &id, mp.to_str().unwrap(), "--read-only"]);
+    assert!(mount::ls(&mp).is_empty());
+    assert_eq!(mount::mode(&mp) & 0o7777, 0o755);
+    let e = fs::write(mp.join("x"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    s.ok(&["umount", mp.to_str().unwrap()]);
+    // With a container layer: writable, and what was written stays.
+    s.ok(&["mount", &id, mp.to_str().unwrap(), "--name", "scratch"]);
+    assert!(mount::ls(&mp).is_empty());
+    assert_eq!(mount::mode(&mp) & 0o7777, 0o755);
+    fs::create_dir(mp.join("d")).unwrap();
+    fs::write(mp.join("d/f"), "written").unwrap();
+    s.ok(&["umount", "scratch"]);
+    s.ok(&["mount", &id, mp.to_str().unwrap(), "--name", "scratch"]);
+    assert_eq!(mount::read(&mp.join("d/f")), "written");
+    assert_eq!(mount::ls(&mp), vec!["d"]);
+    s.ok(&["umount", "scratch"]);
+    // prune keeps the empty root's directory alone.
+    s.ok(&["prune"]);
+    assert!(s.root.join("empty").is_dir());
 }

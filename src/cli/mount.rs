@@ -96,8 +96,15 @@ impl Args {
     }
 }
 
-/// The image's layers as the union's lower layers, top first.
+/// The image's layers as the union's lower layers, top first; for an image without
+/// layers, the store's empty directory (an empty root).
 fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSpec>> {
+    if image.layers.is_empty() {
+        return Ok(vec![LayerSpec {
+            path: store.empty_layer_dir()?,
+            wh_files: false,
+        }]);
+    }
     let mut specs = Vec::with_capacity(image.layers.len());
     for l in image.layers.iter().rev() {
         let info = store.layer_info(&l.diff_id)?.with_context(|| {

@@ -219,9 +219,11 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
     }
     // The upper root is the container's `/`: it starts with the image root's owner, mode
     // and times, as a copy-up of it would.
-    if let Some(top) = image.layers.last() {
-        copy_root_meta(&store.layer_dir(&top.diff_id), &stage.join(UPPER))?;
-    }
+    let image_root = match image.layers.last() {
+        Some(top) => store.layer_dir(&top.diff_id),
+        None => store.empty_layer_dir()?,
+    };
+    copy_root_meta(&image_root, &stage.join(UPPER))?;
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
     super::write_new(&stage.join(CONTAINER_JSON), &bytes)?;
     let dir = containers.join(&name);

@@ -14,6 +14,7 @@
 //! ROOT/refs.json                          {"docker.io/library/busybox:latest": "sha256:…"}
 //! ROOT/containers/<name>/container.json   written by the mount (see containers.rs)
 //! ROOT/mounts/<id>.json                   a read-only mount, locked by its daemon (see mounts.rs)
+//! ROOT/empty/                             an empty directory: the lower layer of an image without layers
 //! ROOT/tmp/                               staging, same filesystem as everything else
 //! ```
 //! Invariants: a directory under `layers/` or `images/` is complete when visible (it is
@@ -63,6 +64,10 @@ pub const DIR_MODE: u32 = 0o700;
 
 /// Mode of the files the store writes itself: records, tags, locks, logs.
 pub const FILE_MODE: u32 = 0o600;
+
+/// Mode of `ROOT/empty/`, the root directory of an image without layers (Docker's
+/// default for a directory a layer does not describe).
+const EMPTY_ROOT_MODE: u32 = 0o755;
 
 /// Opens `path` for writing with the store's file mode, creating it if needed. The mode
 /// is given at creation, so no umask can widen it.
@@ -201,6 +206,30 @@ impl Store {
     /// `ROOT/mounts`: records of read-only mounts (see [`mounts`]).
     pub fn mounts_dir(&self) -> PathBuf {
         self.root.join("mounts")
+    }
+
+    /// `ROOT/empty`: an empty directory, the one lower layer of an image without layers
+    /// (a union needs at least one). Created on first use, complete when visible.
+    pub fn empty_layer_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("empty");
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let stage = self.staging_dir("empty")?;
+        let made = stage.join("empty");
+        let res = fs::DirBuilder::new()
+            .mode(EMPTY_ROOT_MODE)
+            .create(&made)
+            .and_then(|()| fs::set_permissions(&made, fs::Permissions::from_mode(EMPTY_ROOT_MODE)))
+            .map_err(|e| Error::io(&made, e))
+            .and_then(|()| layers::rename_noreplace(&made, &dir));
+        let _ = fs::remove_dir_all(&stage);
+        match res {
+            Ok(()) => Ok(dir),
+            // Made by a concurrent mount meanwhile.
+            Err(_) if dir.is_dir() => Ok(dir),
+            Err(e) => Err(e),
+        }
     }
 
     /// `ROOT/refs.json`.
