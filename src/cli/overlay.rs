@@ -358,7 +358,9 @@ pub fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: layerfs-overlay [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W[,opts] [SOURCE] MOUNTPOINT"
+            "usage: layerfs-overlay [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W[,opts] [SOURCE] MOUNTPOINT\n\
+             as fuse-overlayfs: as root allow_other,suid,nodev, else the mounting user alone and\n\
+             nosuid,nodev; -o dev|nodev|suid|nosuid|allow_other|allow_root override them"
         );
         return ExitCode::SUCCESS;
     }
