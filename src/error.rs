@@ -130,12 +130,9 @@ pub enum Error {
         available: Vec<String>,
     },
 
-    /// Refused because a container uses the image.
-    #[error("image {image} is used by container(s) {}", containers.join(", "))]
-    ImageInUse {
-        image: String,
-        containers: Vec<String>,
-    },
+    /// Refused because a container or a read-only mount uses the image.
+    #[error("unable to remove image {image}: in use by {} (--force removes its names only)", users.join(", "))]
+    ImageInUse { image: String, users: Vec<String> },
 
     /// Refused without `--force` (Docker's rule for ids with several tags).
     #[error("{0}")]

@@ -85,6 +85,12 @@ fn mount_t_fuse_layerfs_through_mount_fuse3() {
         );
         assert!(is_mounted(&mp), "{fstype}");
         assert_eq!(read(&mp.join("x")), "through mount.fuse3");
+        // mount.fuse3 appends `dev,suid`, as it does for fuse-overlayfs.
+        let (opts, _) = mount_options(&mp);
+        assert!(
+            !opts.iter().any(|o| o == "nodev" || o == "nosuid"),
+            "{fstype}: {opts:?}"
+        );
         let e = fs::write(mp.join("y"), "no upper").unwrap_err();
         assert_eq!(
             e.raw_os_error(),
@@ -126,5 +132,52 @@ fn bad_command_lines_fail_with_a_message_and_mount_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{opts}: {err}");
         assert!(!is_mounted(&mp));
+    }
+}
+
+#[test]
+fn dev_suid_and_allow_other_are_fuse_overlayfs_s() {
+    require_fuse();
+    let mut l = Layers::new();
+    let low = l.add();
+    nix::sys::stat::mknod(
+        &low.p("zero"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .unwrap();
+    let has = |v: &[String], o: &str| v.iter().any(|x| x == o);
+    // fuse-overlayfs as root: allow_other,suid and libfuse's nodev; -o overrides each,
+    // the last of a pair winning.
+    for (extra, nosuid, nodev, allow_other) in [
+        (&[][..], false, true, true),
+        (&["nosuid"][..], true, true, true),
+        (&["dev"][..], false, false, true),
+        (&["dev", "nosuid"][..], true, false, true),
+        (&["suid", "nodev"][..], false, true, true),
+        (&["dev", "suid", "nodev"][..], false, true, true),
+        (&["nosuid", "suid", "dev"][..], false, false, true),
+        (&["allow_root"][..], false, true, true),
+    ] {
+        let m = Mount::with(&l.lowerdirs(), false, extra);
+        let (opts, super_opts) = mount_options(&m.mp);
+        assert_eq!(has(&opts, "nosuid"), nosuid, "{extra:?}: {opts:?}");
+        assert_eq!(has(&opts, "nodev"), nodev, "{extra:?}: {opts:?}");
+        assert_eq!(
+            has(&super_opts, "allow_other"),
+            allow_other,
+            "{extra:?}: {super_opts:?}"
+        );
+        let open = fs::File::open(m.p("zero"));
+        if nodev {
+            assert_eq!(
+                open.unwrap_err().raw_os_error(),
+                Some(libc::EACCES),
+                "{extra:?}"
+            );
+        } else {
+            open.unwrap();
+        }
     }
 }

@@ -66,10 +66,7 @@ pub fn spawn_detached(args: &[OsString], log: Option<&Path>) -> anyhow::Result<(
     let exe = std::env::current_exe().context("finding our own executable")?;
     let stderr = match log {
         Some(p) => Stdio::from(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
+            crate::store::open_private(p, false)
                 .with_context(|| format!("opening log file {}", p.display()))?,
         ),
         None => Stdio::null(),

@@ -3,6 +3,16 @@
 //!
 //! Without `--foreground` this re-runs itself detached (see `daemon.rs`) and returns once
 //! the mount is live, printing the container name.
+//!
+//! Exposure: the mount goes wherever the user says, not under a private directory as
+//! Docker's and podman's do, so by default only the mounting user's processes may enter
+//! it (for root: root processes, such as a container that runc runs as root), and it is
+//! `nosuid,nodev`: the image's setuid binaries and device nodes do nothing on the host.
+//! `--allow-other`, `--suid` and `--dev` opt in, one by one.
+//!
+//! A read-only mount holds its image through a record its daemon keeps locked (see
+//! `store/mounts.rs`), as a container does through its record: `rmi` and `prune` leave
+//! the image and its layers alone while it is mounted.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -12,8 +22,8 @@ use anyhow::{Context as _, bail};
 use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
-use crate::fuse::MountConfig;
-use crate::store::{ImageRecord, Store, containers};
+use crate::fuse::{Access, MountConfig};
+use crate::store::{ImageRecord, Store, containers, mounts};
 use crate::union::{LayerSpec, Options, Stack};
 use crate::whiteout::WhiteoutStyle;
 
@@ -37,10 +47,64 @@ pub struct Args {
     /// Worker threads of the daemon [default: number of cores, 2 to 8].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Let every local user enter the mount (else only the mounting user's processes:
+    /// for root, root processes such as runc's container run as root). Needed when a
+    /// container runs as another user or in a user namespace. Risk: anyone who can reach
+    /// DIR reads what the image's modes allow, and, with --suid/--dev, gets root through
+    /// its setuid binaries and opens its devices; keep DIR under a private 0700 directory.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Honour the image's setuid/setgid bits (default: nosuid). Risk: whoever may enter
+    /// the mount runs the image's setuid-root binaries as root on the host.
+    #[arg(long)]
+    pub suid: bool,
+    /// Honour the image's device nodes (default: nodev, opening one fails). Risk: whoever
+    /// may enter the mount opens host devices through them (/dev/kmsg, disks), as far as
+    /// the nodes' modes allow.
+    #[arg(long)]
+    pub dev: bool,
 }
 
-/// The image's layers as the union's lower layers, top first.
+impl Args {
+    /// The FUSE settings these flags ask for.
+    fn mount_config(&self, fsname: String, read_only: bool) -> MountConfig {
+        MountConfig {
+            fsname,
+            read_only,
+            access: if self.allow_other {
+                Access::All
+            } else {
+                Access::Owner
+            },
+            dev: self.dev,
+            suid: self.suid,
+            threads: self.threads.unwrap_or_else(super::overlay::default_threads),
+        }
+    }
+
+    /// The flags the detached daemon is given again.
+    fn exposure_args(&self) -> Vec<OsString> {
+        [
+            (self.allow_other, "--allow-other"),
+            (self.suid, "--suid"),
+            (self.dev, "--dev"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| flag.into())
+        .collect()
+    }
+}
+
+/// The image's layers as the union's lower layers, top first; for an image without
+/// layers, the store's empty directory (an empty root).
 fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSpec>> {
+    if image.layers.is_empty() {
+        return Ok(vec![LayerSpec {
+            path: store.empty_layer_dir()?,
+            wh_files: false,
+        }]);
+    }
     let mut specs = Vec::with_capacity(image.layers.len());
     for l in image.layers.iter().rev() {
         let info = store.layer_info(&l.diff_id)?.with_context(|| {
@@ -105,9 +169,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut ready = Ready::from_env();
     let store = Store::open(&ctx.root)?;
     let dir = check_dir(&args.dir)?;
-    let (image, container) = {
+    let serving = args.foreground || ready.detached();
+    let (image, container, hold) = {
         // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
-        // the container record that protects it.
+        // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
         let image = image_arg(ctx, &store, &args.image)?;
         let container = if args.read_only {
@@ -115,10 +180,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         } else {
             Some(container_for(&store, args.name.as_deref(), &image)?)
         };
-        (image, container)
+        // Only the process that serves the mount holds its image.
+        let hold = if args.read_only && serving {
+            Some(
+                mounts::hold(&store, &image.id, &dir)
+                    .context("recording the read-only mount in the store")?,
+            )
+        } else {
+            None
+        };
+        (image, container, hold)
     };
 
-    if !args.foreground && !ready.detached() {
+    if !serving {
+        warn_exposure(ctx, &args, &dir);
         if let Some(c) = &container
             && c.is_mounted()
         {
@@ -142,6 +217,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         if let Some(t) = args.threads {
             a.extend(["--threads".into(), t.to_string().into()]);
         }
+        a.extend(args.exposure_args());
         daemon::spawn_detached(&a, container.as_ref().map(|c| c.log()).as_deref())?;
         match &container {
             Some(c) => println!("{}", c.record.name),
@@ -154,7 +230,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if let Err(e) = &result {
         ready.fail(e);
     }
+    drop(hold);
     result
+}
+
+/// Says on stderr what the opt-in flags expose (unless `-q`).
+fn warn_exposure(ctx: &Context, args: &Args, dir: &Path) {
+    if ctx.quiet || !args.allow_other || !(args.suid || args.dev) {
+        return;
+    }
+    let what = match (args.suid, args.dev) {
+        (true, true) => "run the image's setuid binaries as their owners and open its devices",
+        (true, false) => "run the image's setuid binaries as their owners (root)",
+        _ => "open the image's device nodes",
+    };
+    eprintln!(
+        "layerfs: warning: --allow-other: every local user who can reach {} can {what}",
+        dir.display()
+    );
 }
 
 fn serve_container(
@@ -166,14 +259,10 @@ fn serve_container(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let lowers = lower_specs(store, image)?;
-    let root = nix::unistd::geteuid().is_root();
-    let mut mount = MountConfig {
-        fsname: format!("layerfs:{}", image.display_name()),
-        read_only: container.is_none(),
-        allow_other: root,
-        dev_suid: root,
-        threads: args.threads.unwrap_or_else(super::overlay::default_threads),
-    };
+    let mut mount = args.mount_config(
+        format!("layerfs:{}", image.display_name()),
+        container.is_none(),
+    );
     let Some(mut c) = container else {
         let stack = Stack::open(&lowers, None).context("opening the image layers")?;
         let serve = Serve {

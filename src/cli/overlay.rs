@@ -8,6 +8,13 @@
 //! `lowerdir` is leftmost on top; `\:` escapes a colon and `\,` a comma; relative paths
 //! resolve from the current directory; without `upperdir` the mount is read-only.
 //! Options we do not support are ignored with a warning, as fuse-overlayfs does.
+//!
+//! Who may enter the mount and whether device nodes and setuid bits count are
+//! fuse-overlayfs's: as root `allow_other,suid` and `nodev` (libfuse's default), otherwise
+//! the mounting user alone and `nosuid,nodev` (fusermount3 forces those); `dev`, `nodev`,
+//! `suid`, `nosuid`, `allow_other` and `allow_root` given with `-o` override them, the last
+//! one of a pair winning (mount.fuse3 appends `dev,suid`). The caller (containers-storage,
+//! fstab) decides, as it does for fuse-overlayfs.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::daemon::{self, Ready, Serve};
-use crate::fuse::MountConfig;
+use crate::fuse::{Access, MountConfig};
 use crate::union::{LayerSpec, Options, Stack};
 
 /// True when argv (without argv[0]) is a fuse-overlayfs style invocation
@@ -37,8 +44,12 @@ pub struct OverlayArgs {
     pub foreground: bool,
     pub debug: bool,
     pub read_only: bool,
-    pub nodev: bool,
-    pub nosuid: bool,
+    /// `dev` / `nodev` as given (the last one wins); `None`: the default.
+    pub dev: Option<bool>,
+    /// `suid` / `nosuid` as given (the last one wins); `None`: the default.
+    pub suid: Option<bool>,
+    /// `allow_other` / `allow_root` as given (the last one wins); `None`: the default.
+    pub access: Option<Access>,
     pub threads: Option<usize>,
     pub timeout: Option<Duration>,
     pub warnings: Vec<String>,
@@ -144,18 +155,18 @@ pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
             }
             ("ro", None) => a.read_only = true,
             ("rw", None) => {}
-            ("nodev", None) => a.nodev = true,
-            ("nosuid", None) => a.nosuid = true,
+            ("dev", None) => a.dev = Some(true),
+            ("nodev", None) => a.dev = Some(false),
+            ("suid", None) => a.suid = Some(true),
+            ("nosuid", None) => a.suid = Some(false),
+            ("allow_other", None) => a.access = Some(Access::All),
+            ("allow_root", None) => a.access = Some(Access::OwnerAndRoot),
             (
-                "dev"
-                | "suid"
-                | "exec"
+                "exec"
                 | "noexec"
                 | "atime"
                 | "noatime"
                 | "relatime"
-                | "allow_other"
-                | "allow_root"
                 | "default_permissions"
                 | "debug"
                 | "volatile"
@@ -203,6 +214,16 @@ pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
 }
 
 impl OverlayArgs {
+    /// Who may enter, `dev`, `suid`: what was asked, else fuse-overlayfs's defaults for
+    /// `root` (the caller is root) — `allow_other,suid,nodev` — or for anyone else — the
+    /// mounting user alone, `nosuid,nodev`.
+    pub fn exposure(&self, root: bool) -> (Access, bool, bool) {
+        let access = self
+            .access
+            .unwrap_or(if root { Access::All } else { Access::Owner });
+        (access, self.dev.unwrap_or(false), self.suid.unwrap_or(root))
+    }
+
     /// The arguments that re-run this mount in the foreground (for the detached daemon).
     fn foreground_args(&self) -> Vec<OsString> {
         let esc = |p: &Path| {
@@ -225,11 +246,20 @@ impl OverlayArgs {
         if self.read_only {
             o.push_str(",ro");
         }
-        if self.nodev {
-            o.push_str(",nodev");
+        match self.dev {
+            Some(true) => o.push_str(",dev"),
+            Some(false) => o.push_str(",nodev"),
+            None => {}
         }
-        if self.nosuid {
-            o.push_str(",nosuid");
+        match self.suid {
+            Some(true) => o.push_str(",suid"),
+            Some(false) => o.push_str(",nosuid"),
+            None => {}
+        }
+        match self.access {
+            Some(Access::All) => o.push_str(",allow_other"),
+            Some(Access::OwnerAndRoot) => o.push_str(",allow_root"),
+            Some(Access::Owner) | None => {}
         }
         if self.threads == Some(1) {
             o.push_str(",threaded=0");
@@ -291,7 +321,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             options.lower_ttl = t;
             options.upper_ttl = t;
         }
-        let root = nix::unistd::geteuid().is_root();
+        let (access, dev, suid) = a.exposure(nix::unistd::geteuid().is_root());
         let serve = Serve {
             stack,
             options,
@@ -299,8 +329,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             mount: MountConfig {
                 fsname: a.source.clone().unwrap_or_else(|| "layerfs-overlay".into()),
                 read_only,
-                allow_other: root,
-                dev_suid: root && !a.nodev && !a.nosuid,
+                access,
+                dev,
+                suid,
                 threads: a.threads.unwrap_or_else(default_threads),
             },
         };
@@ -327,7 +358,9 @@ pub fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "usage: layerfs-overlay [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W[,opts] [SOURCE] MOUNTPOINT"
+            "usage: layerfs-overlay [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W[,opts] [SOURCE] MOUNTPOINT\n\
+             as fuse-overlayfs: as root allow_other,suid,nodev, else the mounting user alone and\n\
+             nosuid,nodev; -o dev|nodev|suid|nosuid|allow_other|allow_root override them"
         );
         return ExitCode::SUCCESS;
     }
@@ -400,6 +433,60 @@ mod tests {
             .is_err()
         );
         assert!(parse(&s(&["-o", "lowerdir=/a"]), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn dev_suid_and_access_follow_fuse_overlayfs() {
+        let p = |o: &str| parse(&s(&["-o", o, "/m"]), Path::new("/")).unwrap();
+        // fuse-overlayfs's defaults: as root allow_other,suid and libfuse's nodev.
+        let a = p("lowerdir=/a");
+        assert_eq!(a.exposure(true), (Access::All, false, true));
+        assert_eq!(a.exposure(false), (Access::Owner, false, false));
+        // mount.fuse3 appends dev,suid.
+        assert_eq!(
+            p("rw,lowerdir=/a,dev,suid").exposure(true),
+            (Access::All, true, true)
+        );
+        // nosuid and nodev count separately; the last of a pair wins.
+        assert_eq!(
+            p("lowerdir=/a,nosuid").exposure(true),
+            (Access::All, false, false)
+        );
+        assert_eq!(
+            p("lowerdir=/a,dev,nosuid").exposure(true),
+            (Access::All, true, false)
+        );
+        assert_eq!(
+            p("lowerdir=/a,nodev,suid,dev").exposure(true),
+            (Access::All, true, true)
+        );
+        assert_eq!(
+            p("lowerdir=/a,suid,nosuid,nodev").exposure(true),
+            (Access::All, false, false)
+        );
+        assert_eq!(
+            p("lowerdir=/a,allow_root").exposure(true),
+            (Access::OwnerAndRoot, false, true)
+        );
+        assert_eq!(
+            p("lowerdir=/a,allow_other").exposure(false),
+            (Access::All, false, false)
+        );
+        // The detached daemon gets the same answer.
+        for o in [
+            "lowerdir=/a,dev,nosuid,allow_root",
+            "lowerdir=/a,nodev,suid",
+        ] {
+            let a = p(o);
+            let again: Vec<String> = a
+                .foreground_args()
+                .iter()
+                .map(|x| x.to_string_lossy().into_owned())
+                .collect();
+            let b = parse(&again, Path::new("/")).unwrap();
+            assert_eq!(a.exposure(true), b.exposure(true), "{o}");
+            assert_eq!(a.exposure(false), b.exposure(false), "{o}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `layerfs umount DIR|CONTAINER`: unmounts and waits until the daemon has let go of the
-//! container, so that it can be mounted again at once. `umount DIR` and `fusermount3 -u
-//! DIR` work too.
+//! container (or, for a read-only mount, of its image), so that it can be mounted again,
+//! or its image removed, at once. `umount DIR` and `fusermount3 -u DIR` work too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::Context;
-use crate::store::{Store, containers};
+use crate::store::{Store, containers, mounts};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,6 +64,15 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             (dir, c)
         }
     };
+    let read_only: Vec<mounts::Mount> = if container.is_none() {
+        let at = dir.to_string_lossy();
+        mounts::live(&store)?
+            .into_iter()
+            .filter(|m| m.record.mountpoint == at)
+            .collect()
+    } else {
+        Vec::new()
+    };
     unmount(&dir)?;
     if let Some(c) = container
         && !c.wait_unlocked(DAEMON_EXIT_WAIT)
@@ -72,6 +81,15 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             "{} is unmounted but the daemon of {} has not exited",
             dir.display(),
             c.record.name
+        );
+    }
+    // Several read-only mounts may be stacked at DIR: one of them went.
+    if !mounts::wait_one_released(&read_only, DAEMON_EXIT_WAIT) {
+        let pids: Vec<String> = read_only.iter().map(|m| m.record.pid.to_string()).collect();
+        bail!(
+            "{} is unmounted but its daemon (pid {}) has not exited",
+            dir.display(),
+            pids.join(", ")
         );
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +85,7 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut b = [0u8; 4];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);
@@ -202,7 +203,6 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
         });
     }
     let containers = store.containers_dir();
-    fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
     let stage = store.staging_dir("container")?;
     let record = ContainerRecord {
         name: name.clone(),
@@ -212,16 +212,20 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
     };
     for d in [UPPER, WORK] {
         let p = stage.join(d);
-        fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+        fs::DirBuilder::new()
+            .mode(super::DIR_MODE)
+            .create(&p)
+            .map_err(|e| Error::io(&p, e))?;
     }
     // The upper root is the container's `/`: it starts with the image root's owner, mode
     // and times, as a copy-up of it would.
-    if let Some(top) = image.layers.last() {
-        copy_root_meta(&store.layer_dir(&top.diff_id), &stage.join(UPPER))?;
-    }
+    let image_root = match image.layers.last() {
+        Some(top) => store.layer_dir(&top.diff_id),
+        None => store.empty_layer_dir()?,
+    };
+    copy_root_meta(&image_root, &stage.join(UPPER))?;
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
-    let p = stage.join(CONTAINER_JSON);
-    fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+    super::write_new(&stage.join(CONTAINER_JSON), &bytes)?;
     let dir = containers.join(&name);
     match nix::fcntl::renameat2(
         nix::fcntl::AT_FDCWD,

@@ -5,7 +5,8 @@
 //! renamed into `tmp/` (one step: gone from `layers/` / `images/`), then deleted; a kill
 //! in between leaves only `tmp/` leftovers. Docker's rules: removing a tag removes the
 //! image once no tag and no container refers to it, then the layers no remaining image
-//! uses; an image that a container uses is never removed.
+//! uses; an image that a container or a live read-only mount uses is never removed (see
+//! `mounts.rs`; records of read-only mounts whose daemon is gone are removed here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -13,7 +14,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{Store, containers, images, layers};
+use super::{Store, containers, images, layers, mounts};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
@@ -93,11 +94,24 @@ pub struct PruneReport {
     pub freed: u64,
 }
 
-/// Image id → names of the containers using it.
-fn container_users(store: &Store) -> Result<BTreeMap<String, Vec<String>>> {
+/// Image id → what uses it: containers (`container NAME`) and live read-only mounts
+/// (`read-only mount at DIR (pid N)`). Records of read-only mounts whose daemon is gone
+/// are removed on the way (the caller holds the store lock exclusive).
+fn image_users(store: &Store) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in containers::list(store)? {
-        out.entry(c.image.clone()).or_default().push(c.name);
+        out.entry(c.image.clone())
+            .or_default()
+            .push(format!("container {}", c.name));
+    }
+    let stale = mounts::remove_stale(store)?;
+    if stale > 0 {
+        log::info!("removed {stale} record(s) of read-only mounts whose daemon is gone");
+    }
+    for m in mounts::live(store)? {
+        out.entry(m.record.image.clone())
+            .or_default()
+            .push(m.record.describe());
     }
     Ok(out)
 }
@@ -105,7 +119,7 @@ fn container_users(store: &Store) -> Result<BTreeMap<String, Vec<String>>> {
 /// Removes image references (tags, ids or id prefixes), Docker's way.
 pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiReport> {
     let _lock = store.lock_exclusive()?;
-    let users = container_users(store)?;
+    let users = image_users(store)?;
     let mut report = RmiReport::default();
     let mut refs = store.refs()?;
     let mut doomed: Vec<Digest> = Vec::new();
@@ -129,10 +143,10 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
                     && !force
                 {
                     return Err(Error::Conflict(format!(
-                        "unable to remove {} (must force): container(s) {} use its image {}",
+                        "unable to remove {}: its image {} is in use by {} (--force removes the name only)",
                         r.familiar(),
-                        cs.join(", "),
-                        id.short()
+                        id.short(),
+                        cs.join(", ")
                     )));
                 }
                 (id, vec![key])
@@ -156,7 +170,7 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
                 {
                     return Err(Error::ImageInUse {
                         image: rec.id.short(),
-                        containers: cs.clone(),
+                        users: cs.clone(),
                     });
                 }
                 (rec.id, tags)
@@ -217,7 +231,7 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
         tmp_entries: clean_tmp(store)?,
         ..Default::default()
     };
-    let users = container_users(store)?;
+    let users = image_users(store)?;
     let refs = store.refs()?;
     let tagged: BTreeSet<Digest> = refs.values().copied().collect();
     for id in images::ids(store)? {

@@ -9,7 +9,6 @@
 //! the only place tags live, read-modify-written under `meta.lock` and replaced by rename.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 
 use serde::{Deserialize, Serialize};
@@ -203,10 +202,7 @@ pub fn install(
     }
     let staging = store.staging_dir(&format!("image-{}", record.id.short()))?;
     let res = (|| -> Result<()> {
-        let w = |name: &str, bytes: &[u8]| {
-            let p = staging.join(name);
-            fs::write(&p, bytes).map_err(|e| Error::io(&p, e))
-        };
+        let w = |name: &str, bytes: &[u8]| super::write_new(&staging.join(name), bytes);
         w(CONFIG_JSON, config)?;
         if let Some(m) = manifest {
             w(MANIFEST_JSON, m)?;

@@ -263,7 +263,7 @@ fn write_info(path: &Path, info: &LayerInfo) -> Result<()> {
     let mut json = serde_json::to_vec_pretty(info)
         .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
     json.push(b'\n');
-    fs::write(path, json).map_err(|e| Error::io(path, e))
+    super::write_new(path, &json)
 }
 
 /// Chunk size and depth of the read-ahead between decompression and unpack.

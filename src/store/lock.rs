@@ -10,6 +10,7 @@
 //! so a killed `load` never leaves the store locked.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -54,6 +55,7 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(super::FILE_MODE)
         .open(path)
         .map_err(|e| Error::io(path, e))
 }

@@ -13,6 +13,8 @@
 //! ROOT/images/<config hex>/image.json     ImageRecord: id, manifest digest, layers, loaded time
 //! ROOT/refs.json                          {"docker.io/library/busybox:latest": "sha256:…"}
 //! ROOT/containers/<name>/container.json   written by the mount (see containers.rs)
+//! ROOT/mounts/<id>.json                   a read-only mount, locked by its daemon (see mounts.rs)
+//! ROOT/empty/                             an empty directory: the lower layer of an image without layers
 //! ROOT/tmp/                               staging, same filesystem as everything else
 //! ```
 //! Invariants: a directory under `layers/` or `images/` is complete when visible (it is
@@ -22,8 +24,12 @@
 //! images and is replaced by rename. `tmp/` may hold leftovers of killed processes,
 //! removed by the next load that finds the store idle, and by `prune`.
 //!
-//! The root is created mode 0700: layers hold setuid binaries and device nodes of the
-//! images, which must not be reachable by other local users through the store.
+//! The root is created mode 0700, and `layers/`, `images/`, `containers/`, `mounts/` and
+//! `tmp/` are kept 0700 (tightened when found wider), as Docker keeps `/var/lib/docker`:
+//! layers and containers' writable layers hold setuid binaries and device nodes of the
+//! images, which must not be reachable by other local users through the store. Files the
+//! store writes itself (records, tags, locks, logs) are created 0600 whatever the umask
+//! (the mount daemon runs with umask 0); the files inside layers keep the images' modes.
 
 pub mod containers;
 pub mod gc;
@@ -31,12 +37,13 @@ pub mod images;
 pub mod layers;
 pub mod load;
 pub mod lock;
+pub mod mounts;
 pub mod unpack;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +58,59 @@ pub use unpack::Ownership;
 
 /// The store format this code writes and reads.
 pub const STORE_VERSION: &str = "1";
+
+/// Mode of the store's own directories (see the module docs).
+pub const DIR_MODE: u32 = 0o700;
+
+/// Mode of the files the store writes itself: records, tags, locks, logs.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Mode of `ROOT/empty/`, the root directory of an image without layers (Docker's
+/// default for a directory a layer does not describe).
+const EMPTY_ROOT_MODE: u32 = 0o755;
+
+/// Opens `path` for writing with the store's file mode, creating it if needed. The mode
+/// is given at creation, so no umask can widen it.
+pub(crate) fn open_private(path: &Path, create_new: bool) -> io::Result<fs::File> {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).mode(FILE_MODE);
+    if create_new {
+        o.create_new(true);
+    } else {
+        o.create(true).append(true);
+    }
+    o.open(path)
+}
+
+/// Writes a new file (`path` must not exist) with the store's file mode.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    open_private(path, true)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Creates directory `d` with [`DIR_MODE`], or tightens it to that mode when it exists
+/// with bits for others (a store made by an older layerfs, or `containers/` made with
+/// the umask's mode).
+fn ensure_private_dir(d: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(d) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(d, e)),
+    }
+    let meta = fs::metadata(d).map_err(|e| Error::io(d, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid {
+            file: d.display().to_string(),
+            detail: "not a directory".into(),
+        });
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(d, fs::Permissions::from_mode(DIR_MODE))
+            .map_err(|e| Error::io(d, e))?;
+    }
+    Ok(())
+}
 
 /// A layer store rooted at a directory.
 #[derive(Debug)]
@@ -72,16 +132,18 @@ impl Store {
         if !root.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(DIR_MODE)
                 .create(root)
                 .map_err(|e| Error::io(root, e))?;
         }
-        for d in [store.layers_dir(), store.images_dir(), store.tmp_dir()] {
-            match fs::DirBuilder::new().mode(0o700).create(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&d, e)),
-            }
+        for d in [
+            store.layers_dir(),
+            store.images_dir(),
+            store.containers_dir(),
+            store.mounts_dir(),
+            store.tmp_dir(),
+        ] {
+            ensure_private_dir(&d)?;
         }
         let vpath = root.join("VERSION");
         match fs::read_to_string(&vpath) {
@@ -141,6 +203,35 @@ impl Store {
         self.root.join("containers")
     }
 
+    /// `ROOT/mounts`: records of read-only mounts (see [`mounts`]).
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.root.join("mounts")
+    }
+
+    /// `ROOT/empty`: an empty directory, the one lower layer of an image without layers
+    /// (a union needs at least one). Created on first use, complete when visible.
+    pub fn empty_layer_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("empty");
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let stage = self.staging_dir("empty")?;
+        let made = stage.join("empty");
+        let res = fs::DirBuilder::new()
+            .mode(EMPTY_ROOT_MODE)
+            .create(&made)
+            .and_then(|()| fs::set_permissions(&made, fs::Permissions::from_mode(EMPTY_ROOT_MODE)))
+            .map_err(|e| Error::io(&made, e))
+            .and_then(|()| layers::rename_noreplace(&made, &dir));
+        let _ = fs::remove_dir_all(&stage);
+        match res {
+            Ok(()) => Ok(dir),
+            // Made by a concurrent mount meanwhile.
+            Err(_) if dir.is_dir() => Ok(dir),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `ROOT/refs.json`.
     pub fn refs_path(&self) -> PathBuf {
         self.root.join("refs.json")
@@ -192,7 +283,7 @@ impl Store {
             .tmp_dir()
             .join(format!("{what}-{}-{n}", std::process::id()));
         fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(DIR_MODE)
             .create(&p)
             .map_err(|e| Error::io(&p, e))?;
         Ok(p)
@@ -211,7 +302,7 @@ impl Store {
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
         let res = (|| -> io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = open_private(&tmp, true)?;
             f.write_all(bytes)?;
             fs::rename(&tmp, path)
         })();

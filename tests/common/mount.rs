@@ -475,3 +475,25 @@ pub fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
 pub fn staged(m: &Mount) -> Vec<String> {
     ls(&m.work.as_ref().expect("writable mount").join("layerfs-tmp"))
 }
+
+/// The options of the mount at `p` from /proc/self/mountinfo: the per-mount ones
+/// (`rw,nosuid,nodev,relatime`) and the filesystem's (`user_id=0,…,allow_other`).
+pub fn mount_options(p: &Path) -> (Vec<String>, Vec<String>) {
+    let target = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let line = info
+        .lines()
+        .rfind(|l| {
+            l.split(' ').nth(4).map(unescape_mount) == Some(target.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| panic!("{} is not in mountinfo", target.display()));
+    let fields: Vec<&str> = line.split(' ').collect();
+    let split = |s: &str| s.split(',').map(str::to_string).collect::<Vec<_>>();
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPER_OPTIONS
+    let dash = fields
+        .iter()
+        .position(|f| *f == "-")
+        .expect("mountinfo separator");
+    let super_opts = fields.get(dash + 3).copied().unwrap_or_default();
+    (split(fields[5]), split(super_opts))
+}
