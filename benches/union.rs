@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use layerfs::union::{LayerSpec, Options, ROOT_ID, Stack, Union};
+use layerfs::union::{Fh, LayerSpec, Options, ROOT_ID, Stack, Union};
 use nix::sys::stat::{Mode, SFlag, mknod};
 
 /// Entries of the big directories.
@@ -173,7 +173,7 @@ fn bench_lookup(c: &mut Criterion, f: &Fixture) {
 
 /// Reads a whole listing from an open directory, at most `bytes` of FUSE dirents per
 /// call (as a READDIR reply buffer is filled).
-fn read_all(u: &Union, fh: u64, bytes: usize) -> usize {
+fn read_all(u: &Union, fh: Fh, bytes: usize) -> usize {
     let mut offset = 0;
     let mut seen = 0;
     loop {
@@ -201,7 +201,7 @@ fn read_all(u: &Union, fh: u64, bytes: usize) -> usize {
 }
 
 /// Every name of an open directory, "." and ".." included.
-fn names(u: &Union, fh: u64) -> Vec<OsString> {
+fn names(u: &Union, fh: Fh) -> Vec<OsString> {
     let mut out = Vec::new();
     u.readdir(fh, 0, |_, e| {
         out.push(e.name.clone());

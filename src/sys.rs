@@ -366,6 +366,96 @@ pub fn removexattr(at: At<'_>, attr: &OsStr) -> io::Result<()> {
     check(r as libc::c_long).map(|_| ())
 }
 
+/// `/proc/self/fd/N`: the magic link that reaches exactly the inode fd `N` holds.
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// chmod of the inode `fd` holds (an `O_PATH` fd works): `fchmodat2(AT_EMPTY_PATH)`
+/// (Linux 6.6), else through the fd's magic link, which resolves to that inode and
+/// nothing else. Not for symlinks (Linux cannot chmod them).
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    const SYS_FCHMODAT2: libc::c_long = 452;
+    // SAFETY: an empty C string literal and plain integers; the fd is live.
+    let r = check(unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_EMPTY_PATH,
+        )
+    });
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                fd_path(fd).as_str(),
+                nix::sys::stat::Mode::from_bits_truncate(mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(io::Error::from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// chown of the inode `fd` holds (an `O_PATH` fd works; a symlink is changed itself).
+pub fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    nix::unistd::fchownat(
+        fd,
+        "",
+        uid.map(nix::unistd::Uid::from_raw),
+        gid.map(nix::unistd::Gid::from_raw),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH | nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sets atime/mtime of the inode `fd` holds (an `O_PATH` fd works, symlinks included).
+pub fn utimens_fd(
+    fd: BorrowedFd<'_>,
+    atime: &nix::sys::time::TimeSpec,
+    mtime: &nix::sys::time::TimeSpec,
+) -> io::Result<()> {
+    let times = [*atime.as_ref(), *mtime.as_ref()];
+    // SAFETY: `times` is two valid timespecs; the path is an empty C string literal and
+    // AT_EMPTY_PATH makes the call act on the fd itself.
+    let r = unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    check(r as libc::c_long).map(|_| ())
+}
+
+/// Opens the inode an `O_PATH` fd holds with real access `flags` (through its magic
+/// link: never another inode, never a symlink's target).
+pub fn reopen(fd: BorrowedFd<'_>, flags: nix::fcntl::OFlag) -> io::Result<std::os::fd::OwnedFd> {
+    nix::fcntl::open(
+        fd_path(fd).as_str(),
+        flags | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Gives the inode an fd holds a new name `name` in `dir` (it must still have a name).
+pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    nix::unistd::linkat(
+        nix::fcntl::AT_FDCWD,
+        fd_path(fd).as_str(),
+        dir,
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
 /// Shares the extents of `src` with `dst` (`FICLONE`): a copy that costs no data blocks
 /// on filesystems that support reflinks (btrfs, xfs). Fails with EOPNOTSUPP/EXDEV/EINVAL
 /// elsewhere, and the caller falls back to `copy_file_range`.

@@ -1,91 +1,31 @@
 //! The FUSE adapter: decodes each request, calls the union core, replies once.
 //!
 //! No logic lives here beyond translation (attributes, flags, errnos) and the mount
-//! configuration; every operation answers an errno and nothing on the request path can
-//! panic (errors from the core are `FsError`s, logged at debug level).
+//! configuration ([`config`]); every operation answers an errno and nothing on the request
+//! path can panic. Errors of the core become errnos in one place ([`convert::fail`]),
+//! which also logs them once.
+
+mod config;
+mod convert;
 
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use log::{debug, trace};
+use log::trace;
 
-use crate::union::{Attr, Caller, Entry, FileKind, FsError, SetAttr, Time, TimeSet, Union};
+pub use config::{Access, MountConfig};
+use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
 
-/// Who besides the mounting user may enter a mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Access {
-    /// Only processes whose uids and gids are all the mounting user's (the kernel checks
-    /// it before any request reaches us). For a mount made by root: root processes, such
-    /// as a container that runc runs as root.
-    #[default]
-    Owner,
-    /// The mounting user and root (`allow_root`).
-    OwnerAndRoot,
-    /// Every local user (`allow_other`); permissions are then checked by the kernel
-    /// (`default_permissions`) from the owners and modes we report.
-    All,
-}
-
-/// How to mount.
-#[derive(Debug, Clone)]
-pub struct MountConfig {
-    /// Shown as the source in /proc/mounts.
-    pub fsname: String,
-    pub read_only: bool,
-    /// Who may enter the mount.
-    pub access: Access,
-    /// Honour device nodes (`dev`): whoever may enter the mount can open the devices
-    /// the layers hold, with their modes. Off: `nodev`, opening one fails with EACCES.
-    pub dev: bool,
-    /// Honour setuid/setgid bits (`suid`): whoever may enter the mount can run the
-    /// layers' setuid-root binaries as root. Off: `nosuid`.
-    pub suid: bool,
-    pub threads: usize,
-}
-
-impl MountConfig {
-    pub fn fuser_config(&self) -> Config {
-        let mut c = Config::default();
-        c.mount_options = vec![
-            MountOption::FSName(self.fsname.clone()),
-            MountOption::Subtype("layerfs".into()),
-            MountOption::DefaultPermissions,
-            if self.read_only {
-                MountOption::RO
-            } else {
-                MountOption::RW
-            },
-            // Always said explicitly: fuser's defaults differ between its mount paths.
-            if self.dev {
-                MountOption::Dev
-            } else {
-                MountOption::NoDev
-            },
-            if self.suid {
-                MountOption::Suid
-            } else {
-                MountOption::NoSuid
-            },
-        ];
-        c.acl = match self.access {
-            Access::Owner => SessionACL::Owner,
-            Access::OwnerAndRoot => SessionACL::RootAndOwner,
-            Access::All => SessionACL::All,
-        };
-        c.n_threads = Some(self.threads.max(1));
-        c.clone_fd = self.threads > 1;
-        c
-    }
-}
+use crate::union::{Attr, Entry, Fh, FsError, NodeId, SetAttr, Union};
 
 /// The union as a `fuser::Filesystem`.
 #[derive(Debug)]
@@ -103,140 +43,49 @@ impl FuseFs {
     pub fn mount(self, mountpoint: &Path, cfg: &MountConfig) -> io::Result<fuser::Session<FuseFs>> {
         fuser::Session::new(self, mountpoint, &cfg.fuser_config())
     }
-}
 
-fn errno(e: FsError) -> Errno {
-    Errno::from_i32(e.errno())
-}
-
-fn system_time(t: Time) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
-            + Duration::from_nanos(u64::from(t.nsec))
-    }
-}
-
-fn time_of(t: SystemTime) -> Time {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Time {
-            sec: d.as_secs() as i64,
-            nsec: d.subsec_nanos(),
-        },
-        Err(e) => {
-            let d = e.duration();
-            let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
-            if nsec > 0 {
-                sec -= 1;
-                nsec = 1_000_000_000 - nsec;
-            }
-            Time { sec, nsec }
-        }
-    }
-}
-
-fn file_type(k: FileKind) -> FileType {
-    match k {
-        FileKind::Regular => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-        FileKind::Socket => FileType::Socket,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: system_time(a.atime),
-        mtime: system_time(a.mtime),
-        ctime: system_time(a.ctime),
-        crtime: UNIX_EPOCH,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: a.blksize,
-        flags: 0,
-    }
-}
-
-/// The attributes as the kernel gets them: the node id is the inode number we report.
-fn entry_attr(e: &Entry) -> FileAttr {
-    let mut a = file_attr(&e.attr);
-    a.ino = INodeNo(e.id);
-    a
-}
-
-fn caller(req: &Request, umask: u32) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        umask,
-    }
-}
-
-fn time_set(t: TimeOrNow) -> TimeSet {
-    match t {
-        TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(time_of(t)),
-    }
-}
-
-fn reply_entry(op: &str, r: Result<Entry, FsError>, reply: ReplyEntry) {
-    match r {
-        Ok(e) => reply.entry(&e.ttl, &entry_attr(&e), Generation(e.generation)),
-        Err(e) => {
-            debug!("{op}: {e:?}");
-            reply.error(errno(e))
-        }
-    }
-}
-
-fn reply_empty(op: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => {
-            debug!("{op}: {e:?}");
-            reply.error(errno(e))
-        }
-    }
-}
-
-/// Answers a getxattr/listxattr with the size protocol: size 0 asks for the length.
-fn reply_xattr(op: &str, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
-    match r {
-        Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
-        Ok(v) => reply.data(&v),
-        Err(e) => {
-            debug!("{op}: {e:?}");
-            reply.error(errno(e))
-        }
-    }
-}
-
-impl FuseFs {
     /// Answers with a node's attributes (its node id is the inode number the kernel knows).
     fn reply_attr(&self, op: &str, ino: INodeNo, r: Result<Attr, FsError>, reply: ReplyAttr) {
         match r {
             Ok(a) => {
                 let mut fa = file_attr(&a);
                 fa.ino = ino;
-                reply.attr(&self.union.ttl_of(ino.0), &fa)
+                reply.attr(&self.union.ttl_of(NodeId(ino.0)), &fa)
             }
-            Err(e) => {
-                debug!("{op}({}): {e:?}", ino.0);
-                reply.error(errno(e))
-            }
+            Err(e) => reply.error(fail(op, ino.0, e)),
         }
+    }
+}
+
+fn id(ino: INodeNo) -> NodeId {
+    NodeId(ino.0)
+}
+
+fn fh(f: FileHandle) -> Fh {
+    Fh(f.0)
+}
+
+fn reply_entry(op: &str, ino: INodeNo, r: Result<Entry, FsError>, reply: ReplyEntry) {
+    match r {
+        Ok(e) => reply.entry(&e.ttl, &entry_attr(&e), Generation(e.generation)),
+        Err(e) => reply.error(fail(op, ino.0, e)),
+    }
+}
+
+fn reply_empty(op: &str, ino: INodeNo, r: Result<(), FsError>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(fail(op, ino.0, e)),
+    }
+}
+
+/// Answers a getxattr/listxattr with the size protocol: size 0 asks for the length.
+fn reply_xattr(op: &str, ino: INodeNo, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(fail(op, ino.0, e)),
     }
 }
 
@@ -261,34 +110,27 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         trace!("lookup({}, {name:?})", parent.0);
-        match self.union.lookup(parent.0, name) {
+        match self.union.lookup(id(parent), name) {
             Ok(e) => reply.entry(&e.ttl, &entry_attr(&e), Generation(e.generation)),
             Err(e) if e == FsError::ENOENT => {
                 // A negative entry (node id 0) the kernel may cache: names only change
                 // through this mount, and the kernel drops it itself when one is created.
-                let ttl = self.union.ttl_of(parent.0);
-                let mut attr = file_attr(&crate::union::Attr::negative());
+                let ttl = self.union.ttl_of(id(parent));
+                let mut attr = file_attr(&Attr::negative());
                 attr.ino = INodeNo(0);
                 reply.entry(&ttl, &attr, Generation(0))
             }
-            Err(e) => {
-                debug!("lookup: {e:?}");
-                reply.error(errno(e))
-            }
+            Err(e) => reply.error(fail("lookup", parent.0, e)),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.union.forget(ino.0, nlookup);
+        self.union.forget(id(ino), nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.reply_attr(
-            "getattr",
-            ino,
-            self.union.getattr(ino.0, fh.map(|f| f.0)),
-            reply,
-        );
+    fn getattr(&self, _req: &Request, ino: INodeNo, f: Option<FileHandle>, reply: ReplyAttr) {
+        let r = self.union.getattr(id(ino), f.map(fh));
+        self.reply_attr("getattr", ino, r, reply);
     }
 
     fn setattr(
@@ -302,7 +144,7 @@ impl Filesystem for FuseFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
+        f: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -316,15 +158,15 @@ impl Filesystem for FuseFs {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            fh: fh.map(|f| f.0),
+            fh: f.map(fh),
         };
-        self.reply_attr("setattr", ino, self.union.setattr(ino.0, &ch), reply);
+        self.reply_attr("setattr", ino, self.union.setattr(id(ino), &ch), reply);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.union.readlink(ino.0) {
+        match self.union.readlink(id(ino)) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fail("readlink", ino.0, e)),
         }
     }
 
@@ -340,8 +182,8 @@ impl Filesystem for FuseFs {
     ) {
         let r = self
             .union
-            .mknod(parent.0, name, mode, u64::from(rdev), &caller(req, umask));
-        reply_entry("mknod", r, reply);
+            .mknod(id(parent), name, mode, u64::from(rdev), &caller(req, umask));
+        reply_entry("mknod", parent, r, reply);
     }
 
     fn mkdir(
@@ -353,19 +195,20 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
-            "mkdir",
-            self.union.mkdir(parent.0, name, mode, &caller(req, umask)),
-            reply,
-        );
+        let r = self
+            .union
+            .mkdir(id(parent), name, mode, &caller(req, umask));
+        reply_entry("mkdir", parent, r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty("unlink", self.union.unlink(parent.0, name), reply);
+        let r = self.union.unlink(id(parent), name);
+        reply_empty("unlink", parent, r, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty("rmdir", self.union.rmdir(parent.0, name), reply);
+        let r = self.union.rmdir(id(parent), name);
+        reply_empty("rmdir", parent, r, reply);
     }
 
     fn symlink(
@@ -378,8 +221,8 @@ impl Filesystem for FuseFs {
     ) {
         let r = self
             .union
-            .symlink(parent.0, link_name, target.as_os_str(), &caller(req, 0));
-        reply_entry("symlink", r, reply);
+            .symlink(id(parent), link_name, target.as_os_str(), &caller(req, 0));
+        reply_entry("symlink", parent, r, reply);
     }
 
     fn rename(
@@ -394,8 +237,8 @@ impl Filesystem for FuseFs {
     ) {
         let r = self
             .union
-            .rename(parent.0, name, newparent.0, newname, flags.bits());
-        reply_empty("rename", r, reply);
+            .rename(id(parent), name, id(newparent), newname, flags.bits());
+        reply_empty("rename", parent, r, reply);
     }
 
     fn link(
@@ -406,15 +249,16 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry("link", self.union.link(ino.0, newparent.0, newname), reply);
+        let r = self.union.link(id(ino), id(newparent), newname);
+        reply_entry("link", ino, r, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let opened = self.union.open(ino.0, flags.0).and_then(|o| {
+        let opened = self.union.open(id(ino), flags.0).and_then(|o| {
             // Without CAP_FSETID (we can only tell root), truncating drops setuid/setgid.
             if flags.0 & libc::O_TRUNC != 0
                 && req.uid() != 0
-                && let Err(e) = self.union.kill_privs_after_trunc(ino.0)
+                && let Err(e) = self.union.kill_privs_after_trunc(id(ino))
             {
                 self.union.release(o.fh);
                 return Err(e);
@@ -428,37 +272,34 @@ impl Filesystem for FuseFs {
                 if o.keep_cache {
                     f |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
-                reply.opened(FileHandle(o.fh), f)
+                reply.opened(FileHandle(o.fh.0), f)
             }
-            Err(e) => {
-                debug!("open({}): {e:?}", ino.0);
-                reply.error(errno(e))
-            }
+            Err(e) => reply.error(fail("open", ino.0, e)),
         }
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        f: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.union.read(fh.0, offset, size) {
+        match self.union.read(fh(f), offset, size) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fail("read", ino.0, e)),
         }
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        f: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -466,9 +307,9 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.union.write(fh.0, offset, data) {
+        match self.union.write(fh(f), offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fail("write", ino.0, e)),
         }
     }
 
@@ -487,53 +328,54 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        f: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.union.release(fh.0);
+        self.union.release(fh(f));
         reply.ok();
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        f: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty("fsync", self.union.fsync(fh.0, datasync), reply);
+        let r = self.union.fsync(fh(f), datasync);
+        reply_empty("fsync", ino, r, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.union.opendir(ino.0) {
+        match self.union.opendir(id(ino)) {
             // The kernel may cache listings: every change goes through this mount, and the
             // kernel drops a directory's cache when it changes it.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
+            Ok(h) => reply.opened(
+                FileHandle(h.0),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fail("opendir", ino.0, e)),
         }
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        f: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.union.readdir(fh.0, offset, |next, e| {
+        let r = self.union.readdir(fh(f), offset, |next, e| {
             reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fail("readdir", ino.0, e)),
         }
     }
 
@@ -541,15 +383,15 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        f: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let r = self
             .union
-            .readdirplus(fh.0, offset, |next, e, entry| match entry {
+            .readdirplus(fh(f), offset, |next, e, entry| match entry {
                 Some(en) => reply.add(
-                    INodeNo(en.id),
+                    INodeNo(en.id.0),
                     next,
                     &e.name,
                     &en.ttl,
@@ -573,10 +415,7 @@ impl Filesystem for FuseFs {
             });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => {
-                debug!("readdirplus({}): {e:?}", ino.0);
-                reply.error(errno(e))
-            }
+            Err(e) => reply.error(fail("readdirplus", ino.0, e)),
         }
     }
 
@@ -584,11 +423,11 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        f: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.union.releasedir(fh.0);
+        self.union.releasedir(fh(f));
         reply.ok();
     }
 
@@ -600,10 +439,10 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty("fsyncdir", self.union.fsyncdir(ino.0), reply);
+        reply_empty("fsyncdir", ino, self.union.fsyncdir(id(ino)), reply);
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         match self.union.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks(),
@@ -615,7 +454,7 @@ impl Filesystem for FuseFs {
                 s.name_max() as u32,
                 s.fragment_size() as u32,
             ),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(fail("statfs", ino.0, e)),
         }
     }
 
@@ -629,28 +468,23 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(
-            "setxattr",
-            self.union.setxattr(ino.0, name, value, flags),
-            reply,
-        );
+        let r = self.union.setxattr(id(ino), name, value, flags);
+        reply_empty("setxattr", ino, r, reply);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(
-            "getxattr",
-            self.union.getxattr(ino.0, name, size),
-            size,
-            reply,
-        );
+        let r = self.union.getxattr(id(ino), name, size);
+        reply_xattr("getxattr", ino, r, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr("listxattr", self.union.listxattr(ino.0), size, reply);
+        let r = self.union.listxattr(id(ino));
+        reply_xattr("listxattr", ino, r, size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty("removexattr", self.union.removexattr(ino.0, name), reply);
+        let r = self.union.removexattr(id(ino), name);
+        reply_empty("removexattr", ino, r, reply);
     }
 
     fn ioctl(
@@ -685,19 +519,16 @@ impl Filesystem for FuseFs {
     ) {
         match self
             .union
-            .create(parent.0, name, mode, flags, &caller(req, umask))
+            .create(id(parent), name, mode, flags, &caller(req, umask))
         {
             Ok((e, o)) => reply.created(
                 &e.ttl,
                 &entry_attr(&e),
                 Generation(e.generation),
-                FileHandle(o.fh),
+                FileHandle(o.fh.0),
                 FopenFlags::FOPEN_NOFLUSH,
             ),
-            Err(e) => {
-                debug!("create: {e:?}");
-                reply.error(errno(e))
-            }
+            Err(e) => reply.error(fail("create", parent.0, e)),
         }
     }
 }

@@ -16,6 +16,11 @@
 //! Hard-linked lower files (st_nlink > 1) are copied once into the index
 //! (`WORK/layerfs-index/<ino>`) and linked from there, so every name of the inode, found
 //! now or after a remount, reaches the same copy.
+//!
+//! The node table learns the copy's inode before it appears at its name, so a lookup that
+//! finds it there gets the same node. A metacopy is completed in place (data written into
+//! the upper inode, then the mark removed), as the kernel does: the node keeps its upper
+//! inode, and a crash before the mark goes leaves reads served from below.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,10 +37,13 @@ use crate::whiteout;
 
 use super::Union;
 use super::attr::FileKind;
+use super::error::Context;
 use super::error::{FsError, Result};
-use super::layer::{index_key, open_readable_dir};
+use super::index::index_key;
+use super::layer::open_readable_dir;
 use super::lookup::open_dir_at;
-use super::node::{Node, UpperLoc};
+use super::node::{DevIno, Lower, Node, UpperLoc};
+use super::upper::Writer;
 use super::xattr;
 
 /// How much of a file to copy up.
@@ -161,7 +169,7 @@ pub(crate) fn copy_meta(dir: &OwnedFd, name: &OsStr, st: &FileStat, src_at: At<'
             dir,
             name,
             Mode::from_bits_truncate(st.st_mode & 0o7777),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
         )?;
     }
     copy_xattrs(src_at, At::Entry(dir.as_fd(), name))?;
@@ -187,7 +195,7 @@ impl Union {
         if let Some(up) = node.read().dir.as_ref().and_then(|d| d.upper.clone()) {
             return Ok(up);
         }
-        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let w = self.writer()?;
         let _g = node.copy_guard();
         let (parent, name, src, st) = {
             let s = node.read();
@@ -207,27 +215,37 @@ impl Union {
             )
         };
         let pfd = self.copy_up_dir(&parent)?;
-        let tmp = up.tmp_name();
+        let tmp = w.tmp_name();
         let tmpname = OsStr::new(&tmp);
-        nix::sys::stat::mkdirat(&*up.tmp, tmpname, Mode::from_bits_truncate(0o700))?;
-        let staged = (|| -> Result<()> {
-            copy_meta(&up.tmp, tmpname, &st, At::Fd(src.as_fd()))?;
-            set_times(&up.tmp, tmpname, &st)
+        nix::sys::stat::mkdirat(&*w.up.tmp, tmpname, Mode::from_bits_truncate(0o700))?;
+        let staged = (|| -> Result<DevIno> {
+            copy_meta(&w.up.tmp, tmpname, &st, At::Fd(src.as_fd()))?;
+            set_times(&w.up.tmp, tmpname, &st)?;
+            Ok(DevIno::of(&fstatat(
+                &*w.up.tmp,
+                tmpname,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?))
         })();
-        if let Err(e) = staged {
-            let _ = nix::unistd::unlinkat(&*up.tmp, tmpname, nix::unistd::UnlinkatFlags::RemoveDir);
-            return Err(e);
-        }
+        let ident = match staged {
+            Ok(i) => i,
+            Err(e) => {
+                w.discard_staged(tmpname, true);
+                return Err(e.with_ctx(format!("copy up directory {name:?}")));
+            }
+        };
         let pst = fstat(&pfd)?;
+        self.nodes.set_upper(node, Some(ident));
         if let Err(e) = renameat2(
-            &*up.tmp,
+            &*w.up.tmp,
             tmpname,
             &pfd,
             name.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            let _ = nix::unistd::unlinkat(&*up.tmp, tmpname, nix::unistd::UnlinkatFlags::RemoveDir);
-            return Err(e.into());
+            self.nodes.set_upper(node, None);
+            w.discard_staged(tmpname, true);
+            return Err(e).ctx(|| format!("copy up directory {name:?}"));
         }
         restore_dir_times(&pfd, &pst)?;
         let fd = open_dir_at(&pfd, &name)?;
@@ -250,12 +268,12 @@ impl Union {
         if done(node) {
             return Ok(());
         }
-        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let w = self.writer()?;
         let _g = node.copy_guard();
         if done(node) {
             return Ok(());
         }
-        let (parent, name, ino, lower, meta_upper) = {
+        let (parent, name, ino, lower, metacopy) = {
             let s = node.read();
             if s.unlinked {
                 return Err(FsError::ENOENT);
@@ -265,103 +283,162 @@ impl Union {
                 s.name.clone(),
                 s.ino,
                 s.lower.clone().ok_or(FsError::EIO)?,
-                s.upper.clone(),
+                s.upper.is_some(),
             )
         };
+        if metacopy {
+            return self
+                .complete_metacopy(node, &lower, mode)
+                .map_err(|e| e.with_ctx(format!("copy up data of {name:?}")));
+        }
         let pfd = self.copy_up_dir(&parent)?;
         let kind = FileKind::from_mode(lower.stat.st_mode);
-        let hardlinked = lower.stat.st_nlink > 1 && meta_upper.is_none();
+        let hardlinked = lower.stat.st_nlink > 1;
         let meta_only = mode == CopyMode::Meta && kind == FileKind::Regular && !hardlinked;
 
-        // Metadata comes from the metacopy upper when there is one (it may have changed).
-        let (meta_dir, meta_name) = match &meta_upper {
-            Some(loc) => self.upper_loc_at(loc)?,
-            None => (lower.parent.clone(), lower.name.clone()),
-        };
-        let meta_st = fstatat(
-            &*meta_dir,
-            meta_name.as_os_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
-
-        let tmp = up.tmp_name();
+        let tmp = w.tmp_name();
         let tmpname = OsStr::new(&tmp);
-        let staged = self.stage_copy(
-            &up.tmp,
-            tmpname,
-            kind,
-            &lower,
-            mode,
-            meta_only,
-            &meta_st,
-            At::Entry(meta_dir.as_fd(), &meta_name),
-            ino,
-        );
-        if let Err(e) = staged {
-            let _ =
-                nix::unistd::unlinkat(&*up.tmp, tmpname, nix::unistd::UnlinkatFlags::NoRemoveDir);
-            return Err(e);
-        }
+        let staged = self
+            .stage_copy(&w, tmpname, kind, &lower, mode, meta_only, ino)
+            .and_then(|()| {
+                Ok(DevIno::of(&fstatat(
+                    &*w.up.tmp,
+                    tmpname,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?))
+            });
+        let ident = match staged {
+            Ok(i) => i,
+            Err(e) => {
+                w.discard_staged(tmpname, false);
+                return Err(e.with_ctx(format!(
+                    "copy up {name:?} from {}",
+                    self.layer_name(lower.layer)
+                )));
+            }
+        };
 
         let pst = fstat(&pfd)?;
-        let installed = (|| -> Result<UpperLoc> {
-            if let Some(loc) = &meta_upper {
-                // Completing a metacopy: the full copy replaces it in one rename.
-                let (d, n) = self.upper_loc_at(loc)?;
-                nix::fcntl::renameat(&*up.tmp, tmpname, &*d, n.as_os_str())?;
-                return Ok(loc.clone());
-            }
-            let loc = if hardlinked {
-                // One copy for every name: the index name first, then this one.
-                let key = index_key(ino);
-                let nlink = lower.stat.st_nlink.to_string();
-                xattr::set(
-                    At::Entry(up.tmp.as_fd(), tmpname),
-                    up.ns(),
-                    xattr::NLINK,
-                    nlink.as_bytes(),
-                )?;
-                nix::unistd::linkat(
-                    &*up.tmp,
-                    tmpname,
-                    &*up.index,
-                    key.as_str(),
-                    AtFlags::empty(),
-                )?;
-                UpperLoc::Indexed { key }
-            } else {
-                UpperLoc::Named {
-                    parent: pfd.clone(),
-                    name: name.clone(),
-                }
-            };
-            renameat2(
-                &*up.tmp,
-                tmpname,
-                &pfd,
-                name.as_os_str(),
-                RenameFlags::RENAME_NOREPLACE,
-            )?;
-            Ok(loc)
-        })();
+        self.nodes.set_upper(node, Some(ident));
+        let installed = self.install_copy(&w, tmpname, &pfd, &name, hardlinked, ino, &lower);
         let loc = match installed {
             Ok(loc) => loc,
             Err(e) => {
-                let _ = nix::unistd::unlinkat(
-                    &*up.tmp,
-                    tmpname,
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                );
-                return Err(e);
+                self.nodes.set_upper(node, None);
+                w.discard_staged(tmpname, false);
+                return Err(e.with_ctx(format!("copy up {name:?}")));
             }
         };
-        if meta_upper.is_none() {
-            restore_dir_times(&pfd, &pst)?;
-            self.mark_impure(&parent, &pfd)?;
-        }
+        restore_dir_times(&pfd, &pst)?;
+        self.mark_impure(&parent, &pfd)?;
         let mut s = node.write();
         s.upper = Some(loc);
         s.metacopy = meta_only;
+        Ok(())
+    }
+
+    /// Puts staged copy `tmpname` in place as `name` of upper directory `pfd` (and, for a
+    /// hard-linked file, as its index name first).
+    #[allow(clippy::too_many_arguments)]
+    fn install_copy(
+        &self,
+        w: &Writer<'_>,
+        tmpname: &OsStr,
+        pfd: &Arc<OwnedFd>,
+        name: &OsStr,
+        hardlinked: bool,
+        ino: u64,
+        lower: &Lower,
+    ) -> Result<UpperLoc> {
+        let mut loc = UpperLoc::Named {
+            parent: pfd.clone(),
+            name: name.to_owned(),
+        };
+        let mut key = None;
+        if hardlinked {
+            // One copy for every name: the index name first, then this one.
+            let k = index_key(ino);
+            let nlink = lower.stat.st_nlink.to_string();
+            xattr::set(
+                At::Entry(w.up.tmp.as_fd(), tmpname),
+                w.up.ns(),
+                xattr::NLINK,
+                nlink.as_bytes(),
+            )?;
+            let link = || {
+                nix::unistd::linkat(
+                    &*w.up.tmp,
+                    tmpname,
+                    &*w.up.index,
+                    k.as_str(),
+                    AtFlags::empty(),
+                )
+            };
+            match link() {
+                Err(nix::errno::Errno::EEXIST)
+                    if self
+                        .indexed(ino, None, FileKind::from_mode(lower.stat.st_mode))?
+                        .is_none() =>
+                {
+                    // Not an index entry of ours for this inode (`indexed` said why):
+                    // it must not stand in the way of the real one.
+                    nix::unistd::unlinkat(
+                        &*w.up.index,
+                        k.as_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    )?;
+                    link()?;
+                }
+                r => r?,
+            }
+            loc = UpperLoc::Indexed { key: k.clone() };
+            key = Some(k);
+        }
+        if let Err(e) = renameat2(
+            &*w.up.tmp,
+            tmpname,
+            &**pfd,
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            if let Some(k) = key {
+                let _ = nix::unistd::unlinkat(
+                    &*w.up.index,
+                    k.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
+            return Err(e.into());
+        }
+        Ok(loc)
+    }
+
+    /// Writes the data of a metacopy node into its upper inode, then drops the mark.
+    fn complete_metacopy(&self, node: &Node, lower: &Lower, mode: CopyMode) -> Result<()> {
+        let (ufd, ust) = self.upper_inode_stat(node)?;
+        let data = lower.data_loc();
+        let size = data.stat.st_size as u64;
+        let len = match mode {
+            CopyMode::Truncate(n) => n.min(size),
+            _ => size,
+        };
+        let dst = sys::reopen(ufd.as_fd(), OFlag::O_WRONLY)?;
+        let src = openat(
+            &*data.parent,
+            data.name.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        copy_data(&src, &dst, len, size)?;
+        if let CopyMode::Truncate(n) = mode {
+            nix::unistd::ftruncate(&dst, n as i64)?;
+        }
+        // Filling in the data is no change the user made: keep the file's times.
+        let (a, m) = stat_times(&ust);
+        sys::utimens_fd(ufd.as_fd(), &a, &m)?;
+        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        sys::removexattr(At::Fd(ufd.as_fd()), &up.ns().name(xattr::METACOPY))?;
+        node.write().metacopy = false;
         Ok(())
     }
 
@@ -369,17 +446,15 @@ impl Union {
     #[allow(clippy::too_many_arguments)]
     fn stage_copy(
         &self,
-        tmpdir: &OwnedFd,
+        w: &Writer<'_>,
         tmpname: &OsStr,
         kind: FileKind,
-        lower: &super::node::Lower,
+        lower: &Lower,
         mode: CopyMode,
         meta_only: bool,
-        meta_st: &FileStat,
-        meta_at: At<'_>,
         ino: u64,
     ) -> Result<()> {
-        let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+        let tmpdir = &*w.up.tmp;
         let size = lower.stat.st_size as u64;
         match kind {
             FileKind::Regular => {
@@ -432,13 +507,18 @@ impl Union {
                 )?;
             }
         }
-        copy_meta(tmpdir, tmpname, meta_st, meta_at)?;
+        copy_meta(
+            tmpdir,
+            tmpname,
+            &lower.stat,
+            At::Entry(lower.parent.as_fd(), &lower.name),
+        )?;
         let at = At::Entry(tmpdir.as_fd(), tmpname);
-        xattr::set(at, up.ns(), xattr::ORIGIN, ino.to_string().as_bytes())?;
+        xattr::set(at, w.up.ns(), xattr::ORIGIN, ino.to_string().as_bytes())?;
         if meta_only {
-            xattr::set(at, up.ns(), xattr::METACOPY, b"")?;
+            xattr::set(at, w.up.ns(), xattr::METACOPY, b"")?;
         }
-        set_times(tmpdir, tmpname, meta_st)?;
+        set_times(tmpdir, tmpname, &lower.stat)?;
         Ok(())
     }
 

@@ -274,8 +274,3 @@ impl Stack {
         self.layers.iter().any(|l| l.wh_files)
     }
 }
-
-/// The index key of an inode: its reported inode number in hex.
-pub(crate) fn index_key(ino: u64) -> String {
-    format!("{ino:016x}")
-}

@@ -12,6 +12,10 @@
 //! lower directory marked `impure` the entries' marks are read too: `origin` (the inode
 //! number to report) and `metacopy` (the data is the same name's further down).
 //!
+//! Marks are input: whoever wrote a layer may have forged them. A redirect resolves only
+//! inside the layer roots below its directory, one checked component at a time (never
+//! `.`, `..` or an empty component); anything else fails that one entry with EIO.
+//!
 //! Inode numbers of directories are the bottom directory's of their merge chain: that
 //! one stays when a directory is copied up, renamed (redirect) or rotated into a lower
 //! layer, so `st_ino` is stable through all of them.
@@ -30,15 +34,21 @@ use crate::whiteout;
 use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
-use super::layer::index_key;
-use super::node::{DirInfo, DirSnapshot, Lower, LowerDir, Node, NodeState, UpperLoc};
+use super::node::{
+    DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, Node, NodeState, UpperLoc,
+};
 use super::xattr::{self, Marks};
+
+/// Longest redirect we follow (the kernel's limit is the same).
+const MAX_REDIRECT: usize = 4096;
 
 /// What a name resolved to.
 #[derive(Debug)]
 pub(crate) struct Resolved {
     pub kind: FileKind,
+    /// The natural inode number (see [`super::table`]).
     pub ino: u64,
+    pub ident: Ident,
     pub lower: Option<Lower>,
     pub upper: Option<UpperLoc>,
     pub metacopy: bool,
@@ -57,9 +67,16 @@ impl Resolved {
             upper: self.upper,
             metacopy: self.metacopy,
             dir: self.dir,
+            pin: None,
             unlinked: false,
         }
     }
+}
+
+/// One path component: not empty, not `.` or `..`, no `/`, no NUL.
+pub(crate) fn is_component(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
 }
 
 pub(crate) fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<Option<FileStat>> {
@@ -83,7 +100,33 @@ pub(crate) fn open_dir_at(dir: &OwnedFd, name: &OsStr) -> Result<Arc<OwnedFd>> {
     )?))
 }
 
+/// The components of a redirect, checked: an absolute path (from the layer roots) or a
+/// bare name (in the parent's lower directories).
+fn redirect_components(target: &[u8]) -> Option<(bool, Vec<&OsStr>)> {
+    if target.is_empty() || target.len() > MAX_REDIRECT {
+        return None;
+    }
+    let (abs, rest) = match target.strip_prefix(b"/") {
+        Some(r) => (true, r),
+        None => (false, target),
+    };
+    let comps: Vec<&OsStr> = rest.split(|b| *b == b'/').map(OsStr::from_bytes).collect();
+    let ok = comps.iter().all(|c| is_component(c) && c.len() <= 255)
+        && (abs || comps.len() == 1)
+        && !(abs && rest.is_empty());
+    ok.then_some((abs, comps))
+}
+
 impl Union {
+    /// The path of layer `layer` for messages.
+    pub(crate) fn layer_name(&self, layer: usize) -> String {
+        match self.stack.layers.get(layer) {
+            Some(l) if self.stack.is_upper(layer) => format!("upper layer {}", l.path.display()),
+            Some(l) => format!("layer {}", l.path.display()),
+            None => format!("layer #{layer}"),
+        }
+    }
+
     /// True when layer `layer` spells a whiteout for `name` as a `.wh.` file in `dir`.
     fn wh_file_exists(&self, layer: usize, dir: &OwnedFd, name: &OsStr) -> Result<bool> {
         if !self.stack.wh_files(layer) {
@@ -106,8 +149,12 @@ impl Union {
 
     /// Resolves `name` in the directory whose layers are `parent`.
     pub(crate) fn resolve(&self, parent: &DirSnapshot, name: &OsStr) -> Result<Option<Resolved>> {
+        if !is_component(name) {
+            return Ok(None);
+        }
         if let Some(up) = &parent.upper {
-            match stat_at(up, name)? {
+            let found = stat_at(up, name).map_err(|e| e.with_ctx(format!("stat {name:?}")))?;
+            match found {
                 Some(st) if whiteout::is_whiteout_device(&st) => return Ok(None),
                 Some(st) if FileKind::from_mode(st.st_mode).is_dir() => {
                     return self.resolve_upper_dir(parent, up, name, &st).map(Some);
@@ -130,7 +177,10 @@ impl Union {
         name: &OsStr,
     ) -> Result<Option<Resolved>> {
         for (i, ld) in lowers.iter().enumerate() {
-            let Some(st) = stat_at(&ld.fd, name)? else {
+            let found = stat_at(&ld.fd, name).map_err(|e| {
+                e.with_ctx(format!("stat {name:?} in {}", self.layer_name(ld.layer)))
+            })?;
+            let Some(st) = found else {
                 if self.wh_file_exists(ld.layer, &ld.fd, name)? {
                     return Ok(None);
                 }
@@ -157,6 +207,10 @@ impl Union {
             return Ok(Some(Resolved {
                 kind,
                 ino,
+                ident: Ident {
+                    upper: None,
+                    lower: Some(DevIno::of(&st)),
+                },
                 lower: None,
                 upper: None,
                 metacopy: false,
@@ -189,28 +243,29 @@ impl Union {
                 ino = o;
             }
             if marks.metacopy {
-                match self.resolve_lowers(&lowers[i + 1..], name)? {
-                    Some(Resolved { lower: Some(l), .. }) => {
-                        data = Some(Box::new(l.data_loc().clone()))
-                    }
-                    _ => {
-                        log::error!(
-                            "metacopy {name:?} in {} has no data below",
-                            self.stack.layers[ld.layer].path.display()
-                        );
-                        return Err(FsError::EIO);
-                    }
-                }
+                data = Some(Box::new(self.metacopy_data(
+                    &lowers[i + 1..],
+                    name,
+                    kind,
+                    ld.layer,
+                )?));
             }
         }
-        let upper = if st.st_nlink > 1 {
-            self.indexed(ino, None)?
+        let (upper, upper_ident) = if st.st_nlink > 1 {
+            match self.indexed(ino, None, kind)? {
+                Some((loc, ist)) => (Some(loc), Some(DevIno::of(&ist))),
+                None => (None, None),
+            }
         } else {
-            None
+            (None, None)
         };
         Ok(Resolved {
             kind,
             ino,
+            ident: Ident {
+                upper: upper_ident,
+                lower: Some(DevIno::of(&st)),
+            },
             lower: Some(Lower {
                 layer: ld.layer,
                 parent: ld.fd.clone(),
@@ -222,6 +277,34 @@ impl Union {
             metacopy: false,
             dir: None,
         })
+    }
+
+    /// Where the data of metacopy `name` (a `kind` entry of layer `layer`) is: the same
+    /// name below, which must be a regular file.
+    fn metacopy_data(
+        &self,
+        below: &[LowerDir],
+        name: &OsStr,
+        kind: FileKind,
+        layer: usize,
+    ) -> Result<Lower> {
+        let damaged = |why: &str| {
+            FsError::corrupt(format!(
+                "metacopy {name:?} in {}: {why}",
+                self.layer_name(layer)
+            ))
+        };
+        if kind != FileKind::Regular {
+            return Err(damaged("not a regular file"));
+        }
+        match self.resolve_lowers(below, name)? {
+            Some(Resolved {
+                kind: FileKind::Regular,
+                lower: Some(l),
+                ..
+            }) => Ok(l.data_loc().clone()),
+            _ => Err(damaged("no data below it")),
+        }
     }
 
     /// The lower directories that merge below a directory of layer `layer` with `marks`,
@@ -237,7 +320,12 @@ impl Union {
             return Ok(Vec::new());
         }
         match &marks.redirect {
-            Some(r) => self.redirect_lowers(layer, below, r),
+            Some(r) => self.redirect_lowers(layer, below, r).map_err(|e| {
+                e.with_ctx(format!(
+                    "redirect of {name:?} in {}",
+                    self.layer_name(layer)
+                ))
+            }),
             None => self.lower_dirs_below(below, name),
         }
     }
@@ -279,16 +367,23 @@ impl Union {
 
     /// The directories at redirect path `target` of a directory in layer `layer`:
     /// absolute (from the roots of the layers below `layer`), or a bare name among the
-    /// parent's lower directories below it (`below`).
+    /// parent's lower directories below it (`below`). A target that is not a clean path
+    /// is refused (EIO): it could name something outside the layer stack.
     pub(crate) fn redirect_lowers(
         &self,
         layer: usize,
         below: &[LowerDir],
         target: &[u8],
     ) -> Result<Vec<LowerDir>> {
-        let Some(abs) = target.strip_prefix(b"/") else {
-            return self.lower_dirs_below(below, OsStr::from_bytes(target));
+        let Some((abs, comps)) = redirect_components(target) else {
+            return Err(FsError::corrupt(format!(
+                "invalid redirect {:?}",
+                String::from_utf8_lossy(&target[..target.len().min(256)])
+            )));
         };
+        if !abs {
+            return self.lower_dirs_below(below, comps[0]);
+        }
         let first = (layer + 1).max(self.stack.first_lower());
         let mut cur: Vec<LowerDir> = Vec::new();
         for l in first..self.stack.layers.len() {
@@ -300,8 +395,8 @@ impl Union {
                 impure,
             });
         }
-        for comp in abs.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
-            match self.resolve_lowers(&cur, OsStr::from_bytes(comp))? {
+        for comp in comps {
+            match self.resolve_lowers(&cur, comp)? {
                 Some(Resolved { dir: Some(d), .. }) => cur = d.lowers,
                 _ => return Ok(Vec::new()),
             }
@@ -339,6 +434,10 @@ impl Union {
         Ok(Resolved {
             kind: FileKind::Directory,
             ino,
+            ident: Ident {
+                upper: Some(DevIno::of(st)),
+                lower: lower_stat.as_ref().map(DevIno::of),
+            },
             lower: None,
             upper: None,
             metacopy: false,
@@ -360,6 +459,7 @@ impl Union {
         st: &FileStat,
     ) -> Result<Resolved> {
         let marks = xattr::read_marks(At::Entry(up.as_fd(), name))?;
+        let kind = FileKind::from_mode(st.st_mode);
         let ino = marks
             .origin
             .unwrap_or_else(|| self.stack.map_ino(0, st.st_ino));
@@ -368,88 +468,58 @@ impl Union {
             name: name.to_owned(),
         };
         if st.st_nlink > 1 {
-            upper = match self.indexed(ino, Some(st))? {
-                Some(idx) => idx,
+            upper = match self.indexed(ino, Some(st), kind)? {
+                Some((idx, _)) => idx,
                 // Hard links made outside of us (another tool wrote this upper layer): give
                 // the inode an index name, so it stays reachable whichever name goes.
                 None => self.adopt_into_index(up, name, ino, st).unwrap_or(upper),
             };
         }
-        let mut lower = None;
-        if marks.metacopy {
-            match self.resolve_lowers(&parent.lowers, name)? {
-                Some(Resolved { lower: Some(l), .. }) => lower = Some(l),
-                _ => {
-                    log::error!(
-                        "metacopy file {:?} has no lower data in {}",
-                        name,
-                        self.stack.layers[0].path.display()
-                    );
-                    return Err(FsError::EIO);
-                }
-            }
-        }
+        let lower = if marks.metacopy {
+            Some(self.metacopy_data(&parent.lowers, name, kind, 0)?)
+        } else {
+            None
+        };
         Ok(Resolved {
-            kind: FileKind::from_mode(st.st_mode),
+            kind,
             ino,
+            ident: Ident {
+                upper: Some(DevIno::of(st)),
+                lower: lower.as_ref().map(|l| DevIno::of(&l.stat)),
+            },
             lower,
             upper: Some(upper),
             metacopy: marks.metacopy,
             dir: None,
         })
     }
+}
 
-    /// Links an upper inode with several names into the index; `None` when it cannot (the
-    /// name then stays the node's only handle, as before).
-    fn adopt_into_index(
-        &self,
-        dir: &OwnedFd,
-        name: &OsStr,
-        ino: u64,
-        st: &FileStat,
-    ) -> Option<UpperLoc> {
-        let up = self.stack.upper.as_ref()?;
-        let key = index_key(ino);
-        match nix::unistd::linkat(dir, name, &*up.index, key.as_str(), AtFlags::empty()) {
-            Ok(()) => {}
-            // The key is taken by another inode (`indexed` checked it is not this one).
-            Err(nix::errno::Errno::EEXIST) => return None,
-            Err(e) => {
-                log::warn!("indexing hard-linked {name:?}: {e}");
-                return None;
-            }
-        }
-        let at = At::Entry(up.index.as_fd(), OsStr::new(&key));
-        let _ = xattr::set(
-            at,
-            up.ns(),
-            xattr::NLINK,
-            st.st_nlink.to_string().as_bytes(),
-        );
-        let _ = xattr::set(at, up.ns(), xattr::ORIGIN, ino.to_string().as_bytes());
-        Some(UpperLoc::Indexed { key })
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// The index entry of inode `ino`, if the inode has been copied up through the index.
-    /// `same` (an upper entry's stat) must be the very inode the index holds.
-    pub(crate) fn indexed(&self, ino: u64, same: Option<&FileStat>) -> Result<Option<UpperLoc>> {
-        let Some(up) = &self.stack.upper else {
-            return Ok(None);
-        };
-        let key = index_key(ino);
-        let ist = match absent_ok(fstatat(
-            &up.index,
-            key.as_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ))? {
-            Some(s) => s,
-            None => return Ok(None),
-        };
-        if let Some(s) = same
-            && (s.st_ino != ist.st_ino || s.st_dev != ist.st_dev)
-        {
-            return Ok(None);
+    #[test]
+    fn redirects_are_clean_paths_only() {
+        let ok = |t: &[u8]| redirect_components(t).is_some();
+        assert!(ok(b"/a/b"));
+        assert!(ok(b"name"));
+        for bad in [
+            &b""[..],
+            b"/",
+            b"/..",
+            b"/a/../b",
+            b"..",
+            b".",
+            b"a/b",
+            b"/a//b",
+            b"/a/",
+            b"/a/./b",
+            b"/a\0b",
+        ] {
+            assert!(!ok(bad), "{:?} accepted", String::from_utf8_lossy(bad));
         }
-        Ok(Some(UpperLoc::Indexed { key }))
+        assert!(!ok(&vec![b'a'; 256]));
+        assert!(!ok(&[b"/".as_slice(), &vec![b'a'; 5000]].concat()));
     }
 }

@@ -9,19 +9,38 @@
 //! work directory. Every visible change is one rename of something complete (copy-up
 //! stages in the work directory), so a crash leaves either the old or the new state.
 //!
-//! Submodules: [`layer`] the stack, [`node`] the inode table, [`lookup`] name
-//! resolution, [`readdir`] merged listings, [`copyup`] copy-up, [`ops`] namespace
-//! changes, [`file`] open files, attributes and xattrs.
+//! Soundness rules every module keeps:
+//! - the layers are reached only through directory fds and `*at` calls that never follow
+//!   a symlink (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`); names are single components, never
+//!   `.`, `..` or anything with a `/`, including those read from overlay marks;
+//! - an operation on a node acts on the node's own inode ([`inode`]): an fd it holds, or
+//!   an `O_PATH` fd opened at its name and checked to be that inode, never whatever a
+//!   name happens to point at now;
+//! - node identity and lifetime have one owner ([`table`], which also documents the
+//!   threading model).
+//!
+//! Submodules: [`layer`] the stack, [`node`] nodes, [`table`] the node table, [`lookup`]
+//! name resolution, [`readdir`] merged listings, [`copyup`] copy-up, [`upper`] the one
+//! writer of the upper layer, [`index`] hard links, [`ops`] and [`rename`] namespace
+//! changes, [`inode`] acting on a node's inode, [`file`] open files, [`meta`]
+//! attributes and xattrs.
 
 pub mod attr;
 mod copyup;
 pub mod error;
 mod file;
+mod index;
+mod inode;
 pub mod layer;
+pub mod listing;
 mod lookup;
+mod meta;
 pub mod node;
 mod ops;
 pub mod readdir;
+mod rename;
+pub mod table;
+mod upper;
 mod xattr;
 
 use std::ffi::OsStr;
@@ -29,18 +48,22 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::stat::{FileStat, fstat};
+use nix::sys::stat::fstat;
 
 pub use attr::{Attr, FileKind, Time};
 pub use error::{FsError, Result};
 pub use file::{OpenReply, SetAttr, TimeSet};
 pub use layer::{LayerSpec, Stack};
-pub use node::ROOT_ID;
-pub use readdir::DirEntry;
+pub use listing::DirEntry;
+pub use node::{Fh, NodeId};
 
 use file::Handles;
 use lookup::Resolved;
-use node::{DirInfo, Inodes, Node, NodeState};
+use node::{DevIno, DirInfo, Ident, Node, NodeState};
+use table::NodeTable;
+
+/// The root's node id.
+pub const ROOT_ID: NodeId = NodeId::ROOT;
 
 /// Who asks: the credentials and umask of the calling process.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +95,7 @@ impl Default for Options {
 /// A looked-up entry, as the kernel gets it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    pub id: u64,
+    pub id: NodeId,
     pub generation: u64,
     pub attr: Attr,
     /// How long the kernel may cache it.
@@ -83,7 +106,7 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Union {
     pub(crate) stack: Stack,
-    pub(crate) inodes: Inodes,
+    pub(crate) nodes: NodeTable,
     pub(crate) handles: Handles,
     pub(crate) opts: Options,
 }
@@ -105,16 +128,18 @@ impl Union {
         let lower_stat = fstat(stack.root(first_lower))?;
         let upper = stack.upper.as_ref().map(|_| stack.root(0).clone());
         // Copied-up entries of the root (from an earlier mount) report their origin.
-        let impure = match &upper {
-            Some(fd) => xattr::read_marks(crate::sys::At::Fd(fd.as_fd()))?.impure,
-            None => false,
+        let (impure, upper_ident) = match &upper {
+            Some(fd) => (
+                xattr::read_marks(crate::sys::At::Fd(fd.as_fd()))?.impure,
+                Some(DevIno::of(&fstat(fd)?)),
+            ),
+            None => (false, None),
         };
-        let ino = ROOT_ID;
         let root = NodeState {
             parent: None,
             name: OsStr::new("").to_owned(),
             kind: FileKind::Directory,
-            ino,
+            ino: ROOT_ID.0,
             lower: None,
             upper: None,
             metacopy: false,
@@ -125,10 +150,15 @@ impl Union {
                 impure,
                 ..Default::default()
             }),
+            pin: None,
             unlinked: false,
         };
+        let ident = Ident {
+            upper: upper_ident,
+            lower: Some(DevIno::of(&lower_stat)),
+        };
         Ok(Union {
-            inodes: Inodes::new(root),
+            nodes: NodeTable::new(root, ident),
             stack,
             handles: Handles::default(),
             opts,
@@ -139,8 +169,8 @@ impl Union {
         !self.stack.has_upper()
     }
 
-    pub(crate) fn node(&self, id: u64) -> Result<Arc<Node>> {
-        self.inodes.get(id).ok_or(FsError::ENOENT)
+    pub(crate) fn node(&self, id: NodeId) -> Result<Arc<Node>> {
+        self.nodes.get(id).ok_or(FsError::ENOENT)
     }
 
     /// The directory snapshot of a directory node.
@@ -157,6 +187,9 @@ impl Union {
         if name.len() > 255 {
             return Err(FsError::ENAMETOOLONG);
         }
+        if !lookup::is_component(name) {
+            return Err(FsError::EINVAL);
+        }
         if self.stack.any_wh_files()
             && !matches!(
                 crate::whiteout::classify(name),
@@ -170,44 +203,51 @@ impl Union {
 
     /// Turns a resolution into a live node (counting one kernel lookup).
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
-        self.inodes.intern(r.ino, || r.into_state(parent, name))
+        let (natural, ident) = (r.ino, r.ident);
+        self.nodes
+            .intern(natural, ident, || r.into_state(parent, name))
     }
 
     /// A node for a resolution without counting a kernel lookup: the live one if any,
     /// else a detached node used only for the duration of an operation.
     pub(crate) fn node_for(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
-        if let Some(n) = self.inodes.by_ino(r.ino) {
+        if let Some(n) = self.nodes.find(r.ino, &r.ident) {
             return n;
         }
-        Arc::new(Node::new(r.ino, 0, r.into_state(parent, name)))
+        let (id, ident) = (NodeId(r.ino), r.ident);
+        Arc::new(Node::new(id, 0, ident, r.into_state(parent, name)))
     }
 
     /// The entry the kernel gets for a node.
     pub(crate) fn entry(&self, node: &Node) -> Result<Entry> {
         let attr = self.attr_of(node, None)?;
-        let ttl = if node.read().has_upper() {
-            self.opts.upper_ttl
-        } else {
-            self.opts.lower_ttl
-        };
         Ok(Entry {
             id: node.id,
             generation: node.generation,
             attr,
-            ttl,
+            ttl: self.ttl_for(node),
         })
     }
 
+    fn ttl_for(&self, node: &Node) -> Duration {
+        let s = node.read();
+        if s.has_upper() || s.unlinked {
+            self.opts.upper_ttl
+        } else {
+            self.opts.lower_ttl
+        }
+    }
+
     /// How long the kernel may cache node `id`'s attributes.
-    pub fn ttl_of(&self, id: u64) -> Duration {
-        match self.inodes.get(id) {
-            Some(n) if !n.read().has_upper() && !n.read().unlinked => self.opts.lower_ttl,
-            _ => self.opts.upper_ttl,
+    pub fn ttl_of(&self, id: NodeId) -> Duration {
+        match self.nodes.get(id) {
+            Some(n) => self.ttl_for(&n),
+            None => self.opts.upper_ttl,
         }
     }
 
     /// Looks up `name` in directory `parent`.
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+    pub fn lookup(&self, parent: NodeId, name: &OsStr) -> Result<Entry> {
         let pnode = self.node(parent)?;
         let snap = self.dir_snapshot(&pnode)?;
         // A reserved name cannot be created, so it does not exist either.
@@ -223,37 +263,20 @@ impl Union {
         match self.entry(&node) {
             Ok(e) => Ok(e),
             Err(e) => {
-                self.inodes.forget(node.id, 1);
+                self.nodes.forget(node.id, 1);
                 Err(e)
             }
         }
     }
 
     /// The kernel dropped `n` lookups of `id`.
-    pub fn forget(&self, id: u64, n: u64) {
-        self.inodes.forget(id, n);
-    }
-
-    /// Stat of the upper copy of a node.
-    pub(crate) fn upper_stat(&self, s: &NodeState) -> Result<Option<FileStat>> {
-        if let Some(d) = &s.dir {
-            return match &d.upper {
-                Some(fd) => Ok(Some(fstat(fd)?)),
-                None => Ok(None),
-            };
-        }
-        match &s.upper {
-            None => Ok(None),
-            Some(loc) => {
-                let (dir, name) = self.upper_loc_at(loc)?;
-                Ok(lookup::stat_at(&dir, &name)?)
-            }
-        }
+    pub fn forget(&self, id: NodeId, n: u64) {
+        self.nodes.forget(id, n);
     }
 
     /// Which layer serves node `id`: 0 is the upper layer when there is one, then the
     /// lower layers top first (for inspection: "which layer does this file come from").
-    pub fn serving_layer(&self, id: u64) -> Result<usize> {
+    pub fn serving_layer(&self, id: NodeId) -> Result<usize> {
         let node = self.node(id)?;
         let s = node.read();
         if s.has_upper() {
@@ -268,7 +291,7 @@ impl Union {
 
     /// Number of live nodes (for diagnostics).
     pub fn live_nodes(&self) -> usize {
-        self.inodes.len()
+        self.nodes.len()
     }
 
     /// `statfs` of the layer that takes writes (or the top lower when read-only).

@@ -1,32 +1,75 @@
-//! Nodes (the union's inodes) and the table that owns them.
+//! Nodes: what the kernel knows as one inode of the union, and where its data and
+//! metadata live in the layers. The table that owns them (ids, lookup counts, identity)
+//! is [`super::table`].
 //!
-//! A node is what the kernel knows as one inode: its FUSE node id, its lookup count, and
-//! where its data and metadata live in the layers. Invariants:
-//! - a node's id is its reported inode number (fuser sends `attr.ino` as the node id),
-//!   except the root, which is id and inode 1; so every name of a hard-linked file
-//!   reaches the same node and the same page cache;
-//! - an entry that disappears (last name unlinked, replaced by rename) is marked
-//!   unlinked at once: its real inode number may be reused by the filesystem, and a new
-//!   file with it gets a new node with a new generation, never the old node;
-//! - the kernel's lookup count per id decides when a slot is dropped (`forget`), never
-//!   our own bookkeeping.
-//!
-//! Lock order: a node's state lock may be taken (for reading) under the table mutex,
-//! never the other way round; no syscall runs under the table mutex.
+//! A node's state lock guards its locations. Operations clone what they need out of it
+//! and run their syscalls unlocked; an operation that moves or removes a node's name holds
+//! the write lock across that one syscall and the update of the state, so a reader that
+//! found a name stale and retries sees the new state (see the threading model in
+//! [`super::table`]).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nix::sys::stat::FileStat;
 
 use super::attr::FileKind;
-use super::readdir::Listing;
+use super::listing::Listing;
 
-/// FUSE's id of the root node.
-pub const ROOT_ID: u64 = 1;
+/// A FUSE node id. fuser sends `attr.ino` as the node id, so it is also the inode number
+/// the mount reports (`st_ino`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    pub const ROOT: NodeId = NodeId(1);
+}
+
+/// An open file or directory of the union, as handed to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
+/// A real inode: device and inode number on the backing filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DevIno {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl DevIno {
+    pub fn of(st: &FileStat) -> DevIno {
+        DevIno {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+/// Which real inodes a node is: its upper copy (set once, by creation or copy-up, and
+/// never changed: a metacopy is completed in place) and its topmost lower entry (fixed).
+/// Two resolutions are the same file when their upper inodes are the same, or, when the
+/// newer one found no upper copy, their lower entries are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ident {
+    pub upper: Option<DevIno>,
+    pub lower: Option<DevIno>,
+}
+
+impl Ident {
+    /// Is `found` (a fresh resolution) this object?
+    pub fn matches(&self, found: &Ident) -> bool {
+        match found.upper {
+            Some(u) => self.upper == Some(u),
+            None => found.lower.is_some() && self.lower == found.lower,
+        }
+    }
+
+    /// The inodes under which a node may be found again.
+    pub fn keys(&self) -> impl Iterator<Item = DevIno> {
+        self.upper.into_iter().chain(self.lower)
+    }
+}
 
 /// A non-directory entry in a lower layer: where to find it, and its (immutable) stat.
 #[derive(Debug, Clone)]
@@ -111,7 +154,9 @@ pub(crate) struct NodeState {
     pub parent: Option<Arc<Node>>,
     pub name: OsString,
     pub kind: FileKind,
-    /// Reported inode number (st_ino).
+    /// The inode number the entry has in the layers (its own, its `origin` mark's, its
+    /// bottom directory's): what index keys and origin marks are made of. The node id is
+    /// this number unless another live file already had it.
     pub ino: u64,
     /// Non-directories: the topmost lower entry (data source while not copied up, and
     /// for a metacopy upper).
@@ -122,6 +167,10 @@ pub(crate) struct NodeState {
     pub metacopy: bool,
     /// Directories only.
     pub dir: Option<DirInfo>,
+    /// An `O_PATH` fd of the upper inode, taken before a name of it is removed: it keeps
+    /// an unlinked file reachable (fstat, fchmod… of open files) and its inode number
+    /// from being reused while the kernel still knows the node.
+    pub pin: Option<Arc<OwnedFd>>,
     /// The last name is gone; the node lives on for open files until forgotten.
     pub unlinked: bool,
 }
@@ -143,21 +192,23 @@ impl NodeState {
 /// One inode of the union.
 #[derive(Debug)]
 pub struct Node {
-    /// FUSE node id, which is also the reported inode number (fuser uses one for both).
-    pub id: u64,
-    /// Told to the kernel with every entry: a new node for a reused inode number gets a
-    /// new generation, so the kernel never takes it for the old one.
+    pub id: NodeId,
+    /// Told to the kernel with every entry: a node id used again after the kernel forgot
+    /// the old node comes with a new generation.
     pub generation: u64,
+    /// Written only by the node table (under its lock); a leaf lock.
+    ident: Mutex<Ident>,
     state: RwLock<NodeState>,
     /// Serializes copy-up of this node.
     copy_lock: Mutex<()>,
 }
 
 impl Node {
-    pub(crate) fn new(id: u64, generation: u64, state: NodeState) -> Node {
+    pub(crate) fn new(id: NodeId, generation: u64, ident: Ident, state: NodeState) -> Node {
         Node {
             id,
             generation,
+            ident: Mutex::new(ident),
             state: RwLock::new(state),
             copy_lock: Mutex::new(()),
         }
@@ -175,105 +226,19 @@ impl Node {
         self.copy_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn ident(&self) -> Ident {
+        *self.ident.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_ident(&self, ident: Ident) {
+        *self.ident.lock().unwrap_or_else(|p| p.into_inner()) = ident;
+    }
+
     pub fn is_dir(&self) -> bool {
         self.read().kind.is_dir()
     }
 
-    fn is_unlinked(&self) -> bool {
+    pub fn is_unlinked(&self) -> bool {
         self.read().unlinked
-    }
-}
-
-/// A table slot: the current node of an inode number and the kernel's lookup count for
-/// that node id (summed over the nodes that held it, as the kernel's forgets will be).
-#[derive(Debug)]
-struct Slot {
-    node: Arc<Node>,
-    nlookup: u64,
-}
-
-/// The inode table, keyed by node id (= reported inode number).
-#[derive(Debug)]
-pub(crate) struct Inodes {
-    inner: Mutex<HashMap<u64, Slot>>,
-    next_generation: AtomicU64,
-}
-
-impl Inodes {
-    pub fn new(root: NodeState) -> Inodes {
-        let node = Arc::new(Node::new(ROOT_ID, 0, root));
-        let mut map = HashMap::new();
-        map.insert(ROOT_ID, Slot { node, nlookup: 1 });
-        Inodes {
-            inner: Mutex::new(map),
-            next_generation: AtomicU64::new(1),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The node the kernel knows as `id` (possibly unlinked but still open).
-    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
-        self.lock().get(&id).map(|s| s.node.clone())
-    }
-
-    /// The live (not unlinked) node of inode number `ino`, if any.
-    pub fn by_ino(&self, ino: u64) -> Option<Arc<Node>> {
-        let node = self.lock().get(&ino).map(|s| s.node.clone())?;
-        (!node.is_unlinked()).then_some(node)
-    }
-
-    /// Returns the node for `ino`, creating it with `make` when there is none (or only an
-    /// unlinked one, whose number the filesystem has reused), and counts one kernel lookup.
-    pub fn intern(&self, ino: u64, make: impl FnOnce() -> NodeState) -> Arc<Node> {
-        {
-            let mut t = self.lock();
-            if let Some(slot) = t.get_mut(&ino)
-                && !slot.node.is_unlinked()
-            {
-                slot.nlookup += 1;
-                return slot.node.clone();
-            }
-        }
-        // Built unlocked: `make` may be arbitrary work.
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let fresh = Arc::new(Node::new(ino, generation, make()));
-        let mut t = self.lock();
-        let slot = t.entry(ino).or_insert_with(|| Slot {
-            node: fresh.clone(),
-            nlookup: 0,
-        });
-        if slot.node.is_unlinked() {
-            slot.node = fresh;
-        }
-        slot.nlookup += 1;
-        slot.node.clone()
-    }
-
-    /// Counts one more kernel reference (link, readdirplus replies).
-    pub fn add_lookup(&self, node: &Node) {
-        if let Some(slot) = self.lock().get_mut(&node.id) {
-            slot.nlookup += 1;
-        }
-    }
-
-    /// The kernel dropped `n` references to `id`.
-    pub fn forget(&self, id: u64, n: u64) {
-        if id == ROOT_ID {
-            return;
-        }
-        let mut t = self.lock();
-        if let Some(slot) = t.get_mut(&id) {
-            slot.nlookup = slot.nlookup.saturating_sub(n);
-            if slot.nlookup == 0 {
-                t.remove(&id);
-            }
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
     }
 }

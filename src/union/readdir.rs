@@ -18,25 +18,10 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::Result;
 use super::layer::open_readable_dir;
+use super::listing::{DirEntry, Listing};
 use super::lookup::stat_at;
 use super::node::DirSnapshot;
 use super::xattr;
-
-/// One entry of a merged listing.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub name: OsString,
-    pub kind: FileKind,
-    /// st_ino the entry reports (d_ino).
-    pub ino: u64,
-}
-
-/// A merged directory listing (without "." and "..").
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub entries: Vec<DirEntry>,
-    pub subdirs: u32,
-}
 
 /// The raw entries of one layer directory.
 fn read_layer_dir(dir: &OwnedFd) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
@@ -127,7 +112,9 @@ impl Union {
                 if *layer_impure {
                     if kind.is_dir() {
                         resolve_ino.insert(entries.len());
-                    } else if let Some(o) = xattr::read_marks(At::Entry(fd.as_fd(), &name))?.origin
+                    } else if let Some(o) = xattr::read_marks(At::Entry(fd.as_fd(), &name))
+                        .ok()
+                        .and_then(|m| m.origin)
                     {
                         ino = o;
                     }
@@ -138,8 +125,11 @@ impl Union {
             hidden.extend(layer_hidden);
         }
         for i in resolve_ino {
-            if let Some(r) = self.resolve(snap, &entries[i].name)? {
-                entries[i].ino = r.ino;
+            match self.resolve(snap, &entries[i].name) {
+                Ok(Some(r)) => entries[i].ino = r.ino,
+                Ok(None) => {}
+                // A damaged mark fails that entry's lookup, not the listing.
+                Err(e) => log::warn!("listing: {:?}: {e}", entries[i].name),
             }
         }
         let subdirs = entries.iter().filter(|e| e.kind.is_dir()).count() as u32;

@@ -70,7 +70,13 @@ pub(crate) fn read_marks(at: At<'_>) -> Result<Marks> {
             REDIRECT => m.redirect = sys::getxattr(at, &name)?,
             METACOPY => m.metacopy = true,
             IMPURE => m.impure = true,
-            ORIGIN => m.origin = sys::getxattr(at, &name)?.as_deref().and_then(parse_u64),
+            // 0 is no inode and 1 the root's: never a copied-up file's number.
+            ORIGIN => {
+                m.origin = sys::getxattr(at, &name)?
+                    .as_deref()
+                    .and_then(parse_u64)
+                    .filter(|o| *o > 1)
+            }
             NLINK => {
                 m.nlink = sys::getxattr(at, &name)?
                     .as_deref()

@@ -1,0 +1,198 @@
+//! Acting on a node's own inode, never on whatever its name points at now.
+//!
+//! A directory node holds `O_PATH` fds of its layer directories. A non-directory holds
+//! where its upper copy is (a name in an upper directory, or its index name) and, once a
+//! name of it has been removed, a pin: an `O_PATH` fd of the inode itself. To act on the
+//! upper inode, the core opens the name with `O_PATH|O_NOFOLLOW` and checks that what it
+//! got is the node's inode ([`super::node::Ident`]); a name that no longer is (renamed
+//! meanwhile, replaced by a symlink) is looked at again under the node's lock, which the
+//! operation that changed it held, so the retry sees the new name. Everything else goes
+//! through that fd: `fchownat(AT_EMPTY_PATH)`, `fchmodat2`, `utimensat(AT_EMPTY_PATH)`, the
+//! `f*xattr` family, and for data a reopen through the fd's `/proc/self/fd` link.
+//! Lower entries never change, so they are reached by (directory fd, name) directly.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstat};
+
+use crate::sys::{self, At};
+
+use super::Union;
+use super::attr::FileKind;
+use super::error::{Context, FsError, Result};
+use super::node::{DevIno, Node, UpperLoc};
+
+/// How often a stale name is looked at again before giving up: each retry waits for the
+/// operation that moved the name, so more than a couple means something outside the
+/// mount is changing the layer.
+const STALE_RETRIES: usize = 4;
+
+/// Where to read a node's metadata (xattrs, symlink target).
+pub(crate) enum InodeRef {
+    /// The inode itself (an `O_PATH` fd or an open one).
+    Fd(Arc<OwnedFd>),
+    /// An immutable lower entry: directory fd and name.
+    Lower(Arc<OwnedFd>, OsString),
+}
+
+impl InodeRef {
+    pub(crate) fn at(&self) -> At<'_> {
+        match self {
+            InodeRef::Fd(fd) => At::Fd(fd.as_fd()),
+            InodeRef::Lower(d, n) => At::Entry(d.as_fd(), n),
+        }
+    }
+}
+
+/// The flags a data fd of an inode may be reopened with: access, truncation, append and
+/// I/O behaviour; never creation, never symlink or directory semantics.
+fn reopen_flags(flags: OFlag) -> OFlag {
+    flags
+        & !(OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOCTTY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_DIRECTORY
+            | OFlag::O_PATH
+            | OFlag::O_TMPFILE)
+}
+
+impl Union {
+    /// (directory fd, name) of an upper location.
+    pub(crate) fn upper_loc_at(&self, loc: &UpperLoc) -> Result<(Arc<OwnedFd>, OsString)> {
+        match loc {
+            UpperLoc::Named { parent, name } => Ok((parent.clone(), name.clone())),
+            UpperLoc::Indexed { key } => {
+                let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
+                Ok((up.index.clone(), OsString::from(key)))
+            }
+        }
+    }
+
+    /// An fd of the node's upper inode and its stat (the node must have an upper copy).
+    pub(crate) fn upper_inode_stat(&self, node: &Node) -> Result<(Arc<OwnedFd>, FileStat)> {
+        let mut last = OsString::new();
+        for _ in 0..STALE_RETRIES {
+            let loc = {
+                let s = node.read();
+                if let Some(d) = &s.dir {
+                    let fd = d.upper.clone().ok_or(FsError::EIO)?;
+                    drop(s);
+                    let st = fstat(&fd)?;
+                    return Ok((fd, st));
+                }
+                if let Some(pin) = &s.pin {
+                    let pin = pin.clone();
+                    drop(s);
+                    let st = fstat(&pin)?;
+                    return Ok((pin, st));
+                }
+                if s.unlinked {
+                    return Err(FsError::ENOENT);
+                }
+                s.upper.clone().ok_or(FsError::EIO)?
+            };
+            let want = node.ident().upper.ok_or(FsError::EIO)?;
+            let (dir, name) = self.upper_loc_at(&loc)?;
+            match openat(
+                &dir,
+                name.as_os_str(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => {
+                    let st = fstat(&fd)?;
+                    if DevIno::of(&st) == want {
+                        return Ok((Arc::new(fd), st));
+                    }
+                }
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
+                Err(e) => return Err(e).ctx(|| format!("open upper {name:?}")),
+            }
+            last = name;
+            // The name was moved or replaced since we read it: the operation that did it
+            // holds the node's lock until its state says so.
+            std::thread::yield_now();
+        }
+        if node.is_unlinked() {
+            return Err(FsError::ENOENT);
+        }
+        Err(FsError::corrupt(format!(
+            "upper entry {last:?} of inode {} is not that inode any more \
+             (the upper layer changed behind the mount?)",
+            node.id.0
+        )))
+    }
+
+    /// An fd of the node's upper inode.
+    pub(crate) fn upper_inode(&self, node: &Node) -> Result<Arc<OwnedFd>> {
+        Ok(self.upper_inode_stat(node)?.0)
+    }
+
+    /// Where a node's metadata is read from: its upper inode, else its lower entry.
+    pub(crate) fn read_ref(&self, node: &Node) -> Result<InodeRef> {
+        let s = node.read();
+        if let Some(d) = &s.dir {
+            let fd = match &d.upper {
+                Some(u) => u.clone(),
+                None => d.lowers.first().ok_or(FsError::EIO)?.fd.clone(),
+            };
+            return Ok(InodeRef::Fd(fd));
+        }
+        if s.upper.is_some() || s.pin.is_some() {
+            drop(s);
+            return Ok(InodeRef::Fd(self.upper_inode(node)?));
+        }
+        let l = s.lower.as_ref().ok_or(FsError::EIO)?;
+        Ok(InodeRef::Lower(l.parent.clone(), l.name.clone()))
+    }
+
+    /// Keeps the node's upper inode (if it has one) reachable and its number taken
+    /// before one of its names is removed.
+    pub(crate) fn pin(&self, node: &Node) -> Result<()> {
+        {
+            let s = node.read();
+            if s.dir.is_some() || s.pin.is_some() || s.upper.is_none() {
+                return Ok(());
+            }
+        }
+        let fd = self.upper_inode(node)?;
+        node.write().pin = Some(fd);
+        Ok(())
+    }
+
+    /// Opens a node's data with `flags`: the upper copy when it holds the data, else the
+    /// lower file (read-only). Returns the fd and whether it is the lower file.
+    pub(crate) fn open_data(&self, node: &Node, flags: OFlag) -> Result<(OwnedFd, bool)> {
+        let s = node.read();
+        if s.data_in_upper() {
+            drop(s);
+            let (fd, st) = self.upper_inode_stat(node)?;
+            if FileKind::from_mode(st.st_mode) != FileKind::Regular {
+                return Err(FsError::corrupt(format!(
+                    "upper copy of inode {} is not a regular file",
+                    node.id.0
+                )));
+            }
+            let data = sys::reopen(fd.as_fd(), reopen_flags(flags))
+                .ctx(|| format!("reopen upper inode {}", node.id.0))?;
+            return Ok((data, false));
+        }
+        let l = s.lower.as_ref().ok_or(FsError::EIO)?.data_loc().clone();
+        drop(s);
+        let ro = (reopen_flags(flags) & !OFlag::O_ACCMODE & !OFlag::O_APPEND & !OFlag::O_TRUNC)
+            | OFlag::O_RDONLY;
+        let fd = openat(
+            &l.parent,
+            l.name.as_os_str(),
+            ro | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open {:?} in {}", l.name, self.layer_name(l.layer)))?;
+        Ok((fd, true))
+    }
+}

@@ -1,0 +1,280 @@
+//! Attributes and extended attributes of union nodes: getattr, setattr, readlink and the
+//! xattr calls. Changes copy up metadata only where they can (`metacopy`) and always act
+//! on the node's own inode ([`super::inode`]).
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, fstat, fstatat};
+use nix::sys::time::TimeSpec;
+
+use crate::sys::{self, At};
+use crate::whiteout;
+
+use super::Union;
+use super::attr::{Attr, FileKind};
+use super::copyup::CopyMode;
+use super::error::{FsError, Result};
+use super::file::{SetAttr, TimeSet};
+use super::inode::InodeRef;
+use super::node::{DevIno, Node, NodeId, UpperLoc};
+
+fn to_timespec(t: &TimeSet) -> TimeSpec {
+    match t {
+        TimeSet::Now => TimeSpec::UTIME_NOW,
+        TimeSet::At(t) => TimeSpec::new(t.sec, i64::from(t.nsec)),
+    }
+}
+
+impl Union {
+    /// Stat of a node's upper copy, if it has one: one `fstatat` at its name, checked to
+    /// be its inode (else through the checked path of [`Union::upper_inode_stat`]).
+    fn upper_stat(&self, node: &Node) -> Result<Option<FileStat>> {
+        let loc = {
+            let s = node.read();
+            if let Some(d) = &s.dir {
+                return match &d.upper {
+                    Some(fd) => Ok(Some(fstat(fd)?)),
+                    None => Ok(None),
+                };
+            }
+            if let Some(pin) = &s.pin {
+                return Ok(Some(fstat(pin)?));
+            }
+            match &s.upper {
+                None => return Ok(None),
+                Some(loc) => loc.clone(),
+            }
+        };
+        let (dir, name) = self.upper_loc_at(&loc)?;
+        if let Ok(st) = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            && Some(DevIno::of(&st)) == node.ident().upper
+        {
+            return Ok(Some(st));
+        }
+        Ok(Some(self.upper_inode_stat(node)?.1))
+    }
+
+    /// The attributes of a node.
+    pub(crate) fn attr_of(&self, node: &Node, fh: Option<super::Fh>) -> Result<Attr> {
+        let (unlinked, lower_only) = {
+            let s = node.read();
+            (s.unlinked, s.upper.is_none() && s.dir.is_none())
+        };
+        if unlinked {
+            let fd = match fh.and_then(|fh| self.handles.file(fh).ok()) {
+                Some(h) => Some(h.fd()),
+                None => self.handles.fd_of_node(node.id),
+            };
+            let st = match fd {
+                Some(fd) => fstat(&fd)?,
+                None => match self.upper_stat(node) {
+                    Ok(Some(st)) => st,
+                    _ => {
+                        let s = node.read();
+                        match &s.lower {
+                            Some(l) if lower_only => l.stat,
+                            _ => return Err(FsError::ENOENT),
+                        }
+                    }
+                },
+            };
+            let mut a = Attr::from_stat(&st, node.id.0);
+            a.nlink = 0;
+            return Ok(a);
+        }
+        let st = match self.upper_stat(node)? {
+            Some(st) => st,
+            None => {
+                let s = node.read();
+                match (&s.dir, &s.lower) {
+                    (Some(d), _) => d.lower_stat.ok_or(FsError::EIO)?,
+                    (None, Some(l)) => l.stat,
+                    _ => return Err(FsError::ENOENT),
+                }
+            }
+        };
+        let mut a = Attr::from_stat(&st, node.id.0);
+        let s = node.read();
+        // A metacopy (ours, or a lower one of a rotated layer) has its blocks below.
+        if let Some(l) = &s.lower
+            && (s.metacopy || (s.upper.is_none() && l.data.is_some()))
+        {
+            a.blocks = l.data_loc().stat.st_blocks as u64;
+        }
+        if let Some(UpperLoc::Indexed { key }) = &s.upper {
+            a.nlink = self.index_nlink(key, st.st_nlink)?;
+        } else if s.upper.is_none()
+            && let Some(l) = &s.lower
+            && l.stat.st_nlink > 1
+        {
+            a.nlink = l.stat.st_nlink as u32;
+        }
+        let merged = s
+            .dir
+            .as_ref()
+            .is_some_and(|d| usize::from(d.upper.is_some()) + d.lowers.len() > 1);
+        let counted = s.dir.as_ref().and_then(|d| d.subdirs);
+        drop(s);
+        if merged {
+            let subdirs = match counted {
+                Some(n) => n,
+                None => self.dir_listing(node)?.subdirs,
+            };
+            a.nlink = 2u32.saturating_add(subdirs);
+        }
+        Ok(a)
+    }
+
+    /// getattr: `fh` when the kernel has an open file at hand.
+    pub fn getattr(&self, id: NodeId, fh: Option<super::Fh>) -> Result<Attr> {
+        let node = self.node(id)?;
+        self.attr_of(&node, fh)
+    }
+
+    /// The target of a symlink.
+    pub fn readlink(&self, id: NodeId) -> Result<Vec<u8>> {
+        let node = self.node(id)?;
+        if node.read().kind != FileKind::Symlink {
+            return Err(FsError::EINVAL);
+        }
+        let target = match self.read_ref(&node)? {
+            InodeRef::Fd(fd) => nix::fcntl::readlinkat(&*fd, "")?,
+            InodeRef::Lower(d, n) => nix::fcntl::readlinkat(&*d, n.as_os_str())?,
+        };
+        Ok(std::os::unix::ffi::OsStringExt::into_vec(target))
+    }
+
+    /// Changes attributes. Metadata changes of a lower regular file copy up its metadata
+    /// only; a size change copies its data.
+    pub fn setattr(&self, id: NodeId, ch: &SetAttr) -> Result<Attr> {
+        let node = self.node(id)?;
+        self.writer()?;
+        let kind = node.read().kind;
+        if let Some(size) = ch.size {
+            if kind.is_dir() {
+                return Err(FsError::EISDIR);
+            }
+            if kind != FileKind::Regular {
+                return Err(FsError::EINVAL);
+            }
+            self.copy_up(&node, CopyMode::Truncate(size))?;
+            let fd = match ch.fh.and_then(|fh| self.handles.file(fh).ok()) {
+                Some(h) if !h.on_lower() => h.fd(),
+                _ => std::sync::Arc::new(self.open_data(&node, OFlag::O_WRONLY)?.0),
+            };
+            nix::unistd::ftruncate(&*fd, size as i64)?;
+        }
+        if ch.mode.is_some()
+            || ch.uid.is_some()
+            || ch.gid.is_some()
+            || ch.atime.is_some()
+            || ch.mtime.is_some()
+        {
+            self.copy_up(&node, CopyMode::Meta)?;
+            let fd = self.upper_inode(&node)?;
+            apply_meta(fd.as_fd(), kind, ch)?;
+        }
+        self.attr_of(&node, ch.fh)
+    }
+
+    /// After an O_TRUNC open by a caller without CAP_FSETID: clears setuid, and setgid
+    /// when group-exec is set, as a truncate does everywhere else. With
+    /// FUSE_ATOMIC_O_TRUNC the kernel sends no setattr for such an open (the one that
+    /// would carry the cleared mode) and leaves the truncation to us.
+    pub fn kill_privs_after_trunc(&self, id: NodeId) -> Result<()> {
+        let node = self.node(id)?;
+        let perm = u32::from(self.attr_of(&node, None)?.perm);
+        let mut new = perm & !libc::S_ISUID;
+        if perm & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
+            new &= !libc::S_ISGID;
+        }
+        if new != perm {
+            let ch = SetAttr {
+                mode: Some(new),
+                ..Default::default()
+            };
+            self.setattr(id, &ch)?;
+        }
+        Ok(())
+    }
+
+    /// getxattr: `size == 0` asks for the length only.
+    pub fn getxattr(&self, id: NodeId, name: &OsStr, size: u32) -> Result<Vec<u8>> {
+        if whiteout::is_internal_xattr(name) {
+            return Err(FsError::ENODATA);
+        }
+        let node = self.node(id)?;
+        let r = self.read_ref(&node)?;
+        Ok(sys::getxattr_sized(r.at(), name, size as usize)?)
+    }
+
+    /// listxattr without the union's own names; NUL-separated like the syscall.
+    pub fn listxattr(&self, id: NodeId) -> Result<Vec<u8>> {
+        let node = self.node(id)?;
+        let r = self.read_ref(&node)?;
+        let mut out = Vec::new();
+        for n in sys::listxattr(r.at())? {
+            if !whiteout::is_internal_xattr(&n) {
+                out.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()));
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        if whiteout::is_internal_xattr(name) {
+            return Err(FsError::EPERM);
+        }
+        self.writer()?;
+        let node = self.node(id)?;
+        self.copy_up(&node, CopyMode::Meta)?;
+        let fd = self.upper_inode(&node)?;
+        sys::setxattr(At::Fd(fd.as_fd()), name, value, flags)?;
+        Ok(())
+    }
+
+    pub fn removexattr(&self, id: NodeId, name: &OsStr) -> Result<()> {
+        if whiteout::is_internal_xattr(name) {
+            return Err(FsError::ENODATA);
+        }
+        self.writer()?;
+        let node = self.node(id)?;
+        // Removing what is not there must not copy anything up.
+        if sys::getxattr(self.read_ref(&node)?.at(), name)?.is_none() {
+            return Err(FsError::ENODATA);
+        }
+        self.copy_up(&node, CopyMode::Meta)?;
+        let fd = self.upper_inode(&node)?;
+        sys::removexattr(At::Fd(fd.as_fd()), name)?;
+        Ok(())
+    }
+}
+
+/// Applies owner, mode and time changes to the inode `fd` holds.
+fn apply_meta(fd: std::os::fd::BorrowedFd<'_>, kind: FileKind, ch: &SetAttr) -> Result<()> {
+    if ch.uid.is_some() || ch.gid.is_some() {
+        sys::chown_fd(fd, ch.uid, ch.gid)?;
+    }
+    if let Some(mode) = ch.mode
+        && kind != FileKind::Symlink
+    {
+        sys::chmod_fd(fd, mode & 0o7777)?;
+    }
+    if ch.atime.is_some() || ch.mtime.is_some() {
+        let a = ch
+            .atime
+            .as_ref()
+            .map(to_timespec)
+            .unwrap_or(TimeSpec::UTIME_OMIT);
+        let m = ch
+            .mtime
+            .as_ref()
+            .map(to_timespec)
+            .unwrap_or(TimeSpec::UTIME_OMIT);
+        sys::utimens_fd(fd, &a, &m)?;
+    }
+    Ok(())
+}
