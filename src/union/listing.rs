@@ -1,4 +1,4 @@
-//! The merged listing of a directory, as data: built by [`super::readdir`], cached on the
+//! The merged listing of a directory, as data: built by `readdir.rs`, cached on the
 //! directory's node, read by open directory handles.
 
 use std::ffi::OsString;

@@ -46,7 +46,7 @@ const MAX_REDIRECT: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Resolved {
     pub kind: FileKind,
-    /// The natural inode number (see [`super::table`]).
+    /// The natural inode number (see the node table (`table.rs`)).
     pub ino: u64,
     pub ident: Ident,
     pub lower: Option<Lower>,

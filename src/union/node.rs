@@ -1,12 +1,12 @@
 //! Nodes: what the kernel knows as one inode of the union, and where its data and
 //! metadata live in the layers. The table that owns them (ids, lookup counts, identity)
-//! is [`super::table`].
+//! is the node table (`table.rs`).
 //!
 //! A node's state lock guards its locations. Operations clone what they need out of it
-//! and run their syscalls unlocked; an operation that moves or removes a node's name holds
-//! the write lock across that one syscall and the update of the state, so a reader that
-//! found a name stale and retries sees the new state (see the threading model in
-//! [`super::table`]).
+//! and run their syscalls unlocked. An operation that moves or removes a name of a node
+//! first pins the node's upper inode (an `O_PATH` fd kept in its state, which readers
+//! prefer to any name), so a reader that finds a name stale and retries reaches the inode
+//! through the pin or the new name (see the threading model in `table.rs`).
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;

@@ -1,4 +1,4 @@
-//! Namespace changes: create, mkdir, mknod, symlink, link, unlink, rmdir ([`super::rename`]
+//! Namespace changes: create, mkdir, mknod, symlink, link, unlink, rmdir (`rename.rs`
 //! has rename).
 //!
 //! Each change is made visible by one syscall on the upper layer (a create, a rename, a

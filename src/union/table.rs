@@ -31,13 +31,15 @@
 //!   only: no syscall, no node state lock is taken under it.
 //! - `Node::ident` is a leaf lock (taken under the table mutex or alone).
 //! - `Node::state` (a rwlock) guards a node's locations in the layers. Syscalls run on
-//!   fds cloned out of it, unlocked. An operation that moves or removes a name of a node
-//!   holds the write lock across that one syscall and the state update; a reader that
-//!   finds its name stale (the inode at the name is not the node's) takes the lock again
-//!   and retries, and then sees the new state.
-//! - `Node::copy_lock` serializes copy-up of one node; it is taken before the state lock.
+//!   fds cloned out of it, unlocked, and reach a node's upper inode only through an fd
+//!   checked to be that inode (`inode.rs`). An operation that moves or removes a name of
+//!   a node pins the node's upper inode first; readers prefer the pin to any name, so a
+//!   reader that found a name stale (gone, or another inode now) retries and reaches the
+//!   inode through the pin or the name the state has by then.
+//! - `Node::copy_lock` serializes copy-up of one node; it is taken before the state lock,
+//!   and a child's before its parent's (copy-up goes up the tree, never down).
 //! - Lock order: `copy_lock` → `state` → table mutex → `ident`. At most one state lock is
-//!   held at a time, except by rename, which takes its nodes' write locks in id order.
+//!   held at a time, and none across a syscall that may wait on another node.
 //! - The kernel serializes namespace changes in one directory (and setattr, link, unlink,
 //!   rename of one inode); the core relies on that only for the errno it answers, never
 //!   for the integrity of this state: a stale view makes an operation retry or fail,
@@ -54,7 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::node::{DevIno, Ident, Node, NodeId, NodeState};
 
 /// Node ids handed out when a natural number is taken: far above any real inode number
-/// (and above the `xino` range of [`super::layer::Stack::map_ino`]).
+/// (and above the `xino` range of `Stack::map_ino`).
 pub const SYNTHETIC_BASE: u64 = 1 << 63;
 
 #[derive(Debug)]
