@@ -23,6 +23,15 @@ pub fn require_fuse() {
     assert!(Path::new("/dev/fuse").exists(), "this test needs /dev/fuse");
 }
 
+/// Panics with a clear message unless root: layers in the kernel's format need trusted.*
+/// xattrs and char 0/0 whiteouts.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test writes layers in the kernel's format and needs root (as CI runs it)"
+    );
+}
+
 pub fn overlay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_layerfs-overlay"))
 }
