@@ -29,7 +29,9 @@
 # Environment: BENCH_DIR (scratch, default /var/tmp/layerfs-bench), FIXTURES (default
 # /var/tmp/layerfs-fixtures/out, for debian/oci), SHARED_SCRIPTS (default
 # REPO/../shared/scripts), FUSE_OVERLAYFS2 / FUSE_OVERLAYFS1 (binaries), LAYERFS_BIN_DIR
-# (default REPO/target/release), KERNEL_OVL_OPTS (extra kernel overlay options, e.g.
+# (default REPO/target/release), LAYERFS_BASE_BIN_DIR (a second build, e.g. of the last
+# release or of main before a change: measured as "layerfs-overlay baseline" (id base),
+# interleaved with the others, with a "layerfs-overlay / baseline" column), KERNEL_OVL_OPTS (extra kernel overlay options, e.g.
 # redirect_dir=on,index=on,metacopy=on), STEP_TIMEOUT (seconds, default 600), PYTHON
 # (default /usr/bin/python3).
 #
@@ -97,8 +99,10 @@ META=$RESULTS/$STAMP-$MODE.meta.tsv    # key value
 LOG=$RESULTS/$STAMP-$MODE.log          # stderr of everything that failed
 
 ALL_FS=(kernel fo2 fo1 lfs lfsm)
+[ -z "${LAYERFS_BASE_BIN_DIR:-}" ] || ALL_FS+=(base)
 declare -A FS_LABEL=([kernel]="kernel overlayfs" [fo2]="fuse-overlayfs 2.0" [fo1]="fuse-overlayfs 1.10"
-                     [lfs]="layerfs-overlay" [lfsm]="layerfs mount" [lfs-load]="layerfs load")
+                     [lfs]="layerfs-overlay" [lfsm]="layerfs mount" [lfs-load]="layerfs load"
+                     [base]="layerfs-overlay baseline")
 declare -A MISSING=()                  # fs id -> why it is not measured
 mkdir -p "$RESULTS"
 
@@ -172,6 +176,7 @@ mount_kernel() {
 mount_fo2() { "$FO2" -o "lowerdir=$(lowerdir_of "$4"),upperdir=$2,workdir=$3" "$1"; }
 mount_fo1() { "$FO1" -o "lowerdir=$(lowerdir_of "$4"),upperdir=$2,workdir=$3" "$1"; }
 mount_lfs() { "$LFS_OVERLAY" -o "lowerdir=$(lowerdir_of "$4"),upperdir=$2,workdir=$3" "$1"; }
+mount_base() { "$LAYERFS_BASE_BIN_DIR/layerfs-overlay" -o "lowerdir=$(lowerdir_of "$4"),upperdir=$2,workdir=$3" "$1"; }
 mount_lfsm() { "$LAYERFS" --root "$RUN/store-$4" -q mount "${STORE_IMAGE[$4]}" "$1"; }
 
 # do_mount FS DATASET CELLDIR: mounts FS at CELLDIR/mnt; sets MNT, PID, MOUNT_SECONDS.
@@ -425,6 +430,9 @@ FO1=$(find_fo 1 "${FUSE_OVERLAYFS1:-}" /usr/bin/fuse-overlayfs "$(command -v fus
 [ -n "$FO1" ] || MISSING[fo1]="not installed (apt-get install fuse-overlayfs)"
 [ -x "$LFS_OVERLAY" ] || MISSING[lfs]="no $LFS_OVERLAY"
 [ -x "$LAYERFS" ] || MISSING[lfsm]="no $LAYERFS"
+if [ -n "${LAYERFS_BASE_BIN_DIR:-}" ] && [ ! -x "$LAYERFS_BASE_BIN_DIR/layerfs-overlay" ]; then
+  MISSING[base]="no $LAYERFS_BASE_BIN_DIR/layerfs-overlay"
+fi
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || MISSING[kernel]="no overlay in /proc/filesystems"
 if [ -n "$FS_LIST" ]; then
   for fs in "${ALL_FS[@]}"; do

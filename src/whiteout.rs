@@ -237,8 +237,10 @@ pub fn set_opaque(dir: BorrowedFd<'_>, style: OpaqueStyle) -> io::Result<()> {
             match nix::fcntl::openat(
                 dir,
                 OPAQUE_MARKER,
+                // (O_NONBLOCK: a FIFO of that name must not hang us)
                 nix::fcntl::OFlag::O_CREAT
                     | nix::fcntl::OFlag::O_WRONLY
+                    | nix::fcntl::OFlag::O_NONBLOCK
                     | nix::fcntl::OFlag::O_NOFOLLOW
                     | nix::fcntl::OFlag::O_CLOEXEC,
                 Mode::empty(),

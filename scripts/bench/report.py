@@ -18,7 +18,7 @@ import statistics
 import sys
 from collections import OrderedDict, defaultdict
 
-FS = ["kernel", "fo2", "fo1", "lfs", "lfsm"]
+FS = ["kernel", "fo2", "fo1", "lfs", "lfsm", "base"]
 LABEL = {
     "kernel": "kernel overlayfs",
     "fo2": "fuse-overlayfs 2.0",
@@ -26,6 +26,7 @@ LABEL = {
     "lfs": "layerfs-overlay",
     "lfsm": "layerfs mount",
     "lfs-load": "layerfs load",
+    "base": "layerfs-overlay baseline",
 }
 TOOLS = OrderedDict(
     [
@@ -142,42 +143,52 @@ def tables(raw, meta):
             imports[fs].add(v, status, detail)
     missing = {k.split(":", 1)[1]: v[0] for k, v in meta.items() if k.startswith("missing:")}
     have_lfsm = any(c["lfsm"].values for c in times.values())
+    have_base = any(c["base"].values for c in times.values())
+    shown = [f for f in FS if f != "base" or have_base]
 
-    head = ["workload (median s)"] + [LABEL[f] for f in FS]
+    head = ["workload (median s)"] + [LABEL[f] for f in shown]
     head += ["layerfs-overlay / kernel", "layerfs-overlay / fo 2.0"]
     if have_lfsm:
         head += ["layerfs mount / kernel", "layerfs mount / fo 2.0"]
+    if have_base:
+        head += ["layerfs-overlay / baseline"]
     lines = [head]
     for row, cells in times.items():
         med = {f: cells[f].median() for f in FS}
-        line = [row] + [cells[f].text() for f in FS]
+        line = [row] + [cells[f].text() for f in shown]
         line += [ratio(med["lfs"], med["kernel"]), ratio(med["lfs"], med["fo2"])]
         if have_lfsm:
             line += [ratio(med["lfsm"], med["kernel"]), ratio(med["lfsm"], med["fo2"])]
+        if have_base:
+            line += [ratio(med["lfs"], med["base"])]
         lines.append(line)
     # mount latency and peak RSS, as rows of the same table
     med = {f: (statistics.median(mounts[f]) if mounts[f] else None) for f in FS}
     line = ["mount (command to live mount)"] + [
-        secs(med[f]) if med[f] is not None else ("missing" if f in missing else "–") for f in FS
+        secs(med[f]) if med[f] is not None else ("missing" if f in missing else "–") for f in shown
     ]
     line += [ratio(med["lfs"], med["kernel"]), ratio(med["lfs"], med["fo2"])]
     if have_lfsm:
         line += [ratio(med["lfsm"], med["kernel"]), ratio(med["lfsm"], med["fo2"])]
+    if have_base:
+        line += [ratio(med["lfs"], med["base"])]
     lines.append(line)
     peak = {f: max((max(v[f]) for v in rss.values() if v[f]), default=None) for f in FS}
     line = ["peak RSS of the daemon, MiB (max)"] + [
         f"{peak[f]:.0f}" if peak[f] is not None
         else ("missing" if f in missing else ("no daemon" if f == "kernel" else "–"))
-        for f in FS
+        for f in shown
     ]
     line += ["–", ratio(peak["lfs"], peak["fo2"])]
     if have_lfsm:
         line += ["–", ratio(peak["lfsm"], peak["fo2"])]
+    if have_base:
+        line += [ratio(peak["lfs"], peak["base"])]
     lines.append(line)
     out = [table(lines)] if times else []
 
     if rss:
-        fuse = [f for f in FS if f != "kernel"]
+        fuse = [f for f in shown if f != "kernel"]
         lines = [["peak RSS by cell (VmHWM, MiB, median)"] + [LABEL[f] for f in fuse]]
         for row, by_fs in rss.items():
             lines.append(
@@ -200,6 +211,8 @@ def tables(raw, meta):
 
     notes = []
     for f, why in missing.items():
+        if f == "base" and not have_base:
+            continue
         # clap's "unexpected argument '<a long path>'": the subcommand is not there yet
         why = why.split(" '")[0]
         notes.append(f"- {LABEL.get(f, f)}: missing — {why}")
