@@ -204,8 +204,22 @@ impl Union {
     /// Turns a resolution into a live node (counting one kernel lookup).
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
         let (natural, ident) = (r.ino, r.ident);
-        self.nodes
-            .intern(natural, ident, || r.into_state(parent, name))
+        let upper = r.upper.clone();
+        let node = self
+            .nodes
+            .intern(natural, ident, || r.into_state(parent, name));
+        // Found at a name, so not unlinked whatever our link count said (an upper layer
+        // written by another tool may have more names than its marks count).
+        if node.is_unlinked() {
+            let mut s = node.write();
+            s.unlinked = false;
+            s.parent = Some(parent.clone());
+            s.name = name.to_owned();
+            if upper.is_some() {
+                s.upper = upper;
+            }
+        }
+        node
     }
 
     /// A node for a resolution without counting a kernel lookup: the live one if any,
