@@ -33,6 +33,11 @@ const AUFS_META_PREFIX: &str = ".wh..wh.";
 
 /// The value an opaque xattr must have.
 pub const OPAQUE_VALUE: &[u8] = b"y";
+/// The value of the opaque xattr on a directory that is not opaque but holds xattr
+/// whiteouts (Linux 6.8+; `Documentation/filesystems/overlayfs.rst`, "whiteouts and
+/// opaque directories"): only in such directories are empty files with an
+/// `overlay.whiteout` xattr whiteouts, so other directories cost no xattr read.
+pub const XWHITEOUTS_VALUE: &[u8] = b"x";
 
 /// Xattrs that mark a directory opaque, in every dialect we read.
 pub const OPAQUE_XATTRS: [&str; 3] = [

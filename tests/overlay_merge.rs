@@ -37,7 +37,9 @@ fn upper_layers_win_and_every_whiteout_dialect_hides() {
         .file("b", "b3-readded")
         .wh_file("dir/y")
         .file("e", "")
-        .xattr("e", "trusted.overlay.whiteout", b"");
+        .xattr("e", "trusted.overlay.whiteout", b"")
+        // the layer root holds xattr whiteouts (Linux 6.8's marking)
+        .xattr("", "trusted.overlay.opaque", b"x");
     let m = Mount::new(&ls_.lowerdirs());
     assert_eq!(read(&m.p("a")), "a3", "topmost layer wins");
     assert_eq!(
@@ -52,7 +54,11 @@ fn upper_layers_win_and_every_whiteout_dialect_hides() {
         vec!["z"],
         "char 0/0 and .wh. whiteouts both hide"
     );
-    assert_eq!(ls(&m.p("")), vec!["a", "b", "d", "dir", "e", "keep"]);
+    assert_eq!(ls(&m.p("")), vec!["a", "b", "d", "dir", "keep"]);
+    assert!(
+        !exists(&m.p("e")),
+        "an xattr whiteout hides the lower entry"
+    );
     assert!(!exists(&m.p(".wh.c")), "whiteout markers are never visible");
     assert!(!exists(&m.p("dir/.wh.y")));
 }
@@ -288,4 +294,68 @@ fn directory_nlink_counts_merged_subdirectories() {
     assert_eq!(fs::metadata(m.p("d")).unwrap().nlink(), 2 + 2, "s1 and s3");
     fs::create_dir(m.p("d/s4")).unwrap();
     assert_eq!(fs::metadata(m.p("d")).unwrap().nlink(), 2 + 3);
+}
+
+/// A read-only kernel overlayfs mount of `lowers` (top first); unmounted on drop.
+struct KernelOverlay {
+    _dir: tempfile::TempDir,
+    mp: std::path::PathBuf,
+}
+
+impl KernelOverlay {
+    fn new(lowers: &[std::path::PathBuf]) -> KernelOverlay {
+        let dir = tempdir();
+        let mp = dir.path().join("k");
+        std::fs::create_dir(&mp).unwrap();
+        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("lowerdir={}", lowerdir.join(":")))
+            .arg(&mp)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t overlay");
+        KernelOverlay { _dir: dir, mp }
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        umount(&self.mp);
+    }
+}
+
+#[test]
+fn xattr_whiteouts_hide_where_kernel_overlayfs_hides_them() {
+    let mut l = Layers::new();
+    l.add()
+        .file("d/gone", "below")
+        .file("d/kept", "below")
+        .file("d/plain", "below")
+        .file("top", "below");
+    l.add()
+        // a directory marked as holding xattr whiteouts: empty files with the xattr hide
+        .dir("d")
+        .xattr("d", "trusted.overlay.opaque", b"x")
+        .file("d/gone", "")
+        .xattr("d/gone", "trusted.overlay.whiteout", b"")
+        .file("d/new", "new")
+        // not empty: not a whiteout
+        .file("d/kept", "data")
+        .xattr("d/kept", "trusted.overlay.whiteout", b"");
+    let lowers = l.lowerdirs();
+    let k = KernelOverlay::new(&lowers);
+    let m = Mount::read_only(&lowers);
+    for d in ["", "d"] {
+        assert_eq!(ls(&m.p(d)), ls(&k.mp.join(d)), "listing of /{d}");
+        for n in ls(&k.mp.join(d)) {
+            let rel = if d.is_empty() { n } else { format!("{d}/{n}") };
+            if std::fs::metadata(k.mp.join(&rel)).unwrap().is_file() {
+                assert_eq!(read(&m.p(&rel)), read(&k.mp.join(&rel)), "{rel}");
+            }
+        }
+    }
+    assert!(!exists(&m.p("d/gone")));
+    assert_eq!(read(&m.p("d/kept")), "data");
 }

@@ -141,7 +141,11 @@ fn merge_rules_and_every_whiteout_dialect() {
     assert_eq!(read_all(u, walk(u, "keep").unwrap()), "bottom");
     assert_eq!(walk(u, "wh_dev"), Err(libc::ENOENT));
     assert_eq!(walk(u, "wh_file"), Err(libc::ENOENT));
-    assert_eq!(walk(u, ".wh.wh_file"), Err(libc::ENOENT), "markers are not entries");
+    assert_eq!(
+        walk(u, ".wh.wh_file"),
+        Err(libc::ENOENT),
+        "markers are not entries"
+    );
     assert_eq!(names(u, walk(u, "d").unwrap()), ["above", "below"]);
     for op in ["op_trusted", "op_user", "op_fo", "op_marker"] {
         let seen: Vec<String> = names(u, walk(u, op).unwrap());
@@ -160,7 +164,8 @@ fn deletions_leave_whiteouts_on_disk_and_a_new_directory_there_is_opaque() {
     u.unlink(ROOT_ID, OsStr::new("f")).unwrap();
     assert!(is_whiteout(&f.upper.join("f")));
     assert_eq!(walk(u, "f"), Err(libc::ENOENT));
-    u.unlink(walk(u, "d").unwrap(), OsStr::new("inner")).unwrap();
+    u.unlink(walk(u, "d").unwrap(), OsStr::new("inner"))
+        .unwrap();
     u.rmdir(ROOT_ID, OsStr::new("d")).unwrap();
     assert!(is_whiteout(&f.upper.join("d")));
     u.mkdir(ROOT_ID, OsStr::new("d"), 0o755, &ROOT).unwrap();

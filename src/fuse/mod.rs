@@ -17,15 +17,15 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::trace;
 
 pub use config::{Access, MountConfig};
 use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
 
-use crate::union::{Attr, Entry, Fh, FsError, NodeId, SetAttr, Union};
+use crate::union::{Attr, Entry, Fh, FsError, NodeId, OpenReply, SetAttr, Union};
 
 /// The union as a `fuser::Filesystem`.
 #[derive(Debug)]
@@ -63,6 +63,19 @@ fn id(ino: INodeNo) -> NodeId {
 
 fn fh(f: FileHandle) -> Fh {
     Fh(f.0)
+}
+
+/// The open flags the kernel gets for an open file. FLUSH does nothing here (data goes
+/// straight to the layer): NOFLUSH spares its round trip.
+fn open_flags(o: &OpenReply) -> FopenFlags {
+    let mut f = FopenFlags::FOPEN_NOFLUSH;
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    f
 }
 
 fn reply_entry(op: &str, ino: INodeNo, r: Result<Entry, FsError>, reply: ReplyEntry) {
@@ -268,11 +281,7 @@ impl Filesystem for FuseFs {
         match opened {
             Ok(o) => {
                 // FLUSH does nothing here (data goes straight to the layer): spare the round trip.
-                let mut f = FopenFlags::FOPEN_NOFLUSH;
-                if o.keep_cache {
-                    f |= FopenFlags::FOPEN_KEEP_CACHE;
-                }
-                reply.opened(FileHandle(o.fh.0), f)
+                reply.opened(FileHandle(o.fh.0), open_flags(&o))
             }
             Err(e) => reply.error(fail("open", ino.0, e)),
         }
@@ -487,6 +496,35 @@ impl Filesystem for FuseFs {
         reply_empty("removexattr", ino, r, reply);
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        f: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.union.fallocate(fh(f), offset, length, mode);
+        reply_empty("fallocate", ino, r, reply);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        f: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.union.lseek(fh(f), offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(fail("lseek", ino.0, e)),
+        }
+    }
+
     fn ioctl(
         &self,
         _req: &Request,
@@ -526,7 +564,7 @@ impl Filesystem for FuseFs {
                 &entry_attr(&e),
                 Generation(e.generation),
                 FileHandle(o.fh.0),
-                FopenFlags::FOPEN_NOFLUSH,
+                open_flags(&o),
             ),
             Err(e) => reply.error(fail("create", parent.0, e)),
         }

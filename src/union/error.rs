@@ -46,6 +46,7 @@ impl FsError {
         ESTALE,
         EMLINK,
         EACCES,
+        EFBIG,
     );
 
     pub fn from_errno(errno: i32) -> FsError {

@@ -27,6 +27,25 @@ pub struct OpenReply {
     pub fh: Fh,
     /// The data cannot change behind the kernel's back (a lower file): keep the page cache.
     pub keep_cache: bool,
+    /// Opened with O_DIRECT: the kernel must send every read and write as it came
+    /// (FUSE `direct_io`), and they go to the backing file unbuffered.
+    pub direct_io: bool,
+}
+
+/// Alignment of the buffers O_DIRECT I/O goes through: the largest logical block size
+/// of the filesystems we sit on (the caller's offsets and sizes are its own business,
+/// checked by the backing filesystem as for any O_DIRECT file).
+const DIRECT_IO_ALIGN: usize = 4096;
+
+/// A zeroed buffer of `len` bytes whose start is aligned for O_DIRECT, and the offset of
+/// that start in the vector.
+fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
+    let v = vec![0u8; len + DIRECT_IO_ALIGN];
+    let off = v
+        .as_ptr()
+        .align_offset(DIRECT_IO_ALIGN)
+        .min(DIRECT_IO_ALIGN);
+    (v, off)
 }
 
 /// A time to set: now, or a given time.
@@ -54,6 +73,8 @@ pub(crate) struct FileHandle {
     fd: RwLock<Arc<OwnedFd>>,
     /// The fd is the lower file (read-only); switch to the upper copy once there is one.
     on_lower: AtomicBool,
+    /// Opened with O_DIRECT: I/O goes through aligned buffers.
+    direct: bool,
 }
 
 impl FileHandle {
@@ -167,20 +188,29 @@ impl Union {
         // O_TRUNC stays: with FUSE_ATOMIC_O_TRUNC the kernel counts on us to truncate a
         // file that was already copied up.
         let (fd, on_lower) = self.open_data(&node, OFlag::from_bits_truncate(flags))?;
-        let fh = self.register_file(node, fd, on_lower);
+        let direct = flags & libc::O_DIRECT != 0;
+        let fh = self.register_file(node, fd, on_lower, direct);
         Ok(OpenReply {
             fh,
-            keep_cache: on_lower,
+            keep_cache: on_lower && !direct,
+            direct_io: direct,
         })
     }
 
     /// Registers an open file of `node`.
-    pub(crate) fn register_file(&self, node: Arc<Node>, fd: OwnedFd, on_lower: bool) -> Fh {
+    pub(crate) fn register_file(
+        &self,
+        node: Arc<Node>,
+        fd: OwnedFd,
+        on_lower: bool,
+        direct: bool,
+    ) -> Fh {
         let fh = self.handles.next_fh();
         let h = Arc::new(FileHandle {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: AtomicBool::new(on_lower),
+            direct,
         });
         self.handles
             .files
@@ -194,7 +224,12 @@ impl Union {
     /// since the handle was opened.
     fn read_fd(&self, h: &FileHandle) -> Result<Arc<OwnedFd>> {
         if h.on_lower() && h.node.read().data_in_upper() {
-            let (fd, on_lower) = self.open_data(&h.node, OFlag::O_RDONLY)?;
+            let flags = if h.direct {
+                OFlag::O_RDONLY | OFlag::O_DIRECT
+            } else {
+                OFlag::O_RDONLY
+            };
+            let (fd, on_lower) = self.open_data(&h.node, flags)?;
             let fd = Arc::new(fd);
             *h.fd.write().unwrap_or_else(|p| p.into_inner()) = fd.clone();
             h.on_lower.store(on_lower, Ordering::Release);
@@ -207,16 +242,25 @@ impl Union {
     pub fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
         let h = self.handles.file(fh)?;
         let fd = self.read_fd(&h)?;
-        let mut buf = vec![0u8; size as usize];
+        let (mut buf, start) = if h.direct {
+            aligned_buffer(size as usize)
+        } else {
+            (vec![0u8; size as usize], 0)
+        };
+        let want = start + size as usize;
         let mut done = 0usize;
-        while done < buf.len() {
-            let n = nix::sys::uio::pread(&*fd, &mut buf[done..], (offset + done as u64) as i64)?;
-            if n == 0 {
+        while start + done < want {
+            let at = (offset + done as u64) as i64;
+            let n = nix::sys::uio::pread(&*fd, &mut buf[start + done..want], at)?;
+            // (an O_DIRECT read is not resumed mid-block: a short one is the end)
+            if n == 0 || h.direct {
+                done += n;
                 break;
             }
             done += n;
         }
-        buf.truncate(done);
+        buf.truncate(start + done);
+        buf.drain(..start);
         Ok(buf)
     }
 
@@ -227,15 +271,60 @@ impl Union {
             return Err(FsError::EBADF);
         }
         let fd = h.fd();
+        let aligned;
+        let data = if h.direct {
+            let (mut buf, start) = aligned_buffer(data.len());
+            buf[start..start + data.len()].copy_from_slice(data);
+            aligned = (buf, start);
+            &aligned.0[aligned.1..aligned.1 + data.len()]
+        } else {
+            data
+        };
         let mut done = 0usize;
         while done < data.len() {
             let n = nix::sys::uio::pwrite(&*fd, &data[done..], (offset + done as u64) as i64)?;
-            if n == 0 {
+            if n == 0 || h.direct {
+                done += n;
                 break;
             }
             done += n;
         }
         Ok(done as u32)
+    }
+
+    /// fallocate(2) on an open file: preallocation, hole punching, zeroing, collapsing
+    /// and inserting ranges, as far as the backing filesystem does them (EOPNOTSUPP
+    /// exactly where it does not).
+    pub fn fallocate(&self, fh: Fh, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let h = self.handles.file(fh)?;
+        if h.on_lower() {
+            return Err(FsError::EBADF);
+        }
+        let (Ok(offset), Ok(length)) = (i64::try_from(offset), i64::try_from(length)) else {
+            return Err(FsError::EFBIG);
+        };
+        nix::fcntl::fallocate(
+            &*h.fd(),
+            nix::fcntl::FallocateFlags::from_bits_retain(mode),
+            offset,
+            length,
+        )?;
+        Ok(())
+    }
+
+    /// lseek(2) with SEEK_DATA / SEEK_HOLE (the kernel answers the others itself),
+    /// answered from the backing file.
+    pub fn lseek(&self, fh: Fh, offset: i64, whence: i32) -> Result<i64> {
+        let h = self.handles.file(fh)?;
+        let fd = self.read_fd(&h)?;
+        let whence = match whence {
+            libc::SEEK_DATA => nix::unistd::Whence::SeekData,
+            libc::SEEK_HOLE => nix::unistd::Whence::SeekHole,
+            libc::SEEK_SET => nix::unistd::Whence::SeekSet,
+            libc::SEEK_END => nix::unistd::Whence::SeekEnd,
+            _ => return Err(FsError::EINVAL),
+        };
+        Ok(nix::unistd::lseek(&*fd, offset, whence)?)
     }
 
     pub fn release(&self, fh: Fh) {

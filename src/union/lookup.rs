@@ -117,6 +117,17 @@ fn redirect_components(target: &[u8]) -> Option<(bool, Vec<&OsStr>)> {
     ok.then_some((abs, comps))
 }
 
+/// True when `st` (entry `name` of lower directory `ld`) is an xattr whiteout.
+fn is_xattr_whiteout(ld: &LowerDir, name: &OsStr, st: &FileStat) -> Result<bool> {
+    if !ld.xwhiteouts || !whiteout::may_be_xattr_whiteout(st) {
+        return Ok(false);
+    }
+    Ok(whiteout::has_whiteout_xattr(At::Entry(
+        ld.fd.as_fd(),
+        name,
+    ))?)
+}
+
 impl Union {
     /// The path of layer `layer` for messages.
     pub(crate) fn layer_name(&self, layer: usize) -> String {
@@ -186,7 +197,7 @@ impl Union {
                 }
                 continue;
             };
-            if whiteout::is_whiteout_device(&st) {
+            if whiteout::is_whiteout_device(&st) || is_xattr_whiteout(ld, name, &st)? {
                 return Ok(None);
             }
             let kind = FileKind::from_mode(st.st_mode);
@@ -201,6 +212,7 @@ impl Union {
                 layer: ld.layer,
                 fd: dirfd,
                 impure: marks.impure,
+                xwhiteouts: marks.xwhiteouts,
             }];
             merged.extend(chain);
             let ino = self.dir_ino(&merged, ld.layer, &st)?;
@@ -353,6 +365,7 @@ impl Union {
                 layer: ld.layer,
                 fd: dirfd,
                 impure: marks.impure,
+                xwhiteouts: marks.xwhiteouts,
             });
             if marks.opaque {
                 break;
@@ -388,11 +401,12 @@ impl Union {
         let mut cur: Vec<LowerDir> = Vec::new();
         for l in first..self.stack.layers.len() {
             let fd = self.stack.root(l).clone();
-            let impure = self.dir_marks(l, &fd)?.impure;
+            let marks = self.dir_marks(l, &fd)?;
             cur.push(LowerDir {
                 layer: l,
                 fd,
-                impure,
+                impure: marks.impure,
+                xwhiteouts: marks.xwhiteouts,
             });
         }
         for comp in comps {

@@ -118,11 +118,12 @@ impl Union {
         let mut lowers = Vec::with_capacity(stack.layers.len());
         for l in first_lower..stack.layers.len() {
             let fd = stack.root(l).clone();
-            let impure = xattr::read_marks(crate::sys::At::Fd(fd.as_fd()))?.impure;
+            let marks = xattr::read_marks(crate::sys::At::Fd(fd.as_fd()))?;
             lowers.push(node::LowerDir {
                 layer: l,
                 fd,
-                impure,
+                impure: marks.impure,
+                xwhiteouts: marks.xwhiteouts,
             });
         }
         let lower_stat = fstat(stack.root(first_lower))?;

@@ -96,6 +96,8 @@ pub(crate) struct LowerDir {
     pub fd: Arc<OwnedFd>,
     /// Marked `impure`: its entries may carry origin/metacopy marks (a rotated upper).
     pub impure: bool,
+    /// Holds xattr whiteouts (empty files with an `overlay.whiteout` xattr).
+    pub xwhiteouts: bool,
 }
 
 /// Where a non-directory lives in the upper layer.

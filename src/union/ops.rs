@@ -233,12 +233,14 @@ impl Union {
             self.make_entry(parent, name, caller, mode, NewKind::File { flags })?;
         let fd = fd.ok_or(FsError::EIO)?;
         let entry = self.new_entry(&node, &st);
-        let fh = self.register_file(node, fd, false);
+        let direct = flags & libc::O_DIRECT != 0;
+        let fh = self.register_file(node, fd, false, direct);
         Ok((
             entry,
             OpenReply {
                 fh,
                 keep_cache: false,
+                direct_io: direct,
             },
         ))
     }

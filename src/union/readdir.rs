@@ -52,15 +52,16 @@ impl Union {
     /// or sits in an impure directory (it may be a renamed one) its resolved inode
     /// number, the bottom of its merge chain.
     pub(crate) fn build_listing(&self, snap: &DirSnapshot, impure: bool) -> Result<Listing> {
-        let mut layers: Vec<(usize, Arc<OwnedFd>, bool)> =
+        // (layer, directory, impure, holds xattr whiteouts)
+        let mut layers: Vec<(usize, Arc<OwnedFd>, bool, bool)> =
             Vec::with_capacity(snap.lowers.len() + 1);
         if let Some(up) = &snap.upper {
-            layers.push((0, up.clone(), impure));
+            layers.push((0, up.clone(), impure, false));
         }
         layers.extend(
             snap.lowers
                 .iter()
-                .map(|ld| (ld.layer, ld.fd.clone(), ld.impure)),
+                .map(|ld| (ld.layer, ld.fd.clone(), ld.impure, ld.xwhiteouts)),
         );
 
         let mut entries: Vec<DirEntry> = Vec::new();
@@ -69,7 +70,7 @@ impl Union {
         // Directories whose inode number needs a full resolution.
         let mut resolve_ino: HashSet<usize> = HashSet::new();
 
-        for (layer, fd, layer_impure) in &layers {
+        for (layer, fd, layer_impure, xwhiteouts) in &layers {
             let wh_files = self.stack.wh_files(*layer);
             let mut layer_hidden: Vec<OsString> = Vec::new();
             for (name, dtype, dino) in read_layer_dir(fd)? {
@@ -104,6 +105,15 @@ impl Union {
                 if kind == FileKind::CharDevice
                     && let Some(st) = stat_at(fd, &name)?
                     && whiteout::is_whiteout_device(&st)
+                {
+                    layer_hidden.push(name);
+                    continue;
+                }
+                if *xwhiteouts
+                    && kind == FileKind::Regular
+                    && let Some(st) = stat_at(fd, &name)?
+                    && whiteout::may_be_xattr_whiteout(&st)
+                    && whiteout::has_whiteout_xattr(At::Entry(fd.as_fd(), &name))?
                 {
                     layer_hidden.push(name);
                     continue;

@@ -24,6 +24,8 @@ pub(crate) const NLINK: &str = "layerfs.nlink";
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Marks {
     pub opaque: bool,
+    /// Not opaque, but holds xattr whiteouts (opaque value `x`).
+    pub xwhiteouts: bool,
     pub redirect: Option<Vec<u8>>,
     pub metacopy: bool,
     pub impure: bool,
@@ -58,8 +60,10 @@ pub(crate) fn read_marks(at: At<'_>) -> Result<Marks> {
             .iter()
             .any(|x| name == OsStr::new(x))
         {
-            if sys::getxattr(at, &name)?.as_deref() == Some(whiteout::OPAQUE_VALUE) {
-                m.opaque = true;
+            match sys::getxattr(at, &name)?.as_deref() {
+                Some(whiteout::OPAQUE_VALUE) => m.opaque = true,
+                Some(whiteout::XWHITEOUTS_VALUE) => m.xwhiteouts = true,
+                _ => {}
             }
             continue;
         }
