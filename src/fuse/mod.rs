@@ -110,7 +110,10 @@ impl Filesystem for FuseFs {
         // saves `ls -l` one getxattr round trip per file. CACHE_SYMLINKS: a symlink's target
         // never changes in place. READDIRPLUS(_AUTO): a listing followed by stats (ls -l,
         // du, tar) gets the entries' attributes with it instead of a LOOKUP each.
+        // DONT_MASK: the kernel passes the caller's mode and umask apart, so that the umask
+        // is not applied under a default ACL (POSIX.1e; the core applies it otherwise).
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_CACHE_SYMLINKS

@@ -233,6 +233,7 @@ impl Union {
         self.copy_up(&node, CopyMode::Meta)?;
         let fd = self.upper_inode(&node)?;
         sys::setxattr(At::Fd(fd.as_fd()), name, value, flags)?;
+        forget_default_acl(&node);
         Ok(())
     }
 
@@ -249,7 +250,15 @@ impl Union {
         self.copy_up(&node, CopyMode::Meta)?;
         let fd = self.upper_inode(&node)?;
         sys::removexattr(At::Fd(fd.as_fd()), name)?;
+        forget_default_acl(&node);
         Ok(())
+    }
+}
+
+/// A directory's ACLs changed: what it passes on is read again at the next create.
+fn forget_default_acl(node: &Node) {
+    if let Some(d) = node.write().dir.as_mut() {
+        d.default_acl = None;
     }
 }
 

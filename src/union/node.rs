@@ -127,6 +127,9 @@ pub(crate) struct DirInfo {
     pub listing: Option<Arc<Listing>>,
     /// Bumped on every change, so a listing built meanwhile is not cached.
     pub listing_gen: u64,
+    /// The upper directory's default ACL (`None` inside: it has none), once read: what
+    /// is created in it inherits it.
+    pub default_acl: Option<Option<Arc<[u8]>>>,
     /// Number of subdirectories in the merged view, once counted (a merged directory's
     /// nlink is 2 + this). Kept up to date by mkdir, rmdir and rename rather than
     /// recounted, so a create in a big directory does not cost a listing.

@@ -19,7 +19,7 @@ use nix::fcntl::{OFlag, RenameFlags, openat, renameat, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use crate::sys;
+use crate::sys::{self, At};
 use crate::whiteout;
 
 use super::attr::FileKind;
@@ -46,7 +46,39 @@ impl NewKind<'_> {
     }
 }
 
+/// The name of the new entry inside an inheriting staging directory.
+const STAGED_NAME: &str = "entry";
+
+/// The xattr that holds a directory's default ACL.
+const DEFAULT_ACL_XATTR: &str = "system.posix_acl_default";
+
 impl Writer<'_> {
+    /// A staging directory `tmp` that passes on to what is made in it what the upper
+    /// directory of stat `pst` passes on: its group and setgid bit, its default ACL.
+    fn inheriting_stage(&self, tmp: &str, pst: &FileStat, acl: Option<&[u8]>) -> Result<OwnedFd> {
+        let mode = 0o700 | (pst.st_mode & libc::S_ISGID);
+        nix::sys::stat::mkdirat(&*self.up.tmp, tmp, Mode::from_bits_truncate(0o700))?;
+        let fd = openat(
+            &*self.up.tmp,
+            tmp,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        sys::chown_fd(fd.as_fd(), None, Some(pst.st_gid))?;
+        sys::chmod_fd(fd.as_fd(), mode)?;
+        if let Some(acl) = acl {
+            sys::setxattr(At::Fd(fd.as_fd()), OsStr::new(DEFAULT_ACL_XATTR), acl, 0)?;
+        }
+        Ok(fd)
+    }
+
+    /// Removes an inheriting staging directory (empty by now), if one was made.
+    fn drop_stage(&self, tmp: &str, made: bool) {
+        if made {
+            let _ = unlinkat(&*self.up.tmp, tmp, UnlinkatFlags::RemoveDir);
+        }
+    }
+
     /// Makes entry `cname` in `dir` (the upper parent, or the staging directory);
     /// returns an fd of it: the open file for a regular file, else an `O_PATH` fd.
     fn make_raw(
@@ -117,7 +149,7 @@ impl Union {
             return Err(FsError::EEXIST);
         }
         let pfd = self.copy_up_dir(&pnode)?;
-        // The upper parent carries the merged parent's owner and mode.
+        // The upper parent carries the merged parent's owner, mode and ACLs.
         let pst = fstat(&pfd)?;
         let setgid_parent = pst.st_mode & libc::S_ISGID != 0;
         let gid = if setgid_parent {
@@ -125,29 +157,49 @@ impl Union {
         } else {
             caller.gid
         };
-        let mut perm = mode & 0o7777 & !caller.umask;
-        if setgid_parent && kind.is_dir() {
-            perm |= libc::S_ISGID;
-        }
-        let tmp;
-        let (dir, cname): (&OwnedFd, &OsStr) = if slot == Slot::Whiteout {
-            tmp = w.tmp_name();
-            (&w.up.tmp, OsStr::new(&tmp))
+        // POSIX.1e: under a default ACL the umask does not apply; the ACL masks the mode
+        // (the backing filesystem does it, and passes the ACL on, as it does for setgid).
+        let default_acl = self.default_acl(&pnode, &pfd)?;
+        let perm = if default_acl.is_some() {
+            mode & 0o7777
         } else {
-            (&pfd, name)
+            mode & 0o7777 & !caller.umask
         };
-        let fd = w.make_raw(dir, cname, perm, kind)?;
+        // Over a whiteout the entry is made in the work directory and renamed into place:
+        // in a staging directory that passes on what the parent passes on, if anything.
+        let tmp = w.tmp_name();
+        let stage = if slot != Slot::Whiteout {
+            None
+        } else if setgid_parent || default_acl.is_some() {
+            Some(w.inheriting_stage(&tmp, &pst, default_acl.as_deref())?)
+        } else {
+            None
+        };
+        let (dir, cname): (&OwnedFd, &OsStr) = match (&stage, slot) {
+            (Some(sd), _) => (sd, OsStr::new(STAGED_NAME)),
+            (None, Slot::Whiteout) => (&w.up.tmp, OsStr::new(&tmp)),
+            (None, _) => (&pfd, name),
+        };
+        let made = w.make_raw(dir, cname, perm, kind);
+        let fd = match made {
+            Ok(fd) => fd,
+            Err(e) => {
+                w.drop_stage(&tmp, stage.is_some());
+                return Err(e);
+            }
+        };
         let finish = (|| -> Result<FileStat> {
-            let mut st = fstat(&fd)?;
+            let made = fstat(&fd)?;
+            let mut st = made;
             // We create as ourselves: give the entry to the caller (a no-op skipped for
-            // root's own creations), then put back bits chown clears.
+            // root's own creations), then put back the bits chown clears.
             if st.st_uid != caller.uid || st.st_gid != gid {
                 sys::chown_fd(fd.as_fd(), Some(caller.uid), Some(gid))?;
                 st = fstat(&fd)?;
-            }
-            if !matches!(kind, NewKind::Symlink(_)) && st.st_mode & 0o7777 != perm {
-                sys::chmod_fd(fd.as_fd(), perm)?;
-                st = fstat(&fd)?;
+                if !matches!(kind, NewKind::Symlink(_)) && st.st_mode != made.st_mode {
+                    sys::chmod_fd(fd.as_fd(), made.st_mode & 0o7777)?;
+                    st = fstat(&fd)?;
+                }
             }
             match slot {
                 Slot::Empty => {}
@@ -170,18 +222,16 @@ impl Union {
             }
             Ok(st)
         })();
-        let st = match finish {
-            Ok(st) => st,
-            Err(e) => {
-                let flag = if kind.is_dir() {
-                    UnlinkatFlags::RemoveDir
-                } else {
-                    UnlinkatFlags::NoRemoveDir
-                };
-                let _ = unlinkat(dir, cname, flag);
-                return Err(e.with_ctx(format!("create {name:?}")));
-            }
-        };
+        if finish.is_err() {
+            let flag = if kind.is_dir() {
+                UnlinkatFlags::RemoveDir
+            } else {
+                UnlinkatFlags::NoRemoveDir
+            };
+            let _ = unlinkat(dir, cname, flag);
+        }
+        w.drop_stage(&tmp, stage.is_some());
+        let st = finish.map_err(|e| e.with_ctx(format!("create {name:?}")))?;
         self.dir_changed(&pnode, i32::from(kind.is_dir()));
         // The node, from what we just made: a new upper entry with nothing below it.
         let r = Resolved {
@@ -208,6 +258,34 @@ impl Union {
         };
         let file = matches!(kind, NewKind::File { .. }).then_some(fd);
         Ok((self.intern(&pnode, name, r), file, st))
+    }
+
+    /// The default ACL of directory node `dir` (upper directory `pfd`), cached on the
+    /// node: whether the umask applies to what is created in it, and what a staging
+    /// directory must pass on.
+    fn default_acl(&self, dir: &Node, pfd: &OwnedFd) -> Result<Option<Arc<[u8]>>> {
+        if let Some(d) = &dir.read().dir
+            && let Some(acl) = &d.default_acl
+        {
+            return Ok(acl.clone());
+        }
+        let acl = match sys::getxattr(At::Fd(pfd.as_fd()), OsStr::new(DEFAULT_ACL_XATTR)) {
+            Ok(v) => v.map(Arc::from),
+            // no ACLs on this filesystem, or none we may read: nothing to inherit
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EACCES)
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(FsError::from(e).with_ctx("read the default ACL")),
+        };
+        if let Some(d) = dir.write().dir.as_mut() {
+            d.default_acl = Some(acl.clone());
+        }
+        Ok(acl)
     }
 
     /// The entry the kernel gets for a node just made, from its stat.
