@@ -112,8 +112,11 @@ impl Filesystem for FuseFs {
         // du, tar) gets the entries' attributes with it instead of a LOOKUP each.
         // DONT_MASK: the kernel passes the caller's mode and umask apart, so that the umask
         // is not applied under a default ACL (POSIX.1e; the core applies it otherwise).
+        // EXPORT_SUPPORT: file handles (open_by_handle_at, NFS export) are decoded with
+        // lookups of "." and "..", which the core answers for forgotten nodes too.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_EXPORT_SUPPORT
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_CACHE_SYMLINKS

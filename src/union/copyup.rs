@@ -243,8 +243,19 @@ impl Union {
             name.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            self.nodes.set_upper(node, None);
             w.discard_staged(tmpname, true);
+            // Copied up already, through another node object of this directory (one
+            // found again by a file handle): that copy is this directory's.
+            if e == Errno::EEXIST
+                && let Ok(fd) = open_dir_at(&pfd, &name)
+            {
+                self.nodes.set_upper(node, Some(DevIno::of(&fstat(&*fd)?)));
+                if let Some(d) = node.write().dir.as_mut() {
+                    d.upper = Some(fd.clone());
+                }
+                return Ok(fd);
+            }
+            self.nodes.set_upper(node, None);
             return Err(e).ctx(|| format!("copy up directory {name:?}"));
         }
         restore_dir_times(&pfd, &pst)?;

@@ -261,8 +261,15 @@ impl Union {
         }
     }
 
-    /// Looks up `name` in directory `parent`.
+    /// Looks up `name` in directory `parent`. `.` and `..` are what the kernel asks when
+    /// it decodes a file handle (`open_by_handle_at`, NFS export): node `parent` itself,
+    /// or its parent, found again even after the kernel forgot it.
     pub fn lookup(&self, parent: NodeId, name: &OsStr) -> Result<Entry> {
+        match name.as_encoded_bytes() {
+            b"." => return self.lookup_by_handle(parent, false),
+            b".." => return self.lookup_by_handle(parent, true),
+            _ => {}
+        }
         let pnode = self.node(parent)?;
         let snap = self.dir_snapshot(&pnode)?;
         // A reserved name cannot be created, so it does not exist either.
@@ -282,6 +289,49 @@ impl Union {
                 Err(e)
             }
         }
+    }
+
+    /// Node `id` (or its parent) for a file handle the kernel decodes; counts a lookup.
+    fn lookup_by_handle(&self, id: NodeId, parent: bool) -> Result<Entry> {
+        let mut node = self.find_again(id)?;
+        if parent {
+            let p = node.read().parent.clone();
+            node = match p {
+                Some(p) => p,
+                None => node, // the root is its own parent
+            };
+        }
+        let node = self.nodes.adopt(&node).ok_or(FsError::ESTALE)?;
+        self.entry(&node)
+            .inspect_err(|_| self.nodes.forget(node.id, 1))
+    }
+
+    /// Node `id`: live, or found again through its ghost — its object if something still
+    /// holds it, else resolved again at its name in its parent (found again the same way)
+    /// and checked to be the same file. ESTALE when it is gone or another file is there.
+    fn find_again(&self, id: NodeId) -> Result<Arc<Node>> {
+        if let Some(n) = self.nodes.get(id) {
+            return Ok(n);
+        }
+        let g = self.nodes.ghost(id).ok_or(FsError::ESTALE)?;
+        if let Some(n) = g.node.upgrade() {
+            return Ok(n);
+        }
+        let parent = self.find_again(g.parent.ok_or(FsError::ESTALE)?)?;
+        let snap = self.dir_snapshot(&parent)?;
+        let r = match self.resolve(&snap, &g.name)? {
+            Some(r) if g.ident.matches(&r.ident) => r,
+            _ => return Err(FsError::ESTALE),
+        };
+        let ident = r.ident;
+        let node = Arc::new(Node::new(
+            id,
+            g.generation,
+            ident,
+            r.into_state(&parent, &g.name),
+        ));
+        self.nodes.haunt(id, &node);
+        Ok(node)
     }
 
     /// The kernel dropped `n` lookups of `id`.

@@ -24,6 +24,14 @@
 //! [`add_lookup`]); FORGET takes them back ([`forget`]); at zero the node leaves the table
 //! (open handles may keep the `Arc` a while longer). The root is never forgotten.
 //!
+//! A forgotten node leaves a ghost (a bounded LRU): its generation, identity, and where it
+//! was (parent id and name), plus a weak reference to the node object. File handles
+//! (`name_to_handle_at`, NFS export) name a node by id and generation long after the kernel
+//! forgot it; a ghost lets the node be found again with the same generation, and a file
+//! looked up again gets its old generation back, so its handles stay valid. A ghost whose
+//! object still lives (a child or an open file holds it) gives back that very object:
+//! one file never has two node objects.
+//!
 //! ## Threading model
 //! The daemon answers requests on several threads at once; all union state is shared.
 //! - `NodeTable::inner` (a mutex) guards the id → node map, the synthetic-number map and
@@ -50,10 +58,27 @@
 //! [`forget`]: NodeTable::forget
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::node::{DevIno, Ident, Node, NodeId, NodeState};
+
+/// How many forgotten nodes are remembered for file handles (about 100 bytes each).
+const GHOSTS: usize = 32 * 1024;
+
+/// What is left of a forgotten node.
+#[derive(Debug, Clone)]
+pub(crate) struct Ghost {
+    pub generation: u64,
+    pub ident: Ident,
+    /// Where it was: its parent's id (none for the root) and its name there.
+    pub parent: Option<NodeId>,
+    pub name: OsString,
+    /// The node object, while something still holds it.
+    pub node: Weak<Node>,
+}
 
 /// Node ids handed out when a natural number is taken: far above any real inode number
 /// (and above the `xino` range of `Stack::map_ino`).
@@ -71,6 +96,7 @@ struct Inner {
     /// Nodes with a synthetic id, by each real inode they are.
     synthetic: HashMap<DevIno, NodeId>,
     next_synthetic: u64,
+    ghosts: lru::LruCache<NodeId, Ghost>,
 }
 
 impl Inner {
@@ -110,6 +136,7 @@ impl NodeTable {
                 slots,
                 synthetic: HashMap::new(),
                 next_synthetic: SYNTHETIC_BASE,
+                ghosts: lru::LruCache::new(NonZeroUsize::new(GHOSTS).unwrap_or(NonZeroUsize::MIN)),
             }),
             next_generation: AtomicU64::new(1),
         }
@@ -144,7 +171,28 @@ impl NodeTable {
             }
             return node;
         }
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        // The same file, looked up again after the kernel forgot it: its old node (if it
+        // still lives) or at least its old generation, so its file handles stay valid.
+        let ghost = match t.ghosts.pop(&natural) {
+            Some(g) if g.ident.matches(&ident) => Some(g),
+            _ => None,
+        };
+        if let Some(node) = ghost.as_ref().and_then(|g| g.node.upgrade())
+            && !t.slots.contains_key(&natural)
+        {
+            t.slots.insert(
+                natural,
+                Slot {
+                    node: node.clone(),
+                    nlookup: 1,
+                },
+            );
+            return node;
+        }
+        let generation = match &ghost {
+            Some(g) if !t.slots.contains_key(&natural) => g.generation,
+            _ => self.next_generation.fetch_add(1, Ordering::Relaxed),
+        };
         let id = if t.slots.contains_key(&natural) {
             let mut id = t.next_synthetic;
             while t.slots.contains_key(&NodeId(id)) || id <= 1 {
@@ -216,21 +264,82 @@ impl NodeTable {
         if id == NodeId::ROOT {
             return;
         }
-        let mut t = self.lock();
-        let Some(slot) = t.slots.get_mut(&id) else {
-            return;
-        };
-        slot.nlookup = slot.nlookup.saturating_sub(n);
-        if slot.nlookup > 0 {
-            return;
-        }
-        if let Some(slot) = t.slots.remove(&id) {
+        let node = {
+            let mut t = self.lock();
+            let Some(slot) = t.slots.get_mut(&id) else {
+                return;
+            };
+            slot.nlookup = slot.nlookup.saturating_sub(n);
+            if slot.nlookup > 0 {
+                return;
+            }
+            let Some(slot) = t.slots.remove(&id) else {
+                return;
+            };
             for key in slot.node.ident().keys() {
                 if t.synthetic.get(&key) == Some(&id) {
                     t.synthetic.remove(&key);
                 }
             }
+            slot.node
+        };
+        // Read unlocked (lock order: a node's state is never taken under the table).
+        let (parent, name, unlinked) = {
+            let s = node.read();
+            (s.parent.as_ref().map(|p| p.id), s.name.clone(), s.unlinked)
+        };
+        if unlinked || id.0 >= SYNTHETIC_BASE {
+            return; // nothing to find again by name
         }
+        let mut t = self.lock();
+        if !t.slots.contains_key(&id) {
+            t.ghosts.put(
+                id,
+                Ghost {
+                    generation: node.generation,
+                    ident: node.ident(),
+                    parent,
+                    name,
+                    node: Arc::downgrade(&node),
+                },
+            );
+        }
+    }
+
+    /// The ghost of forgotten node `id`, if it is remembered.
+    pub fn ghost(&self, id: NodeId) -> Option<Ghost> {
+        self.lock().ghosts.peek(&id).cloned()
+    }
+
+    /// Gives ghost `id` the node object made for it again (so that one file keeps one
+    /// object while it is found again by its handle).
+    pub fn haunt(&self, id: NodeId, node: &Arc<Node>) {
+        if let Some(g) = self.lock().ghosts.peek_mut(&id) {
+            g.node = Arc::downgrade(node);
+        }
+    }
+
+    /// Counts one kernel lookup of `node`, a node object found again through its ghost:
+    /// it becomes the table's node for its id (or the live node with that id and identity
+    /// is counted instead). `None` when another file has the id now.
+    pub fn adopt(&self, node: &Arc<Node>) -> Option<Arc<Node>> {
+        let mut t = self.lock();
+        if let Some(slot) = t.slots.get_mut(&node.id) {
+            if Arc::ptr_eq(&slot.node, node) || slot.node.ident().matches(&node.ident()) {
+                slot.nlookup += 1;
+                return Some(slot.node.clone());
+            }
+            return None;
+        }
+        t.ghosts.pop(&node.id);
+        t.slots.insert(
+            node.id,
+            Slot {
+                node: node.clone(),
+                nlookup: 1,
+            },
+        );
+        Some(node.clone())
     }
 
     /// The kernel's lookup count of `id` (0 when unknown).
@@ -305,8 +414,8 @@ mod tests {
         t.forget(a.id, 1);
         assert!(t.get(a.id).is_none());
         assert_eq!(t.len(), 1, "only the root is left");
-        // The number used again is a new inode to the kernel.
-        let c = intern(&t, 100, lower(100));
+        // The number used again by another file is a new inode to the kernel.
+        let c = intern(&t, 100, lower(101));
         assert!(!Arc::ptr_eq(&a, &c));
         assert_ne!(a.generation, c.generation);
     }
@@ -389,6 +498,50 @@ mod tests {
         t.forget(a.id, 1);
         let again = intern(&t, 100, upper(200));
         assert!(Arc::ptr_eq(&b, &again));
+    }
+
+    #[test]
+    fn a_file_looked_up_again_keeps_its_generation_and_object() {
+        let t = table();
+        let a = intern(&t, 100, lower(100));
+        let generation = a.generation;
+        t.forget(a.id, 1);
+        assert!(t.get(a.id).is_none());
+        assert_eq!(t.ghost(a.id).map(|g| g.generation), Some(generation));
+        // Something still holds the object (an open file, a child): it comes back itself.
+        let again = intern(&t, 100, lower(100));
+        assert!(Arc::ptr_eq(&a, &again));
+        t.forget(again.id, 1);
+        drop((a, again));
+        // Nothing holds it: a new object, with the old generation (its handles stay valid).
+        let third = intern(&t, 100, lower(100));
+        assert_eq!(third.generation, generation);
+        t.forget(third.id, 1);
+        // Another file with that number: a new generation.
+        let other = intern(&t, 100, upper(999));
+        assert_ne!(other.generation, generation);
+        assert!(t.ghost(other.id).is_none());
+    }
+
+    #[test]
+    fn a_ghost_object_is_adopted_once() {
+        let t = table();
+        let a = intern(&t, 100, lower(100));
+        t.forget(a.id, 1);
+        let b = t.adopt(&a).expect("adopted");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(t.lookups(a.id), 1);
+        assert!(Arc::ptr_eq(&t.adopt(&a).expect("again"), &a));
+        assert_eq!(t.lookups(a.id), 2);
+        // An object for a file that lost the number to another one is refused.
+        let stale = Arc::new(Node::new(
+            NodeId(200),
+            7,
+            lower(200),
+            empty_state(FileKind::Regular),
+        ));
+        let _other = intern(&t, 200, upper(201));
+        assert!(t.adopt(&stale).is_none());
     }
 
     #[test]
