@@ -497,6 +497,24 @@ pub fn inherited_fd(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// Logs a warning to syslog (LOG_DAEMON) as `layerfs-overlay`: for a daemon whose
+/// stderr is nobody's (or the caller's, which must not get it).
+pub fn syslog_warning(msg: &str) {
+    let Ok(msg) = CString::new(msg.replace('\0', "?")) else {
+        return;
+    };
+    // SAFETY: the ident is a 'static C string literal (openlog keeps the pointer); the
+    // format is a literal "%s" and `msg` a valid C string for the duration of the call.
+    unsafe {
+        libc::openlog(
+            c"layerfs-overlay".as_ptr(),
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_DAEMON,
+        );
+        libc::syslog(libc::LOG_WARNING, c"%s".as_ptr(), msg.as_ptr());
+    }
+}
+
 /// The effective user is root (ownership can be set with chown, devices made with mknod).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

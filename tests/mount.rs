@@ -422,3 +422,48 @@ fn foreground_mount_stays_attached_and_stops_on_sigint() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     assert_eq!(out.trim(), "fg", "prints the container name");
 }
+
+#[test]
+fn read_only_mount_of_a_container_shows_its_layer_and_writes_nothing() {
+    let s = Store::new();
+    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    s.ok(&["load", &src, "--tag", "bb"]);
+    let m = s.mountpoint("m");
+    let _g = Unmount(vec![m.clone()]);
+    s.ok(&["mount", "bb", m.to_str().unwrap(), "--name", "web"]);
+    fs::write(m.join("only-in-upper"), "container data").unwrap();
+    fs::remove_file(m.join("etc/motd")).unwrap();
+    s.ok(&["umount", "web"]);
+    let upper = s.root().join("containers/web/upper");
+    let before = manifest(&upper);
+    s.ok(&[
+        "mount",
+        "bb",
+        m.to_str().unwrap(),
+        "--name",
+        "web",
+        "--read-only",
+    ]);
+    assert_eq!(read(&m.join("only-in-upper")), "container data");
+    assert!(!exists(&m.join("etc/motd")), "its whiteouts count");
+    let err = fs::write(m.join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    // while it is mounted, the container cannot be mounted writable elsewhere
+    let m2 = s.mountpoint("m2");
+    let out = s.run(&["mount", "bb", m2.to_str().unwrap(), "--name", "web"]);
+    assert!(!out.status.success());
+    s.ok(&["umount", m.to_str().unwrap()]);
+    assert_eq!(manifest(&upper), before, "the upper layer was not written");
+    // a container that does not exist is an error, not a new container
+    let out = s.run(&[
+        "mount",
+        "bb",
+        m.to_str().unwrap(),
+        "--name",
+        "nope",
+        "--read-only",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no container nope"));
+    assert!(!s.root().join("containers/nope").exists());
+}

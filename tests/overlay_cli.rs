@@ -181,3 +181,92 @@ fn dev_suid_and_allow_other_are_fuse_overlayfs_s() {
         }
     }
 }
+
+#[test]
+fn ro_with_an_upperdir_shows_the_upper_layer_read_only() {
+    let mut l = Layers::new();
+    l.add().file("lower", "lower").file("gone", "lower");
+    let mut m = Mount::new(&l.lowerdirs());
+    fs::write(m.p("upper-only"), "upper").unwrap();
+    fs::remove_file(m.p("gone")).unwrap();
+    m.umount();
+    let ro = Mount::with_dirs(&l.lowerdirs(), &m, &["ro"]);
+    assert_eq!(read(&ro.p("upper-only")), "upper");
+    assert_eq!(read(&ro.p("lower")), "lower");
+    assert!(!exists(&ro.p("gone")));
+    let err = fs::write(ro.p("x"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+}
+
+#[test]
+fn unsupported_options_are_not_printed_to_the_caller() {
+    let mut l = Layers::new();
+    l.add().file("f", "x");
+    let dir = tempdir();
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let out = std::process::Command::new(overlay_bin())
+        .arg("-o")
+        .arg(format!(
+            "lowerdir={},no_such_option=1,noatime",
+            l.lowerdirs()[0].display()
+        ))
+        .arg(&mp)
+        .output()
+        .unwrap();
+    let mounted = is_mounted(&mp);
+    if mounted {
+        umount(&mp);
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounted);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "nothing on stderr"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+/// atime of `p` (seconds, nanoseconds).
+fn atime(p: &std::path::Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).unwrap();
+    (m.atime(), m.atime_nsec())
+}
+
+#[test]
+fn atime_options_decide_what_reads_do() {
+    // A file whose atime and mtime are old: relatime updates atime on the first read
+    // (atime <= mtime) and not on the next one, strictatime on every read, noatime never.
+    for (opt, first, second) in [
+        ("relatime", true, false),
+        ("strictatime", true, true),
+        ("noatime", false, false),
+    ] {
+        let mut l = Layers::new();
+        let low = l.add();
+        low.file("f", "data");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let f = fs::File::options().write(true).open(low.p("f")).unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(old).set_modified(old))
+            .unwrap();
+        drop(f);
+        let m = Mount::with(&l.lowerdirs(), true, &[opt]);
+        let t0 = atime(&m.p("f"));
+        assert_eq!(t0.0, 1_000_000);
+        read(&m.p("f"));
+        let t1 = atime(&m.p("f"));
+        assert_eq!(t1 > t0, first, "{opt}: first read");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // (a new open: the kernel's page cache of a lower file is kept, so drop it)
+        sh("echo 1 > /proc/sys/vm/drop_caches");
+        read(&m.p("f"));
+        let t2 = atime(&m.p("f"));
+        assert_eq!(t2 > t1, second, "{opt}: second read");
+    }
+}

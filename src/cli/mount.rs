@@ -78,6 +78,7 @@ impl Args {
             },
             dev: self.dev,
             suid: self.suid,
+            noatime: false,
             threads: self.threads.unwrap_or_else(super::overlay::default_threads),
         }
     }
@@ -119,6 +120,21 @@ fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSp
         });
     }
     Ok(specs)
+}
+
+/// Container `name`, which must exist and be of `image`.
+fn existing_container(
+    store: &Store,
+    name: &str,
+    image: &ImageRecord,
+) -> anyhow::Result<containers::Container> {
+    match containers::open(store, name)? {
+        Some(_) => container_for(store, Some(name), image),
+        None => bail!(
+            "no container {name}: --read-only --name mounts an existing container's layer \
+             read-only (without --name, the image alone)"
+        ),
+    }
 }
 
 /// The container to mount: the named one (checked against the image), or a new one.
@@ -163,9 +179,6 @@ fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    if args.read_only && args.name.is_some() {
-        bail!("--read-only mounts the image without a container; --name does not apply");
-    }
     let mut ready = Ready::from_env();
     let store = Store::open(&ctx.root)?;
     let dir = check_dir(&args.dir)?;
@@ -175,13 +188,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
         let image = image_arg(ctx, &store, &args.image)?;
-        let container = if args.read_only {
-            None
-        } else {
-            Some(container_for(&store, args.name.as_deref(), &image)?)
+        let container = match (args.read_only, args.name.as_deref()) {
+            // The image alone.
+            (true, None) => None,
+            // An existing container's layer, read-only.
+            (true, Some(n)) => Some(existing_container(&store, n, &image)?),
+            (false, name) => Some(container_for(&store, name, &image)?),
         };
-        // Only the process that serves the mount holds its image.
-        let hold = if args.read_only && serving {
+        // Only the process that serves the mount holds its image (a container's record
+        // holds it otherwise).
+        let hold = if args.read_only && serving && container.is_none() {
             Some(
                 mounts::hold(&store, &image.id, &dir)
                     .context("recording the read-only mount in the store")?,
@@ -211,7 +227,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         ]);
         if let Some(c) = &container {
             a.extend(["--name".into(), c.record.name.clone().into()]);
-        } else {
+        }
+        if args.read_only {
             a.push("--read-only".into());
         }
         if let Some(t) = args.threads {
@@ -259,10 +276,8 @@ fn serve_container(
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
     let lowers = lower_specs(store, image)?;
-    let mut mount = args.mount_config(
-        format!("layerfs:{}", image.display_name()),
-        container.is_none(),
-    );
+    let mut lowers = lowers;
+    let mut mount = args.mount_config(format!("layerfs:{}", image.display_name()), args.read_only);
     let Some(mut c) = container else {
         let stack = Stack::open(&lowers, None).context("opening the image layers")?;
         let serve = Serve {
@@ -282,8 +297,14 @@ fn serve_container(
         wh_files: false,
     };
     let work = c.work();
-    let stack =
-        Stack::open(&lowers, Some((&upper, &work))).context("opening the container layers")?;
+    let stack = if args.read_only {
+        // The container's layer is read, not written: the topmost lower layer.
+        lowers.insert(0, upper);
+        Stack::open(&lowers, None)
+    } else {
+        Stack::open(&lowers, Some((&upper, &work)))
+    }
+    .context("opening the container layers")?;
     let serve = Serve {
         stack,
         options: Options::default(),

@@ -7,7 +7,10 @@
 //! ```
 //! `lowerdir` is leftmost on top; `\:` escapes a colon and `\,` a comma; relative paths
 //! resolve from the current directory; without `upperdir` the mount is read-only.
-//! Options we do not support are ignored with a warning, as fuse-overlayfs does.
+//! Options we do not support are ignored with a warning, as fuse-overlayfs does; warnings
+//! go to syslog (to stderr with `-d`), never to the caller's output. `ro` with an
+//! `upperdir` shows the upper layer, read-only. `relatime` (the default), `strictatime`,
+//! `noatime` and `nodiratime` decide what reads do to access times.
 //!
 //! Who may enter the mount and whether device nodes and setuid bits count are
 //! fuse-overlayfs's: as root `allow_other,suid` and `nodev` (libfuse's default), otherwise
@@ -25,7 +28,7 @@ use anyhow::{Context as _, bail};
 
 use super::daemon::{self, Ready, Serve};
 use crate::fuse::{Access, MountConfig};
-use crate::union::{LayerSpec, Options, Stack};
+use crate::union::{Atime, LayerSpec, Options, Stack};
 
 /// True when argv (without argv[0]) is a fuse-overlayfs style invocation
 /// (`-o …lowerdir=…`), as mount.fuse3 produces for `mount -t fuse.layerfs`.
@@ -52,6 +55,8 @@ pub struct OverlayArgs {
     pub access: Option<Access>,
     pub threads: Option<usize>,
     pub timeout: Option<Duration>,
+    /// `relatime` / `strictatime` / `noatime` / `nodiratime` as given.
+    pub atime: Option<Atime>,
     pub warnings: Vec<String>,
 }
 
@@ -161,12 +166,17 @@ pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
             ("nosuid", None) => a.suid = Some(false),
             ("allow_other", None) => a.access = Some(Access::All),
             ("allow_root", None) => a.access = Some(Access::OwnerAndRoot),
+            ("atime" | "relatime", None) => a.atime = Some(Atime::Relative),
+            ("strictatime", None) => a.atime = Some(Atime::Strict),
+            ("noatime", None) => a.atime = Some(Atime::Never),
+            // (noatime covers directories already)
+            ("nodiratime", None) if a.atime != Some(Atime::Never) => {
+                a.atime = Some(Atime::NeverForDirs)
+            }
+            ("nodiratime" | "diratime", None) => {}
             (
                 "exec"
                 | "noexec"
-                | "atime"
-                | "noatime"
-                | "relatime"
                 | "default_permissions"
                 | "debug"
                 | "volatile"
@@ -264,6 +274,13 @@ impl OverlayArgs {
         if self.threads == Some(1) {
             o.push_str(",threaded=0");
         }
+        match self.atime {
+            Some(Atime::Relative) => o.push_str(",relatime"),
+            Some(Atime::Strict) => o.push_str(",strictatime"),
+            Some(Atime::Never) => o.push_str(",noatime"),
+            Some(Atime::NeverForDirs) => o.push_str(",nodiratime"),
+            None => {}
+        }
         if let Some(t) = self.timeout {
             o.push_str(&format!(",timeout={}", t.as_secs_f64()));
         }
@@ -290,15 +307,20 @@ pub(crate) fn default_threads() -> usize {
 fn run(args: &[String]) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("current directory")?;
     let a = parse(args, &cwd)?;
+    // Warnings go to the log: callers (containers-storage, scripts) show our output.
     for w in &a.warnings {
-        log::warn!("{w}");
+        if a.debug {
+            log::warn!("{w}");
+        } else {
+            crate::sys::syslog_warning(&format!("{}: {w}", a.mountpoint.display()));
+        }
     }
     let mut ready = Ready::from_env();
     if !a.foreground && !ready.detached() {
         return daemon::spawn_detached(&a.foreground_args(), None);
     }
     let result = (|| -> anyhow::Result<()> {
-        let lowers: Vec<LayerSpec> = a
+        let mut lowers: Vec<LayerSpec> = a
             .lowerdirs
             .iter()
             .map(|p| LayerSpec {
@@ -315,12 +337,20 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             (Some(u), Some(w)) if !a.read_only => Some((u, w.as_path())),
             _ => None,
         };
+        // Read-only with an upper directory: the upper layer is read, not written (as
+        // the kernel does), so it is the topmost lower layer.
+        if upper.is_none()
+            && let Some(u) = &upper_spec
+        {
+            lowers.insert(0, u.clone());
+        }
         let stack = Stack::open(&lowers, upper).context("opening the layers")?;
         let mut options = Options::default();
         if let Some(t) = a.timeout {
             options.lower_ttl = t;
             options.upper_ttl = t;
         }
+        options.atime = a.atime.unwrap_or_default();
         let (access, dev, suid) = a.exposure(nix::unistd::geteuid().is_root());
         let serve = Serve {
             stack,
@@ -332,6 +362,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 access,
                 dev,
                 suid,
+                noatime: a.atime == Some(Atime::Never),
                 threads: a.threads.unwrap_or_else(default_threads),
             },
         };

@@ -31,6 +31,8 @@ pub struct MountConfig {
     /// Honour setuid/setgid bits (`suid`): whoever may enter the mount can run the
     /// layers' setuid-root binaries as root. Off: `nosuid`.
     pub suid: bool,
+    /// `noatime` on the mount itself (what reads do to atimes is the union's `Atime`).
+    pub noatime: bool,
     pub threads: usize,
 }
 
@@ -58,6 +60,9 @@ impl MountConfig {
                 MountOption::NoSuid
             },
         ];
+        if self.noatime {
+            c.mount_options.push(MountOption::NoAtime);
+        }
         c.acl = match self.access {
             Access::Owner => SessionACL::Owner,
             Access::OwnerAndRoot => SessionACL::RootAndOwner,

@@ -261,6 +261,15 @@ impl Union {
         }
         buf.truncate(start + done);
         buf.drain(..start);
+        if self.opts.atime == super::Atime::Strict {
+            // strictatime: every read counts, whatever the backing filesystem's policy
+            let t = nix::sys::time::TimeSpec::UTIME_NOW;
+            let _ = crate::sys::utimens_fd(
+                std::os::fd::AsFd::as_fd(&*fd),
+                &t,
+                &nix::sys::time::TimeSpec::UTIME_OMIT,
+            );
+        }
         Ok(buf)
     }
 

@@ -21,10 +21,10 @@ use nix::sys::stat::{FileStat, Mode, fstat};
 
 use crate::sys::{self, At};
 
-use super::Union;
 use super::attr::FileKind;
 use super::error::{Context, FsError, Result};
 use super::node::{DevIno, Node, UpperLoc};
+use super::{Atime, Union};
 
 /// How often a stale name is looked at again before giving up: each retry waits for the
 /// operation that moved the name, so more than a couple means something outside the
@@ -178,20 +178,42 @@ impl Union {
                     node.id.0
                 )));
             }
-            let data = sys::reopen(fd.as_fd(), reopen_flags(flags))
-                .ctx(|| format!("reopen upper inode {}", node.id.0))?;
+            let mut flags = reopen_flags(flags);
+            if self.opts.atime == Atime::Never && flags & OFlag::O_ACCMODE == OFlag::O_RDONLY {
+                flags |= OFlag::O_NOATIME;
+            }
+            let data = match sys::reopen(fd.as_fd(), flags) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EPERM)
+                        && flags.contains(OFlag::O_NOATIME) =>
+                {
+                    sys::reopen(fd.as_fd(), flags & !OFlag::O_NOATIME)
+                }
+                r => r,
+            }
+            .ctx(|| format!("reopen upper inode {}", node.id.0))?;
             return Ok((data, false));
         }
         let l = s.lower.as_ref().ok_or(FsError::EIO)?.data_loc().clone();
         drop(s);
         let ro = (reopen_flags(flags) & !OFlag::O_ACCMODE & !OFlag::O_APPEND & !OFlag::O_TRUNC)
             | OFlag::O_RDONLY;
-        let fd = openat(
-            &l.parent,
-            l.name.as_os_str(),
-            ro | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
+        let open = |extra: OFlag| {
+            openat(
+                &l.parent,
+                l.name.as_os_str(),
+                ro | extra | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let fd = match self.opts.atime {
+            // (O_NOATIME is refused on others' files to a daemon without CAP_FOWNER)
+            Atime::Never => match open(OFlag::O_NOATIME) {
+                Err(Errno::EPERM) => open(OFlag::empty()),
+                r => r,
+            },
+            _ => open(OFlag::empty()),
+        }
         .ctx(|| format!("open {:?} in {}", l.name, self.layer_name(l.layer)))?;
         Ok((fd, true))
     }

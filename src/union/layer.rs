@@ -118,6 +118,23 @@ pub(crate) fn open_readable_dir(dir: impl AsFd) -> nix::Result<OwnedFd> {
     )
 }
 
+/// A readable fd of directory `dir` for listing it, without touching its atime when
+/// `noatime` (falling back to a plain open where `O_NOATIME` is refused: not our inode).
+pub(crate) fn open_listing_dir(dir: impl AsFd, noatime: bool) -> nix::Result<OwnedFd> {
+    if noatime {
+        match openat(
+            dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOATIME,
+            Mode::empty(),
+        ) {
+            Err(nix::errno::Errno::EPERM) => {}
+            r => return r,
+        }
+    }
+    open_readable_dir(dir)
+}
+
 /// Removes everything inside directory `dir` (an fd opened for reading).
 pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
     let names: Vec<_> = {

@@ -130,7 +130,24 @@ impl Union {
     /// getattr: `fh` when the kernel has an open file at hand.
     pub fn getattr(&self, id: NodeId, fh: Option<super::Fh>) -> Result<Attr> {
         let node = self.node(id)?;
-        self.attr_of(&node, fh)
+        let mut a = self.attr_of(&node, fh)?;
+        // A lower file's stat is kept from its lookup (the layer does not change), but
+        // reads move its atime: the kernel asks again after a read, so tell it.
+        if self.opts.atime != super::Atime::Never {
+            let lower = {
+                let s = node.read();
+                match (&s.lower, &s.upper, &s.dir) {
+                    (Some(l), None, None) => Some((l.parent.clone(), l.name.clone())),
+                    _ => None,
+                }
+            };
+            if let Some((dir, name)) = lower
+                && let Ok(st) = fstatat(&*dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
+                a.atime = Attr::from_stat(&st, a.ino).atime;
+            }
+        }
+        Ok(a)
     }
 
     /// The target of a symlink.

@@ -73,6 +73,23 @@ pub struct Caller {
     pub umask: u32,
 }
 
+/// When reading updates access times (the `*atime` mount options). FUSE leaves atime to
+/// the filesystem (the kernel marks FUSE inodes `S_NOATIME`), so the union does what the
+/// option says on the files it reads from: the backing filesystem's own policy
+/// (`relatime` on a usual host), every read, never, or never for directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Atime {
+    /// `relatime` (the default): as the backing filesystem updates it.
+    #[default]
+    Relative,
+    /// `strictatime`: every read updates it.
+    Strict,
+    /// `noatime`: no read updates it (files are read with `O_NOATIME`).
+    Never,
+    /// `nodiratime`: listing a directory does not update its atime.
+    NeverForDirs,
+}
+
 /// Tunables of a union mount.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -81,6 +98,7 @@ pub struct Options {
     pub lower_ttl: Duration,
     /// Same for entries that have an upper copy (changed only through this mount).
     pub upper_ttl: Duration,
+    pub atime: Atime,
 }
 
 impl Default for Options {
@@ -88,6 +106,7 @@ impl Default for Options {
         Options {
             lower_ttl: Duration::from_secs(86400),
             upper_ttl: Duration::from_secs(1),
+            atime: Atime::default(),
         }
     }
 }

@@ -14,18 +14,18 @@ use std::sync::Arc;
 use crate::sys::At;
 use crate::whiteout::{self, NameKind};
 
-use super::Union;
 use super::attr::FileKind;
 use super::error::Result;
-use super::layer::open_readable_dir;
+use super::layer::open_listing_dir;
 use super::listing::{DirEntry, Listing};
 use super::lookup::stat_at;
 use super::node::DirSnapshot;
 use super::xattr;
+use super::{Atime, Union};
 
 /// The raw entries of one layer directory.
-fn read_layer_dir(dir: &OwnedFd) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
-    let mut d = nix::dir::Dir::from_fd(open_readable_dir(dir)?)?;
+fn read_layer_dir(dir: &OwnedFd, noatime: bool) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
+    let mut d = nix::dir::Dir::from_fd(open_listing_dir(dir, noatime)?)?;
     let mut out = Vec::new();
     for e in d.iter() {
         let e = e?;
@@ -73,7 +73,8 @@ impl Union {
         for (layer, fd, layer_impure, xwhiteouts) in &layers {
             let wh_files = self.stack.wh_files(*layer);
             let mut layer_hidden: Vec<OsString> = Vec::new();
-            for (name, dtype, dino) in read_layer_dir(fd)? {
+            let noatime = matches!(self.opts.atime, Atime::Never | Atime::NeverForDirs);
+            for (name, dtype, dino) in read_layer_dir(fd, noatime)? {
                 if wh_files {
                     match whiteout::classify(&name) {
                         NameKind::Entry => {}

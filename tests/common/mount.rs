@@ -244,6 +244,26 @@ impl Mount {
         m
     }
 
+    /// Mounts `lowers` over the upper and work directories of `other` (unmounted), with
+    /// `extra` options.
+    pub fn with_dirs(lowers: &[PathBuf], other: &Mount, extra: &[&str]) -> Mount {
+        require_fuse();
+        let dir = tempdir();
+        let mp = dir.path().join("mnt");
+        fs::create_dir(&mp).unwrap();
+        let mut m = Mount {
+            dir,
+            mp,
+            upper: other.upper.clone(),
+            work: other.work.clone(),
+            lowers: lowers.to_vec(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            mounted: false,
+        };
+        m.mount();
+        m
+    }
+
     pub fn options(&self) -> String {
         let esc = |p: &Path| p.to_string_lossy().replace(':', "\\:").replace(',', "\\,");
         let mut o = format!(
