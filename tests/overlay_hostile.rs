@@ -34,30 +34,6 @@ fn host_state(p: &Path) -> (u32, u32, u32, u64, i64, Vec<u8>, Vec<String>) {
     )
 }
 
-/// Python run as `uid` (0 or 65534) with the given script; returns stdout, asserts success.
-fn python_as(uid: u32, script: &str) -> String {
-    let mut c = if uid == 0 {
-        Command::new("/usr/bin/python3")
-    } else {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-        ]);
-        c
-    };
-    let out = c.arg("-c").arg(script).output().expect("python3");
-    assert!(
-        out.status.success(),
-        "script failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Opens `name` in `dir`, replaces the name by a symlink to `victim` (by unlink+symlink
 /// or by renaming a symlink over it), then changes everything it can through the fd.
 /// Prints the fd's mode and size afterwards.
@@ -109,6 +85,7 @@ fn changes_through_a_stale_fd_never_reach_a_symlink_target() {
         let out = python_as(
             uid,
             &stale_fd_script(&tmp, &name, &victim, by_rename, uid == 0),
+            &[],
         );
         // Setuid goes with the chown (root) or the truncate (no CAP_FSETID).
         assert_eq!(
@@ -164,6 +141,7 @@ print(os.read(fd, 100).decode())
             tmp = m.p("tmp").to_str().unwrap(),
             victim = victim.to_str().unwrap()
         ),
+        &[],
     );
     assert!(out.ends_with("lower data\n"), "{out}");
     assert_eq!(host_state(&victim), before);

@@ -10,55 +10,10 @@ mod common {
     pub mod mount;
 }
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::mount::*;
-
-struct KernelOverlay {
-    _dir: tempfile::TempDir,
-    mp: PathBuf,
-}
-
-impl KernelOverlay {
-    fn new(lowers: &[PathBuf]) -> KernelOverlay {
-        let dir = tempdir();
-        let (mp, upper, work) = (
-            dir.path().join("k"),
-            dir.path().join("u"),
-            dir.path().join("w"),
-        );
-        for d in [&mp, &upper, &work] {
-            std::fs::create_dir(d).unwrap();
-        }
-        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let ok = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!(
-                "lowerdir={},upperdir={},workdir={},redirect_dir=on,index=on,metacopy=on",
-                lowerdir.join(":"),
-                upper.display(),
-                work.display()
-            ))
-            .arg(&mp)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount -t overlay");
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        KernelOverlay { _dir: dir, mp }
-    }
-}
-
-impl Drop for KernelOverlay {
-    fn drop(&mut self) {
-        umount(&self.mp);
-    }
-}
 
 /// Creates entries under `root` as `uid` with several umasks and modes; prints what each
 /// got (mode, owner, group, ACL).
@@ -97,25 +52,7 @@ print('\n'.join(out))
 "#,
         root = root.to_str().unwrap()
     );
-    let mut c = if uid == 0 {
-        Command::new("/usr/bin/python3")
-    } else {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-        ]);
-        c
-    };
-    let out = c.arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    python_as(uid, &script, &[])
 }
 
 fn setfacl(p: &Path, spec: &str) {
@@ -146,7 +83,7 @@ fn new_entries_inherit_default_acls_and_setgid_as_on_kernel_overlayfs() {
         setfacl(&low.p("acl"), "u::rwx,g::r-x,o::---,u:4242:rw-,m::rwx");
         setfacl(&low.p("aclsg"), "u::r--,g::rwx,o::r-x");
         let lowers = l.lowerdirs();
-        let k = KernelOverlay::new(&lowers);
+        let k = KernelOverlay::new(&lowers, true);
         let m = Mount::new(&lowers);
         // A directory made in the mount, given a default ACL there.
         for root in [&k.mp, &m.mp] {

@@ -8,51 +8,10 @@ mod common {
     pub mod mount;
 }
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::mount::*;
-
-/// A kernel overlayfs mount with its own upper layer; unmounted on drop.
-struct KernelOverlay {
-    _dir: tempfile::TempDir,
-    mp: PathBuf,
-}
-
-impl KernelOverlay {
-    fn new(lowers: &[PathBuf]) -> KernelOverlay {
-        let dir = tempdir();
-        let (mp, upper, work) = (
-            dir.path().join("k"),
-            dir.path().join("u"),
-            dir.path().join("w"),
-        );
-        for d in [&mp, &upper, &work] {
-            std::fs::create_dir(d).unwrap();
-        }
-        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let ok = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!(
-                "lowerdir={},upperdir={},workdir={},redirect_dir=on,index=on,metacopy=on",
-                lowerdir.join(":"),
-                upper.display(),
-                work.display()
-            ))
-            .arg(&mp)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount -t overlay");
-        KernelOverlay { _dir: dir, mp }
-    }
-}
-
-impl Drop for KernelOverlay {
-    fn drop(&mut self) {
-        umount(&self.mp);
-    }
-}
 
 fn io_ops(mp: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/io_ops.py");
@@ -91,7 +50,7 @@ fn fallocate_seek_data_and_o_direct_match_kernel_overlayfs() {
     .unwrap();
     drop(f);
     let lowers = l.lowerdirs();
-    let k = KernelOverlay::new(&lowers);
+    let k = KernelOverlay::new(&lowers, true);
     let m = Mount::new(&lowers);
     let want = io_ops(&k.mp);
     let got = io_ops(&m.mp);

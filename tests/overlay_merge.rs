@@ -296,36 +296,6 @@ fn directory_nlink_counts_merged_subdirectories() {
     assert_eq!(fs::metadata(m.p("d")).unwrap().nlink(), 2 + 3);
 }
 
-/// A read-only kernel overlayfs mount of `lowers` (top first); unmounted on drop.
-struct KernelOverlay {
-    _dir: tempfile::TempDir,
-    mp: std::path::PathBuf,
-}
-
-impl KernelOverlay {
-    fn new(lowers: &[std::path::PathBuf]) -> KernelOverlay {
-        let dir = tempdir();
-        let mp = dir.path().join("k");
-        std::fs::create_dir(&mp).unwrap();
-        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!("lowerdir={}", lowerdir.join(":")))
-            .arg(&mp)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount -t overlay");
-        KernelOverlay { _dir: dir, mp }
-    }
-}
-
-impl Drop for KernelOverlay {
-    fn drop(&mut self) {
-        umount(&self.mp);
-    }
-}
-
 #[test]
 fn xattr_whiteouts_hide_where_kernel_overlayfs_hides_them() {
     let mut l = Layers::new();
@@ -345,7 +315,7 @@ fn xattr_whiteouts_hide_where_kernel_overlayfs_hides_them() {
         .file("d/kept", "data")
         .xattr("d/kept", "trusted.overlay.whiteout", b"");
     let lowers = l.lowerdirs();
-    let k = KernelOverlay::new(&lowers);
+    let k = KernelOverlay::new(&lowers, false);
     let m = Mount::read_only(&lowers);
     for d in ["", "d"] {
         assert_eq!(ls(&m.p(d)), ls(&k.mp.join(d)), "listing of /{d}");

@@ -11,37 +11,28 @@ mod common {
     pub mod mount;
 }
 
-use std::path::Path;
-use std::process::Command;
+use std::ffi::OsStr;
 
 use common::mount::*;
 
 fn run_seed(seed: u32, steps: u32) {
     require_fuse();
     let dir = tempdir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/overlay_fuzz.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(overlay_bin())
-        .arg(dir.path())
-        .arg(seed.to_string())
-        .arg(steps.to_string())
-        .output()
-        .expect("python3");
-    // never leave a mount behind, whatever happened
-    for m in ["k", "f"] {
-        let p = dir.path().join(m);
-        if is_mounted(&p) {
-            umount(&p);
-        }
-    }
+    let (ok, text) = run_driver(
+        "oracle/overlay_fuzz.py",
+        &[
+            overlay_bin().as_os_str(),
+            dir.path().as_os_str(),
+            OsStr::new(&seed.to_string()),
+            OsStr::new(&steps.to_string()),
+        ],
+        dir.path(),
+        &["k", "f"],
+    );
     assert!(
-        out.status.success(),
-        "layerfs and kernel overlayfs differ (rerun: python3 {} {} DIR {seed} {steps}):\n{}{}",
-        script.display(),
+        ok,
+        "layerfs and kernel overlayfs differ (rerun: python3 tests/oracle/overlay_fuzz.py {} DIR {seed} {steps}):\n{text}",
         overlay_bin().display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -12,39 +12,28 @@ mod common {
     pub mod mount;
 }
 
-use std::path::Path;
-use std::process::Command;
+use std::ffi::OsStr;
 
 use common::mount::*;
 
 fn run(seed: u32, seconds: u32) {
     require_fuse();
     let dir = tempdir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stress/union_stress.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(overlay_bin())
-        .arg(dir.path())
-        .arg(seed.to_string())
-        .arg(seconds.to_string())
-        .output()
-        .expect("python3");
-    for m in ["k", "f"] {
-        let p = dir.path().join(m);
-        if is_mounted(&p) {
-            umount(&p);
-        }
-    }
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = run_driver(
+        "stress/union_stress.py",
+        &[
+            overlay_bin().as_os_str(),
+            dir.path().as_os_str(),
+            OsStr::new(&seed.to_string()),
+            OsStr::new(&seconds.to_string()),
+        ],
+        dir.path(),
+        &["f", "k"],
     );
     println!("{text}");
     assert!(
-        out.status.success(),
-        "the stress run failed (rerun: python3 {} {} DIR {seed} {seconds}):\n{text}",
-        script.display(),
+        ok,
+        "the stress run failed (rerun: python3 tests/stress/union_stress.py {} DIR {seed} {seconds}):\n{text}",
         overlay_bin().display(),
     );
 }

@@ -188,6 +188,15 @@ pub(crate) fn set_times(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()
     Ok(())
 }
 
+/// The real inode a staged copy is (and will be once renamed into place).
+fn staged_ident(w: &Writer<'_>, tmpname: &OsStr) -> Result<DevIno> {
+    Ok(DevIno::of(&fstatat(
+        &*w.up.tmp,
+        tmpname,
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?))
+}
+
 impl Union {
     /// Ensures directory node `node` has an upper directory, copying up its parents
     /// first; returns the upper directory.
@@ -221,11 +230,7 @@ impl Union {
         let staged = (|| -> Result<DevIno> {
             copy_meta(&w.up.tmp, tmpname, &st, At::Fd(src.as_fd()))?;
             set_times(&w.up.tmp, tmpname, &st)?;
-            Ok(DevIno::of(&fstatat(
-                &*w.up.tmp,
-                tmpname,
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?))
+            staged_ident(&w, tmpname)
         })();
         let ident = match staged {
             Ok(i) => i,
@@ -311,13 +316,7 @@ impl Union {
         let tmpname = OsStr::new(&tmp);
         let staged = self
             .stage_copy(&w, tmpname, kind, &lower, mode, meta_only, ino)
-            .and_then(|()| {
-                Ok(DevIno::of(&fstatat(
-                    &*w.up.tmp,
-                    tmpname,
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )?))
-            });
+            .and_then(|()| staged_ident(&w, tmpname));
         let ident = match staged {
             Ok(i) => i,
             Err(e) => {

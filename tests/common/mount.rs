@@ -526,3 +526,106 @@ pub fn mount_options(p: &Path) -> (Vec<String>, Vec<String>) {
     let super_opts = fields.get(dash + 3).copied().unwrap_or_default();
     (split(fields[5]), split(super_opts))
 }
+
+/// Kernel overlayfs over `lowers` (top first), the oracle layerfs is compared with: with
+/// its own upper layer (`redirect_dir`, `index`, `metacopy` on) when `writable`, else
+/// read-only. Unmounted on drop.
+pub struct KernelOverlay {
+    _dir: tempfile::TempDir,
+    pub mp: PathBuf,
+}
+
+impl KernelOverlay {
+    pub fn new(lowers: &[PathBuf], writable: bool) -> KernelOverlay {
+        let dir = tempdir();
+        // (other users must reach the mount point for tests that run as them)
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let (mp, upper, work) = (
+            dir.path().join("k"),
+            dir.path().join("u"),
+            dir.path().join("w"),
+        );
+        fs::create_dir(&mp).unwrap();
+        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let mut opts = format!("lowerdir={}", lowerdir.join(":"));
+        if writable {
+            fs::create_dir(&upper).unwrap();
+            fs::create_dir(&work).unwrap();
+            opts.push_str(&format!(
+                ",upperdir={},workdir={},redirect_dir=on,index=on,metacopy=on",
+                upper.display(),
+                work.display()
+            ));
+        }
+        let ok = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&mp)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mount -t overlay -o {opts}");
+        KernelOverlay { _dir: dir, mp }
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        umount(&self.mp);
+    }
+}
+
+/// Runs `python3 -c script args…` as `uid` (root, or 65534 through setpriv); returns its
+/// stdout and fails the test if it fails.
+pub fn python_as(uid: u32, script: &str, args: &[&OsStr]) -> String {
+    let mut c = if uid == 0 {
+        Command::new("/usr/bin/python3")
+    } else {
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+        ]);
+        c
+    };
+    let out = c
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python (uid {uid}) failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a test driver (`python3 tests/DRIVER ARGS…`) that mounts under `dir` itself;
+/// whatever it left mounted there (`mounts`, names under `dir`) is unmounted. Returns
+/// whether it succeeded, and its output.
+pub fn run_driver(driver: &str, args: &[&OsStr], dir: &Path, mounts: &[&str]) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(driver);
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("python3");
+    for m in mounts {
+        let p = dir.join(m);
+        if is_mounted(&p) {
+            umount(&p);
+        }
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
