@@ -188,6 +188,29 @@ pub(crate) fn set_times(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()
     Ok(())
 }
 
+/// Writes the data of lower file `data` into `dst` as `mode` asks: all of it, or up to a
+/// new size (then sized to it).
+fn fill_from_lower(dst: &OwnedFd, data: &Lower, mode: CopyMode) -> Result<()> {
+    let size = data.stat.st_size as u64;
+    let len = match mode {
+        CopyMode::Truncate(n) => n.min(size),
+        _ => size,
+    };
+    if len > 0 {
+        let src = openat(
+            &*data.parent,
+            data.name.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        copy_data(&src, dst, len, size)?;
+    }
+    if let CopyMode::Truncate(n) = mode {
+        nix::unistd::ftruncate(dst, n as i64)?;
+    }
+    Ok(())
+}
+
 /// The real inode a staged copy is (and will be once renamed into place).
 fn staged_ident(w: &Writer<'_>, tmpname: &OsStr) -> Result<DevIno> {
     Ok(DevIno::of(&fstatat(
@@ -427,22 +450,8 @@ impl Union {
     fn complete_metacopy(&self, node: &Node, lower: &Lower, mode: CopyMode) -> Result<()> {
         let (ufd, ust) = self.upper_inode_stat(node)?;
         let data = lower.data_loc();
-        let size = data.stat.st_size as u64;
-        let len = match mode {
-            CopyMode::Truncate(n) => n.min(size),
-            _ => size,
-        };
         let dst = sys::reopen(ufd.as_fd(), OFlag::O_WRONLY)?;
-        let src = openat(
-            &*data.parent,
-            data.name.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        copy_data(&src, &dst, len, size)?;
-        if let CopyMode::Truncate(n) = mode {
-            nix::unistd::ftruncate(&dst, n as i64)?;
-        }
+        fill_from_lower(&dst, data, mode)?;
         // Filling in the data is no change the user made: keep the file's times.
         let (a, m) = stat_times(&ust);
         sys::utimens_fd(ufd.as_fd(), &a, &m)?;
@@ -477,23 +486,7 @@ impl Union {
                 if meta_only {
                     nix::unistd::ftruncate(&dst, size as i64)?;
                 } else {
-                    let len = match mode {
-                        CopyMode::Truncate(n) => n.min(size),
-                        _ => size,
-                    };
-                    if len > 0 {
-                        let data = lower.data_loc();
-                        let src = openat(
-                            &*data.parent,
-                            data.name.as_os_str(),
-                            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                            Mode::empty(),
-                        )?;
-                        copy_data(&src, &dst, len, size)?;
-                    }
-                    if let CopyMode::Truncate(n) = mode {
-                        nix::unistd::ftruncate(&dst, n as i64)?;
-                    }
+                    fill_from_lower(&dst, lower.data_loc(), mode)?;
                 }
             }
             FileKind::Symlink => {
