@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+use super::fsops::rename_noreplace;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
@@ -122,7 +123,7 @@ pub fn stage(
     match res {
         Ok(info) => Ok(Staged { dir, info }),
         Err(e) => {
-            let _ = super::gc::remove_tree(&dir);
+            let _ = super::fsops::remove_tree(&dir);
             Err(in_layer(e))
         }
     }
@@ -363,18 +364,6 @@ fn read_ahead<'scope, 'env, R: Read + Send>(
     (reader, producer)
 }
 
-/// `renameat2(RENAME_NOREPLACE)`: fails with `AlreadyExists` when `to` exists.
-pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        from,
-        nix::fcntl::AT_FDCWD,
-        to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    )
-    .map_err(|e| Error::io(to, io::Error::from(e)))
-}
-
 /// Makes a staged layer visible. Returns the installed layer's info: ours, or that of
 /// the copy another load installed first (ours is then discarded).
 pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
@@ -387,7 +376,7 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
                 Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
             ) =>
         {
-            super::gc::remove_tree(&staged.dir)?;
+            super::fsops::remove_tree(&staged.dir)?;
             let existing = read_info(store, &staged.info.diff_id)?;
             let merged = add_sources(store, &staged.info.diff_id, &staged.info.sources)?;
             Ok(merged.or(existing).unwrap_or(staged.info))

@@ -348,7 +348,7 @@ fn stage_parallel(
     }
     if let Some(e) = first_err {
         for s in staged {
-            let _ = super::gc::remove_tree(&s.dir);
+            let _ = super::fsops::remove_tree(&s.dir);
         }
         return Err(e);
     }

@@ -26,6 +26,7 @@
 //! images, which must not be reachable by other local users through the store.
 
 pub mod containers;
+pub mod fsops;
 pub mod gc;
 pub mod images;
 pub mod layers;
