@@ -110,7 +110,7 @@ pub fn stage(
         layer: layer.clone(),
         source: Box::new(e),
     };
-    let (blob, blob_size) = files.open(&plan.path)?.ok_or_else(|| {
+    let (blob, blob_size) = files.open(&plan.path).map_err(in_layer)?.ok_or_else(|| {
         in_layer(Error::MissingBlob {
             what: "layer".into(),
             digest: layer.clone(),
