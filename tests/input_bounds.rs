@@ -217,6 +217,65 @@ fn gnu_sparse_files_keep_their_holes() {
     );
 }
 
+/// Sparse archives made by GNU tar, in each of its sparse formats (old GNU; PAX 0.0, 0.1
+/// and 1.0), unpack to the same file, holes kept.
+#[test]
+fn gnu_tar_sparse_formats_keep_their_holes() {
+    let s = seeded();
+    let work = s.scratch("gnutar");
+    let f = work.join("f");
+    let size: u64 = 3 << 20;
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut fh = std::fs::File::create(&f).unwrap();
+        fh.set_len(size).unwrap();
+        fh.seek(SeekFrom::Start(1 << 20)).unwrap();
+        fh.write_all(b"middle").unwrap();
+        fh.seek(SeekFrom::Start(size - 3)).unwrap();
+        fh.write_all(b"end").unwrap();
+    }
+    for (i, args) in [
+        vec!["--format=gnu"],
+        vec!["--format=posix", "--sparse-version=0.0"],
+        vec!["--format=posix", "--sparse-version=0.1"],
+        vec!["--format=posix", "--sparse-version=1.0"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tar_path = work.join(format!("{i}.tar"));
+        let st = Command::new("tar")
+            .args(&args)
+            .args(["--sparse", "-cf"])
+            .arg(&tar_path)
+            .arg("-C")
+            .arg(&work)
+            .arg("f")
+            .status()
+            .unwrap();
+        assert!(st.success(), "GNU tar {args:?}");
+        let tar = std::fs::read(&tar_path).unwrap();
+        let name = format!("gnutar{i}");
+        let mut spec = ImageSpec::new(vec![vec![]]);
+        spec.layers = vec![tar];
+        let b = write_oci(&s.scratch(&name), &spec.comp(Comp::Plain), "latest");
+        s.load(&b.path.display().to_string());
+        let p = s.layer_dirs(&format!("{name}:latest"))[0].join("f");
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.len(), size, "{args:?}");
+        assert!(
+            m.blocks() * 512 <= 64 << 10,
+            "{args:?}: {} blocks",
+            m.blocks()
+        );
+        let got = std::fs::read(&p).unwrap();
+        assert_eq!(&got[1 << 20..(1 << 20) + 6], b"middle", "{args:?}");
+        assert_eq!(&got[got.len() - 3..], b"end", "{args:?}");
+        assert_eq!(got.iter().filter(|&&b| b != 0).count(), 9, "{args:?}");
+    }
+    check_child_rss();
+}
+
 #[test]
 fn layer_size_is_bounded_by_default_and_can_be_raised() {
     let s = seeded();
