@@ -86,6 +86,18 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// A child killed when dropped (unless taken out first).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn check_child_rss() {
     let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
     let kib = ru.max_rss();
@@ -560,18 +572,20 @@ fn mount_of_a_fifo_source_does_not_hold_the_store() {
     let b = one_layer(&s.scratch("img"), vec![file("f", b"x")]);
     mkfifo(&b.blob(&b.config_digest));
     let mnt = s.scratch("mnt");
-    let mount = s
-        .cmd()
-        .args([
-            "mount",
-            &format!("oci:{}", b.path.display()),
-            &mnt.display().to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed if the test fails before it is waited for (a hung mount must not outlive it).
+    let mut mount = KillOnDrop(Some(
+        s.cmd()
+            .args([
+                "mount",
+                &format!("oci:{}", b.path.display()),
+                &mnt.display().to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let prune = run_bounded(s.cmd().arg("prune"));
     assert!(
@@ -579,7 +593,7 @@ fn mount_of_a_fifo_source_does_not_hold_the_store() {
         "prune: {}",
         String::from_utf8_lossy(&prune.stderr)
     );
-    let out = wait_bounded(mount, HANG);
+    let out = wait_bounded(mount.0.take().unwrap(), HANG);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is a fifo"), "{err}");
