@@ -53,7 +53,10 @@ fn index(manifest: &[u8]) -> Vec<u8> {
 /// An OCI layout in memory: `index.json` → `manifest` → `config` + one layer.
 fn layout(index_doc: Option<&[u8]>, manifest_doc: &[u8], config_doc: &[u8]) -> MemFiles {
     let mut files = HashMap::new();
-    files.insert("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec());
+    files.insert(
+        "oci-layout".to_string(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    );
     for b in [manifest_doc, config_doc, LAYER] {
         files.insert(blob_name(b).1, b.to_vec());
     }

@@ -47,7 +47,12 @@ fn opts() -> &'static UnpackOptions {
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .expect("read_dir")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     v.sort();
     v
@@ -63,8 +68,15 @@ fuzz_target!(|data: &[u8]| {
     let fd = std::fs::File::open(&dest).expect("open dest");
     let _ = unpack(data, fd.as_fd(), opts);
     drop(fd);
-    assert_eq!(names(run.path()), ["canary", "dest"], "wrote beside the destination");
-    assert!(names(&canary).is_empty(), "wrote through a symlink out of the destination");
+    assert_eq!(
+        names(run.path()),
+        ["canary", "dest"],
+        "wrote beside the destination"
+    );
+    assert!(
+        names(&canary).is_empty(),
+        "wrote through a symlink out of the destination"
+    );
     // Everything unpacked goes with the run directory (removal copes with modes 000).
     let _ = layerfs::store::fsops::remove_tree(run.path());
 });

@@ -37,7 +37,7 @@
 //! non-directory of this layer. Every refusal is an [`Error::Entry`] naming the entry.
 //! Nothing here panics on any input.
 //!
-//! Files: this one drives the entries and finishes the layer; [`paths`] cleans names and
+//! Files: this one drives the entries and finishes the layer; `paths` cleans names and
 //! resolves directories beneath the root; `create` makes each kind of entry.
 
 mod create;
