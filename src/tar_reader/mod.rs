@@ -170,7 +170,7 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        let rest = self.data_left + self.pad_left;
+        let rest = self.data_left.saturating_add(self.pad_left);
         self.skip_n(rest).map_err(|source| Error::Tar { source })?;
         self.data_left = 0;
         self.pad_left = 0;
@@ -394,7 +394,7 @@ impl<R: Read> TarReader<R> {
                 Err(e) => return Err(e),
             }
         }
-        self.pos += got as u64;
+        self.pos = self.pos.saturating_add(got as u64);
         match got {
             0 => Ok(None),
             n if n == block.len() => Ok(Some(block)),
@@ -416,7 +416,7 @@ impl<R: Read> TarReader<R> {
                 e
             }
         })?;
-        self.pos += buf.len() as u64;
+        self.pos = self.pos.saturating_add(buf.len() as u64);
         Ok(())
     }
 
@@ -436,7 +436,7 @@ impl<R: Read> TarReader<R> {
             return Ok(());
         }
         (self.skip)(&mut self.inner, n)?;
-        self.pos += n;
+        self.pos = self.pos.saturating_add(n);
         Ok(())
     }
 }
@@ -464,7 +464,7 @@ impl<R: Read> Read for TarReader<R> {
             ));
         }
         self.data_left -= n as u64;
-        self.pos += n as u64;
+        self.pos = self.pos.saturating_add(n as u64);
         Ok(n)
     }
 }
