@@ -159,6 +159,11 @@ mod tests {
     fn size_arguments() {
         assert_eq!(parse_size("123"), Ok(123));
         assert_eq!(parse_size("64G"), Ok(64 << 30));
+        // The documented default of --max-layer-size is the library's.
+        assert_eq!(
+            parse_size("64G"),
+            Ok(crate::store::unpack::DEFAULT_MAX_LAYER_SIZE)
+        );
         assert_eq!(parse_size("512m"), Ok(512 << 20));
         assert_eq!(parse_size("1TiB"), Ok(1 << 40));
         assert!(parse_size("1X").is_err());
