@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use super::fsops::rename_noreplace;
+// Re-exported for callers that name it here (it lives in fsops, beneath every module).
+pub use super::fsops::rename_noreplace;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
