@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::os::fd::AsFd;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use layerfs::store::unpack::{Ownership, UnpackOptions, unpack};
+use layerfs::store::unpack::{DEFAULT_MAX_LAYER_SIZE, Ownership, UnpackOptions, unpack};
 use layerfs::whiteout::probe_styles;
 
 const DIRS: usize = 100;
@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
     let opts = UnpackOptions {
         styles,
         ownership: Ownership::Chown,
+        max_size: DEFAULT_MAX_LAYER_SIZE,
     };
     let mut g = c.benchmark_group("unpack");
     g.sample_size(10);

@@ -91,6 +91,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A tar header that is malformed or announces more than we accept.
+    #[error("tar header at byte {offset}: {detail}")]
+    TarFormat { offset: u64, detail: String },
+
+    /// A layer that would unpack to more than the limit (`load --max-layer-size`).
+    #[error(
+        "entry {entry:?}: the layer would unpack to more than {limit} bytes (apparent size of its files); raise the limit with `layerfs load --max-layer-size` or LAYERFS_MAX_LAYER_SIZE"
+    )]
+    LayerTooLarge { entry: String, limit: u64 },
+
     /// An image reference (name, tag, id) that is malformed.
     #[error("invalid reference {reference:?}: {detail}")]
     InvalidReference { reference: String, detail: String },

@@ -6,6 +6,7 @@
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
 //!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
+//! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
 //! - [`cli`] wires it all for the `layerfs` and `layerfs-overlay` binaries.
 //! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
@@ -20,6 +21,7 @@ pub mod fuse;
 pub mod image;
 pub mod store;
 pub mod sys;
+pub mod tar_reader;
 pub mod time;
 pub mod union;
 pub mod whiteout;

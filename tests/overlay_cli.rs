@@ -126,11 +126,17 @@ fn bad_command_lines_fail_with_a_message_and_mount_nothing() {
             ),
             "workdir",
         ),
+        // Found by fuzzing: a timeout too large for a Duration panicked.
+        (
+            &format!("lowerdir={},timeout=1e300", t.path().display()),
+            "invalid timeout=1e300",
+        ),
     ] {
         let out = run(opts);
         assert!(!out.status.success(), "{opts}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{opts}: {err}");
+        assert!(!err.contains("panicked"), "{opts}: {err}");
         assert!(!is_mounted(&mp));
     }
 }

@@ -16,6 +16,43 @@ pub struct Args {
     /// the directory or archive name; full names in the source (RepoTags) are kept too.
     #[arg(short, long, value_name = "NAME[:TAG]")]
     pub tag: Option<String>,
+    /// Refuse a layer whose files add up to more than SIZE (apparent sizes, sparse holes
+    /// included): bytes, or with a binary unit K, M, G, T (64G = 64 GiB).
+    #[arg(long, value_name = "SIZE", env = MAX_LAYER_SIZE_ENV, default_value = "64G", value_parser = parse_size)]
+    pub max_layer_size: u64,
+}
+
+/// The environment variable that sets `--max-layer-size` (also for images that other
+/// commands load, e.g. `layerfs mount oci:DIR`).
+pub const MAX_LAYER_SIZE_ENV: &str = "LAYERFS_MAX_LAYER_SIZE";
+
+/// Parses `123`, `512K`, `64G`, `1T` (binary units; `KiB`/`KB`/`k` spellings too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = t.split_at(digits);
+    let num: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 64G, 512M, 1073741824)"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    num.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `--max-layer-size` for loads that other commands do: from the environment, else the
+/// default.
+fn max_layer_size_from_env() -> anyhow::Result<u64> {
+    match std::env::var(MAX_LAYER_SIZE_ENV) {
+        Ok(v) => parse_size(&v).map_err(|e| anyhow::anyhow!("{MAX_LAYER_SIZE_ENV}: {e}")),
+        Err(_) => Ok(crate::store::unpack::DEFAULT_MAX_LAYER_SIZE),
+    }
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
@@ -29,6 +66,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let opts = load::LoadOptions {
         tag: args.tag,
         quiet: ctx.quiet,
+        max_layer_size: args.max_layer_size,
     };
     let loaded =
         load::load_all(&store, &source, &opts).with_context(|| format!("cannot load {source}"))?;
@@ -50,6 +88,7 @@ pub(crate) fn image_arg(ctx: &Context, store: &Store, arg: &str) -> anyhow::Resu
         let opts = load::LoadOptions {
             tag: None,
             quiet: ctx.quiet,
+            max_layer_size: max_layer_size_from_env()?,
         };
         let id =
             load::load(store, &source, &opts).with_context(|| format!("cannot load {source}"))?;
@@ -115,6 +154,22 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_arguments() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("64G"), Ok(64 << 30));
+        // The documented default of --max-layer-size is the library's.
+        assert_eq!(
+            parse_size("64G"),
+            Ok(crate::store::unpack::DEFAULT_MAX_LAYER_SIZE)
+        );
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999999T").is_err());
+    }
 
     #[test]
     fn sizes_like_docker() {

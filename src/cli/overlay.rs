@@ -196,8 +196,9 @@ pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
                     a.threads = Some(1)
                 }
             }
-            ("timeout", Some(v)) => match v.parse::<f64>() {
-                Ok(secs) if secs >= 0.0 => a.timeout = Some(Duration::from_secs_f64(secs)),
+            // try_from: a huge or infinite value is an error, not a panic (found by fuzzing).
+            ("timeout", Some(v)) => match v.parse::<f64>().map(Duration::try_from_secs_f64) {
+                Ok(Ok(t)) => a.timeout = Some(t),
                 _ => bail!("invalid timeout={v}"),
             },
             _ => a
@@ -415,6 +416,24 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn huge_or_odd_timeouts_are_errors() {
+        for t in [
+            "1e300",
+            "inf",
+            "NaN",
+            "-1",
+            "22222222222222222222222220.5",
+            "x",
+        ] {
+            let args = s(&["-o", &format!("lowerdir=/l,timeout={t}"), "/m"]);
+            assert!(parse(&args, Path::new("/")).is_err(), "timeout={t}");
+        }
+        let args = s(&["-o", "lowerdir=/l,timeout=0.5", "/m"]);
+        let a = parse(&args, Path::new("/")).unwrap();
+        assert_eq!(a.timeout, Some(Duration::from_millis(500)));
     }
 
     #[test]

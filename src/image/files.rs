@@ -13,11 +13,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::open;
 use crate::error::{Error, Result};
+use crate::tar_reader::TarReader;
 
 /// Largest JSON document (index, manifest, config) we read into memory: real ones are a
 /// few KiB; the cap keeps a hostile image from exhausting memory.
@@ -33,7 +36,8 @@ pub type Blob = (Box<dyn Read + Send>, u64);
 pub trait ImageFiles: Send + Sync {
     /// How messages name the file `rel` (`/x/oci/index.json`, `/x/img.tar:manifest.json`).
     fn location(&self, rel: &str) -> String;
-    /// True when the file exists (after following links).
+    /// True when the file exists (after following links), also when it cannot be used
+    /// (not a regular file, a symlink leading out): [`ImageFiles::open`] then says why.
     fn exists(&self, rel: &str) -> bool;
     /// Opens a file for streaming; `Ok(None)` when it does not exist.
     fn open(&self, rel: &str) -> Result<Option<Blob>>;
@@ -74,20 +78,19 @@ pub fn clean_rel(rel: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// An image in a directory.
+/// An image in a directory: files are opened beneath it (see [`super::open`]).
 pub struct DirFiles {
     root: PathBuf,
+    fd: OwnedFd,
 }
 
 impl DirFiles {
-    pub fn new(root: &Path) -> DirFiles {
-        DirFiles {
+    /// Opens the directory `root` (the user's path: symlinks followed).
+    pub fn open(root: &Path) -> Result<DirFiles> {
+        Ok(DirFiles {
             root: root.to_path_buf(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> Option<PathBuf> {
-        clean_rel(rel).map(|r| self.root.join(r))
+            fd: open::open_dir(root)?,
+        })
     }
 }
 
@@ -97,30 +100,42 @@ impl ImageFiles for DirFiles {
     }
 
     fn exists(&self, rel: &str) -> bool {
-        self.path(rel).is_some_and(|p| p.is_file())
+        clean_rel(rel).is_some_and(|r| open::exists_beneath(self.fd.as_fd(), &r))
     }
 
     fn open(&self, rel: &str) -> Result<Option<Blob>> {
-        let Some(p) = self.path(rel) else {
+        let Some(r) = clean_rel(rel) else {
             return Err(Error::Invalid {
                 file: self.location(rel),
                 detail: "path leaves the image directory".into(),
             });
         };
-        match File::open(&p) {
-            Ok(f) => {
-                let meta = f.metadata().map_err(|e| Error::io(&p, e))?;
-                if !meta.is_file() {
-                    return Err(Error::Invalid {
-                        file: p.display().to_string(),
-                        detail: "not a regular file".into(),
-                    });
-                }
-                Ok(Some((Box::new(f), meta.len())))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&p, e)),
-        }
+        let shown = || self.location(&r);
+        Ok(open::open_beneath(self.fd.as_fd(), &r, &shown)?
+            .map(|(f, size)| (Box::new(f) as Box<dyn Read + Send>, size)))
+    }
+}
+
+/// An image held in memory (file name → content), for tests and fuzzing.
+#[derive(Debug, Default, Clone)]
+pub struct MemFiles {
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+impl ImageFiles for MemFiles {
+    fn location(&self, rel: &str) -> String {
+        format!("memory:{rel}")
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        clean_rel(rel).is_some_and(|r| self.files.contains_key(&r))
+    }
+
+    fn open(&self, rel: &str) -> Result<Option<Blob>> {
+        Ok(clean_rel(rel).and_then(|r| self.files.get(&r)).map(|b| {
+            let r: Box<dyn Read + Send> = Box::new(io::Cursor::new(b.clone()));
+            (r, b.len() as u64)
+        }))
     }
 }
 
@@ -142,28 +157,38 @@ pub struct TarFiles {
 impl TarFiles {
     /// Indexes the archive at `path` (headers only; data is skipped by seeking).
     pub fn open(path: &Path) -> Result<TarFiles> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (file, _) = open::open_file(path)?;
         let mut entries = HashMap::new();
         {
-            let mut archive = tar::Archive::new(BufReader::new(&file));
-            let bad = |e: io::Error| Error::UnknownFormat {
-                path: path.to_path_buf(),
-                detail: format!("not a readable tar archive: {e}"),
+            let mut tar = TarReader::new_seekable(BufReader::new(&file));
+            let bad = |e: Error| match e {
+                Error::Tar { source } => Error::UnknownFormat {
+                    path: path.to_path_buf(),
+                    detail: format!("not a readable tar archive: {source}"),
+                },
+                e => Error::Invalid {
+                    file: path.display().to_string(),
+                    detail: e.to_string(),
+                },
             };
-            for entry in archive.entries_with_seek().map_err(bad)? {
-                let entry = entry.map_err(bad)?;
-                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            while let Some(entry) = tar.next_entry().map_err(bad)? {
+                let name = String::from_utf8_lossy(&entry.path).into_owned();
                 let Some(name) = clean_rel(&name) else {
                     continue;
                 };
                 let link = entry
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned());
-                let kind = match (entry.header().entry_type(), link) {
-                    (tar::EntryType::Regular | tar::EntryType::Continuous, _) => TarKind::File {
-                        offset: entry.raw_file_position(),
-                        size: entry.size(),
-                    },
+                    .link
+                    .as_ref()
+                    .map(|l| String::from_utf8_lossy(l).into_owned());
+                let kind = match (entry.kind, link) {
+                    (tar::EntryType::Regular | tar::EntryType::Continuous, _)
+                        if entry.sparse.is_none() =>
+                    {
+                        TarKind::File {
+                            offset: entry.data_offset,
+                            size: entry.size,
+                        }
+                    }
                     (tar::EntryType::Symlink, Some(l)) => TarKind::Symlink(l),
                     (tar::EntryType::Link, Some(l)) => TarKind::HardLink(l),
                     _ => TarKind::Other,

@@ -16,6 +16,7 @@
 pub mod docker;
 pub mod files;
 pub mod oci;
+pub mod open;
 pub mod reference;
 
 use std::fmt;
@@ -146,7 +147,7 @@ impl Source {
     pub fn read_with(&self, name_tag_only_refs: bool) -> Result<Vec<ImagePlan>> {
         let hint = name_tag_only_refs.then(|| name_hint(&self.path)).flatten();
         let files: Arc<dyn ImageFiles> = if self.path.is_dir() {
-            Arc::new(files::DirFiles::new(&self.path))
+            Arc::new(files::DirFiles::open(&self.path)?)
         } else {
             check_not_compressed(&self.path)?;
             Arc::new(files::TarFiles::open(&self.path)?)
@@ -204,7 +205,8 @@ pub fn detect(path: &Path) -> Result<Format> {
         }
     })?;
     if meta.is_dir() {
-        let has = |n: &str| path.join(n).is_file();
+        let files = files::DirFiles::open(path)?;
+        let has = |n: &str| files.exists(n);
         if has("manifest.json") {
             return Ok(Format::DockerArchive);
         }
@@ -246,9 +248,8 @@ pub fn detect(path: &Path) -> Result<Format> {
 /// Refuses compressed archives and non-tar files with a message that says what they are.
 fn check_not_compressed(path: &Path) -> Result<()> {
     let mut head = [0u8; 512];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| read_up_to(&mut f, &mut head))
-        .map_err(|e| Error::io(path, e))?;
+    let (mut f, _) = open::open_file(path)?;
+    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
     let unknown = |detail: &str| {
         Err(Error::UnknownFormat {

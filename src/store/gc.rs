@@ -11,45 +11,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+pub use super::fsops::remove_tree;
 use super::{Store, containers, images, layers, mounts};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
-
-/// Deletes a directory tree (or file); directories we may not enter or empty (rootless
-/// copies of read-only image directories) are made `u+rwx` first.
-pub fn remove_tree(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            return fs::remove_file(path).map_err(|e| Error::io(path, e));
-        }
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
-        Err(e) => return Err(Error::io(path, e)),
-    }
-    make_writable(path);
-    fs::remove_dir_all(path).map_err(|e| Error::io(path, e))
-}
-
-fn make_writable(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let mode = meta.permissions().mode();
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
-    if let Ok(rd) = fs::read_dir(path) {
-        for e in rd.flatten() {
-            make_writable(&e.path());
-        }
-    }
-}
 
 /// Removes everything in `tmp/`; the caller holds the store lock exclusive.
 pub fn clean_tmp(store: &Store) -> Result<usize> {

@@ -211,12 +211,12 @@ pub fn install(
             .map_err(|e| Error::io_what("encoding image.json", io::Error::other(e)))?;
         json.push(b'\n');
         w(IMAGE_JSON, &json)?;
-        super::layers::rename_noreplace(&staging, &dest)
+        super::fsops::rename_noreplace(&staging, &dest)
     })();
     match res {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = super::gc::remove_tree(&staging);
+            let _ = super::fsops::remove_tree(&staging);
             // Another load installed the same image meanwhile: fine.
             if dest.join(IMAGE_JSON).is_file() {
                 Ok(())

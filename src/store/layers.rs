@@ -19,6 +19,8 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+// Re-exported for callers that name it here (it lives in fsops, beneath every module).
+pub use super::fsops::rename_noreplace;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
@@ -109,7 +111,7 @@ pub fn stage(
         layer: layer.clone(),
         source: Box::new(e),
     };
-    let (blob, blob_size) = files.open(&plan.path)?.ok_or_else(|| {
+    let (blob, blob_size) = files.open(&plan.path).map_err(in_layer)?.ok_or_else(|| {
         in_layer(Error::MissingBlob {
             what: "layer".into(),
             digest: layer.clone(),
@@ -122,7 +124,7 @@ pub fn stage(
     match res {
         Ok(info) => Ok(Staged { dir, info }),
         Err(e) => {
-            let _ = super::gc::remove_tree(&dir);
+            let _ = super::fsops::remove_tree(&dir);
             Err(in_layer(e))
         }
     }
@@ -363,18 +365,6 @@ fn read_ahead<'scope, 'env, R: Read + Send>(
     (reader, producer)
 }
 
-/// `renameat2(RENAME_NOREPLACE)`: fails with `AlreadyExists` when `to` exists.
-pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        from,
-        nix::fcntl::AT_FDCWD,
-        to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    )
-    .map_err(|e| Error::io(to, io::Error::from(e)))
-}
-
 /// Makes a staged layer visible. Returns the installed layer's info: ours, or that of
 /// the copy another load installed first (ours is then discarded).
 pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
@@ -387,7 +377,7 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
                 Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
             ) =>
         {
-            super::gc::remove_tree(&staged.dir)?;
+            super::fsops::remove_tree(&staged.dir)?;
             let existing = read_info(store, &staged.info.diff_id)?;
             let merged = add_sources(store, &staged.info.diff_id, &staged.info.sources)?;
             Ok(merged.or(existing).unwrap_or(staged.info))

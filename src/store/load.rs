@@ -17,18 +17,30 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::Store;
 use super::images::{self, ImageRecord, LayerRecord};
 use super::layers::{self, LayerInfo, LayerSource, Staged};
-use super::unpack::UnpackOptions;
+use super::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
 use crate::digest::{Digest, chain_ids};
 use crate::error::{Error, Result};
 use crate::image::{self, Compression, ImagePlan, Reference, Source};
 
 /// Options of a load.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// An extra name (`NAME[:TAG]`) for the loaded image.
     pub tag: Option<String>,
     /// No progress bars.
     pub quiet: bool,
+    /// Most bytes one layer may unpack to (apparent sizes of its files).
+    pub max_layer_size: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            tag: None,
+            quiet: false,
+            max_layer_size: DEFAULT_MAX_LAYER_SIZE,
+        }
+    }
 }
 
 /// One loaded image.
@@ -85,6 +97,7 @@ fn load_plans(store: &Store, plans: Vec<ImagePlan>, opts: &LoadOptions) -> Resul
     let unpack_opts = UnpackOptions {
         styles: store.styles()?,
         ownership: store.ownership(),
+        max_size: opts.max_layer_size,
     };
     let mut out = Vec::new();
     for plan in plans {
@@ -335,7 +348,7 @@ fn stage_parallel(
     }
     if let Some(e) = first_err {
         for s in staged {
-            let _ = super::gc::remove_tree(&s.dir);
+            let _ = super::fsops::remove_tree(&s.dir);
         }
         return Err(e);
     }

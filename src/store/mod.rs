@@ -32,6 +32,7 @@
 //! (the mount daemon runs with umask 0); the files inside layers keep the images' modes.
 
 pub mod containers;
+pub mod fsops;
 pub mod gc;
 pub mod images;
 pub mod layers;
