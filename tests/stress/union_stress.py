@@ -38,7 +38,7 @@ import time
 libc = ctypes.CDLL(None, use_errno=True)
 if __name__ == '__main__':
     BIN, B, SEED, SECONDS = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    MAX_RSS_MIB = int(sys.argv[5]) if len(sys.argv) > 5 else 512
+    MAX_RSS_MIB = int(sys.argv[5]) if len(sys.argv) > 5 else 128
 else:  # imported to debug a log: set these first
     BIN = B = ''
     SEED, SECONDS, MAX_RSS_MIB = 0, 0.0, 512
