@@ -23,14 +23,14 @@
 //! inode, and a crash before the mark goes leaves reads served from below.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, Whence, lseek};
+use nix::unistd::{Whence, lseek};
 
 use crate::sys::{self, At};
 use crate::whiteout;
@@ -152,40 +152,22 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: i64, end: i64) -> Result<()> 
     Ok(())
 }
 
-/// Sets owner, mode, xattrs and times of staged entry `name` in `dir` from `src`
-/// (stat `st`, xattrs read through `src_at`).
-pub(crate) fn copy_meta(dir: &OwnedFd, name: &OsStr, st: &FileStat, src_at: At<'_>) -> Result<()> {
-    let kind = FileKind::from_mode(st.st_mode);
-    nix::unistd::fchownat(
-        dir,
-        name,
-        Some(Uid::from_raw(st.st_uid)),
-        Some(Gid::from_raw(st.st_gid)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
-    if kind != FileKind::Symlink {
+/// Sets owner, mode and xattrs of the staged entry `fd` holds (an `O_PATH` fd or an open
+/// one) from `st` and the xattrs read through `src_at`.
+pub(crate) fn copy_meta(fd: BorrowedFd<'_>, st: &FileStat, src_at: At<'_>) -> Result<()> {
+    sys::chown_fd(fd, Some(st.st_uid), Some(st.st_gid))?;
+    if FileKind::from_mode(st.st_mode) != FileKind::Symlink {
         // after chown, which clears setuid/setgid
-        nix::sys::stat::fchmodat(
-            dir,
-            name,
-            Mode::from_bits_truncate(st.st_mode & 0o7777),
-            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-        )?;
+        sys::chmod_fd(fd, st.st_mode & 0o7777)?;
     }
-    copy_xattrs(src_at, At::Entry(dir.as_fd(), name))?;
+    copy_xattrs(src_at, At::Fd(fd))?;
     Ok(())
 }
 
-pub(crate) fn set_times(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()> {
+/// Sets atime and mtime of the staged entry `fd` holds from `st`.
+fn set_times_fd(fd: BorrowedFd<'_>, st: &FileStat) -> Result<()> {
     let (a, m) = stat_times(st);
-    nix::sys::stat::utimensat(
-        dir,
-        name,
-        &a,
-        &m,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )?;
-    Ok(())
+    Ok(sys::utimens_fd(fd, &a, &m)?)
 }
 
 /// Writes the data of lower file `data` into `dst` as `mode` asks: all of it, or up to a
@@ -209,6 +191,16 @@ fn fill_from_lower(dst: &OwnedFd, data: &Lower, mode: CopyMode) -> Result<()> {
         nix::unistd::ftruncate(dst, n as i64)?;
     }
     Ok(())
+}
+
+/// An `O_PATH` fd of staged entry `name` (never following it).
+fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// The real inode a staged copy is (and will be once renamed into place).
@@ -251,9 +243,10 @@ impl Union {
         let tmpname = OsStr::new(&tmp);
         nix::sys::stat::mkdirat(&*w.up.tmp, tmpname, Mode::from_bits_truncate(0o700))?;
         let staged = (|| -> Result<DevIno> {
-            copy_meta(&w.up.tmp, tmpname, &st, At::Fd(src.as_fd()))?;
-            set_times(&w.up.tmp, tmpname, &st)?;
-            staged_ident(&w, tmpname)
+            let fd = open_path(&w.up.tmp, tmpname)?;
+            copy_meta(fd.as_fd(), &st, At::Fd(src.as_fd()))?;
+            set_times_fd(fd.as_fd(), &st)?;
+            Ok(DevIno::of(&fstat(&fd)?))
         })();
         let ident = match staged {
             Ok(i) => i,
@@ -475,7 +468,8 @@ impl Union {
     ) -> Result<()> {
         let tmpdir = &*w.up.tmp;
         let size = lower.stat.st_size as u64;
-        match kind {
+        // An fd of the staged entry: everything after its creation goes through it.
+        let fd = match kind {
             FileKind::Regular => {
                 let dst = openat(
                     tmpdir,
@@ -488,10 +482,12 @@ impl Union {
                 } else {
                     fill_from_lower(&dst, lower.data_loc(), mode)?;
                 }
+                dst
             }
             FileKind::Symlink => {
                 let target = nix::fcntl::readlinkat(&*lower.parent, lower.name.as_os_str())?;
                 nix::unistd::symlinkat(target.as_os_str(), tmpdir, tmpname)?;
+                open_path(tmpdir, tmpname)?
             }
             FileKind::Directory => return Err(FsError::EISDIR),
             other => {
@@ -508,20 +504,20 @@ impl Union {
                     Mode::from_bits_truncate(0o600),
                     lower.stat.st_rdev,
                 )?;
+                open_path(tmpdir, tmpname)?
             }
-        }
+        };
         copy_meta(
-            tmpdir,
-            tmpname,
+            fd.as_fd(),
             &lower.stat,
             At::Entry(lower.parent.as_fd(), &lower.name),
         )?;
-        let at = At::Entry(tmpdir.as_fd(), tmpname);
+        let at = At::Fd(fd.as_fd());
         xattr::set(at, w.up.ns(), xattr::ORIGIN, ino.to_string().as_bytes())?;
         if meta_only {
             xattr::set(at, w.up.ns(), xattr::METACOPY, b"")?;
         }
-        set_times(tmpdir, tmpname, &lower.stat)?;
+        set_times_fd(fd.as_fd(), &lower.stat)?;
         Ok(())
     }
 

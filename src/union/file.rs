@@ -206,9 +206,13 @@ impl Union {
         direct: bool,
     ) -> Fh {
         let fh = self.handles.next_fh();
+        let fd = Arc::new(fd);
+        if !on_lower {
+            node.write().open_fd = Some(Arc::downgrade(&fd));
+        }
         let h = Arc::new(FileHandle {
             node,
-            fd: RwLock::new(Arc::new(fd)),
+            fd: RwLock::new(fd),
             on_lower: AtomicBool::new(on_lower),
             direct,
         });
@@ -231,6 +235,9 @@ impl Union {
             };
             let (fd, on_lower) = self.open_data(&h.node, flags)?;
             let fd = Arc::new(fd);
+            if !on_lower {
+                h.node.write().open_fd = Some(Arc::downgrade(&fd));
+            }
             *h.fd.write().unwrap_or_else(|p| p.into_inner()) = fd.clone();
             h.on_lower.store(on_lower, Ordering::Release);
             return Ok(fd);

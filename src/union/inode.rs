@@ -48,6 +48,11 @@ impl InodeRef {
     }
 }
 
+/// The fd of the node's upper inode an open file holds, if any.
+fn open_fd(node: &Node) -> Option<Arc<OwnedFd>> {
+    node.read().open_fd.as_ref().and_then(|w| w.upgrade())
+}
+
 /// The flags a data fd of an inode may be reopened with: access, truncation, append and
 /// I/O behaviour; never creation, never symlink or directory semantics.
 fn reopen_flags(flags: OFlag) -> OFlag {
@@ -128,8 +133,12 @@ impl Union {
         )))
     }
 
-    /// An fd of the node's upper inode.
+    /// An fd of the node's upper inode: an open file's while there is one, else the
+    /// checked `O_PATH` one.
     pub(crate) fn upper_inode(&self, node: &Node) -> Result<Arc<OwnedFd>> {
+        if let Some(fd) = open_fd(node) {
+            return Ok(fd);
+        }
         Ok(self.upper_inode_stat(node)?.0)
     }
 
@@ -171,13 +180,20 @@ impl Union {
         let s = node.read();
         if s.data_in_upper() {
             drop(s);
-            let (fd, st) = self.upper_inode_stat(node)?;
-            if FileKind::from_mode(st.st_mode) != FileKind::Regular {
-                return Err(FsError::corrupt(format!(
-                    "upper copy of inode {} is not a regular file",
-                    node.id.0
-                )));
-            }
+            // An open file's fd is the regular upper inode already; else check it is one.
+            let fd = match open_fd(node) {
+                Some(fd) => fd,
+                None => {
+                    let (fd, st) = self.upper_inode_stat(node)?;
+                    if FileKind::from_mode(st.st_mode) != FileKind::Regular {
+                        return Err(FsError::corrupt(format!(
+                            "upper copy of inode {} is not a regular file",
+                            node.id.0
+                        )));
+                    }
+                    fd
+                }
+            };
             let mut flags = reopen_flags(flags);
             if self.opts.atime == Atime::Never && flags & OFlag::O_ACCMODE == OFlag::O_RDONLY {
                 flags |= OFlag::O_NOATIME;

@@ -68,6 +68,7 @@ impl Resolved {
             metacopy: self.metacopy,
             dir: self.dir,
             pin: None,
+            open_fd: None,
             unlinked: false,
         }
     }

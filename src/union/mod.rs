@@ -171,6 +171,7 @@ impl Union {
                 ..Default::default()
             }),
             pin: None,
+            open_fd: None,
             unlinked: false,
         };
         let ident = Ident {

@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use nix::sys::stat::FileStat;
 
@@ -176,6 +176,10 @@ pub(crate) struct NodeState {
     /// an unlinked file reachable (fstat, fchmod… of open files) and its inode number
     /// from being reused while the kernel still knows the node.
     pub pin: Option<Arc<OwnedFd>>,
+    /// A real fd of the upper inode held by an open file of the node: metadata calls use
+    /// it while the file is open (a write makes the kernel ask for security.capability
+    /// every time) instead of opening the inode again.
+    pub open_fd: Option<Weak<OwnedFd>>,
     /// The last name is gone; the node lives on for open files until forgotten.
     pub unlinked: bool,
 }

@@ -366,6 +366,7 @@ pub(crate) fn empty_state(kind: super::attr::FileKind) -> NodeState {
         metacopy: false,
         dir: None,
         pin: None,
+        open_fd: None,
         unlinked: false,
     }
 }
