@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod daemon;
+mod df;
 mod history;
 mod images;
 mod inspect;
@@ -16,7 +17,9 @@ mod mount;
 pub mod overlay;
 mod prune;
 mod ps;
+mod rm;
 mod rmi;
+mod tag;
 mod umount;
 
 /// layerfs: container images as a union filesystem.
@@ -54,8 +57,14 @@ pub enum Command {
     Mount(mount::Args),
     /// Unmount a container (or any layerfs mount point).
     Umount(umount::Args),
-    /// List containers.
+    /// List containers (-s: with their sizes).
     Ps(ps::Args),
+    /// Remove containers (their writable layers).
+    Rm(rm::Args),
+    /// Give an image another name.
+    Tag(tag::Args),
+    /// Show disk usage: images, containers, layers (shared layers counted once).
+    Df(df::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -123,6 +132,9 @@ pub fn main() -> ExitCode {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
+        Command::Rm(a) => rm::run(&ctx, a),
+        Command::Tag(a) => tag::run(&ctx, a),
+        Command::Df(a) => df::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,8 +29,9 @@ use crate::whiteout::WhiteoutStyle;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Image: name[:tag], id, id prefix, or anything `load` accepts (loaded first).
-    #[arg(value_name = "IMAGE")]
+    /// Image: name[:tag], id, id prefix, or anything `load` accepts (loaded first); or,
+    /// without --name, the name of an existing container, which is mounted again.
+    #[arg(value_name = "IMAGE|CONTAINER")]
     pub image: String,
     /// Where to mount.
     #[arg(value_name = "DIR")]
@@ -159,6 +160,25 @@ fn container_for(
     Ok(containers::create(store, name, image)?)
 }
 
+/// `mount NAME DIR` where NAME is an existing container: that container and its image.
+fn container_by_name(
+    store: &Store,
+    arg: &str,
+) -> anyhow::Result<Option<(containers::Container, ImageRecord)>> {
+    if !containers::valid_name(arg) {
+        return Ok(None);
+    }
+    let Some(c) = containers::open(store, arg)? else {
+        return Ok(None);
+    };
+    let id = crate::digest::Digest::parse(&c.record.image)
+        .map_err(|e| anyhow::anyhow!("container {arg}: bad image id {}: {e}", c.record.image))?;
+    let Some(image) = store.image(&id)? else {
+        bail!("container {arg} was made from image {id}, which is no longer in the store",);
+    };
+    Ok(Some((c, image)))
+}
+
 fn already_mounted(c: &containers::Container) -> anyhow::Error {
     let at = c
         .record
@@ -187,8 +207,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
         // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
-        let image = image_arg(ctx, &store, &args.image)?;
+        let by_name = match args.name {
+            None => container_by_name(&store, &args.image)?,
+            Some(_) => None,
+        };
+        let image = match &by_name {
+            Some((_, image)) => image.clone(),
+            None => image_arg(ctx, &store, &args.image)?,
+        };
         let container = match (args.read_only, args.name.as_deref()) {
+            // A container named alone: mounted again (read-only with --read-only).
+            _ if by_name.is_some() => by_name.map(|(c, _)| c),
             // The image alone.
             (true, None) => None,
             // An existing container's layer, read-only.

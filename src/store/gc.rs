@@ -37,7 +37,7 @@ pub fn clean_tmp(store: &Store) -> Result<usize> {
 }
 
 /// Renames `path` into `tmp/` (the atomic step), then deletes it.
-fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
+pub(crate) fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
     let grave = store.staging_dir(&format!("rm-{what}"))?;
     let target = grave.join("x");
     fs::rename(path, &target).map_err(|e| Error::io(path, e))?;

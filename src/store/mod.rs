@@ -40,6 +40,7 @@ pub mod load;
 pub mod lock;
 pub mod mounts;
 pub mod unpack;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::fs;
