@@ -41,7 +41,7 @@ pub mod readdir;
 mod rename;
 pub mod table;
 mod upper;
-mod xattr;
+pub(crate) mod xattr;
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -187,7 +187,7 @@ impl Union {
     }
 
     pub fn read_only(&self) -> bool {
-        !self.stack.has_upper()
+        self.stack.upper.as_ref().is_none_or(|u| u.frozen)
     }
 
     pub(crate) fn node(&self, id: NodeId) -> Result<Arc<Node>> {
