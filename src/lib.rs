@@ -5,6 +5,8 @@
 //!   containers (writable layers), locking, atomic installs, garbage collection.
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
 //!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
+//! - [`changes`] compares a container with its image, reading its upper layer only
+//!   (`diff`, and what `commit` writes).
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
@@ -14,6 +16,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod changes;
 pub mod cli;
 pub mod digest;
 pub mod error;

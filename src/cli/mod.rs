@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 pub mod daemon;
 mod df;
+mod diff;
 mod history;
 mod images;
 mod inspect;
@@ -61,6 +62,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Remove containers (their writable layers).
     Rm(rm::Args),
+    /// List what a container changed: A (added), C (changed), D (deleted).
+    Diff(diff::Args),
     /// Give an image another name.
     Tag(tag::Args),
     /// Show disk usage: images, containers, layers (shared layers counted once).
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Df(a) => df::run(&ctx, a),
     };

@@ -398,6 +398,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The union's lower layers for `image`, top first; for an image without layers, the
+    /// store's empty directory (an empty root).
+    pub fn lower_specs(&self, image: &ImageRecord) -> Result<Vec<crate::union::LayerSpec>> {
+        if image.layers.is_empty() {
+            return Ok(vec![crate::union::LayerSpec {
+                path: self.empty_layer_dir()?,
+                wh_files: false,
+            }]);
+        }
+        let mut specs = Vec::with_capacity(image.layers.len());
+        for l in image.layers.iter().rev() {
+            let info = self.layer_info(&l.diff_id)?.ok_or_else(|| Error::Invalid {
+                file: format!("image {}", image.id),
+                detail: format!("its layer {} is not in the store", l.diff_id),
+            })?;
+            specs.push(crate::union::LayerSpec {
+                path: self.layer_dir(&l.diff_id),
+                wh_files: info.styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile,
+            });
+        }
+        Ok(specs)
+    }
+}
+
 /// The entries of `dir` named by a digest's hex (layers, images), sorted; none when the
 /// directory does not exist. Other names (staging leftovers) are not entries.
 pub(crate) fn digest_entries(dir: &Path) -> Result<Vec<Digest>> {
