@@ -7,6 +7,7 @@
 //!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
 //! - [`changes`] compares a container with its image, reading its upper layer only
 //!   (`diff`, and what `commit` writes).
+//! - [`control`] holds a mounted container's writes for a consistent snapshot.
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
@@ -18,6 +19,7 @@
 
 pub mod changes;
 pub mod cli;
+pub mod control;
 pub mod digest;
 pub mod error;
 pub mod fuse;
