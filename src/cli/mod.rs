@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod commit;
 pub mod daemon;
 mod df;
 mod diff;
@@ -62,6 +63,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Remove containers (their writable layers).
     Rm(rm::Args),
+    /// Make a new image from a container's changes.
+    Commit(commit::Args),
     /// List what a container changed: A (added), C (changed), D (deleted).
     Diff(diff::Args),
     /// Give an image another name.
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Rm(a) => rm::run(&ctx, a),
+        Command::Commit(a) => commit::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Df(a) => df::run(&ctx, a),

@@ -180,6 +180,14 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
     Ok(report)
 }
 
+/// Removes layer `diff_id` unless an installed image lists it (undoing an install).
+pub(crate) fn remove_layer_if_unused(store: &Store, diff_id: &Digest) -> Result<()> {
+    if used_layers(store)?.contains(diff_id) || !store.layer_path(diff_id).exists() {
+        return Ok(());
+    }
+    remove_atomically(store, &store.layer_path(diff_id), "layer")
+}
+
 /// Layers named by any installed image.
 fn used_layers(store: &Store) -> Result<BTreeSet<Digest>> {
     let mut used = BTreeSet::new();
