@@ -196,6 +196,7 @@ impl Views {
     pub fn open(lowers: &[LayerSpec], upper: &Path, work: &Path, styles: Styles) -> Result<Views> {
         let opts = Options {
             atime: union::Atime::Never,
+            dir_nlink: false,
             ..Options::default()
         };
         // `.wh.` names are whiteouts in a layer whatever the mount's own spelling: a tar
