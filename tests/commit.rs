@@ -205,6 +205,21 @@ fn the_same_changes_give_the_same_layer() {
 }
 
 #[test]
+fn a_container_mounted_read_only_is_committed_too() {
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    let m = lab.mount(&["busybox", "--name", "c"], "m");
+    sh(&m, "echo hi > hello");
+    lab.umount(&m);
+    let r = lab.mount(&["busybox", "--read-only", "--name", "c"], "r");
+    let shown = manifest(&r, &[]);
+    s.ok(&["commit", "c", "ro:1"]);
+    let n = lab.mount(&["ro:1", "--read-only"], "n");
+    assert_same_tree(&shown, &manifest(&n, &[]), "read-only container");
+}
+
+#[test]
 fn an_unchanged_container_commits_its_root_only() {
     let lab = Lab::new();
     let s = &lab.s;

@@ -138,8 +138,11 @@ pub fn serve_with_control(
     let union = Arc::new(union);
     let mp = s.mountpoint.clone();
     let gate = Arc::new(crate::control::WriteGate::default());
-    if let Some(dir) = control {
-        crate::control::serve(dir, gate.clone()).context("starting the control socket")?;
+    if let Some(dir) = control
+        && let Err(e) = crate::control::serve(dir, gate.clone())
+    {
+        // The mount works without it; only a commit of it while mounted is refused.
+        log::warn!("no control socket in {}: {e}", dir.display());
     }
     let session = FuseFs::with_gate(union, gate)
         .mount(&s.mountpoint, &s.mount)

@@ -316,8 +316,8 @@ fn serve_container(
     };
     let name = c.record.name.clone();
     let mut record = c.clone();
-    let control = (!args.read_only).then(|| c.dir.clone());
-    let result = daemon::serve_with_control(serve, control.as_deref(), ready, || {
+    let control = c.dir.clone();
+    let result = daemon::serve_with_control(serve, Some(&control), ready, || {
         if let Err(e) = record.set_mountpoint(store, Some(dir)) {
             log::warn!("recording the mount point of {name}: {e}");
         }
