@@ -50,6 +50,8 @@ ln data/cap-file data/cap-link
 chmod 600 data/random-1MiB+1
 chmod 4711 data/empty
 chown 1:2 data/sticky-dir data/fifo
+chown 3000000:3000001 data/uid-100000
+touch -h -d @-86400 data/rel-symlink
 setfattr -n user.added -v hello data/xattr-file
 setfattr -x user.layerfs.test data/xattr-file
 mkdir -p newdir/sub; echo y > newdir/sub/f; ln -s ../sub newdir/sub/link
