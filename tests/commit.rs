@@ -150,6 +150,14 @@ fn the_new_image_shows_what_the_container_showed() {
     assert_eq!(h["author"], "A <a@b>");
     assert_eq!(h["created_by"], "layerfs commit");
     assert_eq!(h["created"], v["created"]);
+    // The store keeps no blob, but the layer's tar can be written again, byte for byte.
+    let store = layerfs::store::Store::open(&s.root).unwrap();
+    let rec = store.resolve_image("myapp:v2").unwrap();
+    let top = rec.layers.len() - 1;
+    let (bytes, digest, size) = layerfs::commit::layer_tar(&store, &rec, top, Vec::new()).unwrap();
+    assert_eq!(digest, rec.layers[top].diff_id);
+    assert_eq!(Some(size), rec.layers[top].size);
+    assert_eq!(bytes.len() as u64, size);
     let hist = s.ok(&["history", "myapp:v2"]);
     assert!(hist.lines().nth(1).unwrap().contains("add app"), "{hist}");
     // Docker's config survives (the base's rootfs, plus one).

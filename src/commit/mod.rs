@@ -210,6 +210,44 @@ fn install_layer(
     Ok((info, true))
 }
 
+/// Writes the tar of layer `index` (bottom first) of `image` again, from its unpacked
+/// directory over the layers below it. For a layer `commit` made, these are the very
+/// bytes it wrote (the same diff_id): the store keeps no blobs, and `save` needs them.
+/// Returns the output, the layer's diff_id as written, and its size.
+pub fn layer_tar<W: Write>(
+    store: &Store,
+    image: &ImageRecord,
+    index: usize,
+    out: W,
+) -> Result<(W, Digest, u64)> {
+    let Some(layer) = image.layers.get(index) else {
+        return Err(Error::Invalid {
+            file: format!("image {}", image.id),
+            detail: format!("has no layer {index}"),
+        });
+    };
+    let below = ImageRecord {
+        layers: image.layers[..index].to_vec(),
+        ..image.clone()
+    };
+    let lowers = store.lower_specs(&below)?;
+    let work = store.staging_dir("layer-tar")?;
+    let result = (|| {
+        let views = Views::open(
+            &lowers,
+            &store.layer_dir(&layer.diff_id),
+            &work,
+            store.styles()?,
+        )?;
+        let (out, _) =
+            layer::write_layer(&views, HashingWriter::new(out), &LayerOptions::default())?;
+        let (digest, size) = (out.digest(), out.count());
+        Ok((out.into_inner(), digest, size))
+    })();
+    let _ = gc::remove_tree(&work);
+    result
+}
+
 /// Commits container `name` (see the module docs).
 pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committed> {
     let c =
