@@ -188,12 +188,13 @@ impl Views {
     ) -> Result<Views> {
         let image = container_image(store, c)?;
         let lowers = store.lower_specs(&image)?;
-        Views::open(&lowers, &c.upper(), &c.work(), store.styles()?)
+        Views::open(&lowers, &c.upper(), &c.work())
     }
 
     /// Opens the views of a container whose upper and work directories are `upper` and
-    /// `work`, over image layers `lowers` (top first); `styles`: what its mount writes.
-    pub fn open(lowers: &[LayerSpec], upper: &Path, work: &Path, styles: Styles) -> Result<Views> {
+    /// `work`, over image layers `lowers` (top first). Nothing is written, not even a
+    /// probe of the spellings the mount writes: every dialect is read.
+    pub fn open(lowers: &[LayerSpec], upper: &Path, work: &Path) -> Result<Views> {
         let opts = Options {
             atime: union::Atime::Never,
             dir_nlink: false,
@@ -205,7 +206,7 @@ impl Views {
             path: upper.to_path_buf(),
             wh_files: true,
         };
-        let stack = Stack::open_frozen(lowers, &up, work, styles)
+        let stack = Stack::open_frozen(lowers, &up, work, Styles::KERNEL)
             .map_err(|e| Error::io_what("opening the container's layers", e))?;
         let wh_files = stack.wh_files(0);
         let ctr = Union::new(stack, opts.clone())

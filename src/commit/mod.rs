@@ -233,12 +233,7 @@ pub fn layer_tar<W: Write>(
     let lowers = store.lower_specs(&below)?;
     let work = store.staging_dir("layer-tar")?;
     let result = (|| {
-        let views = Views::open(
-            &lowers,
-            &store.layer_dir(&layer.diff_id),
-            &work,
-            store.styles()?,
-        )?;
+        let views = Views::open(&lowers, &store.layer_dir(&layer.diff_id), &work)?;
         let (out, _) =
             layer::write_layer(&views, HashingWriter::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
