@@ -5,6 +5,10 @@
 //!   containers (writable layers), locking, atomic installs, garbage collection.
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
 //!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
+//! - [`changes`] compares a container with its image, reading its upper layer only
+//!   (`diff`, and what `commit` writes).
+//! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image;
+//!   [`control`] holds a mounted container's writes meanwhile.
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
@@ -14,7 +18,10 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod changes;
 pub mod cli;
+pub mod commit;
+pub mod control;
 pub mod digest;
 pub mod error;
 pub mod fuse;

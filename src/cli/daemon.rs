@@ -109,6 +109,17 @@ pub struct Serve {
 /// Mounts and serves until unmounted or told to stop (SIGTERM, SIGINT, SIGHUP).
 /// `on_mounted` runs once the mount is live, before requests are served.
 pub fn serve(s: Serve, ready: &mut Ready, on_mounted: impl FnOnce()) -> anyhow::Result<()> {
+    serve_with_control(s, None, ready, on_mounted)
+}
+
+/// [`serve`], with the control socket of the container in `control` (its directory):
+/// `commit` asks there for writes to be held (see `crate::control`).
+pub fn serve_with_control(
+    s: Serve,
+    control: Option<&Path>,
+    ready: &mut Ready,
+    on_mounted: impl FnOnce(),
+) -> anyhow::Result<()> {
     if ready.detached() {
         let _ = nix::unistd::setsid();
     }
@@ -126,7 +137,14 @@ pub fn serve(s: Serve, ready: &mut Ready, on_mounted: impl FnOnce()) -> anyhow::
         Union::new(s.stack, s.options).map_err(|e| anyhow::anyhow!("setting up the union: {e}"))?;
     let union = Arc::new(union);
     let mp = s.mountpoint.clone();
-    let session = FuseFs::new(union)
+    let gate = Arc::new(crate::control::WriteGate::default());
+    if let Some(dir) = control
+        && let Err(e) = crate::control::serve(dir, gate.clone())
+    {
+        // The mount works without it; only a commit of it while mounted is refused.
+        log::warn!("no control socket in {}: {e}", dir.display());
+    }
+    let session = FuseFs::with_gate(union, gate)
         .mount(&s.mountpoint, &s.mount)
         .with_context(|| format!("mounting on {}", s.mountpoint.display()))?;
     install_panic_unmount(mp.clone());

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod commit;
 pub mod daemon;
+mod df;
+mod diff;
 mod history;
 mod images;
 mod inspect;
@@ -16,7 +19,9 @@ mod mount;
 pub mod overlay;
 mod prune;
 mod ps;
+mod rm;
 mod rmi;
+mod tag;
 mod umount;
 
 /// layerfs: container images as a union filesystem.
@@ -54,8 +59,18 @@ pub enum Command {
     Mount(mount::Args),
     /// Unmount a container (or any layerfs mount point).
     Umount(umount::Args),
-    /// List containers.
+    /// List containers (-s: with their sizes).
     Ps(ps::Args),
+    /// Remove containers (their writable layers).
+    Rm(rm::Args),
+    /// Make a new image from a container's changes.
+    Commit(commit::Args),
+    /// List what a container changed: A (added), C (changed), D (deleted).
+    Diff(diff::Args),
+    /// Give an image another name.
+    Tag(tag::Args),
+    /// Show disk usage: images, containers, layers (shared layers counted once).
+    Df(df::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -123,6 +138,11 @@ pub fn main() -> ExitCode {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
+        Command::Rm(a) => rm::run(&ctx, a),
+        Command::Commit(a) => commit::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Tag(a) => tag::run(&ctx, a),
+        Command::Df(a) => df::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,12 +25,12 @@ use super::load::image_arg;
 use crate::fuse::{Access, MountConfig};
 use crate::store::{ImageRecord, Store, containers, mounts};
 use crate::union::{LayerSpec, Options, Stack};
-use crate::whiteout::WhiteoutStyle;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Image: name[:tag], id, id prefix, or anything `load` accepts (loaded first).
-    #[arg(value_name = "IMAGE")]
+    /// Image: name[:tag], id, id prefix, or anything `load` accepts (loaded first); or,
+    /// without --name, the name of an existing container, which is mounted again.
+    #[arg(value_name = "IMAGE|CONTAINER")]
     pub image: String,
     /// Where to mount.
     #[arg(value_name = "DIR")]
@@ -97,31 +97,6 @@ impl Args {
     }
 }
 
-/// The image's layers as the union's lower layers, top first; for an image without
-/// layers, the store's empty directory (an empty root).
-fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSpec>> {
-    if image.layers.is_empty() {
-        return Ok(vec![LayerSpec {
-            path: store.empty_layer_dir()?,
-            wh_files: false,
-        }]);
-    }
-    let mut specs = Vec::with_capacity(image.layers.len());
-    for l in image.layers.iter().rev() {
-        let info = store.layer_info(&l.diff_id)?.with_context(|| {
-            format!(
-                "layer {} of image {} is not in the store",
-                l.diff_id, image.id
-            )
-        })?;
-        specs.push(LayerSpec {
-            path: store.layer_dir(&l.diff_id),
-            wh_files: info.styles.whiteout == WhiteoutStyle::WhFile,
-        });
-    }
-    Ok(specs)
-}
-
 /// Container `name`, which must exist and be of `image`.
 fn existing_container(
     store: &Store,
@@ -159,6 +134,25 @@ fn container_for(
     Ok(containers::create(store, name, image)?)
 }
 
+/// `mount NAME DIR` where NAME is an existing container: that container and its image.
+fn container_by_name(
+    store: &Store,
+    arg: &str,
+) -> anyhow::Result<Option<(containers::Container, ImageRecord)>> {
+    if !containers::valid_name(arg) {
+        return Ok(None);
+    }
+    let Some(c) = containers::open(store, arg)? else {
+        return Ok(None);
+    };
+    let id = crate::digest::Digest::parse(&c.record.image)
+        .map_err(|e| anyhow::anyhow!("container {arg}: bad image id {}: {e}", c.record.image))?;
+    let Some(image) = store.image(&id)? else {
+        bail!("container {arg} was made from image {id}, which is no longer in the store",);
+    };
+    Ok(Some((c, image)))
+}
+
 fn already_mounted(c: &containers::Container) -> anyhow::Error {
     let at = c
         .record
@@ -187,8 +181,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
         // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
-        let image = image_arg(ctx, &store, &args.image)?;
+        let by_name = match args.name {
+            None => container_by_name(&store, &args.image)?,
+            Some(_) => None,
+        };
+        let image = match &by_name {
+            Some((_, image)) => image.clone(),
+            None => image_arg(ctx, &store, &args.image)?,
+        };
         let container = match (args.read_only, args.name.as_deref()) {
+            // A container named alone: mounted again (read-only with --read-only).
+            _ if by_name.is_some() => by_name.map(|(c, _)| c),
             // The image alone.
             (true, None) => None,
             // An existing container's layer, read-only.
@@ -275,7 +278,7 @@ fn serve_container(
     args: &Args,
     ready: &mut Ready,
 ) -> anyhow::Result<()> {
-    let lowers = lower_specs(store, image)?;
+    let lowers = store.lower_specs(image)?;
     let mut lowers = lowers;
     let mut mount = args.mount_config(format!("layerfs:{}", image.display_name()), args.read_only);
     let Some(mut c) = container else {
@@ -313,7 +316,8 @@ fn serve_container(
     };
     let name = c.record.name.clone();
     let mut record = c.clone();
-    let result = daemon::serve(serve, ready, || {
+    let control = c.dir.clone();
+    let result = daemon::serve_with_control(serve, Some(&control), ready, || {
         if let Err(e) = record.set_mountpoint(store, Some(dir)) {
             log::warn!("recording the mount point of {name}: {e}");
         }

@@ -18,9 +18,9 @@ pub struct Args {
 }
 
 /// How long to wait for the daemon to exit after the unmount.
-const DAEMON_EXIT_WAIT: Duration = Duration::from_secs(30);
+pub(super) const DAEMON_EXIT_WAIT: Duration = Duration::from_secs(30);
 
-fn unmount(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn unmount(dir: &Path) -> anyhow::Result<()> {
     match nix::mount::umount2(dir, nix::mount::MntFlags::empty()) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => {

@@ -25,17 +25,26 @@ use log::trace;
 pub use config::{Access, MountConfig};
 use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
 
+use crate::control::WriteGate;
 use crate::union::{Attr, Entry, Fh, FsError, NodeId, OpenReply, SetAttr, Union};
 
 /// The union as a `fuser::Filesystem`.
 #[derive(Debug)]
 pub struct FuseFs {
     union: Arc<Union>,
+    /// Every request that changes the mount passes it (`crate::control` closes it for a
+    /// snapshot).
+    gate: Arc<WriteGate>,
 }
 
 impl FuseFs {
     pub fn new(union: Arc<Union>) -> FuseFs {
-        FuseFs { union }
+        FuseFs::with_gate(union, Arc::default())
+    }
+
+    /// A mount whose writes wait while `gate` is frozen.
+    pub fn with_gate(union: Arc<Union>, gate: Arc<WriteGate>) -> FuseFs {
+        FuseFs { union, gate }
     }
 
     /// Mounts at `mountpoint`; the returned session is live (INIT done) and waits for
@@ -170,6 +179,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _w = self.gate.enter();
         let ch = SetAttr {
             mode,
             uid,
@@ -199,6 +209,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _w = self.gate.enter();
         let r = self
             .union
             .mknod(id(parent), name, mode, u64::from(rdev), &caller(req, umask));
@@ -214,6 +225,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _w = self.gate.enter();
         let r = self
             .union
             .mkdir(id(parent), name, mode, &caller(req, umask));
@@ -221,11 +233,13 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = self.gate.enter();
         let r = self.union.unlink(id(parent), name);
         reply_empty("unlink", parent, r, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = self.gate.enter();
         let r = self.union.rmdir(id(parent), name);
         reply_empty("rmdir", parent, r, reply);
     }
@@ -238,6 +252,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _w = self.gate.enter();
         let r = self
             .union
             .symlink(id(parent), link_name, target.as_os_str(), &caller(req, 0));
@@ -254,6 +269,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _w = self.gate.enter();
         let r = self
             .union
             .rename(id(parent), name, id(newparent), newname, flags.bits());
@@ -268,11 +284,15 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _w = self.gate.enter();
         let r = self.union.link(id(ino), id(newparent), newname);
         reply_entry("link", ino, r, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // Opening for writing (or truncating) copies up.
+        let _w = (flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0)
+            .then(|| self.gate.enter());
         let opened = self.union.open(id(ino), flags.0).and_then(|o| {
             // Without CAP_FSETID (we can only tell root), truncating drops setuid/setgid.
             if flags.0 & libc::O_TRUNC != 0
@@ -322,6 +342,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _w = self.gate.enter();
         match self.union.write(fh(f), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(fail("write", ino.0, e)),
@@ -483,6 +504,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _w = self.gate.enter();
         let r = self.union.setxattr(id(ino), name, value, flags);
         reply_empty("setxattr", ino, r, reply);
     }
@@ -498,6 +520,7 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = self.gate.enter();
         let r = self.union.removexattr(id(ino), name);
         reply_empty("removexattr", ino, r, reply);
     }
@@ -512,6 +535,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _w = self.gate.enter();
         let r = self.union.fallocate(fh(f), offset, length, mode);
         reply_empty("fallocate", ino, r, reply);
     }
@@ -561,6 +585,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _w = self.gate.enter();
         match self
             .union
             .create(id(parent), name, mode, flags, &caller(req, umask))

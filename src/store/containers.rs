@@ -142,19 +142,27 @@ impl Container {
         store.write_atomic(&self.dir.join(CONTAINER_JSON), &bytes)
     }
 
-    /// Bytes of regular files in the writable layer (what `ps` shows as SIZE).
+    /// Bytes the writable layer holds (what `ps -s` shows as SIZE): its regular files, a
+    /// hard-linked inode once (names in the upper directory and the index of hard links
+    /// alike), a sparse file (a metadata-only copy-up) by what it allocates.
     pub fn size(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
+        use std::collections::HashSet;
+        use std::os::unix::fs::MetadataExt;
+        fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
             let Ok(rd) = fs::read_dir(p) else { return 0 };
-            rd.filter_map(|e| e.ok())
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => walk(&e.path()),
-                    Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-                    _ => 0,
-                })
-                .sum()
+            let mut total = 0;
+            for e in rd.filter_map(|e| e.ok()) {
+                let Ok(m) = e.metadata() else { continue };
+                if m.is_dir() {
+                    total += walk(&e.path(), seen);
+                } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
+                    total += m.len().min(m.blocks().saturating_mul(512));
+                }
+            }
+            total
         }
-        walk(&self.upper())
+        let mut seen = HashSet::new();
+        walk(&self.upper(), &mut seen) + walk(&self.work().join("layerfs-index"), &mut seen)
     }
 }
 
@@ -271,6 +279,25 @@ fn copy_root_meta(from: &Path, to: &Path) -> Result<()> {
         nix::sys::stat::UtimensatFlags::FollowSymlink,
     )
     .map_err(|e| Error::io(to, e.into()))
+}
+
+/// Removes container `c`: its record and its writable layer go in one step (the directory
+/// is renamed into `tmp/`, then deleted). Refused while a daemon serves it: the caller
+/// unmounts first. The mount lock is held across the rename, so no mount starts meanwhile.
+pub fn remove(store: &Store, c: &Container) -> Result<()> {
+    let Some(_lock) = c.try_lock()? else {
+        let at = c
+            .record
+            .mountpoint
+            .as_deref()
+            .map(|m| format!(" at {m}"))
+            .unwrap_or_default();
+        return Err(Error::Conflict(format!(
+            "container {} is mounted{at}: unmount it first (or --force)",
+            c.record.name
+        )));
+    };
+    super::gc::remove_atomically(store, &c.dir, "container")
 }
 
 /// Every container with its directory.

@@ -37,7 +37,7 @@ pub fn clean_tmp(store: &Store) -> Result<usize> {
 }
 
 /// Renames `path` into `tmp/` (the atomic step), then deletes it.
-fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
+pub(crate) fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
     let grave = store.staging_dir(&format!("rm-{what}"))?;
     let target = grave.join("x");
     fs::rename(path, &target).map_err(|e| Error::io(path, e))?;
@@ -178,6 +178,14 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
         }
     }
     Ok(report)
+}
+
+/// Removes layer `diff_id` unless an installed image lists it (undoing an install).
+pub(crate) fn remove_layer_if_unused(store: &Store, diff_id: &Digest) -> Result<()> {
+    if used_layers(store)?.contains(diff_id) || !store.layer_path(diff_id).exists() {
+        return Ok(());
+    }
+    remove_atomically(store, &store.layer_path(diff_id), "layer")
 }
 
 /// Layers named by any installed image.

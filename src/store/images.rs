@@ -227,6 +227,35 @@ pub fn install(
     }
 }
 
+/// Points `name` at image `id` (under `meta.lock`). A name that already points at another
+/// image is a clash: refused unless `force`, which moves it (that image keeps its other
+/// names, or becomes dangling). Returns the image the name was taken from, if any.
+pub fn tag_checked(
+    store: &Store,
+    id: &Digest,
+    name: &Reference,
+    force: bool,
+) -> Result<Option<Digest>> {
+    let _meta = store.lock_meta()?;
+    let mut refs = store.refs()?;
+    let key = name.to_string();
+    let previous = refs.get(&key).copied().filter(|p| p != id);
+    if let Some(p) = previous
+        && !force
+    {
+        return Err(Error::Conflict(format!(
+            "the name {} is taken by image {} (--force moves it)",
+            name.familiar(),
+            p.short()
+        )));
+    }
+    if refs.get(&key) != Some(id) {
+        refs.insert(key, *id);
+        store.write_refs(&refs)?;
+    }
+    Ok(previous)
+}
+
 /// Points each of `names` at image `id` (under `meta.lock`).
 pub fn tag(store: &Store, id: &Digest, names: &[Reference]) -> Result<()> {
     if names.is_empty() {

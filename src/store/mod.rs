@@ -40,6 +40,7 @@ pub mod load;
 pub mod lock;
 pub mod mounts;
 pub mod unpack;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -394,6 +395,31 @@ impl Store {
         let bytes = self.image_config_bytes(id)?;
         let p = self.image_path(id).join(images::CONFIG_JSON);
         crate::image::parse_config(&bytes, &p.display().to_string())
+    }
+}
+
+impl Store {
+    /// The union's lower layers for `image`, top first; for an image without layers, the
+    /// store's empty directory (an empty root).
+    pub fn lower_specs(&self, image: &ImageRecord) -> Result<Vec<crate::union::LayerSpec>> {
+        if image.layers.is_empty() {
+            return Ok(vec![crate::union::LayerSpec {
+                path: self.empty_layer_dir()?,
+                wh_files: false,
+            }]);
+        }
+        let mut specs = Vec::with_capacity(image.layers.len());
+        for l in image.layers.iter().rev() {
+            let info = self.layer_info(&l.diff_id)?.ok_or_else(|| Error::Invalid {
+                file: format!("image {}", image.id),
+                detail: format!("its layer {} is not in the store", l.diff_id),
+            })?;
+            specs.push(crate::union::LayerSpec {
+                path: self.layer_dir(&l.diff_id),
+                wh_files: info.styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile,
+            });
+        }
+        Ok(specs)
     }
 }
 

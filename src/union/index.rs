@@ -78,7 +78,7 @@ impl Union {
         ino: u64,
         st: &FileStat,
     ) -> Option<UpperLoc> {
-        let up = self.stack.upper.as_ref()?;
+        let up = self.stack.upper.as_ref().filter(|u| !u.frozen)?;
         let key = index_key(ino);
         match nix::unistd::linkat(dir, name, &*up.index, key.as_str(), AtFlags::empty()) {
             Ok(()) => {}

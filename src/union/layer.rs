@@ -13,6 +13,10 @@
 //! `WORK/layerfs-index/<st_ino hex>` one name per hard-linked upper inode, so that every
 //! name of an inode reaches the same copy (kernel overlayfs' `index` idea);
 //! `WORK/layerfs-whiteout` the whiteout inode that new whiteouts are links of.
+//!
+//! A stack opened [`Stack::open_frozen`] reads a container's layers exactly as its mount
+//! shows them (the upper layer, its index of hard links) while that mount may be live:
+//! it writes nothing (no staging cleanup, no probe), and every change answers EROFS.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -24,6 +28,11 @@ use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode, fstat};
 
 use crate::whiteout::{Styles, XattrNs};
+
+/// The work directory's staging subdirectory.
+pub const WORK_TMP: &str = "layerfs-tmp";
+/// The work directory's index of hard-linked upper inodes.
+pub const WORK_INDEX: &str = "layerfs-index";
 
 /// Number of low bits of a reported inode number that hold the real one when layers
 /// span several filesystems.
@@ -57,6 +66,8 @@ pub struct Upper {
     pub index: Arc<OwnedFd>,
     pub styles: Styles,
     next_tmp: AtomicU64,
+    /// Read, never written (see [`Stack::open_frozen`]).
+    pub frozen: bool,
 }
 
 impl Upper {
@@ -164,9 +175,43 @@ pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+fn open_work(work_path: &Path) -> io::Result<OwnedFd> {
+    open(
+        work_path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}", work_path.display()),
+        )
+    })
+}
+
 impl Stack {
     /// Opens the layers: `upper` (with `work`) on top of `lowers` (top first).
     pub fn open(lowers: &[LayerSpec], upper: Option<(&LayerSpec, &Path)>) -> io::Result<Stack> {
+        Stack::open_with(lowers, upper, None)
+    }
+
+    /// Opens a container's layers to read them as its mount shows them, without writing
+    /// anything, also while the mount is live: `styles` are the spellings its mount
+    /// writes (the store's), so no probe is needed. Every change answers EROFS.
+    pub fn open_frozen(
+        lowers: &[LayerSpec],
+        upper: &LayerSpec,
+        work: &Path,
+        styles: Styles,
+    ) -> io::Result<Stack> {
+        Stack::open_with(lowers, Some((upper, work)), Some(styles))
+    }
+
+    fn open_with(
+        lowers: &[LayerSpec],
+        upper: Option<(&LayerSpec, &Path)>,
+        frozen: Option<Styles>,
+    ) -> io::Result<Stack> {
         let mut specs: Vec<&LayerSpec> = Vec::new();
         if let Some((u, _)) = upper {
             specs.push(u);
@@ -202,27 +247,48 @@ impl Stack {
         let upper = match upper {
             None => None,
             Some((_, work_path)) => {
-                let work = open(
-                    work_path,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| {
-                    io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!("{}: {e}", work_path.display()),
-                    )
-                })?;
+                let work = open_work(work_path)?;
                 if fstat(&work)?.st_dev != layers[0].dev {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "upperdir and workdir must be on the same filesystem",
                     ));
                 }
-                let tmp = ensure_subdir(work.as_fd(), "layerfs-tmp")?;
+                if let Some(styles) = frozen {
+                    // Nothing is staged here, and a work directory that never had an
+                    // index (no mount yet) has no hard links: the work directory itself
+                    // stands in, holding no entry named like an index key.
+                    let index = match openat(
+                        &work,
+                        WORK_INDEX,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(fd) => fd,
+                        Err(nix::errno::Errno::ENOENT) => open_work(work_path)?,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile {
+                        layers[0].wh_files = true;
+                    }
+                    let tmp = Arc::new(open_work(work_path)?);
+                    return Ok(Stack {
+                        single_dev: devs.len() == 1,
+                        layers,
+                        upper: Some(Upper {
+                            work,
+                            tmp,
+                            index: Arc::new(index),
+                            styles,
+                            next_tmp: AtomicU64::new(1),
+                            frozen: true,
+                        }),
+                    });
+                }
+                let tmp = ensure_subdir(work.as_fd(), WORK_TMP)?;
                 // Leftovers of an interrupted copy-up: never visible, safe to drop.
                 empty_dir(tmp.as_fd())?;
-                let index = ensure_subdir(work.as_fd(), "layerfs-index")?;
+                let index = ensure_subdir(work.as_fd(), WORK_INDEX)?;
                 let styles = crate::whiteout::probe_styles(tmp.as_fd());
                 if styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile {
                     // We will write `.wh.` files there ourselves.
@@ -234,6 +300,7 @@ impl Stack {
                     index: Arc::new(index),
                     styles,
                     next_tmp: AtomicU64::new(1),
+                    frozen: false,
                 })
             }
         };

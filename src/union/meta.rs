@@ -111,10 +111,10 @@ impl Union {
         {
             a.nlink = l.stat.st_nlink as u32;
         }
-        let merged = s
-            .dir
-            .as_ref()
-            .is_some_and(|d| usize::from(d.upper.is_some()) + d.lowers.len() > 1);
+        let merged = self.opts.dir_nlink
+            && s.dir
+                .as_ref()
+                .is_some_and(|d| usize::from(d.upper.is_some()) + d.lowers.len() > 1);
         let counted = s.dir.as_ref().and_then(|d| d.subdirs);
         drop(s);
         if merged {

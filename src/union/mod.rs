@@ -41,7 +41,7 @@ pub mod readdir;
 mod rename;
 pub mod table;
 mod upper;
-mod xattr;
+pub(crate) mod xattr;
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -99,6 +99,10 @@ pub struct Options {
     /// Same for entries that have an upper copy (changed only through this mount).
     pub upper_ttl: Duration,
     pub atime: Atime,
+    /// Report a merged directory's link count as 2 + its subdirectories (which lists it
+    /// once). Off for readers that never look at it (diff, commit): a lookup in a big
+    /// merged directory then costs no listing.
+    pub dir_nlink: bool,
 }
 
 impl Default for Options {
@@ -107,6 +111,7 @@ impl Default for Options {
             lower_ttl: Duration::from_secs(86400),
             upper_ttl: Duration::from_secs(1),
             atime: Atime::default(),
+            dir_nlink: true,
         }
     }
 }
@@ -187,7 +192,7 @@ impl Union {
     }
 
     pub fn read_only(&self) -> bool {
-        !self.stack.has_upper()
+        self.stack.upper.as_ref().is_none_or(|u| u.frozen)
     }
 
     pub(crate) fn node(&self, id: NodeId) -> Result<Arc<Node>> {

@@ -52,11 +52,11 @@ impl Deref for Writer<'_> {
 }
 
 impl Union {
-    /// The writer of the upper layer; EROFS on a read-only mount.
+    /// The writer of the upper layer; EROFS on a read-only mount or a frozen stack.
     pub(crate) fn writer(&self) -> Result<Writer<'_>> {
         match &self.stack.upper {
-            Some(up) => Ok(Writer { u: self, up }),
-            None => Err(FsError::EROFS),
+            Some(up) if !up.frozen => Ok(Writer { u: self, up }),
+            _ => Err(FsError::EROFS),
         }
     }
 }

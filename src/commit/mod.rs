@@ -1,0 +1,326 @@
+//! `commit`: a container's writable layer becomes the top layer of a new image.
+//!
+//! Order, so that a failure at any point leaves the store as it was:
+//! 1. checks that cost nothing: the container, its image (still in the store), the
+//!    `--change` instructions (applied to a copy of the config), the new name (free);
+//! 2. the container is held still (see [`crate::control`]): not mounted, its mount lock
+//!    is taken so no mount starts; mounted, its daemon holds every write until we are
+//!    done — a consistent snapshot, as `docker commit` pauses the container;
+//! 3. the layer is written as a tar into `tmp/` ([`layer`]), its sha256 (the diff_id)
+//!    computed on the way; then the container is let go;
+//! 4. a layer the store lacks is unpacked and installed as a loaded one (`store::layers`:
+//!    verified against its diff_id, staged in `tmp/`, renamed into place); one it has is
+//!    used as it is (the same changes give the same diff_id);
+//! 5. the image (the base config with the new `rootfs.diff_ids` entry, a `history` entry,
+//!    `created`, `author` and the changes; the base's layers plus the new one) is staged
+//!    and renamed into `images/`, then tagged. A name taken meanwhile undoes 5 and 4.
+//!
+//! The store lock is held shared throughout: `rmi`/`prune` cannot remove the base image
+//! or the new layer in between.
+
+pub mod config;
+pub mod layer;
+pub mod tar;
+
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+use serde_json::{Map, Value, json};
+
+use crate::changes::{Views, container_image};
+use crate::digest::{Digest, HashingWriter, chain_ids};
+use crate::error::{Error, Result};
+use crate::image::{self, Reference, files::DirFiles};
+use crate::store::images::{self, ImageRecord, LayerRecord};
+use crate::store::layers::{self, LayerInfo};
+use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
+use crate::store::{Store, containers, gc};
+
+pub use layer::{LayerOptions, LayerStats};
+
+/// The media type of the layers commit makes: an uncompressed OCI layer (the blob is
+/// the tar, so its digest is the diff_id).
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// What to commit, and how.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// The new image's name.
+    pub name: Option<Reference>,
+    /// History comment (`-m`).
+    pub message: Option<String>,
+    pub author: Option<String>,
+    /// `--change` instructions, in order.
+    pub changes: Vec<String>,
+    /// `SOURCE_DATE_EPOCH`: the image's `created` time, and no file newer than it.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What a commit made.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub id: Digest,
+    pub diff_id: Digest,
+    /// Bytes of the layer tar.
+    pub layer_size: u64,
+    /// False when the store had this layer already.
+    pub layer_unpacked: bool,
+    pub stats: LayerStats,
+}
+
+/// The base config with the new layer, history entry and changes applied.
+fn new_config(
+    base: &[u8],
+    diff_id: &Digest,
+    created: &str,
+    opts: &CommitOptions,
+) -> Result<Vec<u8>> {
+    let invalid = |detail: &str| Error::Invalid {
+        file: "the base image's config".into(),
+        detail: detail.into(),
+    };
+    let mut cfg: Map<String, Value> = match serde_json::from_slice(base) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(invalid("not a JSON object")),
+        Err(e) => return Err(Error::json("the base image's config", e)),
+    };
+    let mut run = match cfg.remove("config") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    config::apply(&mut run, &opts.changes)?;
+    cfg.insert("config".into(), Value::Object(run));
+    // Provenance of the base image's own build, not of this one.
+    cfg.remove("container");
+    cfg.remove("container_config");
+    cfg.insert("created".into(), json!(created));
+    match &opts.author {
+        Some(a) => cfg.insert("author".into(), json!(a)),
+        None => cfg.remove("author"),
+    };
+    let mut rootfs = match cfg.remove("rootfs") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    rootfs.insert("type".into(), json!("layers"));
+    let mut ids = match rootfs.remove("diff_ids") {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    ids.push(json!(diff_id.to_string()));
+    let layers = ids.len();
+    rootfs.insert("diff_ids".into(), Value::Array(ids));
+    cfg.insert("rootfs".into(), Value::Object(rootfs));
+
+    let mut history = match cfg.remove("history") {
+        Some(Value::Array(a)) => a,
+        // No history: one placeholder per base layer keeps entries and layers paired.
+        _ => (1..layers).map(|_| json!({"created_by": ""})).collect(),
+    };
+    let mut h = Map::new();
+    h.insert("created".into(), json!(created));
+    // Not the container's name: the same changes give the same image (with
+    // SOURCE_DATE_EPOCH), whichever container made them. `image.json` names it.
+    h.insert("created_by".into(), json!("layerfs commit"));
+    if let Some(a) = &opts.author {
+        h.insert("author".into(), json!(a));
+    }
+    if let Some(m) = &opts.message {
+        h.insert("comment".into(), json!(m));
+    }
+    history.push(Value::Object(h));
+    cfg.insert("history".into(), Value::Array(history));
+    serde_json::to_vec(&Value::Object(cfg))
+        .map_err(|e| Error::io_what("encoding the config", std::io::Error::other(e)))
+}
+
+/// Refuses a name another image has (before any work is done).
+fn check_name_free(store: &Store, name: &Reference) -> Result<()> {
+    if let Some(id) = store.refs()?.get(&name.to_string()) {
+        return Err(Error::Conflict(format!(
+            "the name {} is taken by image {}: pick another, or move it afterwards with \
+             `layerfs tag --force`",
+            name.familiar(),
+            id.short()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the layer of container `c` into `tar` (a new file in `tmp/`), holding the
+/// container still meanwhile. Returns (diff_id, size, stats).
+fn write_tar(
+    store: &Store,
+    c: &containers::Container,
+    path: &std::path::Path,
+    opts: &LayerOptions,
+) -> Result<(Digest, u64, LayerStats)> {
+    let _still = crate::control::hold_still(store, c)?;
+    let views = Views::of_container(store, c)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(crate::store::FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let out = BufWriter::with_capacity(1 << 20, HashingWriter::new(file));
+    let (out, stats) = layer::write_layer(&views, out, opts)?;
+    let hashing = out
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    let (diff_id, size) = (hashing.digest(), hashing.count());
+    let mut file = hashing.into_inner();
+    file.flush().map_err(|e| Error::io(path, e))?;
+    Ok((diff_id, size, stats))
+}
+
+/// Unpacks and installs the layer tar at `dir/layer.tar` unless the store has it.
+fn install_layer(
+    store: &Store,
+    dir: &std::path::Path,
+    diff_id: Digest,
+    size: u64,
+    data: u64,
+) -> Result<(LayerInfo, bool)> {
+    if let Some(info) = store.layer_info(&diff_id)? {
+        return Ok((info, false));
+    }
+    let plan = image::LayerPlan {
+        path: "layer.tar".into(),
+        digest: Some(diff_id),
+        size: Some(size),
+        media_type: Some(LAYER_MEDIA_TYPE.into()),
+        diff_id,
+    };
+    let opts = UnpackOptions {
+        styles: store.styles()?,
+        ownership: store.ownership(),
+        // Our own tar: its files add up to what we wrote.
+        max_size: DEFAULT_MAX_LAYER_SIZE.max(data),
+    };
+    let files = DirFiles::open(dir)?;
+    let staged = layers::stage(
+        store,
+        &files,
+        &plan,
+        &opts,
+        &indicatif::ProgressBar::hidden(),
+    )?;
+    let info = layers::install(store, staged)?;
+    Ok((info, true))
+}
+
+/// Writes the tar of layer `index` (bottom first) of `image` again, from its unpacked
+/// directory over the layers below it. For a layer `commit` made, these are the very
+/// bytes it wrote (the same diff_id): the store keeps no blobs, and `save` needs them.
+/// Returns the output, the layer's diff_id as written, and its size.
+pub fn layer_tar<W: Write>(
+    store: &Store,
+    image: &ImageRecord,
+    index: usize,
+    out: W,
+) -> Result<(W, Digest, u64)> {
+    let Some(layer) = image.layers.get(index) else {
+        return Err(Error::Invalid {
+            file: format!("image {}", image.id),
+            detail: format!("has no layer {index}"),
+        });
+    };
+    let below = ImageRecord {
+        layers: image.layers[..index].to_vec(),
+        ..image.clone()
+    };
+    let lowers = store.lower_specs(&below)?;
+    let work = store.staging_dir("layer-tar")?;
+    let result = (|| {
+        let views = Views::open(&lowers, &store.layer_dir(&layer.diff_id), &work)?;
+        let (out, _) =
+            layer::write_layer(&views, HashingWriter::new(out), &LayerOptions::default())?;
+        let (digest, size) = (out.digest(), out.count());
+        Ok((out.into_inner(), digest, size))
+    })();
+    let _ = gc::remove_tree(&work);
+    result
+}
+
+/// Commits container `name` (see the module docs).
+pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committed> {
+    let c =
+        containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
+    let _lock = store.lock_shared()?;
+    let base = container_image(store, &c)?;
+    let base_config = store.image_config_bytes(&base.id)?;
+    // Refused changes and names cost nothing yet.
+    new_config(&base_config, &base.id, "", opts)?;
+    if let Some(n) = &opts.name {
+        check_name_free(store, n)?;
+    }
+
+    let staging = store.staging_dir("commit")?;
+    let result = (|| {
+        let layer_opts = LayerOptions {
+            clamp_mtime: opts.source_date_epoch,
+        };
+        let tar = staging.join("layer.tar");
+        let (diff_id, size, stats) = write_tar(store, &c, &tar, &layer_opts)?;
+        let (info, unpacked) = install_layer(store, &staging, diff_id, size, stats.data)?;
+        Ok::<_, Error>((diff_id, size, stats, info, unpacked))
+    })();
+    let _ = gc::remove_tree(&staging);
+    let (diff_id, size, stats, info, unpacked) = result?;
+
+    let undo_layer = |e: Error| -> Error {
+        if unpacked && let Err(u) = gc::remove_layer_if_unused(store, &diff_id) {
+            log::warn!("removing layer {diff_id} again: {u}");
+        }
+        e
+    };
+    let created = match opts.source_date_epoch {
+        Some(t) => crate::time::format_rfc3339(t),
+        None => crate::time::now_rfc3339(),
+    };
+    let config = new_config(&base_config, &diff_id, &created, opts).map_err(undo_layer)?;
+    let id = Digest::of(&config);
+    let mut layers = base.layers.clone();
+    layers.push(LayerRecord {
+        digest: Some(diff_id),
+        diff_id,
+        chain_id: diff_id,
+        media_type: LAYER_MEDIA_TYPE.into(),
+        size: Some(size),
+        unpacked_size: info.size,
+    });
+    let chains = chain_ids(&layers.iter().map(|l| l.diff_id).collect::<Vec<_>>());
+    for (l, c) in layers.iter_mut().zip(chains) {
+        l.chain_id = c;
+    }
+    let record = ImageRecord {
+        id,
+        manifest_digest: None,
+        manifest_media_type: None,
+        layers,
+        loaded: crate::time::now_rfc3339(),
+        created: Some(created),
+        os: base.os.clone(),
+        architecture: base.architecture.clone(),
+        origin: format!("commit of container {name}"),
+        tags: Vec::new(),
+    };
+    let existed = store.image(&id)?.is_some();
+    images::install(store, &record, &config, None).map_err(undo_layer)?;
+    if let Some(n) = &opts.name
+        && let Err(e) = images::tag_checked(store, &id, n, false)
+    {
+        if !existed {
+            let _ = gc::remove_atomically(store, &store.image_path(&id), "image");
+        }
+        return Err(undo_layer(e));
+    }
+    Ok(Committed {
+        id,
+        diff_id,
+        layer_size: size,
+        layer_unpacked: unpacked,
+        stats,
+    })
+}
