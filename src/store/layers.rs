@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
@@ -171,21 +172,41 @@ fn stage_into(
             ),
         };
         let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
+        let layout_path = dir.join(tarsplit::TAR_SPLIT);
+        let layout_file =
+            super::open_private(&layout_path, true).map_err(|e| Error::io(&layout_path, e))?;
+        let recorder = tarsplit::Recorder::new(layout_file)
+            .map_err(|e| Error::io(&layout_path, e))
+            .map(tarsplit::Shared::new)?;
         // Reading, hashing and decompressing run on their own thread, a few chunks ahead
-        // of the unpacker (which mostly waits on the filesystem).
+        // of the unpacker (which mostly waits on the filesystem). The unpacker's side of
+        // the stream goes through the layout recorder.
         let (unpacked, drained) = std::thread::scope(|scope| {
-            let (mut ahead, producer) = read_ahead(scope, &mut diff_r);
-            let unpacked = unpack::unpack(&mut ahead, std::os::fd::AsFd::as_fd(&diff_fd), opts);
+            let (ahead, producer) = read_ahead(scope, &mut diff_r);
+            let mut tee = tarsplit::Tee::new(ahead, &recorder);
+            let unpacked = unpack::unpack_recording(
+                &mut tee,
+                std::os::fd::AsFd::as_fd(&diff_fd),
+                opts,
+                Some(&recorder),
+            );
             // Read to the very end: bytes after the tar's end marker are part of the
             // diff_id, and the digest checks happen at EOF.
             let drained = match &unpacked {
-                Ok(_) => io::copy(&mut ahead, &mut io::sink()).map(|_| ()),
+                Ok(_) => io::copy(&mut tee, &mut io::sink()).map(|_| ()),
                 Err(_) => Ok(()),
             };
-            drop(ahead);
+            drop(tee);
             let _ = producer.join();
             (unpacked, drained)
         });
+        let kept = match recorder.into_inner().finish() {
+            Ok(kept) => kept,
+            Err(e) => return Err(Error::io(&layout_path, e)),
+        };
+        if !kept {
+            let _ = fs::remove_file(&layout_path);
+        }
         let diff_failure = diff_r.failure().cloned();
         drop(diff_r);
         if let Some(m) = blob_r.failure() {

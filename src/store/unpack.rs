@@ -42,6 +42,7 @@ use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
+use super::tarsplit::ContentSink;
 use crate::error::{Error, Result};
 use crate::sys::{self, At};
 use crate::whiteout::{self, NameKind, Styles};
@@ -90,9 +91,21 @@ pub fn unpack<R: Read>(
     dest: BorrowedFd<'_>,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats> {
+    unpack_recording(reader, dest, opts, None)
+}
+
+/// [`unpack`], telling `layout` where each regular file's content lies in the stream and
+/// where on disk it goes (see `tarsplit.rs`).
+pub fn unpack_recording<R: Read>(
+    reader: R,
+    dest: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+    layout: Option<&dyn ContentSink>,
+) -> Result<UnpackStats> {
     let mut u = Unpacker {
         root: dest,
         opts,
+        layout,
         cache: lru::LruCache::new(NonZeroUsize::new(PARENT_CACHE).unwrap_or(NonZeroUsize::MIN)),
         dirs: Vec::new(),
         whiteouts: Vec::new(),
@@ -152,6 +165,7 @@ struct Meta {
 struct Unpacker<'a> {
     root: BorrowedFd<'a>,
     opts: &'a UnpackOptions,
+    layout: Option<&'a dyn ContentSink>,
     cache: lru::LruCache<Vec<u8>, Rc<OwnedFd>>,
     dirs: Vec<DeferredDir>,
     whiteouts: Vec<(Comps, Vec<u8>)>,
@@ -314,6 +328,9 @@ impl<'a> Unpacker<'a> {
                 // A hard link to itself: already there.
                 return Ok(());
             }
+            if let Some(l) = self.layout {
+                l.invalidate("an entry replaces an earlier one of the same name");
+            }
             remove_entry(dir.as_fd(), fname).map_err(|e| {
                 Error::entry_io(&name, "cannot replace an earlier entry of the same name", e)
             })?;
@@ -326,6 +343,12 @@ impl<'a> Unpacker<'a> {
         self.stats.entries += 1;
         match etype {
             T::Regular | T::Continuous | T::GNUSparse => {
+                // A sparse entry's bytes in the stream are not the file's: kept raw.
+                if let Some(l) = self.layout
+                    && etype != T::GNUSparse
+                {
+                    l.content(entry.raw_file_position(), entry.size(), &join(&comps));
+                }
                 self.regular(entry, &dir, fname, meta, &name)
             }
             T::Directory => {
