@@ -17,6 +17,7 @@ pub mod overlay;
 mod prune;
 mod ps;
 mod rmi;
+mod save;
 mod umount;
 
 /// layerfs: container images as a union filesystem.
@@ -56,6 +57,8 @@ pub enum Command {
     Umount(umount::Args),
     /// List containers.
     Ps(ps::Args),
+    /// Save images as a docker-archive, an OCI layout or an OCI archive.
+    Save(save::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -123,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
+        Command::Save(a) => save::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,10 +13,13 @@
 //! reads `docker save` archives (v1.2 `manifest.json` + `<id>/layer.tar`, and Docker 25+'s
 //! hybrid of that with an OCI layout). Archives are read in place ([`files`]).
 
+pub mod compress;
 pub mod docker;
 pub mod files;
 pub mod oci;
 pub mod reference;
+pub mod sink;
+pub mod write;
 
 use std::fmt;
 use std::io::Read;
@@ -314,7 +317,7 @@ pub fn name_hint(path: &Path) -> Option<String> {
 }
 
 /// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
     None,
     Gzip,

@@ -38,6 +38,7 @@ pub mod layers;
 pub mod load;
 pub mod lock;
 pub mod mounts;
+pub mod save;
 pub mod tarsplit;
 pub mod unpack;
 

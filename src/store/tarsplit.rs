@@ -376,7 +376,7 @@ impl Playback {
                 }
                 let mut path = vec![0u8; plen as usize];
                 self.records.read_exact(&mut path)?;
-                let file = self.open_file(&path)?;
+                let file = self.open_file(&path, size)?;
                 self.state = State::File {
                     file: BufReader::with_capacity(256 << 10, file),
                     left: size,
@@ -395,8 +395,9 @@ impl Playback {
         Ok(())
     }
 
-    /// Opens a regular file beneath the layer root without following any symlink.
-    fn open_file(&self, path: &[u8]) -> io::Result<File> {
+    /// Opens a regular file of `size` bytes beneath the layer root without following
+    /// any symlink.
+    fn open_file(&self, path: &[u8], size: u64) -> io::Result<File> {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
             .resolve(
@@ -413,10 +414,18 @@ impl Playback {
             )
         })?;
         let f = File::from(fd);
-        if !f.metadata()?.is_file() {
+        let meta = f.metadata()?;
+        if !meta.is_file() {
             return Err(bad(format!(
                 "layer file {} is not a regular file",
                 p.display()
+            )));
+        }
+        if meta.len() != size {
+            return Err(bad(format!(
+                "layer file {} is {} bytes, {size} when it was unpacked",
+                p.display(),
+                meta.len()
             )));
         }
         Ok(f)
