@@ -99,6 +99,10 @@ pub enum Error {
     #[error("unknown image {0:?} (see `layerfs images`)")]
     UnknownImage(String),
 
+    /// A container name the store does not know.
+    #[error("unknown container {0:?} (see `layerfs ps -a`)")]
+    UnknownContainer(String),
+
     /// An id prefix that matches several images.
     #[error("image id prefix {prefix:?} is ambiguous: matches {}", candidates.join(", "))]
     AmbiguousImage {

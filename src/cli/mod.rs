@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod daemon;
+mod export;
 mod history;
 mod images;
 mod inspect;
@@ -59,6 +60,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Save images as a docker-archive, an OCI layout or an OCI archive.
     Save(save::Args),
+    /// Write a container's merged tree as one tar, like `docker export`.
+    Export(export::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -127,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Umount(a) => umount::run(&ctx, a),
         Command::Ps(a) => ps::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

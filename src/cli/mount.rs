@@ -25,7 +25,6 @@ use super::load::image_arg;
 use crate::fuse::{Access, MountConfig};
 use crate::store::{ImageRecord, Store, containers, mounts};
 use crate::union::{LayerSpec, Options, Stack};
-use crate::whiteout::WhiteoutStyle;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -97,29 +96,9 @@ impl Args {
     }
 }
 
-/// The image's layers as the union's lower layers, top first; for an image without
-/// layers, the store's empty directory (an empty root).
+/// The image's layers as the union's lower layers, top first.
 fn lower_specs(store: &Store, image: &ImageRecord) -> anyhow::Result<Vec<LayerSpec>> {
-    if image.layers.is_empty() {
-        return Ok(vec![LayerSpec {
-            path: store.empty_layer_dir()?,
-            wh_files: false,
-        }]);
-    }
-    let mut specs = Vec::with_capacity(image.layers.len());
-    for l in image.layers.iter().rev() {
-        let info = store.layer_info(&l.diff_id)?.with_context(|| {
-            format!(
-                "layer {} of image {} is not in the store",
-                l.diff_id, image.id
-            )
-        })?;
-        specs.push(LayerSpec {
-            path: store.layer_dir(&l.diff_id),
-            wh_files: info.styles.whiteout == WhiteoutStyle::WhFile,
-        });
-    }
-    Ok(specs)
+    Ok(crate::store::export::image_lowers(store, image)?)
 }
 
 /// Container `name`, which must exist and be of `image`.

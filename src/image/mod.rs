@@ -19,6 +19,7 @@ pub mod files;
 pub mod oci;
 pub mod reference;
 pub mod sink;
+pub mod tree_tar;
 pub mod write;
 
 use std::fmt;

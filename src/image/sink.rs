@@ -99,6 +99,66 @@ pub fn check_output(out: &Path, dir: bool) -> Result<()> {
     }
 }
 
+/// A file written under a temporary name beside its path and renamed into place by
+/// [`AtomicFile::commit`]; removed when dropped before.
+pub struct AtomicFile {
+    out: PathBuf,
+    temp: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts `out` (checked with [`check_output`] first: never over a directory).
+    pub fn create(out: &Path) -> Result<AtomicFile> {
+        check_output(out, false)?;
+        let temp = temp_beside(out)?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io(out, e))?;
+        Ok(AtomicFile {
+            out: out.to_path_buf(),
+            temp,
+            file: Some(BufWriter::with_capacity(1 << 20, f)),
+        })
+    }
+
+    /// Flushes and renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let res = (|| -> io::Result<()> {
+            let w = self.file.take().ok_or_else(|| io::Error::other("closed"))?;
+            drop(w.into_inner().map_err(|e| e.into_error())?);
+            fs::rename(&self.temp, &self.out)
+        })();
+        res.map_err(|e| Error::io(&self.out, e))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.file.as_mut() {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("closed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() || self.temp.exists() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 /// An OCI layout directory being written.
 pub struct DirSink {
     out: PathBuf,

@@ -417,6 +417,57 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
     }
 }
 
+/// Records the tar layout of an installed layer that has none (it was unpacked by an older
+/// layerfs), from its blob in `files`, so that it can be saved. Nothing is unpacked; the
+/// layout is built in `tmp/` and renamed into the layer directory. A blob that is not
+/// the layer (wrong digest) is only reported: the layer itself was checked when unpacked.
+pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) -> Result<()> {
+    let layer = store.layer_path(&plan.diff_id);
+    if tarsplit::has_layout(store, &plan.diff_id) || !layer.is_dir() {
+        return Ok(());
+    }
+    let Some((blob, _)) = files.open(&plan.path)? else {
+        return Ok(());
+    };
+    let blob: Box<dyn Read + Send> = match plan.digest {
+        Some(d) => Box::new(VerifyingReader::new(blob, d, plan.size)),
+        None => blob,
+    };
+    let mut buffered = BufReader::with_capacity(BLOB_BUF, blob);
+    let location = files.location(&plan.path);
+    let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
+    let decompressed: Box<dyn Read> = match Compression::sniff(head) {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|e| Error::io_what("starting zstd decompression", e))?,
+        ),
+    };
+    let diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
+    let stage = store.staging_dir(&format!("layout-{}", plan.diff_id.short()))?;
+    let staged = stage.join(tarsplit::TAR_SPLIT);
+    let res = super::open_private(&staged, true).and_then(|f| tarsplit::record_stream(diff_r, f));
+    let out = match res {
+        Ok(true) => match rename_noreplace(&staged, &layer.join(tarsplit::TAR_SPLIT)) {
+            Ok(()) => Ok(()),
+            // Recorded by a concurrent load meanwhile.
+            Err(_) if tarsplit::has_layout(store, &plan.diff_id) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Ok(false) => Ok(()),
+        Err(e) => {
+            log::warn!(
+                "layer {}: cannot record its tar layout from {location}: {e}",
+                plan.diff_id
+            );
+            Ok(())
+        }
+    };
+    let _ = super::gc::remove_tree(&stage);
+    out
+}
+
 /// Records that an installed layer also comes as `sources` (under `meta.lock`).
 pub fn add_sources(
     store: &Store,

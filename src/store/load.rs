@@ -162,6 +162,12 @@ fn load_one(
         .collect();
 
     let staged = stage_parallel(store, &plan, &todo, unpack_opts, &bars)?;
+    // Layers unpacked by an older layerfs get the tar layout `save` needs.
+    for (i, l) in plan.layers.iter().enumerate() {
+        if !todo.contains(&i) && !super::tarsplit::has_layout(store, &l.diff_id) {
+            layers::record_layout(store, plan.files.as_ref(), l)?;
+        }
+    }
     let mut infos: Vec<(Digest, LayerInfo)> = Vec::new();
     for s in staged {
         let info = layers::install(store, s)?;

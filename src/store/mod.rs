@@ -32,8 +32,10 @@
 //! (the mount daemon runs with umask 0); the files inside layers keep the images' modes.
 
 pub mod containers;
+pub mod export;
 pub mod gc;
 pub mod images;
+pub mod layer_tar;
 pub mod layers;
 pub mod load;
 pub mod lock;

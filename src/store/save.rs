@@ -28,8 +28,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::images::{ImageRecord, MANIFEST_JSON};
-use super::{Store, tarsplit};
-use crate::digest::{Digest, mismatch_in};
+use super::{Store, layer_tar, tarsplit};
+use crate::digest::{Digest, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
 use crate::image::compress::{self, Written};
 use crate::image::sink::Sink;
@@ -207,14 +207,18 @@ fn write_layer(
     c: Compression,
     threads: usize,
 ) -> Result<Written> {
-    let Some(tar) = tarsplit::LayerTar::open(store, diff_id)? else {
-        return Err(Error::Invalid {
-            file: store.layer_path(diff_id).display().to_string(),
-            detail: "no recorded tar layout (the layer was loaded by an older layerfs): \
-                     load its image again from its source to save it"
-                .into(),
-        });
-    };
+    // The recorded layout plays back the original tar; without one, a tar written from
+    // the unpacked layer is the layer only if it happens to be byte for byte the same
+    // (checked against the diff_id on the way).
+    let (tar, recorded): (Box<dyn Read + Send>, bool) =
+        match tarsplit::LayerTar::open(store, diff_id)? {
+            Some(t) => (Box::new(t), true),
+            None => {
+                let dir = store.layer_dir(diff_id);
+                let s = layer_tar::stream(&dir).map_err(|e| Error::io(&dir, e))?;
+                (Box::new(VerifyingReader::new(s, *diff_id, None)), false)
+            }
+        };
     // Errors of the layer are told apart from errors of the output (a full disk).
     let failed = Arc::new(Mutex::new(None::<String>));
     let src = SourceErrors {
@@ -225,6 +229,14 @@ fn write_layer(
     let from_layer = failed.lock().ok().and_then(|mut f| f.take());
     match (res, from_layer) {
         (Ok(w), _) => Ok(w),
+        (Err(_), Some(why)) if !recorded => Err(Error::Invalid {
+            file: store.layer_path(diff_id).display().to_string(),
+            detail: format!(
+                "the layer's original tar is not recorded (it was loaded by an older \
+                 layerfs) and a tar written from its files is not the original ({why}): \
+                 load its image again from its source to save it"
+            ),
+        }),
         (Err(_), Some(why)) => Err(not_reproducible(store, diff_id, &why)),
         (Err(e), None) => Err(e),
     }
@@ -243,7 +255,7 @@ impl<R: Read> Read for SourceErrors<R> {
                 && f.is_none()
             {
                 *f = Some(match mismatch_in(e) {
-                    Some(m) => format!("its content no longer matches its diff_id: {m}"),
+                    Some(m) => m.to_string(),
                     None => e.to_string(),
                 });
             }

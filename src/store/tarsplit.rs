@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -257,6 +258,58 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
     }
 }
 
+/// Records the layout of the tar stream `reader` into `out` without unpacking it, for a
+/// layer unpacked before layouts were recorded: each regular file's content is taken to
+/// be where the unpacker put it (the same cleaned path), which playback checks (sizes,
+/// then the diff_id). Reads `reader` to its end. `Ok(false)`: given up (see
+/// [`Recorder::invalidate`]).
+pub fn record_stream<R: Read, W: Write>(reader: R, out: W) -> io::Result<bool> {
+    use crate::store::unpack::{clean, join};
+    use crate::whiteout::{NameKind, classify};
+    let rec = Shared::new(Recorder::new(out)?);
+    {
+        let mut tee = Tee::new(reader, &rec);
+        let mut seen = std::collections::HashSet::new();
+        {
+            let mut archive = tar::Archive::new(&mut tee);
+            for entry in archive.entries()? {
+                let mut entry = entry?;
+                let etype = entry.header().entry_type();
+                if matches!(
+                    etype,
+                    tar::EntryType::XGlobalHeader
+                        | tar::EntryType::XHeader
+                        | tar::EntryType::GNULongName
+                        | tar::EntryType::GNULongLink
+                ) {
+                    continue;
+                }
+                let Some(comps) = clean(&entry.path_bytes()) else {
+                    rec.invalidate("a path escapes the layer");
+                    continue;
+                };
+                let path = join(&comps);
+                if !seen.insert(path.clone()) {
+                    rec.invalidate("an entry replaces an earlier one of the same name");
+                }
+                let plain = comps
+                    .iter()
+                    .all(|c| classify(std::ffi::OsStr::from_bytes(c)) == NameKind::Entry);
+                let size = entry.size();
+                if plain
+                    && size > 0
+                    && matches!(etype, tar::EntryType::Regular | tar::EntryType::Continuous)
+                {
+                    rec.content(entry.raw_file_position(), size, &path);
+                }
+                io::copy(&mut entry, &mut io::sink())?;
+            }
+        }
+        io::copy(&mut tee, &mut io::sink())?;
+    }
+    rec.into_inner().finish()
+}
+
 /// True when the layer has a recorded layout.
 pub fn has_layout(store: &Store, diff_id: &Digest) -> bool {
     store.layer_path(diff_id).join(TAR_SPLIT).is_file()
@@ -406,7 +459,7 @@ impl Playback {
                     | ResolveFlag::RESOLVE_NO_MAGICLINKS
                     | ResolveFlag::RESOLVE_NO_XDEV,
             );
-        let p = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path));
+        let p = Path::new(std::ffi::OsStr::from_bytes(path));
         let fd = nix::fcntl::openat2(self.root.as_fd(), p, how).map_err(|e| {
             io::Error::new(
                 io::Error::from(e).kind(),

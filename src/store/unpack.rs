@@ -180,7 +180,7 @@ struct Unpacker<'a> {
 
 /// Cleans a tar path: drops leading `/`, `.` and empty components, resolves `..`
 /// lexically; `None` when it would climb above the layer root.
-fn clean(raw: &[u8]) -> Option<Comps> {
+pub(crate) fn clean(raw: &[u8]) -> Option<Comps> {
     let mut out: Comps = Vec::new();
     for c in raw.split(|&b| b == b'/') {
         match c {
@@ -194,7 +194,7 @@ fn clean(raw: &[u8]) -> Option<Comps> {
     Some(out)
 }
 
-fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
