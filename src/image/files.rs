@@ -143,6 +143,12 @@ impl TarFiles {
     /// Indexes the archive at `path` (headers only; data is skipped by seeking).
     pub fn open(path: &Path) -> Result<TarFiles> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        TarFiles::from_file(file, path)
+    }
+
+    /// Indexes the archive in `file` (at its start), named `path` in messages (a
+    /// compressed archive is read from its decompressed copy).
+    pub fn from_file(file: File, path: &Path) -> Result<TarFiles> {
         let mut entries = HashMap::new();
         {
             let mut archive = tar::Archive::new(BufReader::new(&file));

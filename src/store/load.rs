@@ -44,7 +44,7 @@ pub struct Loaded {
 /// Loads the single image of `source` and returns its id. A source holding several
 /// images (a multi-image docker-archive) is an error: pick one with `docker-archive:PATH:REF`.
 pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest> {
-    let plans = source.read_with(opts.tag.is_none())?;
+    let plans = source.read_in(opts.tag.is_none(), &store.tmp_dir())?;
     if plans.len() > 1 {
         return Err(Error::Conflict(format!(
             "{source} holds {} images; pick one, e.g. {}:{}",
@@ -67,7 +67,7 @@ pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest
 
 /// Loads every image of `source` (all of a docker-archive, as `docker load` does).
 pub fn load_all(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<Loaded>> {
-    let plans = source.read_with(opts.tag.is_none())?;
+    let plans = source.read_in(opts.tag.is_none(), &store.tmp_dir())?;
     load_plans(store, plans, opts)
 }
 
