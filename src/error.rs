@@ -142,6 +142,10 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// `--root` names something that is not a layerfs store.
+    #[error("{}: not a layerfs store ({detail})", path.display())]
+    NotAStore { path: PathBuf, detail: String },
+
     /// The store's on-disk format is not one this binary knows.
     #[error("{}: unsupported store version {found:?} (this layerfs writes {wanted:?})", path.display())]
     StoreVersion {

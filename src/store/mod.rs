@@ -127,27 +127,29 @@ pub struct Store {
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// Opens the store at `root`, creating its layout if missing.
+    /// Opens the store at `root`, creating it if `root` does not exist or is an empty
+    /// directory. Anything else that is not a store (a file, a directory with other
+    /// things in it) is refused, never turned into one.
     pub fn open(root: &Path) -> Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
             styles: OnceLock::new(),
         };
-        if !root.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(root)
-                .map_err(|e| Error::io(root, e))?;
-        }
-        for d in [
-            store.layers_dir(),
-            store.images_dir(),
-            store.containers_dir(),
-            store.mounts_dir(),
-            store.tmp_dir(),
-        ] {
-            ensure_private_dir(&d)?;
+        let not_a_store = |detail: &str| Error::NotAStore {
+            path: root.to_path_buf(),
+            detail: detail.to_string(),
+        };
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_a_store("a file, not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(DIR_MODE)
+                    .create(root)
+                    .map_err(|e| Error::io(root, e))?;
+            }
+            Err(e) => return Err(Error::io(root, e)),
         }
         let vpath = root.join("VERSION");
         match fs::read_to_string(&vpath) {
@@ -160,9 +162,27 @@ impl Store {
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A new store: only in an empty directory (VERSION goes first, so a store
+                // interrupted while being created is still recognised).
+                let mut entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+                if entries.next().is_some() {
+                    return Err(not_a_store(
+                        "a directory with other files and no VERSION file; pick a new or \
+                         empty directory",
+                    ));
+                }
                 store.write_atomic(&vpath, format!("{STORE_VERSION}\n").as_bytes())?;
             }
             Err(e) => return Err(Error::io(&vpath, e)),
+        }
+        for d in [
+            store.layers_dir(),
+            store.images_dir(),
+            store.containers_dir(),
+            store.mounts_dir(),
+            store.tmp_dir(),
+        ] {
+            ensure_private_dir(&d)?;
         }
         Ok(store)
     }
