@@ -1,21 +1,97 @@
-//! `layerfs ps`: containers, their image, where they are mounted and their sizes.
+//! `layerfs ps`: containers, their image, their state, where they are mounted and their
+//! sizes. As `docker ps` lists running containers and `-a` all of them, `ps` lists the
+//! mounted containers (and those whose daemon died with their mount left behind:
+//! `stale`) and `-a` all of them.
+
+use serde_json::{Value, json};
 
 use super::Context;
-use super::load::human_size;
+use super::format::Template;
+use super::load::{human_size, print_table};
 use crate::digest::Digest;
+use crate::mountinfo::{self, MountEntry};
 use crate::store::{Store, containers};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs ps                                   # mounted containers (and stale ones)
+  layerfs ps -a                                # every container
+  layerfs ps -aq                               # names only
+  layerfs ps --format '{{.Names}}\\t{{.Status}}'
+  layerfs ps --json
+
+Fields for --format: .Names .Image .ImageID .State .Status .MountPoint .Size
+.VirtualSize .CreatedAt .RunningFor")]
 pub struct Args {
+    /// Show every container, not only mounted ones.
+    #[arg(short, long)]
+    pub all: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Go-template-like format (see the examples).
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "json")]
+    pub format: Option<String>,
+}
+
+/// What a container is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A daemon serves it.
+    Mounted,
+    /// Its daemon is gone but its mount is still there (reads fail with ENOTCONN).
+    Stale,
+    Unmounted,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Mounted => "mounted",
+            State::Stale => "stale",
+            State::Unmounted => "unmounted",
+        }
+    }
+
+    fn status(self, name: &str) -> String {
+        match self {
+            State::Mounted => "mounted".into(),
+            State::Stale => format!("stale: daemon gone (layerfs umount {name})"),
+            State::Unmounted => "unmounted".into(),
+        }
+    }
+}
+
+/// The state of container `c`, given what is mounted.
+pub fn state(c: &containers::Container, mounts: &[MountEntry]) -> State {
+    if c.is_mounted() {
+        return State::Mounted;
+    }
+    let source = format!("{}:{}", mountinfo::LAYERFS_SOURCE_PREFIX, c.record.name);
+    match &c.record.mountpoint {
+        Some(mp)
+            if mounts
+                .iter()
+                .any(|m| m.mount_point.as_os_str() == mp.as_str() && m.source == source) =>
+        {
+            State::Stale
+        }
+        _ => State::Unmounted,
+    }
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
-    let mut rows = Vec::new();
+    let template = args.format.as_deref().map(Template::parse).transpose()?;
+    let mounts = mountinfo::read().unwrap_or_default();
+    let now = crate::time::now_unix();
+    let mut rows: Vec<Value> = Vec::new();
     for c in containers::all(&store)? {
+        let st = state(&c, &mounts);
+        if !args.all && st == State::Unmounted {
+            continue;
+        }
         let image = Digest::parse(&c.record.image)
             .ok()
             .and_then(|id| store.image(&id).ok().flatten());
@@ -23,45 +99,93 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             Some(i) => (i.display_name(), i.size()),
             None => (c.record.image.clone(), 0),
         };
-        let mounted = c.is_mounted();
-        let mp = if mounted {
-            c.record.mountpoint.clone().unwrap_or_else(|| "?".into())
-        } else {
-            "-".into()
+        let mp = match st {
+            State::Unmounted => None,
+            _ => c.record.mountpoint.clone(),
         };
-        let size = c.size();
-        rows.push((
-            c.record.name.clone(),
-            image_name,
-            mp,
-            size,
-            image_size + size,
-            c.record.created.clone(),
-        ));
+        let size = if ctx.quiet { 0 } else { c.size() };
+        rows.push(json!({
+            "name": c.record.name,
+            "image": image_name,
+            "image_id": c.record.image,
+            "state": st.name(),
+            "status": st.status(&c.record.name),
+            "mountpoint": mp,
+            "size": size,
+            "virtual_size": image_size + size,
+            "created": c.record.created,
+            "running_for": crate::time::human_since_str(Some(&c.record.created), now),
+        }));
     }
-    if args.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(n, i, m, s, v, c)| {
-                serde_json::json!({"name": n, "image": i, "mountpoint": m, "size": s, "virtual_size": v, "created": c})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    // `-q` (global): names only, as `docker ps -q` prints ids.
+    if ctx.quiet {
+        for r in &rows {
+            println!("{}", s(r, "name"));
+        }
         return Ok(());
     }
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(4);
-    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
-    let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(10);
-    println!(
-        "{:w0$}  {:w1$}  {:w2$}  {:>10}  {:>12}",
-        "NAME", "IMAGE", "MOUNTPOINT", "SIZE", "VIRTUAL SIZE"
-    );
-    for (n, i, m, s, v, _) in rows {
-        println!(
-            "{n:w0$}  {i:w1$}  {m:w2$}  {:>10}  {:>12}",
-            human_size(s),
-            human_size(v)
-        );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
     }
+    if let Some(t) = template {
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "Names": s(r, "name"),
+                    "Name": s(r, "name"),
+                    "Image": s(r, "image"),
+                    "ImageID": s(r, "image_id"),
+                    "State": s(r, "state"),
+                    "Status": s(r, "status"),
+                    "MountPoint": r["mountpoint"].as_str().unwrap_or("-"),
+                    "Size": human_size(n(r, "size")),
+                    "VirtualSize": human_size(n(r, "virtual_size")),
+                    "CreatedAt": s(r, "created"),
+                    "RunningFor": s(r, "running_for"),
+                })
+            })
+            .collect();
+        t.print(
+            &values,
+            &[
+                ("Names", "NAMES"),
+                ("Name", "NAME"),
+                ("ImageID", "IMAGE ID"),
+                ("MountPoint", "MOUNTPOINT"),
+                ("VirtualSize", "VIRTUAL SIZE"),
+                ("CreatedAt", "CREATED AT"),
+                ("RunningFor", "CREATED"),
+            ],
+        );
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                s(r, "name"),
+                s(r, "image"),
+                s(r, "status"),
+                r["mountpoint"].as_str().unwrap_or("-").to_string(),
+                human_size(n(r, "size")),
+                human_size(n(r, "virtual_size")),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "IMAGE",
+            "STATUS",
+            "MOUNTPOINT",
+            "SIZE",
+            "VIRTUAL SIZE",
+        ],
+        &table,
+    );
     Ok(())
 }

@@ -273,6 +273,33 @@ fn copy_root_meta(from: &Path, to: &Path) -> Result<()> {
     .map_err(|e| Error::io(to, e.into()))
 }
 
+/// Removes container `c`, just created for a mount that failed (never mounted: its
+/// writable layer is empty). Refused while a daemon holds it. Renamed into `tmp/` first,
+/// so it is gone in one step.
+pub fn discard_new(store: &Store, c: Container) -> Result<()> {
+    let Some(_lock) = c.try_lock()? else {
+        return Err(Error::Conflict(format!(
+            "container {} is mounted",
+            c.record.name
+        )));
+    };
+    let upper = c.upper();
+    let empty = fs::read_dir(&upper)
+        .map_err(|e| Error::io(&upper, e))?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(Error::Conflict(format!(
+            "container {} has data in its writable layer",
+            c.record.name
+        )));
+    }
+    let stage = store.staging_dir("discard")?;
+    let res = fs::rename(&c.dir, stage.join(&c.record.name)).map_err(|e| Error::io(&c.dir, e));
+    let _ = super::gc::remove_tree(&stage);
+    res
+}
+
 /// Every container with its directory.
 pub fn all(store: &Store) -> Result<Vec<Container>> {
     let dir = store.containers_dir();

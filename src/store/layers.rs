@@ -499,6 +499,29 @@ pub fn add_sources(
     Ok(Some(info))
 }
 
+/// A layer's size as Docker computes it (`docker history`, `docker images`): the sizes
+/// of everything in the unpacked layer but directories (regular files, symlinks: their
+/// target's length), each inode once (hard links count once). Unreadable entries count 0.
+pub fn docker_size(diff: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
+        let Ok(rd) = fs::read_dir(dir) else { return 0 };
+        let mut total = 0;
+        for e in rd.flatten() {
+            let Ok(m) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                total += walk(&e.path(), seen);
+            } else if m.len() > 0 && seen.insert(m.ino()) {
+                total += m.len();
+            }
+        }
+        total
+    }
+    walk(diff, &mut std::collections::HashSet::new())
+}
+
 /// The names of installed layers (diff_ids).
 pub fn installed(store: &Store) -> Result<Vec<Digest>> {
     super::digest_entries(&store.layers_dir())
