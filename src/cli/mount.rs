@@ -198,19 +198,29 @@ fn check_dir(dir: &Path, overmount: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// Checks that FUSE can be used here before anything is created, and says what to do
-/// when it cannot.
+/// when it cannot. Without root, fusermount3 (setuid root) opens the device itself, so
+/// a device only root may open is fine when fusermount3 is installed.
 fn check_fuse() -> anyhow::Result<()> {
-    match std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(FUSE_DEVICE)
-    {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let hint = daemon::fuse_hint(&e);
-            Err(anyhow::Error::new(e).context(format!("cannot open {FUSE_DEVICE} ({hint})")))
-        }
+        .open(FUSE_DEVICE);
+    let e = match opened {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let denied = matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM));
+    if denied && !crate::sys::is_root() && fusermount3_installed() {
+        return Ok(());
     }
+    let hint = daemon::fuse_hint(&e);
+    Err(anyhow::Error::new(e).context(format!("cannot open {FUSE_DEVICE} ({hint})")))
+}
+
+/// True when `fusermount3` is on PATH.
+fn fusermount3_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
 }
 
 /// The FUSE device.
