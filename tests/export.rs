@@ -204,6 +204,31 @@ fn export_errors_leave_nothing() {
     assert!(names(&dir).is_empty());
     let err = s.fail(&["export", "nosuch", "-o", dir.to_str().unwrap()]);
     assert!(err.contains("is a directory"), "{err}");
+    // A full disk: a clear error, nothing half-written, an older file left as it was.
+    mount::require_fuse();
+    s.load(&bb());
+    let mp = s.scratch("mnt");
+    s.ok(&[
+        "mount",
+        "busybox:latest",
+        mp.to_str().unwrap(),
+        "--name",
+        "web",
+    ]);
+    s.ok(&["umount", "web"]);
+    let small = s.scratch("small");
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&small),
+    );
+    let _u = Unmount(vec![small.clone()]);
+    fs::write(small.join("web.tar"), b"old").unwrap();
+    let out = small.join("web.tar");
+    let err = s.fail(&["export", "web", "-o", out.to_str().unwrap()]);
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(names(&small), ["web.tar"]);
+    assert_eq!(fs::read(&out).unwrap(), b"old");
 }
 
 #[test]
