@@ -53,6 +53,11 @@ impl Digest {
         Ok(Digest(out))
     }
 
+    /// The digest whose raw bytes are `bytes` (a finished sha256).
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         Digest(Sha256::digest(bytes).into())

@@ -110,7 +110,7 @@ pub enum Error {
     UnknownImage(String),
 
     /// A container name the store does not know.
-    #[error("no such container: {0} (see `layerfs ps`)")]
+    #[error("no such container: {0} (see `layerfs ps -a`)")]
     UnknownContainer(String),
 
     /// An id prefix that matches several images.
@@ -151,6 +151,10 @@ pub enum Error {
     /// Refused without `--force` (Docker's rule for ids with several tags).
     #[error("{0}")]
     Conflict(String),
+
+    /// `--root` names something that is not a layerfs store.
+    #[error("{}: not a layerfs store ({detail})", path.display())]
+    NotAStore { path: PathBuf, detail: String },
 
     /// The store's on-disk format is not one this binary knows.
     #[error("{}: unsupported store version {found:?} (this layerfs writes {wanted:?})", path.display())]

@@ -12,6 +12,7 @@
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
+//! - [`mountinfo`] reads what is mounted where (is a mount point ours, is it dead).
 //! - [`cli`] wires it all for the `layerfs` and `layerfs-overlay` binaries.
 //! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
 //!   only place with `unsafe` (syscall wrappers).
@@ -26,6 +27,7 @@ pub mod digest;
 pub mod error;
 pub mod fuse;
 pub mod image;
+pub mod mountinfo;
 pub mod store;
 pub mod sys;
 pub mod tar_reader;

@@ -57,6 +57,23 @@ impl Store {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `layerfs ps ARGS` (without the `-q` of [`Store::run`]).
+    fn ps(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_layerfs"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("ps")
+            .args(args)
+            .output()
+            .expect("run layerfs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn mountpoint(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         fs::create_dir_all(&p).unwrap();
@@ -249,8 +266,8 @@ fn containers_keep_their_writes_are_isolated_and_leave_the_image_alone() {
     );
     assert!(!is_mounted(&m3));
 
-    // ps shows both, mounted
-    let ps = s.ok(&["ps"]);
+    // ps shows both, mounted (without -q: `ps -q` lists names only)
+    let ps = s.ps(&[]);
     assert!(
         ps.lines()
             .any(|l| l.starts_with("web ") && l.contains(m1.to_str().unwrap())),
@@ -261,10 +278,11 @@ fn containers_keep_their_writes_are_isolated_and_leave_the_image_alone() {
     // remount shows everything written before
     s.ok(&["umount", m1.to_str().unwrap()]);
     assert!(!is_mounted(&m1));
-    let ps = s.ok(&["ps"]);
+    let ps = s.ps(&["-a"]);
     assert!(
-        ps.lines()
-            .any(|l| l.starts_with("web ") && l.contains(" - ")),
+        ps.lines().any(|l| l.starts_with("web ")
+            && l.contains("unmounted")
+            && l.split("  ").any(|col| col.trim() == "-")),
         "{ps}"
     );
     s.ok(&["mount", "--name", "web", "bb", m1.to_str().unwrap()]);

@@ -146,7 +146,11 @@ pub fn serve_with_control(
     }
     let session = FuseFs::with_gate(union, gate)
         .mount(&s.mountpoint, &s.mount)
-        .with_context(|| format!("mounting on {}", s.mountpoint.display()))?;
+        .map_err(|e| {
+            let hint = fuse_hint(&e);
+            anyhow::Error::new(e)
+                .context(format!("mounting on {} ({hint})", s.mountpoint.display()))
+        })?;
     install_panic_unmount(mp.clone());
     let signal_mp = mp.clone();
     std::thread::Builder::new()
@@ -178,6 +182,29 @@ pub fn serve_with_control(
         let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
     }
     result
+}
+
+/// What to do when FUSE cannot be used (`err` from opening `/dev/fuse` or mounting);
+/// the error itself is not repeated.
+pub fn fuse_hint(err: &std::io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => {
+            "/dev/fuse does not exist: FUSE is not available here. Load the fuse kernel \
+             module (`modprobe fuse`; package fuse3); in a container, give it the device \
+             (`docker run --device /dev/fuse --cap-add SYS_ADMIN …`)"
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "mount as root, or give this user read-write access to /dev/fuse (the fuse3 \
+             package makes it 0666) and install fusermount3 (package fuse3)"
+        }
+        Some(libc::ENXIO) | Some(libc::ENODEV) => {
+            "/dev/fuse has no device behind it: load the fuse kernel module (`modprobe fuse`)"
+        }
+        _ => {
+            "FUSE is not usable here: check /dev/fuse (it must be the FUSE character device \
+             10,229, readable and writable by you) and the fuse kernel module"
+        }
+    }
 }
 
 /// Unmounts `mp` on request (a stop signal): plainly when possible, through fusermount3

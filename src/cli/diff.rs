@@ -25,7 +25,10 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
     let Some(c) = containers::open(&store, &args.container)? else {
-        bail!("no such container: {} (see `layerfs ps`)", args.container);
+        bail!(
+            "no such container: {} (see `layerfs ps -a`)",
+            args.container
+        );
     };
     let views = Views::of_container(&store, &c)?;
     let changes = diff::changes(&views)?;

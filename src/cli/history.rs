@@ -5,9 +5,15 @@ use serde::Serialize;
 
 use super::Context;
 use super::load::{human_size, image_arg, print_table};
-use crate::store::Store;
+use crate::store::{LayerRecord, Store, layers};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs history busybox                  # newest first, sizes as Docker computes them
+  layerfs history --no-trunc busybox       # full ids and commands
+  layerfs history -H=false busybox         # bytes and RFC 3339 dates
+  layerfs history --json busybox")]
 pub struct Args {
     /// Image: name[:tag], id, id prefix, or anything `load` accepts.
     #[arg(value_name = "IMAGE")]
@@ -15,8 +21,17 @@ pub struct Args {
     /// Do not truncate ids and commands.
     #[arg(long)]
     pub no_trunc: bool,
-    /// Sizes and dates in human-readable form.
-    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Sizes and dates in human-readable form (`-H=false` or `--human=false`: bytes and
+    /// RFC 3339 dates).
+    #[arg(
+        short = 'H',
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub human: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -34,6 +49,11 @@ struct Row {
     size: u64,
     comment: String,
     empty_layer: bool,
+}
+
+/// The size Docker shows for a layer (see [`layers::docker_size`]).
+fn layer_size(store: &Store, l: &LayerRecord) -> u64 {
+    layers::docker_size(&store.layer_dir(&l.diff_id))
 }
 
 /// Docker's `stringutils.Ellipsis`.
@@ -59,7 +79,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 let size = if empty {
                     0
                 } else {
-                    layer.next().map_or(0, |l| l.unpacked_size)
+                    layer.next().map_or(0, |l| layer_size(&store, l))
                 };
                 rows.push(Row {
                     id: None,
@@ -78,7 +98,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                     id: None,
                     created: config.created().clone(),
                     created_by: String::new(),
-                    size: l.unpacked_size,
+                    size: layer_size(&store, l),
                     comment: String::new(),
                     empty_layer: false,
                 });
@@ -121,9 +141,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             vec![id, created, by, size, r.comment.clone()]
         })
         .collect();
-    print_table(
-        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
-        &table,
-    );
+    let created = if args.human { "CREATED" } else { "CREATED AT" };
+    print_table(&["IMAGE", created, "CREATED BY", "SIZE", "COMMENT"], &table);
     Ok(())
 }

@@ -1,12 +1,23 @@
 //! `layerfs images`: REPOSITORY TAG IMAGE ID CREATED SIZE, like `docker images`.
 
 use serde::Serialize;
+use serde_json::json;
 
 use super::Context;
+use super::format::Template;
 use super::load::{human_size, print_table};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs images                                        # REPOSITORY TAG IMAGE ID CREATED SIZE
+  layerfs images -q                                     # ids only (one per row)
+  layerfs images --format '{{.Repository}}:{{.Tag}}'
+  layerfs images --format 'table {{.ID}}\\t{{.Size}}'
+  layerfs rmi $(layerfs images -q)                       # remove them all
+
+Fields for --format: .ID .Repository .Tag .CreatedSince .CreatedAt .Size .Layers")]
 pub struct Args {
     /// Print JSON (one object per image) instead of a table.
     #[arg(long)]
@@ -14,6 +25,9 @@ pub struct Args {
     /// Show full image ids.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Go-template-like format (see the examples).
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "json")]
+    pub format: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -46,8 +60,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    let template = args.format.as_deref().map(Template::parse).transpose()?;
     let now = crate::time::now_unix();
     let mut rows = Vec::new();
+    let mut values = Vec::new();
     for i in &images {
         let id = if args.no_trunc {
             i.id.to_string()
@@ -67,6 +83,40 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         for (repo, tag) in names {
             rows.push(vec![repo, tag, id.clone(), created.clone(), size.clone()]);
         }
+        if template.is_some() {
+            values.extend(rows.drain(..).map(|r| {
+                json!({
+                    "Repository": r[0],
+                    "Tag": r[1],
+                    "ID": r[2],
+                    "CreatedSince": r[3],
+                    "CreatedAt": i.created.clone().unwrap_or_default(),
+                    "Size": r[4],
+                    "Layers": i.layers.len(),
+                })
+            }));
+        }
+    }
+    // `-q` (global): ids only, as `docker images -q`.
+    if ctx.quiet {
+        for r in &rows {
+            println!("{}", r[2]);
+        }
+        for v in &values {
+            println!("{}", v["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    if let Some(t) = template {
+        t.print(
+            &values,
+            &[
+                ("ID", "IMAGE ID"),
+                ("CreatedSince", "CREATED"),
+                ("CreatedAt", "CREATED AT"),
+            ],
+        );
+        return Ok(());
     }
     print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     Ok(())

@@ -3,17 +3,30 @@
 use serde_json::{Value, json};
 
 use super::Context;
+use super::format::Template;
 use super::load::image_arg;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs inspect busybox                              # JSON, one object per image
+  layerfs inspect --format '{{.Id}}' busybox
+  layerfs inspect --format '{{json .Config.Env}}' busybox
+  layerfs inspect --format '{{.Os}}/{{.Architecture}} {{.RepoTags}}' busybox alpine
+
+--format fields are the JSON's keys, matched loosely (.RepoTags finds repo_tags).")]
 pub struct Args {
     /// Images: name[:tag], id, id prefix, or anything `load` accepts.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
+    /// Go-template-like format applied to each image (see the examples).
+    #[arg(short, long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let template = args.format.as_deref().map(Template::parse).transpose()?;
     let store = Store::open(&ctx.root)?;
     let mut out = Vec::new();
     for arg in &args.images {
@@ -49,6 +62,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
             "history": field("history"),
         }));
+    }
+    if let Some(t) = template {
+        t.print(&out, &[]);
+        return Ok(());
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

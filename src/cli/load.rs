@@ -7,6 +7,13 @@ use crate::image::Source;
 use crate::store::{ImageRecord, Store, load};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs load busybox.tar                       # docker save archive (all its images)
+  layerfs load busybox.tar.gz                    # gzip- or zstd-compressed, as docker load
+  layerfs load oci:./busybox-oci:latest          # one tag of an OCI layout
+  layerfs load alpine.oci.tar --tag alpine:3     # an OCI archive, named
+  skopeo copy docker://alpine oci:alpine:3 && layerfs load oci:alpine:3")]
 pub struct Args {
     /// What to load: an OCI layout directory, an OCI archive, a docker-archive (format
     /// detected), or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF].
@@ -123,8 +130,11 @@ pub(crate) fn human_size(bytes: u64) -> String {
     format!("{s}{}", UNITS[unit])
 }
 
-/// Prints rows as columns separated by three spaces (the last column unpadded).
+/// Prints rows as columns the way Docker's tabwriter does: each column as wide as its
+/// widest cell plus 3 spaces, at least 10, the last column unpadded.
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    const MIN_WIDTH: usize = 10;
+    const PADDING: usize = 3;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -139,8 +149,8 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
         for (i, c) in cells.iter().enumerate() {
             s.push_str(c);
             if i < last {
-                let pad = widths[i] - c.chars().count() + 3;
-                s.push_str(&" ".repeat(pad));
+                let col = (widths[i] + PADDING).max(MIN_WIDTH);
+                s.push_str(&" ".repeat(col - c.chars().count()));
             }
         }
         println!("{}", s.trim_end());

@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commit;
+mod completions;
 pub mod daemon;
 mod df;
 mod diff;
+mod export;
+mod format;
 mod history;
 mod images;
 mod inspect;
@@ -21,17 +24,31 @@ mod prune;
 mod ps;
 mod rm;
 mod rmi;
+mod save;
 mod tag;
 mod umount;
 
 /// layerfs: container images as a union filesystem.
 #[derive(Debug, Parser)]
-#[command(name = "layerfs", version, about, propagate_version = true)]
+#[command(
+    name = "layerfs",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "\
+Examples:
+  layerfs load busybox.tar && layerfs images
+  layerfs mount busybox /mnt/web --name web && layerfs ps
+  layerfs export web -o rootfs.tar && layerfs umount web
+  layerfs save busybox --format oci -o busybox-oci
+  layerfs help mount                   # each command's options and examples"
+)]
 pub struct Cli {
     /// The store directory [default: /var/lib/layerfs as root, else $XDG_DATA_HOME/layerfs]
     #[arg(long, global = true, env = "LAYERFS_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// No progress bars, only results and errors.
+    /// No progress bars, only results and errors; for `images` and `ps`, only ids and
+    /// names (as `docker images -q`, `docker ps -q`).
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
@@ -71,6 +88,12 @@ pub enum Command {
     Tag(tag::Args),
     /// Show disk usage: images, containers, layers (shared layers counted once).
     Df(df::Args),
+    /// Save images as a docker-archive, an OCI layout or an OCI archive.
+    Save(save::Args),
+    /// Write a container's merged tree as one tar, like `docker export`.
+    Export(export::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -143,9 +166,24 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Df(a) => df::run(&ctx, a),
+        Command::Save(a) => save::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
+        Command::Completions(a) => completions::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique flags, valid defaults), which only debug
+    /// builds run by themselves.
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

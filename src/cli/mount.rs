@@ -1,5 +1,10 @@
 //! `layerfs mount IMAGE DIR`: the image's stored layers, merged, with the container's
-//! writable layer on top (or none with `--read-only`).
+//! writable layer on top (or none with `--read-only`). `layerfs mount CONTAINER DIR`
+//! mounts an existing container again by its name alone.
+//!
+//! Before anything is created: DIR must be a directory and not a mount point already
+//! (unless `--overmount`), and `/dev/fuse` must be usable (else the message says how to
+//! make it so). A container created for a mount that then fails is removed again.
 //!
 //! Without `--foreground` this re-runs itself detached (see `daemon.rs`) and returns once
 //! the mount is live, printing the container name.
@@ -23,10 +28,21 @@ use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
 use crate::fuse::{Access, MountConfig};
+use crate::mountinfo;
 use crate::store::{ImageRecord, Store, containers, mounts};
 use crate::union::{LayerSpec, Options, Stack};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs mount busybox /mnt/web --name web          # new container web (or web again)
+  layerfs mount web /mnt/web                         # container web again, by its name
+  layerfs mount --read-only --name web busybox /mnt/ro   # web's layer, read-only
+  layerfs mount --read-only alpine:3 /mnt/alpine     # the image alone, read-only
+  layerfs mount oci:./app-oci:v2 /mnt/app            # load and mount in one go
+  layerfs mount busybox /mnt/x -f -v                 # in the foreground, with logs
+  runc run --bundle ./bundle web                     # with /mnt/web as the bundle's rootfs
+  layerfs umount web")]
 pub struct Args {
     /// Image: name[:tag], id, id prefix, or anything `load` accepts (loaded first); or,
     /// without --name, the name of an existing container, which is mounted again.
@@ -38,7 +54,8 @@ pub struct Args {
     /// Container name: mounts that container again if it exists, else creates it.
     #[arg(long)]
     pub name: Option<String>,
-    /// Mount the image alone, read-only, without a container layer.
+    /// Mount the image alone, read-only, without a container layer (with --name, or a
+    /// container named alone: that container's layer, read-only).
     #[arg(long)]
     pub read_only: bool,
     /// Stay attached and log to stderr (-v, RUST_LOG) until unmounted.
@@ -63,6 +80,10 @@ pub struct Args {
     /// the nodes' modes allow.
     #[arg(long)]
     pub dev: bool,
+    /// Mount even when DIR is already a mount point (the new mount hides the old one
+    /// until it is unmounted).
+    #[arg(long)]
+    pub overmount: bool,
 }
 
 impl Args {
@@ -89,6 +110,7 @@ impl Args {
             (self.allow_other, "--allow-other"),
             (self.suid, "--suid"),
             (self.dev, "--dev"),
+            (self.overmount, "--overmount"),
         ]
         .into_iter()
         .filter(|(on, _)| *on)
@@ -104,7 +126,7 @@ fn existing_container(
     image: &ImageRecord,
 ) -> anyhow::Result<containers::Container> {
     match containers::open(store, name)? {
-        Some(_) => container_for(store, Some(name), image),
+        Some(_) => Ok(container_for(store, Some(name), image)?.0),
         None => bail!(
             "no container {name}: --read-only --name mounts an existing container's layer \
              read-only (without --name, the image alone)"
@@ -112,12 +134,13 @@ fn existing_container(
     }
 }
 
-/// The container to mount: the named one (checked against the image), or a new one.
+/// The container to mount: the named one (checked against the image), or a new one
+/// (`true`: created now).
 fn container_for(
     store: &Store,
     name: Option<&str>,
     image: &ImageRecord,
-) -> anyhow::Result<containers::Container> {
+) -> anyhow::Result<(containers::Container, bool)> {
     if let Some(n) = name
         && let Some(c) = containers::open(store, n)?
     {
@@ -129,9 +152,9 @@ fn container_for(
                 image.display_name()
             );
         }
-        return Ok(c);
+        return Ok((c, false));
     }
-    Ok(containers::create(store, name, image)?)
+    Ok((containers::create(store, name, image)?, true))
 }
 
 /// `mount NAME DIR` where NAME is an existing container: that container and its image.
@@ -163,21 +186,78 @@ fn already_mounted(c: &containers::Container) -> anyhow::Error {
     anyhow::anyhow!("container {} is already mounted{at}", c.record.name)
 }
 
-fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    let abs =
-        std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
-    if !abs.is_dir() {
-        bail!("mount point {} is not a directory", dir.display());
+/// The mount point, resolved; refused when it is not a directory, is a dead mount, or
+/// is a mount point already (unless `overmount`).
+fn check_dir(dir: &Path, overmount: bool) -> anyhow::Result<PathBuf> {
+    let dead = |e: &std::io::Error| {
+        anyhow::anyhow!(
+            "mount point {}: {e}: a mount whose daemon died is there; `layerfs umount {}` \
+             removes it (umount(8) for other filesystems)",
+            dir.display(),
+            dir.display()
+        )
+    };
+    let is_dead = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
+    let abs = match std::fs::canonicalize(dir) {
+        Ok(a) => a,
+        Err(e) if is_dead(&e) => return Err(dead(&e)),
+        Err(e) => return Err(e).with_context(|| format!("mount point {}", dir.display())),
+    };
+    match std::fs::metadata(&abs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("mount point {} is not a directory", dir.display()),
+        Err(e) if is_dead(&e) => return Err(dead(&e)),
+        Err(e) => return Err(e).with_context(|| format!("mount point {}", dir.display())),
+    }
+    if !overmount && let Some(m) = mountinfo::at(&abs).context("reading /proc/self/mountinfo")? {
+        bail!(
+            "{} is already a mount point ({}): a mount there would hide it. Unmount it \
+             first, or pass --overmount to mount on top of it",
+            abs.display(),
+            m.describe()
+        );
     }
     Ok(abs)
 }
 
+/// Checks that FUSE can be used here before anything is created, and says what to do
+/// when it cannot. Without root, fusermount3 (setuid root) opens the device itself, so
+/// a device only root may open is fine when fusermount3 is installed.
+fn check_fuse() -> anyhow::Result<()> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(FUSE_DEVICE);
+    let e = match opened {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let denied = matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM));
+    if denied && !crate::sys::is_root() && fusermount3_installed() {
+        return Ok(());
+    }
+    let hint = daemon::fuse_hint(&e);
+    Err(anyhow::Error::new(e).context(format!("cannot open {FUSE_DEVICE} ({hint})")))
+}
+
+/// True when `fusermount3` is on PATH.
+fn fusermount3_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
+}
+
+/// The FUSE device.
+const FUSE_DEVICE: &str = "/dev/fuse";
+
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut ready = Ready::from_env();
     let store = Store::open(&ctx.root)?;
-    let dir = check_dir(&args.dir)?;
+    let dir = check_dir(&args.dir, args.overmount)?;
     let serving = args.foreground || ready.detached();
-    let (image, container, hold) = {
+    if !ready.detached() {
+        check_fuse()?;
+    }
+    let (image, container, created, hold) = {
         // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
         // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
@@ -189,14 +269,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             Some((_, image)) => image.clone(),
             None => image_arg(ctx, &store, &args.image)?,
         };
-        let container = match (args.read_only, args.name.as_deref()) {
+        let (container, created) = match (args.read_only, args.name.as_deref()) {
             // A container named alone: mounted again (read-only with --read-only).
-            _ if by_name.is_some() => by_name.map(|(c, _)| c),
+            _ if by_name.is_some() => (by_name.map(|(c, _)| c), false),
             // The image alone.
-            (true, None) => None,
+            (true, None) => (None, false),
             // An existing container's layer, read-only.
-            (true, Some(n)) => Some(existing_container(&store, n, &image)?),
-            (false, name) => Some(container_for(&store, name, &image)?),
+            (true, Some(n)) => (Some(existing_container(&store, n, &image)?), false),
+            (false, name) => {
+                let (c, created) = container_for(&store, name, &image)?;
+                (Some(c), created)
+            }
         };
         // Only the process that serves the mount holds its image (a container's record
         // holds it otherwise).
@@ -208,7 +291,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         } else {
             None
         };
-        (image, container, hold)
+        (image, container, created, hold)
     };
 
     if !serving {
@@ -238,7 +321,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             a.extend(["--threads".into(), t.to_string().into()]);
         }
         a.extend(args.exposure_args());
-        daemon::spawn_detached(&a, container.as_ref().map(|c| c.log()).as_deref())?;
+        let spawned = daemon::spawn_detached(&a, container.as_ref().map(|c| c.log()).as_deref());
+        if let Err(e) = spawned {
+            // A container made for this mount does not outlive its failure.
+            if created && let Some(c) = container {
+                discard(&store, c);
+            }
+            return Err(e);
+        }
         match &container {
             Some(c) => println!("{}", c.record.name),
             None => println!("{}", image.display_name()),
@@ -246,12 +336,29 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let result = serve_container(&store, &image, container, &dir, &args, &mut ready);
+    let discard_on_failure = if created { container.clone() } else { None };
+    let live = std::cell::Cell::new(false);
+    let result = serve_container(&store, &image, container, &dir, &args, &mut ready, &live);
     if let Err(e) = &result {
         ready.fail(e);
+        // Only a mount that never went live leaves nothing worth keeping.
+        if let Some(c) = discard_on_failure
+            && !live.get()
+        {
+            discard(&store, c);
+        }
     }
     drop(hold);
     result
+}
+
+/// Removes a container that was created for a mount that failed (nothing was written
+/// to it); a failure to do so is only logged, the mount's error is what matters.
+fn discard(store: &Store, c: containers::Container) {
+    let name = c.record.name.clone();
+    if let Err(e) = containers::discard_new(store, c) {
+        log::warn!("removing container {name} after its mount failed: {e}");
+    }
 }
 
 /// Says on stderr what the opt-in flags expose (unless `-q`).
@@ -277,6 +384,7 @@ fn serve_container(
     dir: &Path,
     args: &Args,
     ready: &mut Ready,
+    live: &std::cell::Cell<bool>,
 ) -> anyhow::Result<()> {
     let lowers = store.lower_specs(image)?;
     let mut lowers = lowers;
@@ -289,7 +397,10 @@ fn serve_container(
             mountpoint: dir.to_path_buf(),
             mount,
         };
-        return daemon::serve(serve, ready, || println!("{}", image.display_name()));
+        return daemon::serve(serve, ready, || {
+            live.set(true);
+            println!("{}", image.display_name())
+        });
     };
     let Some(_lock) = c.try_lock()? else {
         return Err(already_mounted(&c));
@@ -318,6 +429,7 @@ fn serve_container(
     let mut record = c.clone();
     let control = c.dir.clone();
     let result = daemon::serve_with_control(serve, Some(&control), ready, || {
+        live.set(true);
         if let Err(e) = record.set_mountpoint(store, Some(dir)) {
             log::warn!("recording the mount point of {name}: {e}");
         }

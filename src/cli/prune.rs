@@ -6,6 +6,10 @@ use super::load::human_size;
 use crate::store::{Store, gc};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs prune                        # dangling images, unused layers, leftovers
+  layerfs rmi old:1 && layerfs prune")]
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {

@@ -1,36 +1,120 @@
-//! `layerfs ps`: containers, their image and where they are mounted; with `-s`, their
-//! sizes as `docker ps -s` shows them: the writable layer, and the virtual size (the image
-//! below it too).
+//! `layerfs ps`: containers, their image, when they were made, their state and where they
+//! are mounted, as `docker ps` lists containers. As `docker ps` lists running containers
+//! and `-a` all of them, `ps` lists the mounted containers (and those whose daemon died
+//! with their mount left behind: `stale`) and `-a` all of them. Sizes cost a walk of each
+//! writable layer, so, as with Docker, they come only when asked: `-s` shows them as
+//! `docker ps -s` does, the writable layer then the virtual size (the image below it too);
+//! a `--format` that names a size asks for them too.
+
+use serde_json::{Value, json};
 
 use super::Context;
+use super::format::Template;
 use super::load::{human_size, print_table};
 use crate::digest::Digest;
+use crate::mountinfo::{self, MountEntry};
 use crate::store::{Store, containers};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  layerfs ps\n  layerfs ps -s\n  layerfs ps --size --json")]
+#[command(after_help = "\
+Examples:
+  layerfs ps                                   # mounted containers (and stale ones)
+  layerfs ps -a                                # every container
+  layerfs ps -aq                               # names only
+  layerfs ps -s                                # with sizes: 2kB (virtual 3.03MB)
+  layerfs ps --format '{{.Names}}\\t{{.Status}}'
+  layerfs ps -a --size --json
+
+Fields for --format: .Names .Image .ImageID .State .Status .MountPoint .CreatedAt
+.RunningFor .Size .VirtualSize (a size field computes sizes, as -s does)")]
 pub struct Args {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Show every container, not only mounted ones.
+    #[arg(short, long)]
+    pub all: bool,
     /// Show sizes: the writable layer, and (virtual) with the image below it.
     #[arg(short, long)]
     pub size: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Go-template-like format (see the examples).
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "json")]
+    pub format: Option<String>,
 }
 
-struct Row {
-    name: String,
-    image: String,
-    mountpoint: String,
-    created: String,
-    /// (writable layer, virtual) when asked.
-    sizes: Option<(u64, u64)>,
+/// What a container is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A daemon serves it.
+    Mounted,
+    /// Its daemon is gone but its mount is still there (reads fail with ENOTCONN).
+    Stale,
+    Unmounted,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Mounted => "mounted",
+            State::Stale => "stale",
+            State::Unmounted => "unmounted",
+        }
+    }
+
+    fn status(self, name: &str) -> String {
+        match self {
+            State::Mounted => "mounted".into(),
+            State::Stale => format!("stale: daemon gone (layerfs umount {name})"),
+            State::Unmounted => "unmounted".into(),
+        }
+    }
+}
+
+/// The state of container `c`, given what is mounted.
+pub fn state(c: &containers::Container, mounts: &[MountEntry]) -> State {
+    if c.is_mounted() {
+        return State::Mounted;
+    }
+    let source = format!("{}:{}", mountinfo::LAYERFS_SOURCE_PREFIX, c.record.name);
+    match &c.record.mountpoint {
+        Some(mp)
+            if mounts
+                .iter()
+                .any(|m| m.mount_point.as_os_str() == mp.as_str() && m.source == source) =>
+        {
+            State::Stale
+        }
+        _ => State::Unmounted,
+    }
+}
+
+/// `docker ps -s`'s SIZE: the writable layer, then the virtual size.
+fn size_cell(size: u64, virtual_size: u64) -> String {
+    format!(
+        "{} (virtual {})",
+        human_size(size),
+        human_size(virtual_size)
+    )
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
-    let mut rows = Vec::new();
+    let template = args.format.as_deref().map(Template::parse).transpose()?;
+    // As `docker ps --format '{{.Size}}'`: a template that shows a size computes sizes.
+    let sizes = !ctx.quiet
+        && (args.size
+            || args
+                .format
+                .as_deref()
+                .is_some_and(|f| f.to_ascii_lowercase().contains("size")));
+    let mounts = mountinfo::read().unwrap_or_default();
+    let now = crate::time::now_unix();
+    let mut rows: Vec<Value> = Vec::new();
     for c in containers::all(&store)? {
+        let st = state(&c, &mounts);
+        if !args.all && st == State::Unmounted {
+            continue;
+        }
         let image = Digest::parse(&c.record.image)
             .ok()
             .and_then(|id| store.image(&id).ok().flatten());
@@ -38,55 +122,93 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             Some(i) => (i.display_name(), i.size()),
             None => (c.record.image.clone(), 0),
         };
-        let mountpoint = if c.is_mounted() {
-            c.record.mountpoint.clone().unwrap_or_else(|| "?".into())
-        } else {
-            "-".into()
+        let mp = match st {
+            State::Unmounted => None,
+            _ => c.record.mountpoint.clone(),
         };
-        let sizes = args.size.then(|| {
+        let mut row = json!({
+            "name": c.record.name,
+            "image": image_name,
+            "image_id": c.record.image,
+            "state": st.name(),
+            "status": st.status(&c.record.name),
+            "mountpoint": mp,
+            "created": c.record.created,
+            "running_for": crate::time::human_since_str(Some(&c.record.created), now),
+        });
+        if sizes {
             let size = c.size();
-            (size, image_size + size)
-        });
-        rows.push(Row {
-            name: c.record.name.clone(),
-            image: image_name,
-            mountpoint,
-            created: c.record.created.clone(),
-            sizes,
-        });
+            row["size"] = size.into();
+            row["virtual_size"] = (image_size + size).into();
+        }
+        rows.push(row);
     }
-    if args.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let mut o = serde_json::json!({
-                    "name": r.name,
-                    "image": r.image,
-                    "mountpoint": r.mountpoint,
-                    "created": r.created,
-                });
-                if let Some((s, v)) = r.sizes {
-                    o["size"] = s.into();
-                    o["virtual_size"] = v.into();
-                }
-                o
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let n = |v: &Value, k: &str| v[k].as_u64();
+    let mountpoint = |v: &Value| v["mountpoint"].as_str().unwrap_or("-").to_string();
+    // `-q` (global): names only, as `docker ps -q` prints ids.
+    if ctx.quiet {
+        for r in &rows {
+            println!("{}", s(r, "name"));
+        }
         return Ok(());
     }
-    let now = crate::time::now_unix();
-    let mut header = vec!["NAME", "IMAGE", "MOUNTPOINT", "CREATED"];
-    if args.size {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if let Some(t) = template {
+        let values: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = json!({
+                    "Names": s(r, "name"),
+                    "Name": s(r, "name"),
+                    "Image": s(r, "image"),
+                    "ImageID": s(r, "image_id"),
+                    "State": s(r, "state"),
+                    "Status": s(r, "status"),
+                    "MountPoint": mountpoint(r),
+                    "CreatedAt": s(r, "created"),
+                    "RunningFor": s(r, "running_for"),
+                });
+                if let (Some(size), Some(virt)) = (n(r, "size"), n(r, "virtual_size")) {
+                    v["Size"] = size_cell(size, virt).into();
+                    v["VirtualSize"] = human_size(virt).into();
+                }
+                v
+            })
+            .collect();
+        t.print(
+            &values,
+            &[
+                ("Names", "NAMES"),
+                ("Name", "NAME"),
+                ("ImageID", "IMAGE ID"),
+                ("MountPoint", "MOUNTPOINT"),
+                ("VirtualSize", "VIRTUAL SIZE"),
+                ("CreatedAt", "CREATED AT"),
+                ("RunningFor", "CREATED"),
+            ],
+        );
+        return Ok(());
+    }
+    let mut header = vec!["NAME", "IMAGE", "CREATED", "STATUS", "MOUNTPOINT"];
+    if sizes {
         header.push("SIZE");
     }
     let table: Vec<Vec<String>> = rows
-        .into_iter()
+        .iter()
         .map(|r| {
-            let created = crate::time::human_since_str(Some(&r.created), now);
-            let mut cells = vec![r.name, r.image, r.mountpoint, created];
-            if let Some((s, v)) = r.sizes {
-                cells.push(format!("{} (virtual {})", human_size(s), human_size(v)));
+            let mut cells = vec![
+                s(r, "name"),
+                s(r, "image"),
+                s(r, "running_for"),
+                s(r, "status"),
+                mountpoint(r),
+            ];
+            if let (Some(size), Some(virt)) = (n(r, "size"), n(r, "virtual_size")) {
+                cells.push(size_cell(size, virt));
             }
             cells
         })

@@ -5,7 +5,7 @@
 use anyhow::bail;
 
 use super::Context;
-use super::umount::{DAEMON_EXIT_WAIT, unmount};
+use super::umount::{DAEMON_EXIT_WAIT, container_mount, detach_stale, unmount};
 use crate::store::{Store, containers};
 
 #[derive(Debug, clap::Args)]
@@ -20,8 +20,8 @@ pub struct Args {
 }
 
 fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
-    let Some(c) = containers::open(store, name)? else {
-        bail!("no such container: {name} (see `layerfs ps`)");
+    let Some(mut c) = containers::open(store, name)? else {
+        bail!("no such container: {name} (see `layerfs ps -a`)");
     };
     if c.is_mounted() {
         if !force {
@@ -33,13 +33,17 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
                 .unwrap_or_default();
             bail!("container {name} is mounted{at}: unmount it first, or use --force");
         }
-        let Some(mp) = c.record.mountpoint.clone() else {
-            bail!("container {name} is mounted but its record names no mount point");
-        };
-        unmount(std::path::Path::new(&mp))?;
+        let mp = container_mount(&c)?;
+        unmount(&mp)?;
         if !c.wait_unlocked(DAEMON_EXIT_WAIT) {
-            bail!("{mp} is unmounted but the daemon of {name} has not exited");
+            bail!(
+                "{} is unmounted but the daemon of {name} has not exited",
+                mp.display()
+            );
         }
+    } else {
+        // A daemon killed with the mount left behind: the dead mount goes first.
+        detach_stale(store, &mut c)?;
     }
     containers::remove(store, &c)?;
     Ok(())

@@ -4,6 +4,12 @@ use super::Context;
 use crate::store::{Store, gc};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs rmi busybox                  # untag busybox:latest; the image goes with its last name
+  layerfs rmi c43a07b65284             # by id prefix (refused when it has several names)
+  layerfs rmi --force c43a07b65284     # every name of it
+  layerfs rmi $(layerfs images -q)")]
 pub struct Args {
     /// Images: name[:tag], id or id prefix.
     #[arg(required = true, value_name = "IMAGE")]

@@ -158,6 +158,12 @@ impl TarFiles {
     /// Indexes the archive at `path` (headers only; data is skipped by seeking).
     pub fn open(path: &Path) -> Result<TarFiles> {
         let (file, _) = open::open_file(path)?;
+        TarFiles::from_file(file, path)
+    }
+
+    /// Indexes the archive in `file` (at its start), named `path` in messages (a
+    /// compressed archive is read from its decompressed copy).
+    pub fn from_file(file: File, path: &Path) -> Result<TarFiles> {
         let mut entries = HashMap::new();
         {
             let mut tar = TarReader::new_seekable(BufReader::new(&file));

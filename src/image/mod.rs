@@ -13,11 +13,16 @@
 //! reads `docker save` archives (v1.2 `manifest.json` + `<id>/layer.tar`, and Docker 25+'s
 //! hybrid of that with an OCI layout). Archives are read in place ([`files`]).
 
+pub mod archive;
+pub mod compress;
 pub mod docker;
 pub mod files;
 pub mod oci;
 pub mod open;
 pub mod reference;
+pub mod sink;
+pub mod tree_tar;
+pub mod write;
 
 use std::fmt;
 use std::io::Read;
@@ -145,12 +150,23 @@ impl Source {
     /// As [`Source::read`]; `name_tag_only_refs` false leaves ref names that are only a
     /// tag unnamed (when the user names the image with `--tag` instead).
     pub fn read_with(&self, name_tag_only_refs: bool) -> Result<Vec<ImagePlan>> {
+        self.read_in(name_tag_only_refs, &std::env::temp_dir())
+    }
+
+    /// As [`Source::read_with`]; a compressed archive is decompressed into an unnamed
+    /// file in `scratch` (the store's `tmp/`: it may be large), gone when closed.
+    pub fn read_in(&self, name_tag_only_refs: bool, scratch: &Path) -> Result<Vec<ImagePlan>> {
         let hint = name_tag_only_refs.then(|| name_hint(&self.path)).flatten();
         let files: Arc<dyn ImageFiles> = if self.path.is_dir() {
             Arc::new(files::DirFiles::open(&self.path)?)
         } else {
-            check_not_compressed(&self.path)?;
-            Arc::new(files::TarFiles::open(&self.path)?)
+            match check_archive(&self.path)? {
+                None => Arc::new(files::TarFiles::open(&self.path)?),
+                Some(c) => {
+                    let plain = archive::decompress_to_temp(&self.path, c, scratch)?;
+                    Arc::new(files::TarFiles::from_file(plain, &self.path)?)
+                }
+            }
         };
         let plans = match self.format {
             Format::OciLayout | Format::OciArchive => oci::read(
@@ -230,11 +246,19 @@ pub fn detect(path: &Path) -> Result<Format> {
             detail,
         });
     }
-    check_not_compressed(path)?;
-    let files = files::TarFiles::open(path)?;
-    if files.has("manifest.json") {
+    let (docker, oci) = match check_archive(path)? {
+        None => {
+            let files = files::TarFiles::open(path)?;
+            (
+                files.has("manifest.json"),
+                files.has("index.json") || files.has("oci-layout"),
+            )
+        }
+        Some(c) => archive::scan_compressed(path, c)?,
+    };
+    if docker {
         Ok(Format::DockerArchive)
-    } else if files.has("index.json") || files.has("oci-layout") {
+    } else if oci {
         Ok(Format::OciArchive)
     } else {
         Err(Error::UnknownFormat {
@@ -245,27 +269,27 @@ pub fn detect(path: &Path) -> Result<Format> {
     }
 }
 
-/// Refuses compressed archives and non-tar files with a message that says what they are.
-fn check_not_compressed(path: &Path) -> Result<()> {
+/// Checks that `path` is a tar archive, plain or compressed with gzip or zstd (as
+/// `docker load` reads them): `Ok(None)` plain, `Ok(Some(c))` compressed with `c`; else
+/// an error that says what the file is.
+fn check_archive(path: &Path) -> Result<Option<Compression>> {
     let mut head = [0u8; 512];
     let (mut f, _) = open::open_file(path)?;
     let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
-    let unknown = |detail: &str| {
-        Err(Error::UnknownFormat {
-            path: path.to_path_buf(),
-            detail: detail.to_string(),
-        })
-    };
-    if head.starts_with(GZIP_MAGIC) || head.starts_with(ZSTD_MAGIC) {
-        return unknown("a compressed file; decompress the archive first (e.g. gunzip / zstd -d)");
+    match Compression::sniff(head) {
+        Compression::None => {}
+        c => return Ok(Some(c)),
     }
     if n < 512
         || head.get(USTAR_MAGIC_OFFSET..USTAR_MAGIC_OFFSET + USTAR_MAGIC.len()) != Some(USTAR_MAGIC)
     {
-        return unknown("not a tar archive, OCI layout or docker-archive");
+        return Err(Error::UnknownFormat {
+            path: path.to_path_buf(),
+            detail: "not a tar archive (plain, gzip or zstd), OCI layout or docker-archive".into(),
+        });
     }
-    Ok(())
+    Ok(None)
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -284,8 +308,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 const GENERIC_LAYOUT_DIRS: [&str; 3] = ["oci", "layout", "image"];
 
 /// The repository name for refs that are only a tag: the layout directory's name (its
-/// parent's for a generic `oci/`), or the archive's stem without `.tar` / `.oci` /
-/// `.docker`.
+/// parent's for a generic `oci/`), or the archive's stem without `.gz` / `.zst` /
+/// `.tar` / `.oci` / `.docker`.
 pub fn name_hint(path: &Path) -> Option<String> {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut comps: Vec<String> = abs
@@ -303,7 +327,17 @@ pub fn name_hint(path: &Path) -> Option<String> {
             name = parent;
         }
     } else {
-        for suffix in [".tar", ".oci", ".docker", ".oci-archive", ".docker-archive"] {
+        for suffix in [
+            ".gz",
+            ".zst",
+            ".zstd",
+            ".tgz",
+            ".tar",
+            ".oci",
+            ".docker",
+            ".oci-archive",
+            ".docker-archive",
+        ] {
             if let Some(s) = name.strip_suffix(suffix)
                 && !s.is_empty()
             {
@@ -315,7 +349,7 @@ pub fn name_hint(path: &Path) -> Option<String> {
 }
 
 /// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
     None,
     Gzip,
@@ -485,6 +519,10 @@ mod tests {
         assert_eq!(name_hint(&oci).as_deref(), Some("busybox-zstd"));
         assert_eq!(
             name_hint(Path::new("/nonexistent/alpine.oci.tar")).as_deref(),
+            Some("alpine")
+        );
+        assert_eq!(
+            name_hint(Path::new("/nonexistent/alpine.oci.tar.zst")).as_deref(),
             Some("alpine")
         );
     }

@@ -300,6 +300,30 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
     super::gc::remove_atomically(store, &c.dir, "container")
 }
 
+/// Removes container `c`, just created for a mount that failed (never mounted: its
+/// writable layer is empty), as [`remove`] does. Refused while a daemon holds it or when
+/// its writable layer has data.
+pub fn discard_new(store: &Store, c: Container) -> Result<()> {
+    let Some(_lock) = c.try_lock()? else {
+        return Err(Error::Conflict(format!(
+            "container {} is mounted",
+            c.record.name
+        )));
+    };
+    let upper = c.upper();
+    let empty = fs::read_dir(&upper)
+        .map_err(|e| Error::io(&upper, e))?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(Error::Conflict(format!(
+            "container {} has data in its writable layer",
+            c.record.name
+        )));
+    }
+    super::gc::remove_atomically(store, &c.dir, "container")
+}
+
 /// Every container with its directory.
 pub fn all(store: &Store) -> Result<Vec<Container>> {
     let dir = store.containers_dir();

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 // Re-exported for callers that name it here (it lives in fsops, beneath every module).
 pub use super::fsops::rename_noreplace;
+use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
@@ -173,21 +174,41 @@ fn stage_into(
             ),
         };
         let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
+        let layout_path = dir.join(tarsplit::TAR_SPLIT);
+        let layout_file =
+            super::open_private(&layout_path, true).map_err(|e| Error::io(&layout_path, e))?;
+        let recorder = tarsplit::Recorder::new(layout_file)
+            .map_err(|e| Error::io(&layout_path, e))
+            .map(tarsplit::Shared::new)?;
         // Reading, hashing and decompressing run on their own thread, a few chunks ahead
-        // of the unpacker (which mostly waits on the filesystem).
+        // of the unpacker (which mostly waits on the filesystem). The unpacker's side of
+        // the stream goes through the layout recorder.
         let (unpacked, drained) = std::thread::scope(|scope| {
-            let (mut ahead, producer) = read_ahead(scope, &mut diff_r);
-            let unpacked = unpack::unpack(&mut ahead, std::os::fd::AsFd::as_fd(&diff_fd), opts);
+            let (ahead, producer) = read_ahead(scope, &mut diff_r);
+            let mut tee = tarsplit::Tee::new(ahead, &recorder);
+            let unpacked = unpack::unpack_recording(
+                &mut tee,
+                std::os::fd::AsFd::as_fd(&diff_fd),
+                opts,
+                Some(&recorder),
+            );
             // Read to the very end: bytes after the tar's end marker are part of the
             // diff_id, and the digest checks happen at EOF.
             let drained = match &unpacked {
-                Ok(_) => io::copy(&mut ahead, &mut io::sink()).map(|_| ()),
+                Ok(_) => io::copy(&mut tee, &mut io::sink()).map(|_| ()),
                 Err(_) => Ok(()),
             };
-            drop(ahead);
+            drop(tee);
             let _ = producer.join();
             (unpacked, drained)
         });
+        let kept = match recorder.into_inner().finish() {
+            Ok(kept) => kept,
+            Err(e) => return Err(Error::io(&layout_path, e)),
+        };
+        if !kept {
+            let _ = fs::remove_file(&layout_path);
+        }
         let diff_failure = diff_r.failure().cloned();
         drop(diff_r);
         if let Some(m) = blob_r.failure() {
@@ -386,6 +407,57 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
     }
 }
 
+/// Records the tar layout of an installed layer that has none (it was unpacked by an older
+/// layerfs), from its blob in `files`, so that it can be saved. Nothing is unpacked; the
+/// layout is built in `tmp/` and renamed into the layer directory. A blob that is not
+/// the layer (wrong digest) is only reported: the layer itself was checked when unpacked.
+pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) -> Result<()> {
+    let layer = store.layer_path(&plan.diff_id);
+    if tarsplit::has_layout(store, &plan.diff_id) || !layer.is_dir() {
+        return Ok(());
+    }
+    let Some((blob, _)) = files.open(&plan.path)? else {
+        return Ok(());
+    };
+    let blob: Box<dyn Read + Send> = match plan.digest {
+        Some(d) => Box::new(VerifyingReader::new(blob, d, plan.size)),
+        None => blob,
+    };
+    let mut buffered = BufReader::with_capacity(BLOB_BUF, blob);
+    let location = files.location(&plan.path);
+    let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
+    let decompressed: Box<dyn Read> = match Compression::sniff(head) {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|e| Error::io_what("starting zstd decompression", e))?,
+        ),
+    };
+    let diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
+    let stage = store.staging_dir(&format!("layout-{}", plan.diff_id.short()))?;
+    let staged = stage.join(tarsplit::TAR_SPLIT);
+    let res = super::open_private(&staged, true).and_then(|f| tarsplit::record_stream(diff_r, f));
+    let out = match res {
+        Ok(true) => match rename_noreplace(&staged, &layer.join(tarsplit::TAR_SPLIT)) {
+            Ok(()) => Ok(()),
+            // Recorded by a concurrent load meanwhile.
+            Err(_) if tarsplit::has_layout(store, &plan.diff_id) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Ok(false) => Ok(()),
+        Err(e) => {
+            log::warn!(
+                "layer {}: cannot record its tar layout from {location}: {e}",
+                plan.diff_id
+            );
+            Ok(())
+        }
+    };
+    let _ = super::gc::remove_tree(&stage);
+    out
+}
+
 /// Records that an installed layer also comes as `sources` (under `meta.lock`).
 pub fn add_sources(
     store: &Store,
@@ -415,6 +487,29 @@ pub fn add_sources(
         store.write_atomic(&store.layer_path(diff_id).join(LAYER_JSON), &json)?;
     }
     Ok(Some(info))
+}
+
+/// A layer's size as Docker computes it (`docker history`, `docker images`): the sizes
+/// of everything in the unpacked layer but directories (regular files, symlinks: their
+/// target's length), each inode once (hard links count once). Unreadable entries count 0.
+pub fn docker_size(diff: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
+        let Ok(rd) = fs::read_dir(dir) else { return 0 };
+        let mut total = 0;
+        for e in rd.flatten() {
+            let Ok(m) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                total += walk(&e.path(), seen);
+            } else if m.len() > 0 && seen.insert(m.ino()) {
+                total += m.len();
+            }
+        }
+        total
+    }
+    walk(diff, &mut std::collections::HashSet::new())
 }
 
 /// The names of installed layers (diff_ids).

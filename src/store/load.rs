@@ -56,7 +56,7 @@ pub struct Loaded {
 /// Loads the single image of `source` and returns its id. A source holding several
 /// images (a multi-image docker-archive) is an error: pick one with `docker-archive:PATH:REF`.
 pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest> {
-    let plans = source.read_with(opts.tag.is_none())?;
+    let plans = source.read_in(opts.tag.is_none(), &store.tmp_dir())?;
     if plans.len() > 1 {
         return Err(Error::Conflict(format!(
             "{source} holds {} images; pick one, e.g. {}:{}",
@@ -79,7 +79,7 @@ pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest
 
 /// Loads every image of `source` (all of a docker-archive, as `docker load` does).
 pub fn load_all(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<Loaded>> {
-    let plans = source.read_with(opts.tag.is_none())?;
+    let plans = source.read_in(opts.tag.is_none(), &store.tmp_dir())?;
     load_plans(store, plans, opts)
 }
 
@@ -175,6 +175,12 @@ fn load_one(
         .collect();
 
     let staged = stage_parallel(store, &plan, &todo, unpack_opts, &bars)?;
+    // Layers unpacked by an older layerfs get the tar layout `save` needs.
+    for (i, l) in plan.layers.iter().enumerate() {
+        if !todo.contains(&i) && !super::tarsplit::has_layout(store, &l.diff_id) {
+            layers::record_layout(store, plan.files.as_ref(), l)?;
+        }
+    }
     let mut infos: Vec<(Digest, LayerInfo)> = Vec::new();
     for s in staged {
         let info = layers::install(store, s)?;

@@ -32,13 +32,17 @@
 //! (the mount daemon runs with umask 0); the files inside layers keep the images' modes.
 
 pub mod containers;
+pub mod export;
 pub mod fsops;
 pub mod gc;
 pub mod images;
+pub mod layer_tar;
 pub mod layers;
 pub mod load;
 pub mod lock;
 pub mod mounts;
+pub mod save;
+pub mod tarsplit;
 pub mod unpack;
 pub mod usage;
 
@@ -125,27 +129,29 @@ pub struct Store {
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
-    /// Opens the store at `root`, creating its layout if missing.
+    /// Opens the store at `root`, creating it if `root` does not exist or is an empty
+    /// directory. Anything else that is not a store (a file, a directory with other
+    /// things in it) is refused, never turned into one.
     pub fn open(root: &Path) -> Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
             styles: OnceLock::new(),
         };
-        if !root.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(root)
-                .map_err(|e| Error::io(root, e))?;
-        }
-        for d in [
-            store.layers_dir(),
-            store.images_dir(),
-            store.containers_dir(),
-            store.mounts_dir(),
-            store.tmp_dir(),
-        ] {
-            ensure_private_dir(&d)?;
+        let not_a_store = |detail: &str| Error::NotAStore {
+            path: root.to_path_buf(),
+            detail: detail.to_string(),
+        };
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_a_store("a file, not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(DIR_MODE)
+                    .create(root)
+                    .map_err(|e| Error::io(root, e))?;
+            }
+            Err(e) => return Err(Error::io(root, e)),
         }
         let vpath = root.join("VERSION");
         match fs::read_to_string(&vpath) {
@@ -158,9 +164,36 @@ impl Store {
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                store.write_atomic(&vpath, format!("{STORE_VERSION}\n").as_bytes())?;
+                // A new store: only in an empty directory (VERSION goes first, so a store
+                // interrupted while being created is still recognised). Another process
+                // may be creating it at the same moment: its staged VERSION does not make
+                // the directory foreign, and a VERSION that appeared since is accepted.
+                let foreign = fs::read_dir(root)
+                    .map_err(|e| Error::io(root, e))?
+                    .filter_map(|e| e.ok())
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(".VERSION.tmp-"));
+                if !foreign {
+                    store.write_atomic(&vpath, format!("{STORE_VERSION}\n").as_bytes())?;
+                } else if fs::read_to_string(&vpath)
+                    .map(|v| v.trim() != STORE_VERSION)
+                    .unwrap_or(true)
+                {
+                    return Err(not_a_store(
+                        "a directory with other files and no VERSION file; pick a new or \
+                         empty directory",
+                    ));
+                }
             }
             Err(e) => return Err(Error::io(&vpath, e)),
+        }
+        for d in [
+            store.layers_dir(),
+            store.images_dir(),
+            store.containers_dir(),
+            store.mounts_dir(),
+            store.tmp_dir(),
+        ] {
+            ensure_private_dir(&d)?;
         }
         Ok(store)
     }

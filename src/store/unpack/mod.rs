@@ -37,6 +37,14 @@
 //! non-directory of this layer. Every refusal is an [`Error::Entry`] naming the entry.
 //! Nothing here panics on any input.
 //!
+//! Layout: [`unpack_recording`] also tells a [`ContentSink`] (the store's tar-layout
+//! recorder, `store::tarsplit`) where the content of each regular file lies in the stream
+//! (the entry's data offset as the bounded reader framed it) and which cleaned path of the
+//! layer holds it, so that the exact tar can be played back from the unpacked files. Only
+//! what is on disk byte for byte is referenced: a sparse entry's data is not the file's
+//! bytes (its map, its holes) and stays raw; an entry that replaces an earlier one of the
+//! same name (whose content is then gone) makes the recorder give up.
+//!
 //! Files: this one drives the entries and finishes the layer; `paths` cleans names and
 //! resolves directories beneath the root; `create` makes each kind of entry.
 
@@ -59,12 +67,14 @@ use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
+use super::tarsplit::ContentSink;
 use crate::error::{Error, Result};
 use crate::tar_reader::{Entry, TarReader};
 use crate::whiteout::{self, NameKind, Styles};
 use create::parse_pax_time;
 pub use paths::remove_entry;
-use paths::{Comps, DirFd, clean, errno_io, join, lossy, os};
+use paths::{Comps, DirFd, errno_io, lossy, os};
+pub(crate) use paths::{clean, join};
 
 /// How file ownership is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +127,21 @@ pub fn unpack<R: Read>(
     dest: BorrowedFd<'_>,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats> {
+    unpack_recording(reader, dest, opts, None)
+}
+
+/// [`unpack`], telling `layout` where each regular file's content lies in the stream and
+/// where in the layer it goes (see the module docs and `store::tarsplit`).
+pub fn unpack_recording<R: Read>(
+    reader: R,
+    dest: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+    layout: Option<&dyn ContentSink>,
+) -> Result<UnpackStats> {
     let mut u = Unpacker {
         root: dest,
         opts,
+        layout,
         cache: lru::LruCache::new(NonZeroUsize::new(PARENT_CACHE).unwrap_or(NonZeroUsize::MIN)),
         dirs: HashMap::new(),
         whiteouts: Vec::new(),
@@ -158,6 +180,8 @@ struct Meta {
 struct Unpacker<'a> {
     root: BorrowedFd<'a>,
     opts: &'a UnpackOptions,
+    /// Told where file contents lie in the stream (layout recording), when set.
+    layout: Option<&'a dyn ContentSink>,
     cache: lru::LruCache<Vec<u8>, Rc<OwnedFd>>,
     /// Directories of the tar (the last entry of a path wins).
     dirs: HashMap<Comps, DeferredDir>,
@@ -258,6 +282,9 @@ impl<'a> Unpacker<'a> {
                 // A hard link to itself: already there.
                 return Ok(());
             }
+            if let Some(l) = self.layout {
+                l.invalidate("an entry replaces an earlier one of the same name");
+            }
             remove_entry(dir.as_fd(), fname).map_err(|e| {
                 Error::entry_io(&name, "cannot replace an earlier entry of the same name", e)
             })?;
@@ -270,6 +297,12 @@ impl<'a> Unpacker<'a> {
         self.stats.entries += 1;
         match etype {
             T::Regular | T::Continuous | T::GNUSparse => {
+                // A sparse entry's bytes in the stream are not the file's: kept raw.
+                if let Some(l) = self.layout
+                    && entry.sparse.is_none()
+                {
+                    l.content(entry.data_offset, entry.size, &join(&comps));
+                }
                 self.regular(tar, entry, &dir, fname, meta, &name)
             }
             T::Directory => {

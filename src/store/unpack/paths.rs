@@ -24,7 +24,7 @@ const IMPLICIT_DIR_MODE: u32 = 0o755;
 
 /// Cleans a tar path: drops leading `/`, `.` and empty components, resolves `..`
 /// lexically; `None` when it would climb above the layer root.
-pub(super) fn clean(raw: &[u8]) -> Option<Comps> {
+pub(crate) fn clean(raw: &[u8]) -> Option<Comps> {
     let mut out: Comps = Vec::new();
     for c in raw.split(|&b| b == b'/') {
         match c {
@@ -38,7 +38,7 @@ pub(super) fn clean(raw: &[u8]) -> Option<Comps> {
     Some(out)
 }
 
-pub(super) fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 

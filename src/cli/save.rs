@@ -1,0 +1,149 @@
+//! `layerfs save IMAGE… -o OUT`: images as a docker-archive, an OCI layout or an OCI
+//! archive (see `store/save.rs`).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::Context;
+use super::load::image_arg;
+use crate::image::{Compression, Reference, Source};
+use crate::store::Store;
+use crate::store::save::{self, SaveFormat, SaveImage, SaveOptions};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    /// `docker save`'s archive (`docker load -i`), layers uncompressed by default.
+    DockerArchive,
+    /// An OCI image layout directory.
+    Oci,
+    /// A tar archive of an OCI image layout.
+    OciArchive,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompressArg {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  layerfs save myapp:v2 -o myapp.tar                        # docker-archive, for docker load
+  layerfs save myapp:v2 base:1 -o both.tar                  # several images, shared layers once
+  layerfs save myapp:v2 --format oci -o myapp-oci/          # OCI layout (tags in index.json)
+  layerfs save myapp:v2 --format oci-archive --compress zstd -o myapp.oci.tar
+  skopeo copy oci:myapp-oci:v2 docker://registry.local/myapp:v2")]
+pub struct Args {
+    /// Images: name[:tag] (a name without a tag: every tag of that repository), id, id
+    /// prefix, or anything `load` accepts.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Where to write: a file (archives; replaced if it exists) or a new or empty
+    /// directory (--format oci).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "docker-archive")]
+    pub format: FormatArg,
+    /// Layer compression [default: none for docker-archive, else as each layer was loaded].
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// Compression threads [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// True when `arg` names a repository without a tag (`busybox`, `localhost:5000/x`).
+fn is_name_only(arg: &str) -> bool {
+    let last = arg.rsplit('/').next().unwrap_or(arg);
+    !last.contains(':') && !arg.contains('@')
+}
+
+/// The images an argument stands for, with the names to save them under (Docker's rules:
+/// `repo:tag` that name; `repo` every tag of the repository; an id no name).
+fn requests_for(ctx: &Context, store: &Store, arg: &str) -> anyhow::Result<Vec<SaveImage>> {
+    if Source::parse(arg)?.is_none()
+        && is_name_only(arg)
+        && let Ok(wanted) = Reference::parse(arg)
+    {
+        let mut out: Vec<SaveImage> = Vec::new();
+        for (name, id) in store.refs()? {
+            let Ok(r) = Reference::parse(&name) else {
+                continue;
+            };
+            if r.familiar_name() != wanted.familiar_name() {
+                continue;
+            }
+            let Some(image) = store.image(&id)? else {
+                continue;
+            };
+            out.push(SaveImage {
+                image,
+                names: vec![r],
+            });
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+    }
+    let image = image_arg(ctx, store, arg)?;
+    let names = match Reference::parse(arg) {
+        Ok(r) if image.tags.contains(&r) => vec![r],
+        // Loaded from a source: the names it was given.
+        _ if Source::parse(arg)?.is_some() => image.tags.clone(),
+        _ => Vec::new(),
+    };
+    Ok(vec![SaveImage { image, names }])
+}
+
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let store = Store::open(&ctx.root)?;
+    let format = match args.format {
+        FormatArg::DockerArchive => SaveFormat::DockerArchive,
+        FormatArg::Oci => SaveFormat::Oci,
+        FormatArg::OciArchive => SaveFormat::OciArchive,
+    };
+    // Before any work: an output we may not write is refused at once.
+    crate::image::sink::check_output(&args.output, format == SaveFormat::Oci)?;
+    let mut requests = Vec::new();
+    for arg in &args.images {
+        requests.extend(requests_for(ctx, &store, arg)?);
+    }
+    let opts = SaveOptions {
+        format,
+        compress: args.compress.map(|c| match c {
+            CompressArg::Zstd => Compression::Zstd,
+            CompressArg::Gzip => Compression::Gzip,
+            CompressArg::None => Compression::None,
+        }),
+        threads: args
+            .threads
+            .unwrap_or_else(crate::image::compress::default_threads),
+    };
+    let saved = save::save(&store, requests, &args.output, &opts)
+        .with_context(|| format!("cannot save to {}", args.output.display()))?;
+    log::info!(
+        "saved {} image(s), {} layer blob(s) ({} bytes) to {}",
+        saved.images,
+        saved.layers,
+        saved.layer_bytes,
+        args.output.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_only() {
+        assert!(is_name_only("busybox"));
+        assert!(is_name_only("localhost:5000/x"));
+        assert!(!is_name_only("busybox:1"));
+        assert!(!is_name_only("localhost:5000/x:2"));
+    }
+}

@@ -1,0 +1,258 @@
+//! `layerfs export`: a container's merged view as one tar, like `docker export`.
+//!
+//! The view is read through the union core, over the container's layers opened frozen
+//! (its writable layer and its index of hard links on top of the image's layers, as
+//! `diff` and `commit` read them), so whiteouts, opaque directories, redirects, metacopy
+//! files and hard links come out exactly as a mount shows them and no overlay mark
+//! reaches the tar. No FUSE mount is needed, the core writes nothing (atimes included,
+//! nothing staged in the work directory), and the core never
+//! learns about tar: [`UnionTree`] adapts it to [`crate::image::tree_tar`]. A container
+//! that is mounted meanwhile may be written to while it is read; as with `docker
+//! export` of a running container, the tar is then whatever each file held when read.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+
+use super::{Store, containers};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::tree_tar::{self, Kind, Stat, Tree};
+use crate::union::{
+    Atime, Attr, FileKind, FsError, LayerSpec, NodeId, Options, ROOT_ID, Stack, Union,
+};
+use crate::whiteout::Styles;
+
+/// Writes container `name`'s merged view into `out` as a tar stream.
+pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tree_tar::Written> {
+    let _lock = store.lock_shared()?;
+    let c =
+        containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
+    let id = Digest::parse(&c.record.image).map_err(|e| Error::Invalid {
+        file: c.dir.join(containers::CONTAINER_JSON).display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let image = store.image(&id)?.ok_or_else(|| Error::Invalid {
+        file: c.dir.display().to_string(),
+        detail: format!("its image {id} is not in the store"),
+    })?;
+    let lowers = store.lower_specs(&image)?;
+    // `.wh.` names are whiteouts in the upper layer too, whatever its mount writes.
+    let upper = LayerSpec {
+        path: c.upper(),
+        wh_files: true,
+    };
+    let stack = Stack::open_frozen(&lowers, &upper, &c.work(), Styles::KERNEL)
+        .map_err(|e| Error::io_what(format!("opening the layers of container {name}"), e))?;
+    let opts = Options {
+        atime: Atime::Never,
+        // Directories go out without their link counts.
+        dir_nlink: false,
+        ..Options::default()
+    };
+    let union = Union::new(stack, opts)
+        .map_err(|e| Error::io_what(format!("reading container {name}"), io_err(e)))?;
+    let mut out = OutErrors {
+        inner: out,
+        failed: None,
+    };
+    match tree_tar::write(&UnionTree(&union), &mut out, tree_tar::Options::default()) {
+        Ok(w) => Ok(w),
+        // The output's own error (a full disk), not the entry being written.
+        Err(_) if out.failed.is_some() => Err(Error::io_what(
+            "writing the tar",
+            out.failed
+                .take()
+                .unwrap_or_else(|| io::Error::other("write failed")),
+        )),
+        Err(e) => Err(Error::io_what(format!("reading container {name}"), e)),
+    }
+}
+
+/// Remembers the first error of the writer it wraps.
+struct OutErrors<W> {
+    inner: W,
+    failed: Option<io::Error>,
+}
+
+impl<W: Write> Write for OutErrors<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| {
+            if self.failed.is_none() {
+                self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().inspect_err(|e| {
+            if self.failed.is_none() {
+                self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
+}
+
+/// An io::Error of a union error, with its context when it has one.
+fn io_err(e: FsError) -> io::Error {
+    let base = io::Error::from_raw_os_error(e.errno());
+    match e.context() {
+        Some(ctx) => io::Error::new(base.kind(), format!("{ctx}: {base}")),
+        None => base,
+    }
+}
+
+/// The union core as a [`Tree`]: nodes are looked up (and forgotten once written) as
+/// the kernel would.
+pub struct UnionTree<'u>(pub &'u Union);
+
+/// A node: its id, attributes, and whether a lookup count must be given back.
+pub struct UnionNode {
+    id: NodeId,
+    attr: Attr,
+    counted: bool,
+}
+
+/// Largest xattr value (XATTR_SIZE_MAX).
+const XATTR_MAX: u32 = 65536;
+/// Bytes asked per read of a file.
+const READ_CHUNK: u32 = 1 << 20;
+
+impl Tree for UnionTree<'_> {
+    type Node = UnionNode;
+
+    fn root(&self) -> io::Result<UnionNode> {
+        Ok(UnionNode {
+            id: ROOT_ID,
+            attr: self.0.getattr(ROOT_ID, None).map_err(io_err)?,
+            counted: false,
+        })
+    }
+
+    fn stat(&self, n: &UnionNode) -> io::Result<Stat> {
+        let a = &n.attr;
+        let kind = match a.kind {
+            FileKind::Regular => Kind::Regular,
+            FileKind::Directory => Kind::Directory,
+            FileKind::Symlink => Kind::Symlink,
+            FileKind::Fifo => Kind::Fifo,
+            FileKind::CharDevice => Kind::CharDevice,
+            FileKind::BlockDevice => Kind::BlockDevice,
+            FileKind::Socket => Kind::Socket,
+        };
+        let rdev = u64::from(a.rdev);
+        Ok(Stat {
+            kind,
+            perm: u32::from(a.perm),
+            uid: u64::from(a.uid),
+            gid: u64::from(a.gid),
+            size: a.size,
+            mtime: a.mtime.sec,
+            rdev_major: nix::sys::stat::major(rdev) as u32,
+            rdev_minor: nix::sys::stat::minor(rdev) as u32,
+            ino: a.ino,
+            nlink: u64::from(a.nlink),
+        })
+    }
+
+    fn children(&self, dir: &UnionNode) -> io::Result<Vec<(OsString, UnionNode)>> {
+        let fh = self.0.opendir(dir.id).map_err(io_err)?;
+        let mut names: Vec<OsString> = Vec::new();
+        let listed = self.0.readdir(fh, 0, |_, e| {
+            if e.name != "." && e.name != ".." {
+                names.push(e.name.clone());
+            }
+            false
+        });
+        self.0.releasedir(fh);
+        listed.map_err(io_err)?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            match self.0.lookup(dir.id, &name) {
+                Ok(e) => out.push((
+                    name,
+                    UnionNode {
+                        id: e.id,
+                        attr: e.attr,
+                        counted: true,
+                    },
+                )),
+                // Gone since the listing (a mounted container being written).
+                Err(e) if e == FsError::ENOENT => {}
+                Err(e) => {
+                    for (_, n) in out {
+                        self.release(n);
+                    }
+                    return Err(io_err(e));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_link(&self, n: &UnionNode) -> io::Result<Vec<u8>> {
+        self.0.readlink(n.id).map_err(io_err)
+    }
+
+    fn xattrs(&self, n: &UnionNode) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        let list = match self.0.listxattr(n.id) {
+            Ok(l) => l,
+            Err(e) if e == FsError::EOPNOTSUPP => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut out = Vec::new();
+        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let name = OsStr::from_bytes(name);
+            match self.0.getxattr(n.id, name, XATTR_MAX) {
+                Ok(v) => out.push((name.to_os_string(), v)),
+                Err(e) if e == FsError::ENODATA => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self, n: &UnionNode) -> io::Result<Box<dyn Read + '_>> {
+        let reply = self.0.open(n.id, libc::O_RDONLY).map_err(io_err)?;
+        Ok(Box::new(UnionFile {
+            union: self.0,
+            fh: reply.fh,
+            offset: 0,
+        }))
+    }
+
+    fn release(&self, n: UnionNode) {
+        if n.counted {
+            self.0.forget(n.id, 1);
+        }
+    }
+}
+
+/// An open file of the union, read in order; closed on drop.
+struct UnionFile<'u> {
+    union: &'u Union,
+    fh: crate::union::Fh,
+    offset: u64,
+}
+
+impl Read for UnionFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = u32::try_from(buf.len())
+            .unwrap_or(READ_CHUNK)
+            .min(READ_CHUNK);
+        let data = self
+            .union
+            .read(self.fh, self.offset, want)
+            .map_err(io_err)?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for UnionFile<'_> {
+    fn drop(&mut self) {
+        self.union.release(self.fh);
+    }
+}

@@ -1,0 +1,428 @@
+//! A layer directory of the store as an OCI layer tar: what `save` writes for a layer
+//! whose original tar has no recorded layout (see `tarsplit.rs`).
+//!
+//! The store keeps whiteouts and opaque directories in the kernel's spelling; a layer tar
+//! spells them as files (image-spec layer.md). [`LayerDirTree`] presents `diff/` to
+//! [`crate::image::tree_tar`] with that translation, asking [`crate::whiteout`] for every
+//! spelling: a char 0/0 device `NAME` becomes an empty file `.wh.NAME`, a directory marked
+//! opaque gets an empty `.wh..wh..opq` inside it, `.wh.` files of a layer stored in that
+//! dialect stay as they are, the union's own xattrs are left out, and ownership kept
+//! aside by a rootless unpack (`user.containers.override_stat`) is presented as the
+//! entry's owner and mode.
+//!
+//! Such a tar is the layer's content but, in general, not its original bytes (entry
+//! order, header fields and padding of the tool that wrote it are not kept), so its
+//! sha256 is checked against the diff_id before it counts as the layer.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode, SFlag};
+
+use super::unpack::OVERRIDE_STAT_XATTR;
+use crate::image::tree_tar::{Kind, Stat, Tree};
+use crate::sys::{self, At};
+use crate::whiteout;
+
+/// A node: the layer root, an entry of a directory, or a marker made up for the tar.
+pub enum LayerNode {
+    Root(Rc<OwnedFd>),
+    Entry {
+        dir: Rc<OwnedFd>,
+        name: OsString,
+        st: FileStat,
+    },
+    Marker(Stat),
+}
+
+/// `diff/` of a layer, read as a layer tar's entries.
+pub struct LayerDirTree {
+    root: Rc<OwnedFd>,
+}
+
+impl LayerDirTree {
+    pub fn open(diff: &Path) -> io::Result<LayerDirTree> {
+        let fd = nix::fcntl::open(
+            diff,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(LayerDirTree { root: Rc::new(fd) })
+    }
+
+    fn at<'n>(n: &'n LayerNode) -> Option<At<'n>> {
+        match n {
+            LayerNode::Root(fd) => Some(At::Fd(fd.as_fd())),
+            LayerNode::Entry { dir, name, .. } => Some(At::Entry(dir.as_fd(), name)),
+            LayerNode::Marker(_) => None,
+        }
+    }
+
+    /// An fd of directory node `n` for reading its entries.
+    fn dir_fd(n: &LayerNode) -> io::Result<Rc<OwnedFd>> {
+        match n {
+            LayerNode::Root(fd) => Ok(Rc::clone(fd)),
+            LayerNode::Entry { dir, name, .. } => Ok(Rc::new(nix::fcntl::openat(
+                dir.as_fd(),
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?)),
+            LayerNode::Marker(_) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        }
+    }
+}
+
+fn kind_of(st: &FileStat) -> Kind {
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFDIR => Kind::Directory,
+        SFlag::S_IFLNK => Kind::Symlink,
+        SFlag::S_IFIFO => Kind::Fifo,
+        SFlag::S_IFCHR => Kind::CharDevice,
+        SFlag::S_IFBLK => Kind::BlockDevice,
+        SFlag::S_IFSOCK => Kind::Socket,
+        _ => Kind::Regular,
+    }
+}
+
+fn stat_of(st: &FileStat) -> Stat {
+    let kind = kind_of(st);
+    Stat {
+        kind,
+        perm: st.st_mode & 0o7777,
+        uid: u64::from(st.st_uid),
+        gid: u64::from(st.st_gid),
+        size: if kind == Kind::Regular {
+            st.st_size as u64
+        } else {
+            0
+        },
+        mtime: st.st_mtime,
+        rdev_major: nix::sys::stat::major(st.st_rdev) as u32,
+        rdev_minor: nix::sys::stat::minor(st.st_rdev) as u32,
+        ino: st.st_ino,
+        nlink: st.st_nlink,
+    }
+}
+
+/// An empty regular file standing for a whiteout or an opaque marker, with the owner,
+/// mode and time of what it stands for.
+fn marker(like: &FileStat, perm: u32) -> Stat {
+    Stat {
+        kind: Kind::Regular,
+        perm,
+        size: 0,
+        rdev_major: 0,
+        rdev_minor: 0,
+        ino: 0,
+        nlink: 1,
+        ..stat_of(like)
+    }
+}
+
+/// `uid:gid:mode` of a rootless unpack's ownership record.
+fn parse_override(v: &[u8]) -> Option<(u64, u64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut it = s.split(':');
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(it.next()?.trim_start_matches('0'), 8).unwrap_or(0);
+    Some((uid, gid, mode & 0o7777))
+}
+
+impl Tree for LayerDirTree {
+    type Node = LayerNode;
+
+    fn root(&self) -> io::Result<LayerNode> {
+        Ok(LayerNode::Root(Rc::clone(&self.root)))
+    }
+
+    fn stat(&self, n: &LayerNode) -> io::Result<Stat> {
+        let st = match n {
+            LayerNode::Marker(s) => return Ok(*s),
+            LayerNode::Root(fd) => nix::sys::stat::fstat(fd.as_fd())?,
+            LayerNode::Entry { st, .. } => *st,
+        };
+        let mut out = stat_of(&st);
+        if let Some(at) = Self::at(n)
+            && matches!(out.kind, Kind::Regular | Kind::Directory)
+            && let Ok(Some(v)) = sys::getxattr(at, OsStr::new(OVERRIDE_STAT_XATTR))
+            && let Some((uid, gid, perm)) = parse_override(&v)
+        {
+            (out.uid, out.gid, out.perm) = (uid, gid, perm);
+        }
+        Ok(out)
+    }
+
+    fn children(&self, dir: &LayerNode) -> io::Result<Vec<(OsString, LayerNode)>> {
+        let fd = Self::dir_fd(dir)?;
+        let mut out = Vec::new();
+        let mut d = nix::dir::Dir::from_fd(fd.as_fd().try_clone_to_owned()?)?;
+        for e in d.iter() {
+            let e = e?;
+            let name = OsStr::from_bytes(e.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let st = nix::sys::stat::fstatat(
+                fd.as_fd(),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            if whiteout::is_whiteout_device(&st) {
+                // (mode 0600, as Docker writes whiteouts from overlay2)
+                let wh = whiteout::whiteout_file_name(name);
+                out.push((wh, LayerNode::Marker(marker(&st, 0o600))));
+                continue;
+            }
+            out.push((
+                name.to_os_string(),
+                LayerNode::Entry {
+                    dir: Rc::clone(&fd),
+                    name: name.to_os_string(),
+                    st,
+                },
+            ));
+        }
+        let opaque = match Self::at(dir) {
+            Some(at) => whiteout::has_opaque_xattr(at).unwrap_or(false),
+            None => false,
+        };
+        let has_marker = out
+            .iter()
+            .any(|(n, _)| whiteout::classify(n) == whiteout::NameKind::Opaque);
+        if opaque && !has_marker {
+            // (the directory's owner, mode and time, as Docker writes the marker)
+            let st = nix::sys::stat::fstat(fd.as_fd())?;
+            out.push((
+                OsString::from(whiteout::OPAQUE_MARKER),
+                LayerNode::Marker(marker(&st, st.st_mode & 0o777)),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn read_link(&self, n: &LayerNode) -> io::Result<Vec<u8>> {
+        match n {
+            LayerNode::Entry { dir, name, .. } => {
+                Ok(nix::fcntl::readlinkat(dir.as_fd(), name.as_os_str())?
+                    .as_bytes()
+                    .to_vec())
+            }
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+
+    fn xattrs(&self, n: &LayerNode) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        let Some(at) = Self::at(n) else {
+            return Ok(Vec::new());
+        };
+        let names = match sys::listxattr(at) {
+            Ok(v) => v,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for name in names {
+            if whiteout::is_internal_xattr(&name) || name == OVERRIDE_STAT_XATTR {
+                continue;
+            }
+            if let Some(v) = sys::getxattr(at, &name)? {
+                out.push((name, v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self, n: &LayerNode) -> io::Result<Box<dyn Read + '_>> {
+        match n {
+            LayerNode::Entry { dir, name, .. } => {
+                let fd = nix::fcntl::openat(
+                    dir.as_fd(),
+                    name.as_os_str(),
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?;
+                Ok(Box::new(io::BufReader::with_capacity(
+                    256 << 10,
+                    File::from(fd),
+                )))
+            }
+            _ => Ok(Box::new(io::empty())),
+        }
+    }
+}
+
+/// The layer tar of directory `diff` as a stream: written by [`crate::image::tree_tar`]
+/// on a thread of its own into a bounded pipe, so it is never whole in memory.
+pub fn stream(diff: &Path) -> io::Result<impl Read + Send + use<>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    let diff = diff.to_path_buf();
+    // Fails here, not in the thread, when the layer cannot be opened at all.
+    drop(LayerDirTree::open(&diff)?);
+    std::thread::Builder::new()
+        .name("layer-tar".into())
+        .spawn(move || {
+            run_piped(&tx, |w| {
+                let tree = LayerDirTree::open(&diff)?;
+                crate::image::tree_tar::write(&tree, w, Default::default()).map(|_| ())
+            })
+        })?;
+    Ok(PipeReader::new(rx))
+}
+
+/// What `write` writes, as a stream: `write` runs on a thread of `scope` (so it may
+/// borrow), into a bounded pipe; its error is the reader's error.
+pub fn pipe_scoped<'scope, F>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    write: F,
+) -> io::Result<PipeReader>
+where
+    F: FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + 'scope,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
+    std::thread::Builder::new()
+        .name("layer-tar".into())
+        .spawn_scoped(scope, move || run_piped(&tx, write))?;
+    Ok(PipeReader::new(rx))
+}
+
+/// Runs `write` into the pipe `tx`, then sends what is left, or the error.
+fn run_piped(
+    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+) {
+    let mut w = PipeWriter {
+        tx,
+        buf: Vec::with_capacity(PIPE_CHUNK),
+    };
+    if let Err(e) = write(&mut w).and_then(|()| w.send()) {
+        let _ = tx.send(Err(e));
+    }
+}
+
+const PIPE_CHUNK: usize = 1 << 20;
+const PIPE_CHUNKS: usize = 4;
+
+struct PipeWriter<'a> {
+    tx: &'a std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl PipeWriter<'_> {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        self.tx
+            .send(Ok(chunk))
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl io::Write for PipeWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(PIPE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PIPE_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading end of a pipe a writer thread fills (see [`pipe_scoped`]).
+pub struct PipeReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl PipeReader {
+    fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> PipeReader {
+        PipeReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The writer is done.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides() {
+        assert_eq!(parse_override(b"0:0:0755"), Some((0, 0, 0o755)));
+        assert_eq!(parse_override(b"1000:100:04711"), Some((1000, 100, 0o4711)));
+        assert_eq!(parse_override(b"x"), None);
+    }
+
+    /// Kernel-format whiteouts and opaque directories come out as `.wh.` entries, and
+    /// overlay xattrs stay out (needs root: char 0/0 and trusted.* xattrs).
+    #[test]
+    fn kernel_spellings_become_wh_entries() {
+        if !crate::sys::is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::create_dir(d.join("opq")).unwrap();
+        std::fs::write(d.join("opq/f"), b"x").unwrap();
+        let dir = File::open(d.join("opq")).unwrap();
+        whiteout::set_opaque(dir.as_fd(), whiteout::Styles::KERNEL.opaque).unwrap();
+        let root = File::open(d).unwrap();
+        whiteout::create_whiteout(
+            root.as_fd(),
+            OsStr::new("gone"),
+            whiteout::Styles::KERNEL.whiteout,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let tree = LayerDirTree::open(d).unwrap();
+        crate::image::tree_tar::write(&tree, &mut out, Default::default()).unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&out[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            names.push(e.path().unwrap().display().to_string());
+            if let Some(x) = e.pax_extensions().unwrap() {
+                for x in x {
+                    assert!(!x.unwrap().key().unwrap().contains("overlay"));
+                }
+            }
+        }
+        assert_eq!(names, [".wh.gone", "opq/", "opq/.wh..wh..opq", "opq/f"]);
+    }
+}
