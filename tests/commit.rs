@@ -23,20 +23,6 @@ fn bb() -> String {
     format!("{}/busybox/oci:latest", fixtures().display())
 }
 
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Every kind of change a container makes.
 const CHANGES: &str = "
 echo new > data/added.txt

@@ -21,20 +21,6 @@ fn bb() -> String {
     format!("{}/busybox/oci:latest", fixtures().display())
 }
 
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
     let out = Command::new("setfattr")
         .args(["-n", name, "-v"])

@@ -12,28 +12,13 @@ mod common;
 mod lab;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use common::*;
 use lab::*;
 
 fn bb() -> String {
     format!("{}/busybox/oci:latest", fixtures().display())
-}
-
-fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Changes of every kind a changeset tar carries: new, changed and deleted files, an

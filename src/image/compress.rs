@@ -14,10 +14,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, mpsc};
 
-use sha2::{Digest as _, Sha256};
-
 use super::Compression;
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingWriter};
 
 /// Input bytes per gzip member: large enough that restarting the 32 KiB window costs
 /// well under 1 % of the ratio, small enough to keep all cores busy on a small layer.
@@ -37,48 +35,6 @@ const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 pub struct Written {
     pub digest: Digest,
     pub size: u64,
-}
-
-/// A writer that hashes and counts what goes through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// Digest and size of what was written so far.
-    pub fn written(&self) -> Written {
-        Written {
-            digest: Digest::from_bytes(self.hasher.clone().finalize().into()),
-            size: self.count,
-        }
-    }
-
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 fn chunk_size(c: Compression) -> usize {
@@ -163,7 +119,10 @@ pub fn compress<R: Read + Send>(
             }
         }
         out.flush()?;
-        return Ok(out.written());
+        return Ok(Written {
+            digest: out.digest(),
+            size: out.count(),
+        });
     }
     let threads = threads.max(1);
     let in_flight = max_in_flight(c, threads);
@@ -261,7 +220,10 @@ pub fn compress<R: Read + Send>(
         drop(done_rx);
         result
     })?;
-    Ok(out.written())
+    Ok(Written {
+        digest: out.digest(),
+        size: out.count(),
+    })
 }
 
 #[cfg(test)]

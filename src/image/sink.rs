@@ -124,6 +124,13 @@ impl AtomicFile {
         })
     }
 
+    /// The buffered file, for writers that also seek (see [`TarSink`]).
+    fn buffered(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("already closed"))
+    }
+
     /// Flushes and renames the file into place.
     pub fn commit(mut self) -> Result<()> {
         let res = (|| -> io::Result<()> {
@@ -169,10 +176,7 @@ pub struct DirSink {
 
 /// A tar archive being written.
 pub struct TarSink {
-    out: PathBuf,
-    temp: PathBuf,
-    w: Option<BufWriter<File>>,
-    done: bool,
+    file: AtomicFile,
     blobs: HashSet<Digest>,
 }
 
@@ -201,18 +205,8 @@ impl Sink {
 
     /// Starts an archive at `out` (checked with [`check_output`] first).
     pub fn tar(out: &Path) -> Result<Sink> {
-        check_output(out, false)?;
-        let temp = temp_beside(out)?;
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(out, e))?;
         let mut t = TarSink {
-            out: out.to_path_buf(),
-            temp,
-            w: Some(BufWriter::with_capacity(1 << 20, f)),
-            done: false,
+            file: AtomicFile::create(out)?,
             blobs: HashSet::new(),
         };
         for d in ["blobs/", "blobs/sha256/"] {
@@ -227,7 +221,7 @@ impl Sink {
     pub fn out(&self) -> &Path {
         match self {
             Sink::Dir(d) => &d.out,
-            Sink::Tar(t) => &t.out,
+            Sink::Tar(t) => &t.file.out,
         }
     }
 
@@ -289,17 +283,11 @@ impl Sink {
                 Ok(())
             }
             Sink::Tar(mut s) => {
-                let out = s.out.clone();
-                let res = (|| -> io::Result<()> {
-                    let mut w = s.w.take().ok_or_else(|| io::Error::other("closed"))?;
-                    w.write_all(&[0u8; 2 * BLOCK as usize])?;
-                    let f = w.into_inner().map_err(|e| e.into_error())?;
-                    drop(f);
-                    fs::rename(&s.temp, &s.out)
-                })();
-                res.map_err(|e| Error::io(&out, e))?;
-                s.done = true;
-                Ok(())
+                let out = s.file.out.clone();
+                s.file
+                    .write_all(&[0u8; 2 * BLOCK as usize])
+                    .map_err(|e| Error::io(&out, e))?;
+                s.file.commit()
             }
         }
     }
@@ -344,9 +332,7 @@ impl Drop for DirSink {
 
 impl TarSink {
     fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {
-        self.w
-            .as_mut()
-            .ok_or_else(|| io::Error::other("archive already closed"))
+        self.file.buffered()
     }
 
     /// A ustar header block for `name`.
@@ -414,15 +400,6 @@ impl TarSink {
         f.write_all(&h)?;
         f.seek(SeekFrom::Start(end))?;
         Ok(written)
-    }
-}
-
-impl Drop for TarSink {
-    fn drop(&mut self) {
-        if !self.done {
-            drop(self.w.take());
-            let _ = fs::remove_file(&self.temp);
-        }
     }
 }
 

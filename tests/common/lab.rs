@@ -8,6 +8,21 @@ use std::process::Command;
 
 use super::TestStore;
 
+/// Runs `sh -ec SCRIPT` in `dir`, asserting success.
+pub fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A store with mounted containers that are unmounted on drop.
 pub struct Lab {
     pub s: TestStore,
