@@ -85,18 +85,6 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-pub(crate) fn random_suffix() -> String {
-    let mut b = [0u8; 4];
-    if let Ok(mut f) = fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
-    if b == [0; 4] {
-        let t = crate::time::now_unix() as u64 ^ u64::from(std::process::id()).rotate_left(17);
-        b = (t as u32).to_le_bytes();
-    }
-    hex::encode(b)
-}
-
 impl Container {
     pub fn upper(&self) -> PathBuf {
         self.dir.join(UPPER)
@@ -201,7 +189,7 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
             } else {
                 base
             };
-            format!("{base}-{}", random_suffix())
+            format!("{base}-{}", super::fsops::random_suffix())
         }
     };
     if !valid_name(&name) {
@@ -297,7 +285,7 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
             c.record.name
         )));
     };
-    super::gc::remove_atomically(store, &c.dir, "container")
+    super::fsops::remove_atomically(store, &c.dir, "container")
 }
 
 /// Removes container `c`, just created for a mount that failed (never mounted: its
@@ -321,7 +309,7 @@ pub fn discard_new(store: &Store, c: Container) -> Result<()> {
             c.record.name
         )));
     }
-    super::gc::remove_atomically(store, &c.dir, "container")
+    super::fsops::remove_atomically(store, &c.dir, "container")
 }
 
 /// Every container with its directory.

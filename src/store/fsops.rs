@@ -1,12 +1,14 @@
-//! File-system steps shared by the store's modules: deleting a tree, renaming without
-//! replacing. Depends on nothing else in the store, so `layers`, `images` and `gc` can all
-//! use it without importing one another in a cycle.
+//! File-system steps shared by the store's modules: deleting a tree (atomically, through
+//! `tmp/`), renaming without replacing, random name suffixes. Depends on nothing else in
+//! the store but [`Store`]'s paths, so the other modules can all use it without importing
+//! one another in a cycle.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use super::Store;
 use crate::error::{Error, Result};
 
 /// Deletes a directory tree (or file); directories we may not enter or empty (rootless
@@ -51,4 +53,25 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
         nix::fcntl::RenameFlags::RENAME_NOREPLACE,
     )
     .map_err(|e| Error::io(to, io::Error::from(e)))
+}
+
+/// Renames `path` into `tmp/` (the atomic step), then deletes it.
+pub fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
+    let grave = store.staging_dir(&format!("rm-{what}"))?;
+    let target = grave.join("x");
+    fs::rename(path, &target).map_err(|e| Error::io(path, e))?;
+    remove_tree(&grave)
+}
+
+/// Eight hex digits for names that must not collide (container names, staging names).
+pub fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    if b == [0; 4] {
+        let t = crate::time::now_unix() as u64 ^ u64::from(std::process::id()).rotate_left(17);
+        b = (t as u32).to_le_bytes();
+    }
+    hex::encode(b)
 }

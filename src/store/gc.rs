@@ -11,9 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::path::Path;
 
-pub use super::fsops::remove_tree;
+pub use super::fsops::{remove_atomically, remove_tree};
 use super::{Store, containers, images, layers, mounts};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -34,14 +33,6 @@ pub fn clean_tmp(store: &Store) -> Result<usize> {
         n += 1;
     }
     Ok(n)
-}
-
-/// Renames `path` into `tmp/` (the atomic step), then deletes it.
-pub(crate) fn remove_atomically(store: &Store, path: &Path, what: &str) -> Result<()> {
-    let grave = store.staging_dir(&format!("rm-{what}"))?;
-    let target = grave.join("x");
-    fs::rename(path, &target).map_err(|e| Error::io(path, e))?;
-    remove_tree(&grave)
 }
 
 /// What `rmi` did.

@@ -454,7 +454,7 @@ pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) ->
             Ok(())
         }
     };
-    let _ = super::gc::remove_tree(&stage);
+    let _ = super::fsops::remove_tree(&stage);
     out
 }
 

@@ -82,7 +82,7 @@ pub fn hold(store: &Store, image: &Digest, mountpoint: &Path) -> Result<Hold> {
         "{}-{}-{}{EXT}",
         record.pid,
         COUNTER.fetch_add(1, Ordering::Relaxed),
-        super::containers::random_suffix()
+        super::fsops::random_suffix()
     );
     let stage = store.tmp_dir().join(format!("mount-{name}"));
     let file = super::open_private(&stage, true).map_err(|e| Error::io(&stage, e))?;
@@ -94,7 +94,7 @@ pub fn hold(store: &Store, image: &Digest, mountpoint: &Path) -> Result<Hold> {
         bytes.push(b'\n');
         lock.write_all(&bytes).map_err(|e| Error::io(&stage, e))?;
         let path = store.mounts_dir().join(&name);
-        super::layers::rename_noreplace(&stage, &path)?;
+        super::fsops::rename_noreplace(&stage, &path)?;
         Ok(Hold { path, _lock: lock })
     })();
     if res.is_err() {

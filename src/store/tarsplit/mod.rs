@@ -34,6 +34,7 @@ use std::path::Path;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 use super::Store;
+use super::unpack::ContentSink;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::tar_reader::TarReader;
@@ -212,14 +213,6 @@ impl<W: Write> Shared<W> {
     pub fn into_inner(self) -> Recorder<W> {
         self.0.into_inner()
     }
-}
-
-/// What the unpacker tells the layout recorder.
-pub trait ContentSink {
-    /// See [`Recorder::content`].
-    fn content(&self, offset: u64, size: u64, path: &[u8]);
-    /// See [`Recorder::invalidate`].
-    fn invalidate(&self, why: &str);
 }
 
 impl<W: Write> ContentSink for Shared<W> {

@@ -67,7 +67,6 @@ use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
-use super::tarsplit::ContentSink;
 use crate::error::{Error, Result};
 use crate::tar_reader::{Entry, TarReader};
 use crate::whiteout::{self, NameKind, Styles};
@@ -75,6 +74,16 @@ use create::parse_pax_time;
 pub use paths::remove_entry;
 use paths::{Comps, DirFd, errno_io, lossy, os};
 pub(crate) use paths::{clean, join};
+
+/// Told where each regular file's content lies in the tar stream and which cleaned path
+/// of the layer holds it (the store's tar-layout recorder, `store::tarsplit`, implements
+/// it; defined here so that the unpacker depends on no recorder).
+pub trait ContentSink {
+    /// `size` bytes at stream offset `offset` are the content of the file at `path`.
+    fn content(&self, offset: u64, size: u64, path: &[u8]);
+    /// The layout cannot be recorded (why): the recorder gives up.
+    fn invalidate(&self, why: &str);
+}
 
 /// How file ownership is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
