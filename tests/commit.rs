@@ -12,7 +12,7 @@ mod lab;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -263,16 +263,34 @@ fn a_mounted_container_is_committed_as_one_snapshot() {
         assert!(Instant::now() < deadline, "the writer does not write");
         std::thread::sleep(Duration::from_millis(20));
     }
-    for i in 0..3 {
-        s.ok(&["commit", "busy", &format!("snap:{i}")]);
+    // Several commits at once (each closes the write gate; the gate opens when the last
+    // one is done), then one alone.
+    let commits: Vec<_> = (0..3)
+        .map(|i| {
+            s.cmd()
+                .args(["commit", "busy", &format!("snap:{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in commits {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    s.ok(&["commit", "busy", "snap:3"]);
     // Writes go on after the commits.
     let v = value(&m, "b");
     std::thread::sleep(Duration::from_millis(300));
     assert!(value(&m, "b") > v, "writes stay held");
     writer.kill().unwrap();
     writer.wait().unwrap();
-    for i in 0..3 {
+    for i in 0..4 {
         let n = lab.mount(&[&format!("snap:{i}"), "--read-only"], &format!("snap{i}"));
         let (a, b) = (value(&n, "a"), value(&n, "b"));
         assert!(b == a || b + 1 == a, "not one snapshot: a is {a}, b is {b}");
