@@ -7,6 +7,7 @@ OUT/unpack/         layer tars: the fixtures' layers (decompressed; big ones cut
                     and crafted ones (GNU and PAX sparse, long names, PAX xattrs, base-256
                     owners, whiteouts, devices, symlinks and hard links aiming out of the
                     destination at the `../canary` directory the target watches)
+OUT/tarsplit/       the same tars
 OUT/image_readers/  a mode byte + a document: OCI index (0), manifest (1), config (2),
                     docker manifest.json (3), docker config (4), references (5); +8 asks
                     for a tag (see fuzz/fuzz_targets/image_readers.rs)
@@ -190,9 +191,11 @@ def main():
             if key in seen:
                 continue
             seen.add(key)
-            put(out, "unpack", data[:BIG])
+            for target in ("unpack", "tarsplit"):
+                put(out, target, data[:BIG])
     for t in crafted() + gnu_tar_sparse():
-        put(out, "unpack", t)
+        for target in ("unpack", "tarsplit"):
+            put(out, target, t)
 
     # image_readers
     for lay in layouts:

@@ -7,12 +7,12 @@
 # Needs the nightly toolchain, cargo-fuzz (`cargo install cargo-fuzz`), python3, zstd.
 # FUZZ_TARGETS picks targets (default: all); LAYERFS_FIXTURES points at the fixtures
 # (default ../shared/fixtures). Corpora grow in fuzz/corpus/ (not in git) across runs.
-# The unpack target writes below $TMPDIR and needs root to exercise chown and mknod.
+# The unpack and tarsplit targets write below $TMPDIR and needs root to exercise chown and mknod.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 secs=${1:-30}
-targets=${FUZZ_TARGETS:-unpack image_readers overlay_opts}
+targets=${FUZZ_TARGETS:-unpack tarsplit image_readers overlay_opts}
 fixtures=${LAYERFS_FIXTURES:-../shared/fixtures}
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -29,7 +29,7 @@ cd fuzz
 cargo +nightly fuzz build
 for t in $targets; do
   case $t in
-    unpack) max_len=1048576 ;;
+    unpack|tarsplit) max_len=1048576 ;;
     *) max_len=65536 ;;
   esac
   echo "== fuzz $t for ${secs}s" >&2
