@@ -158,6 +158,46 @@ fn the_new_image_shows_what_the_container_showed() {
     assert!(names(&s.root.join("tmp")).is_empty());
 }
 
+/// Regression: a hard-linked file inside a renamed directory, whose other name outside
+/// it the container never touched, stays one inode in the committed image (the layer
+/// used to write the renamed copy as a file of its own). Also when the layer's tar is
+/// written again from the store (as `save` does without a recorded layout).
+#[test]
+fn a_hard_link_out_of_a_renamed_directory_stays_one_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    // An image whose layer has the two names: keep/f and moveme/g.
+    let m = lab.mount(&["busybox", "--name", "one"], "m");
+    sh(
+        &m,
+        "mkdir keep moveme; echo linked > keep/f; ln keep/f moveme/g; echo alone > moveme/h",
+    );
+    s.ok(&["commit", "one", "linked:1"]);
+    // A container of it renames the directory holding one of the names.
+    let n = lab.mount(&["linked:1", "--name", "two"], "n");
+    sh(&n, "mv moveme moved");
+    let ino = |dir: &Path, p: &str| fs::metadata(dir.join(p)).unwrap().ino();
+    assert_eq!(ino(&n, "moved/g"), ino(&n, "keep/f"));
+    let shown = manifest(&n, &[]);
+    s.ok(&["commit", "two", "linked:2"]);
+    let diff = s.ok(&["diff", "two"]);
+    assert!(!diff.contains("/keep"), "an untouched name listed:\n{diff}");
+
+    let o = lab.mount(&["linked:2", "--read-only"], "o");
+    assert_same_tree(&shown, &manifest(&o, &[]), "container vs committed image");
+    assert_eq!(ino(&o, "moved/g"), ino(&o, "keep/f"));
+    assert_eq!(fs::metadata(o.join("keep/f")).unwrap().nlink(), 2);
+    assert_eq!(fs::read(o.join("moved/g")).unwrap(), b"linked\n");
+
+    let store = layerfs::store::Store::open(&s.root).unwrap();
+    let rec = store.resolve_image("linked:2").unwrap();
+    let top = rec.layers.len() - 1;
+    let (_, digest, _) = layerfs::commit::layer_tar(&store, &rec, top, Vec::new()).unwrap();
+    assert_eq!(digest, rec.layers[top].diff_id);
+}
+
 #[test]
 fn the_same_changes_give_the_same_layer() {
     let lab = Lab::new();

@@ -79,9 +79,11 @@ fn wanted(v: &Views) -> Result<HashSet<u64>> {
 }
 
 /// The lower paths whose inode the container copied up with some of its names left in
-/// the image layers.
-pub(super) fn lower_names(v: &Views) -> Result<Extra> {
-    let wanted = wanted(v)?;
+/// the image layers, and those of the inodes in `also` (numbered as the container's view
+/// numbers them).
+pub(super) fn lower_names(v: &Views, also: &HashSet<u64>) -> Result<Extra> {
+    let mut wanted = wanted(v)?;
+    wanted.extend(also);
     let mut out = Extra::default();
     if wanted.is_empty() {
         return Ok(out);

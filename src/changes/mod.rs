@@ -28,7 +28,7 @@
 pub mod diff;
 mod links;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -232,7 +232,20 @@ impl Views {
         deleted_in_full: bool,
         visit: &mut dyn FnMut(&Views, Visit<'_>) -> Result<()>,
     ) -> Result<()> {
-        let extra = links::lower_names(self)?;
+        self.walk_linked(deleted_in_full, &HashSet::new(), visit)
+    }
+
+    /// [`Views::walk`], also visiting every name the image layers give the inodes in
+    /// `linked` (numbered as the container's view numbers them), changed or not: `commit`
+    /// asks for the inodes of hard-linked files inside replaced directories, whose other
+    /// names the upper layer may not hold, so that the layer keeps them one inode.
+    pub fn walk_linked(
+        &self,
+        deleted_in_full: bool,
+        linked: &HashSet<u64>,
+        visit: &mut dyn FnMut(&Views, Visit<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let extra = links::lower_names(self, linked)?;
         let ctr = Found {
             id: union::ROOT_ID,
             attr: self

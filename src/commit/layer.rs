@@ -17,7 +17,7 @@
 //! (see [`super::tar`]), so the same changes give the same bytes, hence the same diff_id.
 //! A name a tar cannot carry (a file named `.wh.*`) is left out with a warning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -232,7 +232,25 @@ pub fn write_layer<W: Write>(
         stats: LayerStats::default(),
         skipping: None,
     };
-    views.walk(false, &mut |v, step| w.visit(v, step))?;
+    // A file inside a replaced directory (a renamed one, say) is written whole at its new
+    // path; its other names that the container never touched are only in the image
+    // layers. Those are found (one pass over the walk first) and written too, as links,
+    // so that the new image keeps the inode one, as the container shows it.
+    let mut linked = HashSet::new();
+    views.walk(false, &mut |_, step| {
+        if let Visit::Leaf {
+            ctr: Some(f),
+            in_full: true,
+            ..
+        } = step
+            && f.attr.kind == FileKind::Regular
+            && f.attr.nlink > 1
+        {
+            linked.insert(f.attr.ino);
+        }
+        Ok(())
+    })?;
+    views.walk_linked(false, &linked, &mut |v, step| w.visit(v, step))?;
     let stats = w.stats;
     let out = w
         .tar
