@@ -2,7 +2,7 @@
 //!
 //! Owns [`Digest`] (sha256 only: the one algorithm images use in practice; anything else
 //! is refused at parse time rather than half supported), the readers that hash a stream
-//! while it flows ([`HashingReader`], [`VerifyingReader`]) and the chain id rule of the
+//! while it flows ([`Hashing`], [`VerifyingReader`]) and the chain id rule of the
 //! image-spec. Invariant: a `Digest` always holds exactly 32 bytes, so its text form is
 //! always `sha256:` + 64 lowercase hex digits and is safe to use as a file name.
 
@@ -128,42 +128,46 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     out
 }
 
-/// A writer that hashes and counts everything written through it.
-pub struct HashingWriter<W> {
-    inner: W,
+/// A reader or writer that hashes and counts every byte going through it.
+pub struct Hashing<T> {
+    inner: T,
     hasher: Sha256,
     count: u64,
 }
 
-impl<W: io::Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
+impl<T> Hashing<T> {
+    pub fn new(inner: T) -> Self {
+        Hashing {
             inner,
             hasher: Sha256::new(),
             count: 0,
         }
     }
 
-    /// Bytes written so far.
+    /// Bytes through so far.
     pub fn count(&self) -> u64 {
         self.count
     }
 
-    /// The digest of what was written so far.
+    /// The digest of what went through so far.
     pub fn digest(&self) -> Digest {
         Digest(self.hasher.clone().finalize().into())
     }
 
-    pub fn into_inner(self) -> W {
+    pub fn into_inner(self) -> T {
         self.inner
+    }
+
+    fn seen(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.count += bytes.len() as u64;
     }
 }
 
-impl<W: io::Write> io::Write for HashingWriter<W> {
+impl<W: io::Write> io::Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
+        self.seen(&buf[..n]);
         Ok(n)
     }
 
@@ -172,38 +176,10 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
     }
 }
 
-/// A reader that hashes and counts everything read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// Bytes read so far.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// The digest of what was read so far.
-    pub fn digest(&self) -> Digest {
-        Digest(self.hasher.clone().finalize().into())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
+        self.seen(&buf[..n]);
         Ok(n)
     }
 }
@@ -225,7 +201,7 @@ pub enum Mismatch {
 /// [`Mismatch`] instead, so nobody treats unverified content as complete. A stream longer
 /// than the expected size fails as soon as it overruns, without reading the rest.
 pub struct VerifyingReader<R> {
-    inner: HashingReader<R>,
+    inner: Hashing<R>,
     expected: Digest,
     expected_size: Option<u64>,
     failure: Option<Mismatch>,
@@ -235,7 +211,7 @@ pub struct VerifyingReader<R> {
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R, expected: Digest, expected_size: Option<u64>) -> Self {
         VerifyingReader {
-            inner: HashingReader::new(inner),
+            inner: Hashing::new(inner),
             expected,
             expected_size,
             failure: None,

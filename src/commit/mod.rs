@@ -28,7 +28,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use serde_json::{Map, Value, json};
 
 use crate::changes::{Views, container_image};
-use crate::digest::{Digest, HashingWriter, chain_ids};
+use crate::digest::{Digest, Hashing, chain_ids};
 use crate::error::{Error, Result};
 use crate::image::{self, Reference, files::DirFiles};
 use crate::store::images::{self, ImageRecord, LayerRecord};
@@ -163,7 +163,7 @@ fn write_tar(
         .mode(crate::store::FILE_MODE)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    let out = BufWriter::with_capacity(1 << 20, HashingWriter::new(file));
+    let out = BufWriter::with_capacity(1 << 20, Hashing::new(file));
     let (out, stats) = layer::write_layer(&views, out, opts)?;
     let hashing = out
         .into_inner()
@@ -234,8 +234,7 @@ pub fn layer_tar<W: Write>(
     let work = store.staging_dir("layer-tar")?;
     let result = (|| {
         let views = Views::open(&lowers, &store.layer_dir(&layer.diff_id), &work)?;
-        let (out, _) =
-            layer::write_layer(&views, HashingWriter::new(out), &LayerOptions::default())?;
+        let (out, _) = layer::write_layer(&views, Hashing::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
         Ok((out.into_inner(), digest, size))
     })();

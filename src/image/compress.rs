@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::Compression;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{Digest, Hashing};
 
 /// Input bytes per gzip member: large enough that restarting the 32 KiB window costs
 /// well under 1 % of the ratio, small enough to keep all cores busy on a small layer.
@@ -106,7 +106,7 @@ pub fn compress<R: Read + Send>(
     c: Compression,
     threads: usize,
 ) -> io::Result<Written> {
-    let mut out = HashingWriter::new(dst);
+    let mut out = Hashing::new(dst);
     if c == Compression::None {
         let mut src = src;
         let mut buf = vec![0u8; 1 << 20];

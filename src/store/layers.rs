@@ -23,7 +23,7 @@ use super::Store;
 pub use super::fsops::rename_noreplace;
 use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
-use crate::digest::{Digest, HashingReader, Mismatch, VerifyingReader, mismatch_in};
+use crate::digest::{Digest, Hashing, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
 use crate::image::{self, Compression, ImageFiles, LayerPlan};
 use crate::whiteout::Styles;
@@ -72,7 +72,7 @@ pub struct Staged {
 /// Blob hashing: verified when the source names the digest, just measured otherwise.
 enum BlobReader<R> {
     Verify(VerifyingReader<R>),
-    Hash(HashingReader<R>),
+    Hash(Hashing<R>),
 }
 
 impl<R: Read> Read for BlobReader<R> {
@@ -150,7 +150,7 @@ fn stage_into(
     let counted = progress.wrap_read(blob);
     let mut blob_r = match plan.digest {
         Some(d) => BlobReader::Verify(VerifyingReader::new(counted, d, plan.size)),
-        None => BlobReader::Hash(HashingReader::new(counted)),
+        None => BlobReader::Hash(Hashing::new(counted)),
     };
     let blob_mismatch = |m: &Mismatch| Error::DigestMismatch {
         what: format!("blob {location}"),
