@@ -177,13 +177,11 @@ fn container_by_name(
 }
 
 fn already_mounted(c: &containers::Container) -> anyhow::Error {
-    let at = c
-        .record
-        .mountpoint
-        .as_deref()
-        .map(|m| format!(" at {m}"))
-        .unwrap_or_default();
-    anyhow::anyhow!("container {} is already mounted{at}", c.record.name)
+    anyhow::anyhow!(
+        "container {} is already mounted{}",
+        c.record.name,
+        c.at_mountpoint()
+    )
 }
 
 /// The mount point, resolved; refused when it is not a directory, is a dead mount, or

@@ -25,12 +25,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
     };
     if c.is_mounted() {
         if !force {
-            let at = c
-                .record
-                .mountpoint
-                .as_deref()
-                .map(|m| format!(" at {m}"))
-                .unwrap_or_default();
+            let at = c.at_mountpoint();
             bail!("container {name} is mounted{at}: unmount it first, or use --force");
         }
         let mp = container_mount(&c)?;

@@ -86,6 +86,15 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Container {
+    /// " at MOUNTPOINT" when the record names one, for messages.
+    pub fn at_mountpoint(&self) -> String {
+        self.record
+            .mountpoint
+            .as_deref()
+            .map(|m| format!(" at {m}"))
+            .unwrap_or_default()
+    }
+
     pub fn upper(&self) -> PathBuf {
         self.dir.join(UPPER)
     }
@@ -274,15 +283,10 @@ fn copy_root_meta(from: &Path, to: &Path) -> Result<()> {
 /// unmounts first. The mount lock is held across the rename, so no mount starts meanwhile.
 pub fn remove(store: &Store, c: &Container) -> Result<()> {
     let Some(_lock) = c.try_lock()? else {
-        let at = c
-            .record
-            .mountpoint
-            .as_deref()
-            .map(|m| format!(" at {m}"))
-            .unwrap_or_default();
         return Err(Error::Conflict(format!(
-            "container {} is mounted{at}: unmount it first (or --force)",
-            c.record.name
+            "container {} is mounted{}: unmount it first (or --force)",
+            c.record.name,
+            c.at_mountpoint()
         )));
     };
     super::fsops::remove_atomically(store, &c.dir, "container")
