@@ -109,29 +109,16 @@ fn scan(
     natural: &dyn Fn(u64) -> u64,
     out: &mut Extra,
 ) -> std::io::Result<()> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
     let mut subdirs = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let name = e.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let name = OsString::from(std::ffi::OsStr::from_bytes(name));
-        let is_dir = match e.file_type() {
+    for (name, ino, kind) in super::raw_entries(dir)? {
+        let is_dir = match kind {
             Some(t) => t == nix::dir::Type::Directory,
             None => fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| FileKind::from_mode(st.st_mode).is_dir()),
         };
         if is_dir {
             subdirs.push(name);
-        } else if wanted.contains(&natural(e.ino())) {
+        } else if wanted.contains(&natural(ino)) {
             path.push(name);
             out.add(path);
             path.pop();

@@ -137,8 +137,9 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
     .map_err(|e| Error::io(path, e.into()))
 }
 
-/// The raw names of a directory, `.` and `..` left out.
-fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+/// The raw entries of a directory (name, inode number, type when the filesystem gives
+/// it), `.` and `..` left out.
+fn raw_entries(dir: &OwnedFd) -> io::Result<Vec<(OsString, u64, Option<nix::dir::Type>)>> {
     let fd = openat(
         dir,
         ".",
@@ -151,10 +152,15 @@ fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
         let e = e?;
         let n = e.file_name().to_bytes();
         if n != b"." && n != b".." {
-            out.push(OsStr::from_bytes(n).to_owned());
+            out.push((OsStr::from_bytes(n).to_owned(), e.ino(), e.file_type()));
         }
     }
     Ok(out)
+}
+
+/// The raw names of a directory, `.` and `..` left out.
+fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    Ok(raw_entries(dir)?.into_iter().map(|(n, ..)| n).collect())
 }
 
 fn absent_ok<T>(r: union::Result<T>) -> union::Result<Option<T>> {
