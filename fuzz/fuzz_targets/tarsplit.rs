@@ -5,49 +5,18 @@
 //! relies on for the same diff_id).
 #![no_main]
 
+#[path = "common/layer.rs"]
+mod layer;
+
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::path::Path;
-use std::sync::OnceLock;
 
+use layer::{base, opts};
 use layerfs::digest::Digest;
 use layerfs::store::Store;
 use layerfs::store::tarsplit::{LayerTar, Recorder, Shared, TAR_SPLIT, Tee};
-use layerfs::store::unpack::{Ownership, UnpackOptions, unpack_recording};
-use layerfs::whiteout::probe_styles;
+use layerfs::store::unpack::unpack_recording;
 use libfuzzer_sys::fuzz_target;
-
-/// Small enough that no input can fill the disk (sparse files are holes anyway).
-const MAX_SIZE: u64 = 256 << 20;
-
-fn base() -> &'static Path {
-    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    BASE.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("layerfs-fuzz-tarsplit-")
-            .tempdir()
-            .expect("temporary directory")
-    })
-    .path()
-}
-
-fn opts() -> &'static UnpackOptions {
-    static OPTS: OnceLock<UnpackOptions> = OnceLock::new();
-    OPTS.get_or_init(|| {
-        let probe = tempfile::tempdir_in(base()).expect("probe directory");
-        let styles = probe_styles(std::fs::File::open(probe.path()).expect("probe").as_fd());
-        let ownership = if layerfs::sys::is_root() {
-            Ownership::Chown
-        } else {
-            Ownership::OverrideStat
-        };
-        UnpackOptions {
-            styles,
-            ownership,
-            max_size: MAX_SIZE,
-        }
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let run = tempfile::tempdir_in(base()).expect("run directory");
@@ -75,7 +44,12 @@ fuzz_target!(|data: &[u8]| {
             .expect("a layout")
             .read_to_end(&mut back)
             .expect("play back");
-        assert!(back == data, "played back {} bytes of {}", back.len(), data.len());
+        assert!(
+            back == data,
+            "played back {} bytes of {}",
+            back.len(),
+            data.len()
+        );
     }
     let _ = layerfs::store::fsops::remove_tree(run.path());
 });

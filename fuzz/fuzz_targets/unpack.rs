@@ -4,45 +4,15 @@
 //! else afterwards.
 #![no_main]
 
+#[path = "common/layer.rs"]
+mod layer;
+
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::OnceLock;
 
-use layerfs::store::unpack::{Ownership, UnpackOptions, unpack};
-use layerfs::whiteout::probe_styles;
+use layer::{base, opts};
+use layerfs::store::unpack::unpack;
 use libfuzzer_sys::fuzz_target;
-
-/// Small enough that no input can fill the disk (sparse files are holes anyway).
-const MAX_SIZE: u64 = 256 << 20;
-
-fn base() -> &'static Path {
-    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    BASE.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("layerfs-fuzz-unpack-")
-            .tempdir()
-            .expect("temporary directory")
-    })
-    .path()
-}
-
-fn opts() -> &'static UnpackOptions {
-    static OPTS: OnceLock<UnpackOptions> = OnceLock::new();
-    OPTS.get_or_init(|| {
-        let probe = tempfile::tempdir_in(base()).expect("probe directory");
-        let styles = probe_styles(std::fs::File::open(probe.path()).expect("probe").as_fd());
-        let ownership = if layerfs::sys::is_root() {
-            Ownership::Chown
-        } else {
-            Ownership::OverrideStat
-        };
-        UnpackOptions {
-            styles,
-            ownership,
-            max_size: MAX_SIZE,
-        }
-    })
-}
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
