@@ -118,6 +118,11 @@ fn ensure_private_dir(d: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How [`Store::write_atomic`] names the file it stages for `name`, beside it.
+fn staged_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
 /// A layer store rooted at a directory.
 #[derive(Debug)]
 pub struct Store {
@@ -168,10 +173,11 @@ impl Store {
                 // interrupted while being created is still recognised). Another process
                 // may be creating it at the same moment: its staged VERSION does not make
                 // the directory foreign, and a VERSION that appeared since is accepted.
+                let staged = staged_prefix("VERSION");
                 let foreign = fs::read_dir(root)
                     .map_err(|e| Error::io(root, e))?
                     .filter_map(|e| e.ok())
-                    .any(|e| !e.file_name().to_string_lossy().starts_with(".VERSION.tmp-"));
+                    .any(|e| !e.file_name().to_string_lossy().starts_with(&staged));
                 if !foreign {
                     store.write_atomic(&vpath, format!("{STORE_VERSION}\n").as_bytes())?;
                 } else if fs::read_to_string(&vpath)
@@ -335,7 +341,11 @@ impl Store {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        let tmp = dir.join(format!(
+            "{}{}-{n}",
+            staged_prefix(&name),
+            std::process::id()
+        ));
         let res = (|| -> io::Result<()> {
             let mut f = open_private(&tmp, true)?;
             f.write_all(bytes)?;
