@@ -113,17 +113,11 @@ fn fixture() -> Fixture {
 
     let specs: Vec<LayerSpec> = lowers
         .iter()
-        .map(|p| LayerSpec {
-            path: p.clone(),
-            wh_files,
-        })
+        .map(|p| LayerSpec::new(p.clone(), wh_files))
         .collect();
-    let upper_spec = LayerSpec {
-        path: upper,
-        wh_files: false,
-    };
-    let stack =
-        Stack::open(&specs, Some((&upper_spec, work.as_path()))).expect("opening the stack");
+    let upper_spec = LayerSpec::new(upper, false);
+    let stack = Stack::open(&specs, Some((&upper_spec, &work.as_path().into())))
+        .expect("opening the stack");
     let union = Union::new(stack, Options::default()).expect("building the union");
     Fixture { _tmp: tmp, union }
 }

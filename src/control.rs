@@ -19,11 +19,10 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
@@ -52,22 +51,13 @@ impl WriteGate {
     }
 }
 
-fn dir_fd(dir: &Path) -> io::Result<OwnedFd> {
-    Ok(open(
-        dir,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
 fn socket_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}/{SOCKET}", fd.as_raw_fd()))
 }
 
 /// Serves the control socket of the container in `dir` on a thread of its own, for as
 /// long as the process lives.
-pub fn serve(dir: &Path, gate: Arc<WriteGate>) -> io::Result<()> {
-    let fd = dir_fd(dir)?;
+pub fn serve(fd: OwnedFd, gate: Arc<WriteGate>) -> io::Result<()> {
     let path = socket_path(&fd);
     // Left by a daemon that died: nobody listens there any more (we hold the mount lock).
     match nix::unistd::unlinkat(&fd, SOCKET, nix::unistd::UnlinkatFlags::NoRemoveDir) {
@@ -149,9 +139,8 @@ impl Drop for Hold {
     }
 }
 
-fn freeze(dir: &Path) -> io::Result<UnixStream> {
-    let fd = dir_fd(dir)?;
-    let mut s = UnixStream::connect(socket_path(&fd))?;
+fn freeze(fd: &OwnedFd) -> io::Result<UnixStream> {
+    let mut s = UnixStream::connect(socket_path(fd))?;
     s.write_all(b"freeze\n")?;
     let mut r = BufReader::new(s.try_clone()?);
     match read_line(&mut r)?.as_str() {
@@ -170,7 +159,7 @@ pub fn hold_still(_store: &Store, c: &Container) -> Result<Hold> {
         if let Some(g) = c.try_lock()? {
             return Ok(Hold::Locked(g));
         }
-        match freeze(&c.dir) {
+        match freeze(&c.open_dir()?) {
             Ok(s) => return Ok(Hold::Frozen(s)),
             Err(e)
                 if matches!(

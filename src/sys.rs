@@ -519,3 +519,32 @@ pub fn syslog_warning(msg: &str) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// One entry of a directory listing (never `.` or `..`).
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    /// The type the directory reports (`None` where the filesystem does not say).
+    pub kind: Option<nix::dir::Type>,
+}
+
+/// Every entry of the directory `fd` holds (it must be open for reading), unsorted. The
+/// fd is consumed: a listing needs a position of its own.
+pub fn dir_entries(fd: std::os::fd::OwnedFd) -> io::Result<Vec<DirEntry>> {
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(DirEntry {
+            name: OsStr::from_bytes(name).to_owned(),
+            ino: e.ino(),
+            kind: e.file_type(),
+        });
+    }
+    Ok(out)
+}

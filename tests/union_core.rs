@@ -40,13 +40,10 @@ fn union_over(layers: Layers, wh_files: bool) -> Fixture {
     let specs: Vec<LayerSpec> = layers
         .lowerdirs()
         .into_iter()
-        .map(|path| LayerSpec { path, wh_files })
+        .map(|path| LayerSpec::new(path, wh_files))
         .collect();
-    let up = LayerSpec {
-        path: upper.clone(),
-        wh_files: false,
-    };
-    let stack = Stack::open(&specs, Some((&up, work.as_path()))).unwrap();
+    let up = LayerSpec::new(upper.clone(), false);
+    let stack = Stack::open(&specs, Some((&up, &work.as_path().into()))).unwrap();
     let union = Union::new(stack, Options::default()).unwrap();
     Fixture {
         _layers: layers,

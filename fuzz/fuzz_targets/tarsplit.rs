@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let run = tempfile::tempdir_in(base()).expect("run directory");
     let store = Store::open(&run.path().join("s")).expect("store");
     let diff_id = Digest::of(data);
-    let lp = store.layer_path(&diff_id);
+    let lp = store.root().join(layerfs::store::at::layer(&diff_id));
     std::fs::create_dir_all(lp.join("diff")).expect("diff");
     let layout = std::fs::File::create(lp.join(TAR_SPLIT)).expect("layout file");
     let rec = Shared::new(Recorder::new(layout).expect("recorder"));

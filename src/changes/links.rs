@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstatat};
 
 use super::Views;
@@ -39,10 +39,15 @@ impl Extra {
 
 /// The natural inode numbers of indexed inodes that have names outside the upper layer.
 fn wanted(v: &Views) -> Result<HashSet<u64>> {
-    let dir = v.work.join(WORK_INDEX);
-    let fd = match open(
-        &dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+    let dir = v.work.path.join(WORK_INDEX);
+    let work = v
+        .work
+        .open()
+        .map_err(|e| Error::io_what("opening the work directory", e))?;
+    let fd = match nix::fcntl::openat(
+        &work,
+        WORK_INDEX,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
@@ -89,15 +94,13 @@ pub(super) fn lower_names(v: &Views, also: &HashSet<u64>) -> Result<Extra> {
         return Ok(out);
     }
     for (i, layer) in v.lowers.iter().enumerate() {
-        let fd = open(
-            layer,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(layer, e.into()))?;
+        let fd = layer
+            .open_readable()
+            .map_err(|e| Error::io(&layer.path, e))?;
         // Layer i of the image is layer i + 1 of the container's stack.
         let natural = |ino: u64| v.ctr.stack.map_ino(i + 1, ino);
-        scan(&fd, &mut Vec::new(), &wanted, &natural, &mut out).map_err(|e| Error::io(layer, e))?;
+        scan(&fd, &mut Vec::new(), &wanted, &natural, &mut out)
+            .map_err(|e| Error::io(&layer.path, e))?;
     }
     Ok(out)
 }

@@ -33,14 +33,15 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, open, openat};
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, fstatat};
 
 use crate::error::{Error, Result};
 use crate::sys::At;
-use crate::union::{self, Attr, FileKind, FsError, LayerSpec, NodeId, Options, Stack, Union};
+use crate::union::{
+    self, Attr, FileKind, FsError, LayerSpec, NodeId, Options, Stack, Union, WorkSpec,
+};
 use crate::whiteout::{self, NameKind, Styles};
 
 pub use links::Extra;
@@ -65,10 +66,10 @@ pub struct Views {
     pub ctr: Union,
     /// What its image shows.
     pub img: Union,
-    upper: PathBuf,
-    work: PathBuf,
+    upper: LayerSpec,
+    work: WorkSpec,
     /// The image's layer directories, top first.
-    lowers: Vec<PathBuf>,
+    lowers: Vec<LayerSpec>,
     /// The upper layer may spell whiteouts and opaque markers as `.wh.` files.
     wh_files: bool,
 }
@@ -128,15 +129,6 @@ enum Source {
     Listing,
 }
 
-fn open_dir(path: &Path) -> Result<OwnedFd> {
-    open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io(path, e.into()))
-}
-
 /// The raw entries of a directory (name, inode number, type when the filesystem gives
 /// it), `.` and `..` left out.
 fn raw_entries(dir: &OwnedFd) -> io::Result<Vec<(OsString, u64, Option<nix::dir::Type>)>> {
@@ -194,13 +186,13 @@ impl Views {
     ) -> Result<Views> {
         let image = container_image(store, c)?;
         let lowers = store.lower_specs(&image)?;
-        Views::open(&lowers, &c.upper(), &c.work())
+        Views::open(&lowers, &c.upper_spec(true)?, &c.work_spec()?)
     }
 
     /// Opens the views of a container whose upper and work directories are `upper` and
     /// `work`, over image layers `lowers` (top first). Nothing is written, not even a
     /// probe of the spellings the mount writes: every dialect is read.
-    pub fn open(lowers: &[LayerSpec], upper: &Path, work: &Path) -> Result<Views> {
+    pub fn open(lowers: &[LayerSpec], upper: &LayerSpec, work: &WorkSpec) -> Result<Views> {
         let opts = Options {
             atime: union::Atime::Never,
             dir_nlink: false,
@@ -209,8 +201,8 @@ impl Views {
         // `.wh.` names are whiteouts in a layer whatever the mount's own spelling: a tar
         // could not say otherwise.
         let up = LayerSpec {
-            path: upper.to_path_buf(),
             wh_files: true,
+            ..upper.clone()
         };
         let stack = Stack::open_frozen(lowers, &up, work, Styles::KERNEL)
             .map_err(|e| Error::io_what("opening the container's layers", e))?;
@@ -223,9 +215,9 @@ impl Views {
         Ok(Views {
             ctr,
             img,
-            upper: upper.to_path_buf(),
-            work: work.to_path_buf(),
-            lowers: lowers.iter().map(|l| l.path.clone()).collect(),
+            upper: up,
+            work: work.clone(),
+            lowers: lowers.to_vec(),
             wh_files,
         })
     }
@@ -266,9 +258,12 @@ impl Views {
                 .getattr(union::ROOT_ID, None)
                 .map_err(|e| fs_err("/", e))?,
         };
-        let root = open_dir(&self.upper)?;
+        let root = self
+            .upper
+            .open_readable()
+            .map_err(|e| Error::io_what("opening the upper layer", e))?;
         let marks = union::xattr::read_marks(At::Fd(root.as_fd()))
-            .map_err(|e| fs_err(self.upper.display(), e))?;
+            .map_err(|e| fs_err(self.upper.path.display(), e))?;
         let replaced = marks.opaque || self.has_opaque_marker(&root);
         let w = Walk {
             v: self,

@@ -58,17 +58,15 @@ impl Ready {
 }
 
 /// Starts `args` (our own executable's arguments) as a detached daemon and waits until
-/// it reports the mount live. `log` receives the daemon's stderr.
-pub fn spawn_detached(args: &[OsString], log: Option<&Path>) -> anyhow::Result<()> {
+/// it reports the mount live. `log` (a file opened for appending) receives the daemon's
+/// stderr.
+pub fn spawn_detached(args: &[OsString], log: Option<File>) -> anyhow::Result<()> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the readiness pipe")?;
     // The write end must survive exec in the child.
     fcntl(&w, FcntlArg::F_SETFD(FdFlag::empty())).context("readiness pipe")?;
     let exe = std::env::current_exe().context("finding our own executable")?;
     let stderr = match log {
-        Some(p) => Stdio::from(
-            crate::store::open_private(p, false)
-                .with_context(|| format!("opening log file {}", p.display()))?,
-        ),
+        Some(f) => Stdio::from(f),
         None => Stdio::null(),
     };
     let mut child = Command::new(exe)
@@ -112,11 +110,11 @@ pub fn serve(s: Serve, ready: &mut Ready, on_mounted: impl FnOnce()) -> anyhow::
     serve_with_control(s, None, ready, on_mounted)
 }
 
-/// [`serve`], with the control socket of the container in `control` (its directory):
-/// `commit` asks there for writes to be held (see `crate::control`).
+/// [`serve`], with the control socket of the container in `control` (its directory,
+/// opened): `commit` asks there for writes to be held (see `crate::control`).
 pub fn serve_with_control(
     s: Serve,
-    control: Option<&Path>,
+    control: Option<std::os::fd::OwnedFd>,
     ready: &mut Ready,
     on_mounted: impl FnOnce(),
 ) -> anyhow::Result<()> {
@@ -142,7 +140,7 @@ pub fn serve_with_control(
         && let Err(e) = crate::control::serve(dir, gate.clone())
     {
         // The mount works without it; only a commit of it while mounted is refused.
-        log::warn!("no control socket in {}: {e}", dir.display());
+        log::warn!("no control socket: {e}");
     }
     let session = FuseFs::with_gate(union, gate)
         .mount(&s.mountpoint, &s.mount)

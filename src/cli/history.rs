@@ -53,7 +53,7 @@ struct Row {
 
 /// The size Docker shows for a layer (see [`layers::docker_size`]).
 fn layer_size(store: &Store, l: &LayerRecord) -> u64 {
-    layers::docker_size(&store.layer_dir(&l.diff_id))
+    layers::docker_size(store, &l.diff_id)
 }
 
 /// Docker's `stringutils.Ellipsis`.

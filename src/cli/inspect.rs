@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::Context;
 use super::format::Template;
 use super::load::image_arg;
-use crate::store::Store;
+use crate::store::{Store, at};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for arg in &args.images {
         let rec = image_arg(ctx, &store, arg)?;
-        let cpath = store.image_path(&rec.id).join("config.json");
+        let cpath = store.shown(at::image(&rec.id).join("config.json"));
         let config: Value = serde_json::from_slice(&store.image_config_bytes(&rec.id)?)
             .map_err(|e| anyhow::anyhow!("{}: invalid JSON: {e}", cpath.display()))?;
         let field = |k: &str| config.get(k).cloned().unwrap_or(Value::Null);
@@ -58,7 +58,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 "media_type": l.media_type,
                 "size": l.size,
                 "unpacked_size": l.unpacked_size,
-                "path": store.layer_dir(&l.diff_id).display().to_string(),
+                "path": store.shown(at::layer_diff(&l.diff_id)).display().to_string(),
             })).collect::<Vec<_>>(),
             "history": field("history"),
         }));

@@ -30,7 +30,7 @@ use super::load::image_arg;
 use crate::fuse::{Access, MountConfig};
 use crate::mountinfo;
 use crate::store::{ImageRecord, Store, containers, mounts};
-use crate::union::{LayerSpec, Options, Stack};
+use crate::union::{Options, Stack};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -319,7 +319,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             a.extend(["--threads".into(), t.to_string().into()]);
         }
         a.extend(args.exposure_args());
-        let spawned = daemon::spawn_detached(&a, container.as_ref().map(|c| c.log()).as_deref());
+        let log = match &container {
+            Some(c) => Some(c.open_log().context("opening the daemon's log file")?),
+            None => None,
+        };
+        let spawned = daemon::spawn_detached(&a, log);
         if let Err(e) = spawned {
             // A container made for this mount does not outlive its failure.
             if created && let Some(c) = container {
@@ -404,11 +408,8 @@ fn serve_container(
         return Err(already_mounted(&c));
     };
     mount.fsname = format!("layerfs:{}", c.record.name);
-    let upper = LayerSpec {
-        path: c.upper(),
-        wh_files: false,
-    };
-    let work = c.work();
+    let upper = c.upper_spec(false)?;
+    let work = c.work_spec()?;
     let stack = if args.read_only {
         // The container's layer is read, not written: the topmost lower layer.
         lowers.insert(0, upper);
@@ -425,8 +426,8 @@ fn serve_container(
     };
     let name = c.record.name.clone();
     let mut record = c.clone();
-    let control = c.dir.clone();
-    let result = daemon::serve_with_control(serve, Some(&control), ready, || {
+    let control = c.open_dir()?;
+    let result = daemon::serve_with_control(serve, Some(control), ready, || {
         live.set(true);
         if let Err(e) = record.set_mountpoint(store, Some(dir)) {
             log::warn!("recording the mount point of {name}: {e}");

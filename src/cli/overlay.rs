@@ -28,7 +28,7 @@ use anyhow::{Context as _, bail};
 
 use super::daemon::{self, Ready, Serve};
 use crate::fuse::{Access, MountConfig};
-use crate::union::{Atime, LayerSpec, Options, Stack};
+use crate::union::{Atime, LayerSpec, Options, Stack, WorkSpec};
 
 /// True when argv (without argv[0]) is a fuse-overlayfs style invocation
 /// (`-o …lowerdir=…`), as mount.fuse3 produces for `mount -t fuse.layerfs`.
@@ -324,18 +324,13 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         let mut lowers: Vec<LayerSpec> = a
             .lowerdirs
             .iter()
-            .map(|p| LayerSpec {
-                path: p.clone(),
-                wh_files: true,
-            })
+            .map(|p| LayerSpec::new(p.clone(), true))
             .collect();
-        let upper_spec = a.upperdir.as_ref().map(|p| LayerSpec {
-            path: p.clone(),
-            wh_files: true,
-        });
+        let upper_spec = a.upperdir.as_ref().map(|p| LayerSpec::new(p.clone(), true));
         let read_only = a.read_only || upper_spec.is_none();
-        let upper = match (&upper_spec, &a.workdir) {
-            (Some(u), Some(w)) if !a.read_only => Some((u, w.as_path())),
+        let work = a.workdir.as_deref().map(WorkSpec::from);
+        let upper = match (&upper_spec, &work) {
+            (Some(u), Some(w)) if !a.read_only => Some((u, w)),
             _ => None,
         };
         // Read-only with an upper directory: the upper layer is read, not written (as

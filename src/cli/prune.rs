@@ -3,7 +3,7 @@
 
 use super::Context;
 use super::load::human_size;
-use crate::store::{Store, gc};
+use crate::store::{Store, at, gc};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
         println!(
             "Removed {} leftover(s) of interrupted work from {}",
             report.tmp_entries,
-            store.tmp_dir().display()
+            store.shown(at::TMP).display()
         );
     }
     println!("Total reclaimed space: {}", human_size(report.freed));

@@ -23,7 +23,6 @@ pub mod layer;
 pub mod tar;
 
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 
 use serde_json::{Map, Value, json};
 
@@ -34,7 +33,8 @@ use crate::image::{self, Reference, files::DirFiles};
 use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
-use crate::store::{Store, containers, gc};
+use crate::store::{Store, at, containers, gc};
+use crate::union::{LayerSpec, WorkSpec};
 
 pub use layer::{LayerOptions, LayerStats};
 
@@ -157,12 +157,8 @@ fn write_tar(
 ) -> Result<(Digest, u64, LayerStats)> {
     let _still = crate::control::hold_still(store, c)?;
     let views = Views::of_container(store, c)?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(crate::store::FILE_MODE)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file = store.dir().open_write(path, true)?;
+    let path = &store.shown(path);
     let out = BufWriter::with_capacity(1 << 20, Hashing::new(file));
     let (out, stats) = layer::write_layer(&views, out, opts)?;
     let hashing = out
@@ -198,7 +194,7 @@ fn install_layer(
         // Our own tar: its files add up to what we wrote.
         max_size: DEFAULT_MAX_LAYER_SIZE.max(data),
     };
-    let files = DirFiles::open(dir)?;
+    let files = DirFiles::from_fd(store.dir().open_dir(dir)?, store.shown(dir));
     let staged = layers::stage(
         store,
         &files,
@@ -233,12 +229,18 @@ pub fn layer_tar<W: Write>(
     let lowers = store.lower_specs(&below)?;
     let work = store.staging_dir("layer-tar")?;
     let result = (|| {
-        let views = Views::open(&lowers, &store.layer_dir(&layer.diff_id), &work)?;
+        let upper = LayerSpec::opened(
+            store.open_layer_dir(&layer.diff_id)?,
+            store.shown(at::layer_diff(&layer.diff_id)),
+            true,
+        );
+        let work = WorkSpec::opened(store.dir().open_dir(&work)?, store.shown(&work));
+        let views = Views::open(&lowers, &upper, &work)?;
         let (out, _) = layer::write_layer(&views, Hashing::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
         Ok((out.into_inner(), digest, size))
     })();
-    let _ = gc::remove_tree(&work);
+    let _ = store.dir().remove_tree(&work);
     result
 }
 
@@ -265,7 +267,7 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committ
         let (info, unpacked) = install_layer(store, &staging, diff_id, size, stats.data)?;
         Ok::<_, Error>((diff_id, size, stats, info, unpacked))
     })();
-    let _ = gc::remove_tree(&staging);
+    let _ = store.dir().remove_tree(&staging);
     let (diff_id, size, stats, info, unpacked) = result?;
 
     let undo_layer = |e: Error| -> Error {
@@ -311,7 +313,7 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committ
         && let Err(e) = images::tag_checked(store, &id, n, false)
     {
         if !existed {
-            let _ = gc::remove_atomically(store, &store.image_path(&id), "image");
+            let _ = gc::remove_atomically(store, &at::image(&id), "image");
         }
         return Err(undo_layer(e));
     }

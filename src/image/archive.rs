@@ -9,10 +9,14 @@
 //! once. Telling a compressed docker-archive from a compressed OCI archive needs the
 //! entry names: [`scan_compressed`] streams the headers (decompressing, not storing).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Compression;
@@ -35,40 +39,38 @@ fn decoder(path: &Path, c: Compression) -> Result<Box<dyn Read>> {
     })
 }
 
+/// A scratch directory (held open) and its path for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Scratch<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub shown: &'a Path,
+}
+
 /// An unnamed read-write file in `dir`.
-fn unnamed_file(dir: &Path) -> io::Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-    {
-        Ok(f) => Ok(f),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-            ) =>
-        {
+fn unnamed_file(dir: BorrowedFd<'_>) -> io::Result<File> {
+    let mode = Mode::from_bits_truncate(0o600);
+    let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    match nix::fcntl::openat(dir, ".", flags | OFlag::O_TMPFILE, mode) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let p = dir.join(format!(".decompressed-{}-{n}", std::process::id()));
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&p)?;
-            std::fs::remove_file(&p)?;
-            Ok(f)
+            let name = format!(".decompressed-{}-{n}", std::process::id());
+            let fd = nix::fcntl::openat(
+                dir,
+                name.as_str(),
+                flags | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+                mode,
+            )?;
+            nix::unistd::unlinkat(dir, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+            Ok(File::from(fd))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Decompresses archive `path` into an unnamed file in `scratch`, positioned at its start.
-pub fn decompress_to_temp(path: &Path, c: Compression, scratch: &Path) -> Result<File> {
-    let mut out = unnamed_file(scratch).map_err(|e| Error::io(scratch, e))?;
+pub fn decompress_to_temp(path: &Path, c: Compression, scratch: Scratch<'_>) -> Result<File> {
+    let mut out = unnamed_file(scratch.dir).map_err(|e| Error::io(scratch.shown, e))?;
     let mut r = decoder(path, c)?;
     io::copy(&mut r, &mut out).map_err(|e| match e.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
@@ -81,13 +83,13 @@ pub fn decompress_to_temp(path: &Path, c: Compression, scratch: &Path) -> Result
             format!(
                 "decompressing {} into {}",
                 path.display(),
-                scratch.display()
+                scratch.shown.display()
             ),
             e,
         ),
     })?;
     out.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io(scratch, e))?;
+        .map_err(|e| Error::io(scratch.shown, e))?;
     Ok(out)
 }
 
@@ -141,7 +143,12 @@ mod tests {
         );
         let scratch = t.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
-        let mut f = decompress_to_temp(&p, Compression::Zstd, &scratch).unwrap();
+        let dir = std::fs::File::open(&scratch).unwrap();
+        let sc = Scratch {
+            dir: std::os::fd::AsFd::as_fd(&dir),
+            shown: &scratch,
+        };
+        let mut f = decompress_to_temp(&p, Compression::Zstd, sc).unwrap();
         let mut back = Vec::new();
         f.read_to_end(&mut back).unwrap();
         assert_eq!(back, tar);
@@ -153,6 +160,6 @@ mod tests {
         let g = t.path().join("bad.gz");
         let mut w = std::fs::File::create(&g).unwrap();
         w.write_all(&[0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
-        assert!(decompress_to_temp(&g, Compression::Gzip, &scratch).is_err());
+        assert!(decompress_to_temp(&g, Compression::Gzip, sc).is_err());
     }
 }

@@ -92,6 +92,14 @@ impl DirFiles {
             fd: open::open_dir(root)?,
         })
     }
+
+    /// The directory `fd` already holds, shown as `root` in messages.
+    pub fn from_fd(fd: OwnedFd, root: impl Into<PathBuf>) -> DirFiles {
+        DirFiles {
+            root: root.into(),
+            fd,
+        }
+    }
 }
 
 impl ImageFiles for DirFiles {

@@ -150,12 +150,33 @@ impl Source {
     /// As [`Source::read`]; `name_tag_only_refs` false leaves ref names that are only a
     /// tag unnamed (when the user names the image with `--tag` instead).
     pub fn read_with(&self, name_tag_only_refs: bool) -> Result<Vec<ImagePlan>> {
-        self.read_in(name_tag_only_refs, &std::env::temp_dir())
+        let tmp = std::env::temp_dir();
+        let dir = open::open_dir(&tmp)?;
+        let dir = nix::fcntl::openat(
+            &dir,
+            ".",
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::io(&tmp, e.into()))?;
+        self.read_in(
+            name_tag_only_refs,
+            archive::Scratch {
+                dir: std::os::fd::AsFd::as_fd(&dir),
+                shown: &tmp,
+            },
+        )
     }
 
     /// As [`Source::read_with`]; a compressed archive is decompressed into an unnamed
     /// file in `scratch` (the store's `tmp/`: it may be large), gone when closed.
-    pub fn read_in(&self, name_tag_only_refs: bool, scratch: &Path) -> Result<Vec<ImagePlan>> {
+    pub fn read_in(
+        &self,
+        name_tag_only_refs: bool,
+        scratch: archive::Scratch<'_>,
+    ) -> Result<Vec<ImagePlan>> {
         let hint = name_tag_only_refs.then(|| name_hint(&self.path)).flatten();
         let files: Arc<dyn ImageFiles> = if self.path.is_dir() {
             Arc::new(files::DirFiles::open(&self.path)?)

@@ -3,9 +3,7 @@
 //! only read the records, so that `rmi` and `prune` never remove an image (or its layers)
 //! that a container uses.
 
-use std::fs;
-use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,23 +28,16 @@ pub struct ContainerRecord {
 /// Every container record (none when `containers/` does not exist). A directory without
 /// a readable record is skipped with a warning rather than failing every listing.
 pub fn list(store: &Store) -> Result<Vec<ContainerRecord>> {
-    let dir = store.containers_dir();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
     let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(&dir, e))?;
-        let p = e.path().join(CONTAINER_JSON);
-        match fs::read(&p) {
-            Ok(b) => match serde_json::from_slice::<ContainerRecord>(&b) {
-                Ok(r) => out.push(r),
-                Err(err) => log::warn!("{}: invalid JSON: {err}", p.display()),
-            },
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(Error::io(&p, err)),
+    for name in store.dir().entries(super::at::CONTAINERS)? {
+        let p = Path::new(super::at::CONTAINERS)
+            .join(&name)
+            .join(CONTAINER_JSON);
+        match store.read_json_opt::<ContainerRecord>(&p) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(err @ Error::BadJson { .. }) => log::warn!("{err}"),
+            Err(err) => return Err(err),
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -64,6 +55,8 @@ pub fn list(store: &Store) -> Result<Vec<ContainerRecord>> {
 use std::path::{Path, PathBuf};
 
 use super::lock::{self, LockGuard};
+use crate::union::layer::WORK_INDEX;
+use crate::union::{LayerSpec, WorkSpec};
 
 const UPPER: &str = "upper";
 const WORK: &str = "work";
@@ -73,6 +66,9 @@ const LOG: &str = "daemon.log";
 /// One container's directory.
 #[derive(Debug, Clone)]
 pub struct Container {
+    /// The store's root, through which the container's files are reached.
+    root: Arc<super::Root>,
+    /// `containers/<name>`, inside the store.
     pub dir: PathBuf,
     pub record: ContainerRecord,
 }
@@ -95,21 +91,49 @@ impl Container {
             .unwrap_or_default()
     }
 
-    pub fn upper(&self) -> PathBuf {
-        self.dir.join(UPPER)
+    /// The full path of the container's directory, for messages.
+    pub fn shown(&self) -> PathBuf {
+        self.root.shown(&self.dir)
     }
 
-    pub fn work(&self) -> PathBuf {
-        self.dir.join(WORK)
+    /// The writable layer, opened beneath the store's verified root.
+    pub fn upper_spec(&self, wh_files: bool) -> Result<LayerSpec> {
+        let rel = self.dir.join(UPPER);
+        Ok(LayerSpec::opened(
+            self.root.open_dir(&rel)?,
+            self.root.shown(&rel),
+            wh_files,
+        ))
     }
 
-    pub fn log(&self) -> PathBuf {
-        self.dir.join(LOG)
+    /// The work directory, opened beneath the store's verified root.
+    pub fn work_spec(&self) -> Result<WorkSpec> {
+        let rel = self.dir.join(WORK);
+        Ok(WorkSpec::opened(
+            self.root.open_dir(&rel)?,
+            self.root.shown(&rel),
+        ))
+    }
+
+    /// The container's directory, opened (the control socket lives there).
+    pub fn open_dir(&self) -> Result<std::os::fd::OwnedFd> {
+        self.root.open_dir(&self.dir)
+    }
+
+    /// The daemon's log file, opened for appending (created 0600).
+    pub fn open_log(&self) -> Result<std::fs::File> {
+        self.root.open_write(self.dir.join(LOG), false)
+    }
+
+    /// The full path of the daemon's log file, for messages.
+    pub fn log_shown(&self) -> PathBuf {
+        self.root.shown(self.dir.join(LOG))
     }
 
     /// Takes the mount lock; `Ok(None)` when another daemon holds it (mounted).
     pub fn try_lock(&self) -> Result<Option<LockGuard>> {
-        lock::try_lock(&self.dir.join(LOCK), lock::Mode::Exclusive)
+        self.root
+            .try_lock(self.dir.join(LOCK), lock::Mode::Exclusive)
     }
 
     /// True while a daemon serves this container.
@@ -134,32 +158,31 @@ impl Container {
     /// Records (or clears) where the container is mounted.
     pub fn set_mountpoint(&mut self, store: &Store, mp: Option<&Path>) -> Result<()> {
         self.record.mountpoint = mp.map(|p| p.display().to_string());
+        let rel = self.dir.join(CONTAINER_JSON);
         let bytes = serde_json::to_vec_pretty(&self.record)
-            .map_err(|e| Error::json(self.dir.join(CONTAINER_JSON).display().to_string(), e))?;
-        store.write_atomic(&self.dir.join(CONTAINER_JSON), &bytes)
+            .map_err(|e| Error::json(self.root.shown(&rel).display().to_string(), e))?;
+        store.write_atomic(&rel, &bytes)
     }
 
     /// Bytes the writable layer holds (what `ps -s` shows as SIZE): its regular files, a
     /// hard-linked inode once (names in the upper directory and the index of hard links
     /// alike), a sparse file (a metadata-only copy-up) by what it allocates.
     pub fn size(&self) -> u64 {
-        use std::collections::HashSet;
-        use std::os::unix::fs::MetadataExt;
-        fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-            let Ok(rd) = fs::read_dir(p) else { return 0 };
-            let mut total = 0;
-            for e in rd.filter_map(|e| e.ok()) {
-                let Ok(m) = e.metadata() else { continue };
-                if m.is_dir() {
-                    total += walk(&e.path(), seen);
-                } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
-                    total += m.len().min(m.blocks().saturating_mul(512));
-                }
+        use nix::sys::stat::SFlag;
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        let mut count = |st: &nix::sys::stat::FileStat| {
+            let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+            if regular && (st.st_nlink == 1 || seen.insert((st.st_dev, st.st_ino))) {
+                total += (st.st_size as u64).min((st.st_blocks as u64).saturating_mul(512));
             }
-            total
+        };
+        for rel in [self.dir.join(UPPER), self.dir.join(WORK).join(WORK_INDEX)] {
+            if let Ok(Some(fd)) = self.root.open_dir_opt(&rel) {
+                super::fsops::visit_tree(fd, &mut count);
+            }
         }
-        let mut seen = HashSet::new();
-        walk(&self.upper(), &mut seen) + walk(&self.work().join("layerfs-index"), &mut seen)
+        total
     }
 }
 
@@ -171,9 +194,13 @@ pub fn open(store: &Store, name: &str) -> Result<Option<Container>> {
             detail: "not a valid container name".into(),
         });
     }
-    let dir = store.containers_dir().join(name);
-    let record = super::read_json_opt(&dir.join(CONTAINER_JSON))?;
-    Ok(record.map(|record| Container { dir, record }))
+    let dir = super::at::container(name);
+    let record = store.read_json_opt(dir.join(CONTAINER_JSON))?;
+    Ok(record.map(|record| Container {
+        root: store.root_handle(),
+        dir,
+        record,
+    }))
 }
 
 /// Creates a container of `image`, named `name` or `<image name>-<random>`. Built in `tmp/`
@@ -207,7 +234,6 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
             detail: "not a valid container name".into(),
         });
     }
-    let containers = store.containers_dir();
     let stage = store.staging_dir("container")?;
     let record = ContainerRecord {
         name: name.clone(),
@@ -215,67 +241,66 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
         created: crate::time::now_rfc3339(),
         mountpoint: None,
     };
-    for d in [UPPER, WORK] {
-        let p = stage.join(d);
-        fs::DirBuilder::new()
-            .mode(super::DIR_MODE)
-            .create(&p)
-            .map_err(|e| Error::io(&p, e))?;
-    }
-    // The upper root is the container's `/`: it starts with the image root's owner, mode
-    // and times, as a copy-up of it would.
-    let image_root = match image.layers.last() {
-        Some(top) => store.layer_dir(&top.diff_id),
-        None => store.empty_layer_dir()?,
-    };
-    copy_root_meta(&image_root, &stage.join(UPPER))?;
-    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
-    super::write_new(&stage.join(CONTAINER_JSON), &bytes)?;
-    let dir = containers.join(&name);
-    match nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        &stage,
-        nix::fcntl::AT_FDCWD,
-        &dir,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => Ok(Container { dir, record }),
+    let dir = super::at::container(&name);
+    let res = (|| -> Result<()> {
+        for d in [UPPER, WORK] {
+            store.dir().mkdir(stage.join(d), super::DIR_MODE)?;
+        }
+        // The upper root is the container's `/`: it starts with the image root's owner,
+        // mode and times, as a copy-up of it would.
+        let image_root = match image.layers.last() {
+            Some(top) => store.open_layer_dir(&top.diff_id)?,
+            None => store.dir().open_dir(store.empty_layer_dir()?)?,
+        };
+        let upper = stage.join(UPPER);
+        copy_root_meta(&image_root, &store.dir().open_dir(&upper)?)
+            .map_err(|e| Error::io(store.shown(&upper), e))?;
+        let bytes =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
+        store.dir().write_new(stage.join(CONTAINER_JSON), &bytes)?;
+        store.dir().rename_noreplace(&stage, &dir)
+    })();
+    match res {
+        Ok(()) => Ok(Container {
+            root: store.root_handle(),
+            dir,
+            record,
+        }),
         Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            if e == nix::errno::Errno::EEXIST {
-                Err(Error::Conflict(format!(
-                    "a container named {name} already exists"
-                )))
-            } else {
-                Err(Error::io(&dir, e.into()))
+            let _ = store.dir().remove_tree(&stage);
+            match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(Error::Conflict(format!(
+                        "a container named {name} already exists"
+                    )))
+                }
+                e => Err(e),
             }
         }
     }
 }
 
-fn copy_root_meta(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(from).map_err(|e| Error::io(from, e))?;
-    match std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid())) {
+/// Gives directory `to` the owner, mode and times of directory `from`.
+fn copy_root_meta(from: &std::os::fd::OwnedFd, to: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let m = nix::sys::stat::fstat(from)?;
+    match crate::sys::chown_fd(to.as_fd(), Some(m.st_uid), Some(m.st_gid)) {
         Ok(()) => {}
         // Not root: the owner stays ours (rootless ownership is kept elsewhere).
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-        Err(e) => return Err(Error::io(to, e)),
+        Err(e) => return Err(e),
     }
-    fs::set_permissions(
+    nix::sys::stat::fchmod(
         to,
-        std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777),
-    )
-    .map_err(|e| Error::io(to, e))?;
+        nix::sys::stat::Mode::from_bits_truncate(m.st_mode & 0o7777),
+    )?;
     let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
-    nix::sys::stat::utimensat(
-        nix::fcntl::AT_FDCWD,
+    nix::sys::stat::futimens(
         to,
-        &t(m.atime(), m.atime_nsec()),
-        &t(m.mtime(), m.mtime_nsec()),
-        nix::sys::stat::UtimensatFlags::FollowSymlink,
-    )
-    .map_err(|e| Error::io(to, e.into()))
+        &t(m.st_atime, m.st_atime_nsec),
+        &t(m.st_mtime, m.st_mtime_nsec),
+    )?;
+    Ok(())
 }
 
 /// Removes container `c`: its record and its writable layer go in one step (the directory
@@ -302,12 +327,7 @@ pub fn discard_new(store: &Store, c: Container) -> Result<()> {
             c.record.name
         )));
     };
-    let upper = c.upper();
-    let empty = fs::read_dir(&upper)
-        .map_err(|e| Error::io(&upper, e))?
-        .next()
-        .is_none();
-    if !empty {
+    if !store.dir().entries(c.dir.join(UPPER))?.is_empty() {
         return Err(Error::Conflict(format!(
             "container {} has data in its writable layer",
             c.record.name
@@ -318,11 +338,11 @@ pub fn discard_new(store: &Store, c: Container) -> Result<()> {
 
 /// Every container with its directory.
 pub fn all(store: &Store) -> Result<Vec<Container>> {
-    let dir = store.containers_dir();
     Ok(list(store)?
         .into_iter()
         .map(|record| Container {
-            dir: dir.join(&record.name),
+            root: store.root_handle(),
+            dir: super::at::container(&record.name),
             record,
         })
         .collect())

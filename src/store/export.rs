@@ -18,9 +18,7 @@ use super::{Store, containers};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::tree_tar::{self, Kind, Stat, Tree};
-use crate::union::{
-    Atime, Attr, FileKind, FsError, LayerSpec, NodeId, Options, ROOT_ID, Stack, Union,
-};
+use crate::union::{Atime, Attr, FileKind, FsError, NodeId, Options, ROOT_ID, Stack, Union};
 use crate::whiteout::Styles;
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
@@ -29,20 +27,21 @@ pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tr
     let c =
         containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
     let id = Digest::parse(&c.record.image).map_err(|e| Error::Invalid {
-        file: c.dir.join(containers::CONTAINER_JSON).display().to_string(),
+        file: c
+            .shown()
+            .join(containers::CONTAINER_JSON)
+            .display()
+            .to_string(),
         detail: e.to_string(),
     })?;
     let image = store.image(&id)?.ok_or_else(|| Error::Invalid {
-        file: c.dir.display().to_string(),
+        file: c.shown().display().to_string(),
         detail: format!("its image {id} is not in the store"),
     })?;
     let lowers = store.lower_specs(&image)?;
     // `.wh.` names are whiteouts in the upper layer too, whatever its mount writes.
-    let upper = LayerSpec {
-        path: c.upper(),
-        wh_files: true,
-    };
-    let stack = Stack::open_frozen(&lowers, &upper, &c.work(), Styles::KERNEL)
+    let upper = c.upper_spec(true)?;
+    let stack = Stack::open_frozen(&lowers, &upper, &c.work_spec()?, Styles::KERNEL)
         .map_err(|e| Error::io_what(format!("opening the layers of container {name}"), e))?;
     let opts = Options {
         atime: Atime::Never,

@@ -9,27 +9,19 @@
 //! `mounts.rs`; records of read-only mounts whose daemon is gone are removed here).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::io;
+use std::path::Path;
 
-pub use super::fsops::{remove_atomically, remove_tree};
-use super::{Store, containers, images, layers, mounts};
+pub use super::fsops::remove_atomically;
+use super::{Store, at, containers, images, layers, mounts};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
 
 /// Removes everything in `tmp/`; the caller holds the store lock exclusive.
 pub fn clean_tmp(store: &Store) -> Result<usize> {
-    let dir = store.tmp_dir();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
     let mut n = 0;
-    for e in rd {
-        let e = e.map_err(|e| Error::io(&dir, e))?;
-        remove_tree(&e.path())?;
+    for name in store.dir().entries(at::TMP)? {
+        store.dir().remove_tree(Path::new(at::TMP).join(name))?;
         n += 1;
     }
     Ok(n)
@@ -158,13 +150,13 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
         if let Some(rec) = images::read_record(store, id)? {
             candidate_layers.extend(rec.diff_ids());
         }
-        remove_atomically(store, &store.image_path(id), "image")?;
+        remove_atomically(store, &at::image(id), "image")?;
         report.deleted_images.push(*id);
     }
     let used = used_layers(store)?;
     for l in candidate_layers {
-        if !used.contains(&l) && store.layer_path(&l).exists() {
-            remove_atomically(store, &store.layer_path(&l), "layer")?;
+        if !used.contains(&l) && store.dir().stat(at::layer(&l))?.is_some() {
+            remove_atomically(store, &at::layer(&l), "layer")?;
             report.deleted_layers.push(l);
         }
     }
@@ -173,10 +165,10 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
 
 /// Removes layer `diff_id` unless an installed image lists it (undoing an install).
 pub(crate) fn remove_layer_if_unused(store: &Store, diff_id: &Digest) -> Result<()> {
-    if used_layers(store)?.contains(diff_id) || !store.layer_path(diff_id).exists() {
+    if used_layers(store)?.contains(diff_id) || store.dir().stat(at::layer(diff_id))?.is_none() {
         return Ok(());
     }
-    remove_atomically(store, &store.layer_path(diff_id), "layer")
+    remove_atomically(store, &at::layer(diff_id), "layer")
 }
 
 /// Layers named by any installed image.
@@ -203,7 +195,7 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
     let tagged: BTreeSet<Digest> = refs.values().copied().collect();
     for id in images::ids(store)? {
         if !tagged.contains(&id) && !users.contains_key(&id.to_string()) {
-            remove_atomically(store, &store.image_path(&id), "image")?;
+            remove_atomically(store, &at::image(&id), "image")?;
             report.deleted_images.push(id);
         }
     }
@@ -214,7 +206,7 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
                 .ok()
                 .flatten()
                 .map_or(0, |i| i.size);
-            remove_atomically(store, &store.layer_path(&l), "layer")?;
+            remove_atomically(store, &at::layer(&l), "layer")?;
             report.deleted_layers.push(l);
         }
     }

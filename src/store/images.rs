@@ -92,8 +92,7 @@ impl ImageRecord {
 
 /// Reads `image.json` of `id` (without tags); `Ok(None)` when not installed.
 fn read_bare(store: &Store, id: &Digest) -> Result<Option<ImageRecord>> {
-    let p = store.image_path(id).join(IMAGE_JSON);
-    super::read_json_opt(&p)
+    store.read_json_opt(super::at::image(id).join(IMAGE_JSON))
 }
 
 /// Tags per image id, from refs.json.
@@ -118,7 +117,7 @@ pub fn read_record(store: &Store, id: &Digest) -> Result<Option<ImageRecord>> {
 
 /// Ids of all installed images.
 pub fn ids(store: &Store) -> Result<Vec<Digest>> {
-    super::digest_entries(&store.images_dir())
+    store.digest_entries(super::at::IMAGES)
 }
 
 /// Every image with tags, newest (by config `created`, then load time) first.
@@ -196,13 +195,13 @@ pub fn install(
     config: &[u8],
     manifest: Option<&[u8]>,
 ) -> Result<()> {
-    let dest = store.image_path(&record.id);
-    if dest.join(IMAGE_JSON).is_file() {
+    let dest = super::at::image(&record.id);
+    if store.dir().is_file(dest.join(IMAGE_JSON)) {
         return Ok(());
     }
     let staging = store.staging_dir(&format!("image-{}", record.id.short()))?;
     let res = (|| -> Result<()> {
-        let w = |name: &str, bytes: &[u8]| super::write_new(&staging.join(name), bytes);
+        let w = |name: &str, bytes: &[u8]| store.dir().write_new(staging.join(name), bytes);
         w(CONFIG_JSON, config)?;
         if let Some(m) = manifest {
             w(MANIFEST_JSON, m)?;
@@ -211,14 +210,14 @@ pub fn install(
             .map_err(|e| Error::io_what("encoding image.json", io::Error::other(e)))?;
         json.push(b'\n');
         w(IMAGE_JSON, &json)?;
-        super::fsops::rename_noreplace(&staging, &dest)
+        store.dir().rename_noreplace(&staging, &dest)
     })();
     match res {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = super::fsops::remove_tree(&staging);
+            let _ = store.dir().remove_tree(&staging);
             // Another load installed the same image meanwhile: fine.
-            if dest.join(IMAGE_JSON).is_file() {
+            if store.dir().is_file(dest.join(IMAGE_JSON)) {
                 Ok(())
             } else {
                 Err(e)

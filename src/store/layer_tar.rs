@@ -261,16 +261,15 @@ impl Tree for LayerDirTree {
 
 /// The layer tar of directory `diff` as a stream: written by [`crate::image::tree_tar`]
 /// on a thread of its own into a bounded pipe, so it is never whole in memory.
-pub fn stream(diff: &Path) -> io::Result<impl Read + Send + use<>> {
+pub fn stream(diff: OwnedFd) -> io::Result<impl Read + Send + use<>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
-    let diff = diff.to_path_buf();
-    // Fails here, not in the thread, when the layer cannot be opened at all.
-    drop(LayerDirTree::open(&diff)?);
     std::thread::Builder::new()
         .name("layer-tar".into())
         .spawn(move || {
             run_piped(&tx, |w| {
-                let tree = LayerDirTree::open(&diff)?;
+                let tree = LayerDirTree {
+                    root: Rc::new(diff),
+                };
                 crate::image::tree_tar::write(&tree, w, Default::default()).map(|_| ())
             })
         })?;

@@ -11,7 +11,6 @@
 //! directory into `layers/` with `RENAME_NOREPLACE`; when another load won the race the
 //! staged copy is discarded. A layer already installed is never staged again.
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -19,8 +18,6 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-// Re-exported for callers that name it here (it lives in fsops, beneath every module).
-pub use super::fsops::rename_noreplace;
 use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, Hashing, Mismatch, VerifyingReader, mismatch_in};
@@ -58,13 +55,13 @@ pub struct LayerInfo {
 
 /// Reads `layer.json`; `Ok(None)` when the layer is not installed.
 pub fn read_info(store: &Store, diff_id: &Digest) -> Result<Option<LayerInfo>> {
-    let p = store.layer_path(diff_id).join(LAYER_JSON);
-    super::read_json_opt(&p)
+    store.read_json_opt(super::at::layer(diff_id).join(LAYER_JSON))
 }
 
 /// A layer unpacked and verified in `tmp/`, not yet visible.
 #[derive(Debug)]
 pub struct Staged {
+    /// Its directory, inside the store.
     pub dir: PathBuf,
     pub info: LayerInfo,
 }
@@ -121,17 +118,19 @@ pub fn stage(
     })?;
     progress.set_length(blob_size);
     let dir = store.staging_dir(&format!("layer-{}", plan.diff_id.short()))?;
-    let res = stage_into(&dir, files, plan, opts, progress, blob, blob_size);
+    let res = stage_into(store, &dir, files, plan, opts, progress, blob, blob_size);
     match res {
         Ok(info) => Ok(Staged { dir, info }),
         Err(e) => {
-            let _ = super::fsops::remove_tree(&dir);
+            let _ = store.dir().remove_tree(&dir);
             Err(in_layer(e))
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stage_into(
+    store: &Store,
     dir: &Path,
     files: &dyn ImageFiles,
     plan: &LayerPlan,
@@ -141,10 +140,9 @@ fn stage_into(
     blob_size: u64,
 ) -> Result<LayerInfo> {
     let diff = dir.join(DIFF_DIR);
-    fs::DirBuilder::new()
-        .create(&diff)
-        .map_err(|e| Error::io(&diff, e))?;
-    let diff_fd = fs::File::open(&diff).map_err(|e| Error::io(&diff, e))?;
+    // The mode of a layer root no tar entry describes (Docker's default); `./` sets it.
+    store.dir().mkdir(&diff, 0o755)?;
+    let diff_fd = store.dir().open_dir(&diff)?;
     let location = files.location(&plan.path);
 
     let counted = progress.wrap_read(blob);
@@ -174,9 +172,9 @@ fn stage_into(
             ),
         };
         let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
-        let layout_path = dir.join(tarsplit::TAR_SPLIT);
-        let layout_file =
-            super::open_private(&layout_path, true).map_err(|e| Error::io(&layout_path, e))?;
+        let layout_rel = dir.join(tarsplit::TAR_SPLIT);
+        let layout_path = store.shown(&layout_rel);
+        let layout_file = store.dir().open_write(&layout_rel, true)?;
         let recorder = tarsplit::Recorder::new(layout_file)
             .map_err(|e| Error::io(&layout_path, e))
             .map(tarsplit::Shared::new)?;
@@ -207,7 +205,7 @@ fn stage_into(
             Err(e) => return Err(Error::io(&layout_path, e)),
         };
         if !kept {
-            let _ = fs::remove_file(&layout_path);
+            let _ = store.dir().remove_file(&layout_rel);
         }
         let diff_failure = diff_r.failure().cloned();
         drop(diff_r);
@@ -278,15 +276,17 @@ fn stage_into(
         }],
         created: crate::time::now_rfc3339(),
     };
-    write_info(&dir.join(LAYER_JSON), &info)?;
+    store
+        .dir()
+        .write_new(dir.join(LAYER_JSON), &info_json(&info)?)?;
     Ok(info)
 }
 
-fn write_info(path: &Path, info: &LayerInfo) -> Result<()> {
+fn info_json(info: &LayerInfo) -> Result<Vec<u8>> {
     let mut json = serde_json::to_vec_pretty(info)
         .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
     json.push(b'\n');
-    super::write_new(path, &json)
+    Ok(json)
 }
 
 /// Chunk size and depth of the read-ahead between decompression and unpack.
@@ -389,8 +389,8 @@ fn read_ahead<'scope, 'env, R: Read + Send>(
 /// Makes a staged layer visible. Returns the installed layer's info: ours, or that of
 /// the copy another load installed first (ours is then discarded).
 pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
-    let dest = store.layer_path(&staged.info.diff_id);
-    match rename_noreplace(&staged.dir, &dest) {
+    let dest = super::at::layer(&staged.info.diff_id);
+    match store.dir().rename_noreplace(&staged.dir, &dest) {
         Ok(()) => Ok(staged.info),
         Err(Error::Io { source, .. })
             if matches!(
@@ -398,7 +398,7 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
                 Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
             ) =>
         {
-            super::fsops::remove_tree(&staged.dir)?;
+            store.dir().remove_tree(&staged.dir)?;
             let existing = read_info(store, &staged.info.diff_id)?;
             let merged = add_sources(store, &staged.info.diff_id, &staged.info.sources)?;
             Ok(merged.or(existing).unwrap_or(staged.info))
@@ -412,8 +412,8 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
 /// layout is built in `tmp/` and renamed into the layer directory. A blob that is not
 /// the layer (wrong digest) is only reported: the layer itself was checked when unpacked.
 pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) -> Result<()> {
-    let layer = store.layer_path(&plan.diff_id);
-    if tarsplit::has_layout(store, &plan.diff_id) || !layer.is_dir() {
+    let layer = super::at::layer(&plan.diff_id);
+    if tarsplit::has_layout(store, &plan.diff_id) || !store.dir().is_dir(&layer) {
         return Ok(());
     }
     let Some((blob, _)) = files.open(&plan.path)? else {
@@ -437,9 +437,14 @@ pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) ->
     let diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
     let stage = store.staging_dir(&format!("layout-{}", plan.diff_id.short()))?;
     let staged = stage.join(tarsplit::TAR_SPLIT);
-    let res = super::open_private(&staged, true).and_then(|f| tarsplit::record_stream(diff_r, f));
+    let res = store.dir().open_write(&staged, true).and_then(|f| {
+        tarsplit::record_stream(diff_r, f).map_err(|e| Error::io(store.shown(&staged), e))
+    });
     let out = match res {
-        Ok(true) => match rename_noreplace(&staged, &layer.join(tarsplit::TAR_SPLIT)) {
+        Ok(true) => match store
+            .dir()
+            .rename_noreplace(&staged, layer.join(tarsplit::TAR_SPLIT))
+        {
             Ok(()) => Ok(()),
             // Recorded by a concurrent load meanwhile.
             Err(_) if tarsplit::has_layout(store, &plan.diff_id) => Ok(()),
@@ -454,7 +459,7 @@ pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) ->
             Ok(())
         }
     };
-    let _ = super::fsops::remove_tree(&stage);
+    let _ = store.dir().remove_tree(&stage);
     out
 }
 
@@ -481,10 +486,10 @@ pub fn add_sources(
         }
     }
     if changed {
-        let mut json = serde_json::to_vec_pretty(&info)
-            .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
-        json.push(b'\n');
-        store.write_atomic(&store.layer_path(diff_id).join(LAYER_JSON), &json)?;
+        store.write_atomic(
+            super::at::layer(diff_id).join(LAYER_JSON),
+            &info_json(&info)?,
+        )?;
     }
     Ok(Some(info))
 }
@@ -492,27 +497,23 @@ pub fn add_sources(
 /// A layer's size as Docker computes it (`docker history`, `docker images`): the sizes
 /// of everything in the unpacked layer but directories (regular files, symlinks: their
 /// target's length), each inode once (hard links count once). Unreadable entries count 0.
-pub fn docker_size(diff: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
-        let Ok(rd) = fs::read_dir(dir) else { return 0 };
-        let mut total = 0;
-        for e in rd.flatten() {
-            let Ok(m) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if m.is_dir() {
-                total += walk(&e.path(), seen);
-            } else if m.len() > 0 && seen.insert(m.ino()) {
-                total += m.len();
-            }
+pub fn docker_size(store: &Store, diff_id: &Digest) -> u64 {
+    use nix::sys::stat::SFlag;
+    let Ok(dir) = store.open_layer_dir(diff_id) else {
+        return 0;
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    super::fsops::visit_tree(dir, &mut |st| {
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if !is_dir && st.st_size > 0 && seen.insert(st.st_ino) {
+            total += st.st_size as u64;
         }
-        total
-    }
-    walk(diff, &mut std::collections::HashSet::new())
+    });
+    total
 }
 
 /// The names of installed layers (diff_ids).
 pub fn installed(store: &Store) -> Result<Vec<Digest>> {
-    super::digest_entries(&store.layers_dir())
+    store.digest_entries(super::at::LAYERS)
 }

@@ -56,7 +56,7 @@ pub struct Loaded {
 /// Loads the single image of `source` and returns its id. A source holding several
 /// images (a multi-image docker-archive) is an error: pick one with `docker-archive:PATH:REF`.
 pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest> {
-    let plans = source.read_in(opts.tag.is_none(), &store.tmp_dir())?;
+    let plans = read(store, source, opts)?;
     if plans.len() > 1 {
         return Err(Error::Conflict(format!(
             "{source} holds {} images; pick one, e.g. {}:{}",
@@ -79,8 +79,19 @@ pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest
 
 /// Loads every image of `source` (all of a docker-archive, as `docker load` does).
 pub fn load_all(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<Loaded>> {
-    let plans = source.read_in(opts.tag.is_none(), &store.tmp_dir())?;
+    let plans = read(store, source, opts)?;
     load_plans(store, plans, opts)
+}
+
+/// Reads `source`'s plans, with the store's `tmp/` as scratch space.
+fn read(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<ImagePlan>> {
+    let tmp = store.dir().open_dir(super::at::TMP)?;
+    let shown = store.shown(super::at::TMP);
+    let scratch = crate::image::archive::Scratch {
+        dir: std::os::fd::AsFd::as_fd(&tmp),
+        shown: &shown,
+    };
+    source.read_in(opts.tag.is_none(), scratch)
 }
 
 fn load_plans(store: &Store, plans: Vec<ImagePlan>, opts: &LoadOptions) -> Result<Vec<Loaded>> {
@@ -354,7 +365,7 @@ fn stage_parallel(
     }
     if let Some(e) = first_err {
         for s in staged {
-            let _ = super::fsops::remove_tree(&s.dir);
+            let _ = store.dir().remove_tree(&s.dir);
         }
         return Err(e);
     }

@@ -9,8 +9,7 @@
 //! flock locks belong to the open file description: they vanish when the process dies,
 //! so a killed `load` never leaves the store locked.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -49,17 +48,6 @@ impl LockGuard {
     }
 }
 
-fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(super::FILE_MODE)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
-}
-
 fn arg(mode: Mode, nonblock: bool) -> FlockArg {
     match (mode, nonblock) {
         (Mode::Shared, false) => FlockArg::LockShared,
@@ -69,17 +57,19 @@ fn arg(mode: Mode, nonblock: bool) -> FlockArg {
     }
 }
 
-/// Takes the lock, waiting as long as needed; says once on stderr that it waits when
-/// someone else holds it (so a blocked `rmi` next to a running mount is not a mystery).
-pub fn lock(path: &Path, mode: Mode, who: &str) -> Result<LockGuard> {
-    if let Some(g) = try_lock(path, mode)? {
-        return Ok(g);
-    }
+/// Takes the lock of `file` (the lock file `path`, opened by the store beneath its root),
+/// waiting as long as needed; says once on stderr that it waits when someone else holds
+/// it (so a blocked `rmi` next to a running mount is not a mystery).
+pub fn lock(file: File, path: &Path, mode: Mode, who: &str) -> Result<LockGuard> {
+    let file = match Flock::lock(file, arg(mode, true)) {
+        Ok(lock) => return Ok(LockGuard { lock, mode }),
+        Err((file, Errno::EWOULDBLOCK)) => file,
+        Err((_, e)) => return Err(Error::io(path, e.into())),
+    };
     eprintln!(
         "layerfs: waiting for the store lock {} ({who}; held by another load, mount, rmi or prune)",
         path.display()
     );
-    let file = open_lock_file(path)?;
     loop {
         match Flock::lock(
             file.try_clone().map_err(|e| Error::io(path, e))?,
@@ -92,9 +82,8 @@ pub fn lock(path: &Path, mode: Mode, who: &str) -> Result<LockGuard> {
     }
 }
 
-/// Takes the lock if nobody holds a conflicting one; `Ok(None)` otherwise.
-pub fn try_lock(path: &Path, mode: Mode) -> Result<Option<LockGuard>> {
-    let file = open_lock_file(path)?;
+/// Takes the lock of `file` if nobody holds a conflicting one; `Ok(None)` otherwise.
+pub fn try_lock(file: File, path: &Path, mode: Mode) -> Result<Option<LockGuard>> {
     match Flock::lock(file, arg(mode, true)) {
         Ok(lock) => Ok(Some(LockGuard { lock, mode })),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
@@ -110,15 +99,16 @@ mod tests {
     fn shared_excludes_exclusive() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("lock");
-        let s1 = try_lock(&p, Mode::Shared).unwrap().unwrap();
-        let _s2 = try_lock(&p, Mode::Shared).unwrap().unwrap();
-        assert!(try_lock(&p, Mode::Exclusive).unwrap().is_none());
+        let f = || File::create(&p).unwrap();
+        let s1 = try_lock(f(), &p, Mode::Shared).unwrap().unwrap();
+        let _s2 = try_lock(f(), &p, Mode::Shared).unwrap().unwrap();
+        assert!(try_lock(f(), &p, Mode::Exclusive).unwrap().is_none());
         drop(s1);
         drop(_s2);
-        let mut x = try_lock(&p, Mode::Exclusive).unwrap().unwrap();
-        assert!(try_lock(&p, Mode::Shared).unwrap().is_none());
+        let mut x = try_lock(f(), &p, Mode::Exclusive).unwrap().unwrap();
+        assert!(try_lock(f(), &p, Mode::Shared).unwrap().is_none());
         x.downgrade(&p).unwrap();
         assert_eq!(x.mode(), Mode::Shared);
-        assert!(try_lock(&p, Mode::Shared).unwrap().is_some());
+        assert!(try_lock(f(), &p, Mode::Shared).unwrap().is_some());
     }
 }

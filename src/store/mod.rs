@@ -24,8 +24,10 @@
 //! images and is replaced by rename. `tmp/` may hold leftovers of killed processes,
 //! removed by the next load that finds the store idle, and by `prune`.
 //!
-//! The root is created mode 0700, and `layers/`, `images/`, `containers/`, `mounts/` and
-//! `tmp/` are kept 0700 (tightened when found wider), as Docker keeps `/var/lib/docker`:
+//! The root must belong to the caller and is kept mode 0700 (a root another user owns or
+//! may write is refused: see [`root`]); every path below it is opened relative to the
+//! root's verified fd without following symlinks. `layers/`, `images/`, `containers/`,
+//! `mounts/` and `tmp/` are kept 0700 (tightened when found wider), as Docker keeps `/var/lib/docker`:
 //! layers and containers' writable layers hold setuid binaries and device nodes of the
 //! images, which must not be reachable by other local users through the store. Files the
 //! store writes itself (records, tags, locks, logs) are created 0600 whatever the umask
@@ -41,15 +43,14 @@ pub mod layers;
 pub mod load;
 pub mod lock;
 pub mod mounts;
+pub mod root;
 pub mod save;
 pub mod tarsplit;
 pub mod unpack;
 pub mod usage;
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +61,7 @@ use crate::whiteout::Styles;
 pub use images::{ImageRecord, LayerRecord};
 pub use layers::LayerInfo;
 pub use lock::LockGuard;
+pub use root::{Found, Root};
 pub use unpack::Ownership;
 
 /// The store format this code writes and reads.
@@ -75,47 +77,48 @@ pub const FILE_MODE: u32 = 0o600;
 /// default for a directory a layer does not describe).
 const EMPTY_ROOT_MODE: u32 = 0o755;
 
-/// Opens `path` for writing with the store's file mode, creating it if needed. The mode
-/// is given at creation, so no umask can widen it.
-pub(crate) fn open_private(path: &Path, create_new: bool) -> io::Result<fs::File> {
-    let mut o = fs::OpenOptions::new();
-    o.write(true).mode(FILE_MODE);
-    if create_new {
-        o.create_new(true);
-    } else {
-        o.create(true).append(true);
-    }
-    o.open(path)
-}
+/// Paths inside the store, relative to its root (the layout above). Only [`Root`] opens
+/// them; they are never joined to the root's path except for messages.
+pub mod at {
+    use std::path::PathBuf;
 
-/// Writes a new file (`path` must not exist) with the store's file mode.
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    open_private(path, true)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| Error::io(path, e))
-}
+    use crate::digest::Digest;
 
-/// Creates directory `d` with [`DIR_MODE`], or tightens it to that mode when it exists
-/// with bits for others (a store made by an older layerfs, or `containers/` made with
-/// the umask's mode).
-fn ensure_private_dir(d: &Path) -> Result<()> {
-    match fs::DirBuilder::new().mode(DIR_MODE).create(d) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::io(d, e)),
+    pub const VERSION: &str = "VERSION";
+    pub const LOCK: &str = "lock";
+    pub const META_LOCK: &str = "meta.lock";
+    pub const REFS: &str = "refs.json";
+    pub const LAYERS: &str = "layers";
+    pub const IMAGES: &str = "images";
+    pub const CONTAINERS: &str = "containers";
+    pub const MOUNTS: &str = "mounts";
+    pub const TMP: &str = "tmp";
+    pub const EMPTY: &str = "empty";
+
+    /// `layers/<hex>`: a layer's directory (with `diff/` and `layer.json`).
+    pub fn layer(diff_id: &Digest) -> PathBuf {
+        PathBuf::from(LAYERS).join(diff_id.hex())
     }
-    let meta = fs::metadata(d).map_err(|e| Error::io(d, e))?;
-    if !meta.is_dir() {
-        return Err(Error::Invalid {
-            file: d.display().to_string(),
-            detail: "not a directory".into(),
-        });
+
+    /// `layers/<hex>/diff`: the unpacked layer.
+    pub fn layer_diff(diff_id: &Digest) -> PathBuf {
+        layer(diff_id).join("diff")
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(d, fs::Permissions::from_mode(DIR_MODE))
-            .map_err(|e| Error::io(d, e))?;
+
+    /// `images/<hex>`.
+    pub fn image(id: &Digest) -> PathBuf {
+        PathBuf::from(IMAGES).join(id.hex())
     }
-    Ok(())
+
+    /// `containers/<name>`.
+    pub fn container(name: &str) -> PathBuf {
+        PathBuf::from(CONTAINERS).join(name)
+    }
+
+    /// `tmp/<name>`.
+    pub fn tmp(name: &str) -> PathBuf {
+        PathBuf::from(TMP).join(name)
+    }
 }
 
 /// How [`Store::write_atomic`] names the file it stages for `name`, beside it.
@@ -126,7 +129,7 @@ fn staged_prefix(name: &str) -> String {
 /// A layer store rooted at a directory.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
+    root: std::sync::Arc<Root>,
     styles: OnceLock<Styles>,
 }
 
@@ -136,172 +139,121 @@ static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Store {
     /// Opens the store at `root`, creating it if `root` does not exist or is an empty
     /// directory. Anything else that is not a store (a file, a directory with other
-    /// things in it) is refused, never turned into one.
+    /// things in it) is refused, never turned into one; so is a root that another user
+    /// owns or may write (see [`root`]).
     pub fn open(root: &Path) -> Result<Store> {
+        let (dir, found) = Root::open(root, &staged_prefix(at::VERSION))?;
         let store = Store {
-            root: root.to_path_buf(),
+            root: std::sync::Arc::new(dir),
             styles: OnceLock::new(),
         };
         let not_a_store = |detail: &str| Error::NotAStore {
             path: root.to_path_buf(),
             detail: detail.to_string(),
         };
-        match fs::metadata(root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(not_a_store("a file, not a directory")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(DIR_MODE)
-                    .create(root)
-                    .map_err(|e| Error::io(root, e))?;
-            }
-            Err(e) => return Err(Error::io(root, e)),
-        }
-        let vpath = root.join("VERSION");
-        match fs::read_to_string(&vpath) {
-            Ok(v) if v.trim() == STORE_VERSION => {}
-            Ok(v) => {
+        let version = |s: &Store| -> Result<Option<String>> {
+            Ok(s.root
+                .read(at::VERSION)?
+                .map(|v| String::from_utf8_lossy(&v).trim().to_string()))
+        };
+        match version(&store)? {
+            Some(v) if v == STORE_VERSION => {}
+            Some(v) => {
                 return Err(Error::StoreVersion {
                     path: root.to_path_buf(),
-                    found: v.trim().to_string(),
+                    found: v,
                     wanted: STORE_VERSION.into(),
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // A new store: only in an empty directory (VERSION goes first, so a store
-                // interrupted while being created is still recognised). Another process
-                // may be creating it at the same moment: its staged VERSION does not make
-                // the directory foreign, and a VERSION that appeared since is accepted.
-                let staged = staged_prefix("VERSION");
-                let foreign = fs::read_dir(root)
-                    .map_err(|e| Error::io(root, e))?
-                    .filter_map(|e| e.ok())
-                    .any(|e| !e.file_name().to_string_lossy().starts_with(&staged));
-                if !foreign {
-                    store.write_atomic(&vpath, format!("{STORE_VERSION}\n").as_bytes())?;
-                } else if fs::read_to_string(&vpath)
-                    .map(|v| v.trim() != STORE_VERSION)
-                    .unwrap_or(true)
-                {
+            // A new store: only in an empty directory (VERSION goes first, so a store
+            // interrupted while being created is still recognised). Another process may
+            // be creating it at the same moment: its staged VERSION does not make the
+            // directory populated, and a VERSION that appeared since is accepted.
+            None if found == Found::Empty => {
+                store.write_atomic(at::VERSION, format!("{STORE_VERSION}\n").as_bytes())?;
+            }
+            None => {
+                if version(&store)?.as_deref() != Some(STORE_VERSION) {
                     return Err(not_a_store(
                         "a directory with other files and no VERSION file; pick a new or \
                          empty directory",
                     ));
                 }
             }
-            Err(e) => return Err(Error::io(&vpath, e)),
         }
-        for d in [
-            store.layers_dir(),
-            store.images_dir(),
-            store.containers_dir(),
-            store.mounts_dir(),
-            store.tmp_dir(),
-        ] {
-            ensure_private_dir(&d)?;
+        for d in [at::LAYERS, at::IMAGES, at::CONTAINERS, at::MOUNTS, at::TMP] {
+            store.root.ensure_private_dir(d)?;
         }
         Ok(store)
     }
 
-    /// The store root.
+    /// The store root, as the user named it (for messages).
     pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The verified root directory: every file of the store is reached through it.
+    pub fn dir(&self) -> &Root {
         &self.root
     }
 
-    /// `ROOT/layers`.
-    pub fn layers_dir(&self) -> PathBuf {
-        self.root.join("layers")
+    /// The root, shared (containers keep it to reach their own directories).
+    pub(crate) fn root_handle(&self) -> std::sync::Arc<Root> {
+        std::sync::Arc::clone(&self.root)
     }
 
-    /// `ROOT/layers/<hex>`: the layer's directory (with `diff/` and `layer.json`).
-    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
-        self.layers_dir().join(diff_id.hex())
+    /// The full path of `rel` (inside the store), for messages.
+    pub fn shown(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.shown(rel)
     }
 
-    /// `ROOT/layers/<hex>/diff`: the unpacked layer, for overlay `lowerdir=`.
-    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
-        self.layer_path(diff_id).join("diff")
+    /// `layers/<hex>/diff` opened: the unpacked layer, for the union.
+    pub fn open_layer_dir(&self, diff_id: &Digest) -> Result<std::os::fd::OwnedFd> {
+        self.root.open_dir(at::layer_diff(diff_id))
     }
 
-    /// `ROOT/images`.
-    pub fn images_dir(&self) -> PathBuf {
-        self.root.join("images")
-    }
-
-    /// `ROOT/images/<hex>`.
-    pub fn image_path(&self, id: &Digest) -> PathBuf {
-        self.images_dir().join(id.hex())
-    }
-
-    /// `ROOT/tmp`: staging on the store's filesystem.
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
-    /// `ROOT/containers`.
-    pub fn containers_dir(&self) -> PathBuf {
-        self.root.join("containers")
-    }
-
-    /// `ROOT/mounts`: records of read-only mounts (see [`mounts`]).
-    pub fn mounts_dir(&self) -> PathBuf {
-        self.root.join("mounts")
-    }
-
-    /// `ROOT/empty`: an empty directory, the one lower layer of an image without layers
+    /// `empty/`: an empty directory, the one lower layer of an image without layers
     /// (a union needs at least one). Created on first use, complete when visible.
     pub fn empty_layer_dir(&self) -> Result<PathBuf> {
-        let dir = self.root.join("empty");
-        if dir.is_dir() {
+        let dir = PathBuf::from(at::EMPTY);
+        if self.root.is_dir(&dir) {
             return Ok(dir);
         }
         let stage = self.staging_dir("empty")?;
         let made = stage.join("empty");
-        let res = fs::DirBuilder::new()
-            .mode(EMPTY_ROOT_MODE)
-            .create(&made)
-            .and_then(|()| fs::set_permissions(&made, fs::Permissions::from_mode(EMPTY_ROOT_MODE)))
-            .map_err(|e| Error::io(&made, e))
-            .and_then(|()| layers::rename_noreplace(&made, &dir));
-        let _ = fs::remove_dir_all(&stage);
+        let res = self
+            .root
+            .mkdir(&made, EMPTY_ROOT_MODE)
+            .and_then(|()| self.root.rename_noreplace(&made, &dir));
+        let _ = self.root.remove_tree(&stage);
         match res {
             Ok(()) => Ok(dir),
             // Made by a concurrent mount meanwhile.
-            Err(_) if dir.is_dir() => Ok(dir),
+            Err(_) if self.root.is_dir(&dir) => Ok(dir),
             Err(e) => Err(e),
         }
     }
 
-    /// `ROOT/refs.json`.
-    pub fn refs_path(&self) -> PathBuf {
-        self.root.join("refs.json")
-    }
-
-    fn lock_path(&self) -> PathBuf {
-        self.root.join("lock")
-    }
-
     /// Holds the store lock shared (loads, mounts).
     pub fn lock_shared(&self) -> Result<LockGuard> {
-        lock::lock(&self.lock_path(), lock::Mode::Shared, "shared")
+        self.root.lock(at::LOCK, lock::Mode::Shared, "shared")
     }
 
     /// Holds the store lock exclusive (rmi, prune).
     pub fn lock_exclusive(&self) -> Result<LockGuard> {
-        lock::lock(&self.lock_path(), lock::Mode::Exclusive, "exclusive")
+        self.root.lock(at::LOCK, lock::Mode::Exclusive, "exclusive")
     }
 
     /// The shared lock for a load: when nobody else uses the store, first clears
     /// leftovers of killed processes from `tmp/`.
     pub fn lock_for_load(&self) -> Result<LockGuard> {
-        match lock::try_lock(&self.lock_path(), lock::Mode::Exclusive)? {
+        match self.root.try_lock(at::LOCK, lock::Mode::Exclusive)? {
             Some(mut g) => {
                 let removed = gc::clean_tmp(self)?;
                 if removed > 0 {
                     log::info!("removed {removed} leftover(s) of interrupted work from tmp/");
                 }
-                g.downgrade(&self.lock_path())?;
+                g.downgrade(&self.shown(at::LOCK))?;
                 Ok(g)
             }
             None => self.lock_shared(),
@@ -310,52 +262,59 @@ impl Store {
 
     /// Holds `meta.lock` for a short read-modify-write.
     pub fn lock_meta(&self) -> Result<LockGuard> {
-        lock::lock(
-            &self.root.join("meta.lock"),
-            lock::Mode::Exclusive,
-            "metadata",
-        )
+        self.root
+            .lock(at::META_LOCK, lock::Mode::Exclusive, "metadata")
     }
 
-    /// A new, empty, uniquely named directory in `tmp/`.
+    /// A new, empty, uniquely named directory in `tmp/` (its path inside the store).
     pub fn staging_dir(&self, what: &str) -> Result<PathBuf> {
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = self
-            .tmp_dir()
-            .join(format!("{what}-{}-{n}", std::process::id()));
-        fs::DirBuilder::new()
-            .mode(DIR_MODE)
-            .create(&p)
-            .map_err(|e| Error::io(&p, e))?;
+        let p = at::tmp(&format!("{what}-{}-{n}", std::process::id()));
+        self.root.mkdir(&p, DIR_MODE)?;
         Ok(p)
     }
 
-    /// Writes a file atomically: temp file in the same directory, then rename. No fsync:
-    /// like Docker's layer store, the store trades durability across a power cut for
-    /// speed (an fsync on ext4 would flush every layer file written before it); a kill at
-    /// any point still leaves either the old or the new file.
-    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
+    /// Writes file `rel` atomically: temp file in the same directory, then rename. No
+    /// fsync: like Docker's layer store, the store trades durability across a power cut
+    /// for speed (an fsync on ext4 would flush every layer file written before it); a kill
+    /// at any point still leaves either the old or the new file.
+    pub fn write_atomic(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+        let rel = rel.as_ref();
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = path
+        let name = rel
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(
-            "{}{}-{n}",
-            staged_prefix(&name),
-            std::process::id()
-        ));
-        let res = (|| -> io::Result<()> {
-            let mut f = open_private(&tmp, true)?;
-            f.write_all(bytes)?;
-            fs::rename(&tmp, path)
-        })();
-        if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(path, e));
+        let staged = format!("{}{}-{n}", staged_prefix(&name), std::process::id());
+        self.root.write_atomic(rel, &staged, bytes)
+    }
+
+    /// Reads and parses JSON file `rel`; `Ok(None)` when it does not exist (not installed).
+    pub fn read_json_opt<T: serde::de::DeserializeOwned>(
+        &self,
+        rel: impl AsRef<Path>,
+    ) -> Result<Option<T>> {
+        let rel = rel.as_ref();
+        match self.root.read(rel)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::json(self.shown(rel).display().to_string(), e)),
+            None => Ok(None),
         }
-        Ok(())
+    }
+
+    /// The entries of directory `rel` named by a digest's hex (layers, images), sorted;
+    /// none when the directory does not exist. Other names (staging leftovers) are not
+    /// entries.
+    pub(crate) fn digest_entries(&self, rel: &str) -> Result<Vec<Digest>> {
+        let mut out: Vec<Digest> = self
+            .root
+            .entries(rel)?
+            .iter()
+            .filter_map(|n| n.to_str().and_then(|n| Digest::from_hex(n).ok()))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The whiteout/opaque spellings this process can write in the store, probed once on
@@ -365,9 +324,9 @@ impl Store {
             return Ok(*s);
         }
         let scratch = self.staging_dir("probe")?;
-        let fd = fs::File::open(&scratch).map_err(|e| Error::io(&scratch, e));
+        let fd = self.root.open_dir(&scratch);
         let styles = fd.map(|f| crate::whiteout::probe_styles(std::os::fd::AsFd::as_fd(&f)));
-        let _ = fs::remove_dir_all(&scratch);
+        let _ = self.root.remove_tree(&scratch);
         let styles = styles?;
         Ok(*self.styles.get_or_init(|| styles))
     }
@@ -383,14 +342,7 @@ impl Store {
 
     /// All tags: full reference → image id.
     pub fn refs(&self) -> Result<BTreeMap<String, Digest>> {
-        let p = self.refs_path();
-        match fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| Error::json(p.display().to_string(), e))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(Error::io(&p, e)),
-        }
+        Ok(self.read_json_opt(at::REFS)?.unwrap_or_default())
     }
 
     /// Replaces `refs.json` (callers hold `meta.lock`).
@@ -398,7 +350,7 @@ impl Store {
         let mut bytes = serde_json::to_vec_pretty(refs)
             .map_err(|e| Error::io_what("encoding refs.json", io::Error::other(e)))?;
         bytes.push(b'\n');
-        self.write_atomic(&self.refs_path(), &bytes)
+        self.write_atomic(at::REFS, &bytes)
     }
 
     /// The installed layer's record, if the layer is installed.
@@ -408,7 +360,8 @@ impl Store {
 
     /// True when the layer is installed.
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
-        self.layer_path(diff_id).join(layers::LAYER_JSON).is_file()
+        self.root
+            .is_file(at::layer(diff_id).join(layers::LAYER_JSON))
     }
 
     /// Resolves `name[:tag]` (Docker normalization), a full image id, or an id prefix of
@@ -429,27 +382,31 @@ impl Store {
 
     /// The config blob of image `id`, byte for byte.
     pub fn image_config_bytes(&self, id: &Digest) -> Result<Vec<u8>> {
-        let p = self.image_path(id).join(images::CONFIG_JSON);
-        fs::read(&p).map_err(|e| Error::io(&p, e))
+        let p = at::image(id).join(images::CONFIG_JSON);
+        self.root
+            .read(&p)?
+            .ok_or_else(|| Error::io(self.shown(&p), io::ErrorKind::NotFound.into()))
     }
 
     /// The parsed config of image `id`.
     pub fn image_config(&self, id: &Digest) -> Result<oci_spec::image::ImageConfiguration> {
         let bytes = self.image_config_bytes(id)?;
-        let p = self.image_path(id).join(images::CONFIG_JSON);
+        let p = self.shown(at::image(id).join(images::CONFIG_JSON));
         crate::image::parse_config(&bytes, &p.display().to_string())
     }
 }
 
 impl Store {
-    /// The union's lower layers for `image`, top first; for an image without layers, the
-    /// store's empty directory (an empty root).
+    /// The union's lower layers for `image`, top first, each opened beneath the verified
+    /// root; for an image without layers, the store's empty directory (an empty root).
     pub fn lower_specs(&self, image: &ImageRecord) -> Result<Vec<crate::union::LayerSpec>> {
         if image.layers.is_empty() {
-            return Ok(vec![crate::union::LayerSpec {
-                path: self.empty_layer_dir()?,
-                wh_files: false,
-            }]);
+            let empty = self.empty_layer_dir()?;
+            return Ok(vec![crate::union::LayerSpec::opened(
+                self.root.open_dir(&empty)?,
+                self.shown(&empty),
+                false,
+            )]);
         }
         let mut specs = Vec::with_capacity(image.layers.len());
         for l in image.layers.iter().rev() {
@@ -457,45 +414,12 @@ impl Store {
                 file: format!("image {}", image.id),
                 detail: format!("its layer {} is not in the store", l.diff_id),
             })?;
-            specs.push(crate::union::LayerSpec {
-                path: self.layer_dir(&l.diff_id),
-                wh_files: info.styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile,
-            });
+            specs.push(crate::union::LayerSpec::opened(
+                self.open_layer_dir(&l.diff_id)?,
+                self.shown(at::layer_diff(&l.diff_id)),
+                info.styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile,
+            ));
         }
         Ok(specs)
-    }
-}
-
-/// The entries of `dir` named by a digest's hex (layers, images), sorted; none when the
-/// directory does not exist. Other names (staging leftovers) are not entries.
-pub(crate) fn digest_entries(dir: &Path) -> Result<Vec<Digest>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        if let Some(d) = e
-            .file_name()
-            .to_str()
-            .and_then(|n| Digest::from_hex(n).ok())
-        {
-            out.push(d);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Reads and parses JSON file `p`; `Ok(None)` when it does not exist (not installed).
-pub(crate) fn read_json_opt<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Option<T>> {
-    match fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::json(p.display().to_string(), e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(p, e)),
     }
 }

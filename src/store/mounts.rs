@@ -13,10 +13,10 @@
 //! daemon holds the store lock shared, so `rmi` and `prune` (exclusive) never see a record
 //! that is not yet locked, and the image cannot go between its lookup and its record.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{Root, Store, at};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -59,13 +59,14 @@ impl MountRecord {
 /// lock released).
 #[derive(Debug)]
 pub struct Hold {
+    root: Arc<Root>,
     path: PathBuf,
     _lock: Flock<File>,
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = self.root.remove_file(&self.path);
     }
 }
 
@@ -84,21 +85,26 @@ pub fn hold(store: &Store, image: &Digest, mountpoint: &Path) -> Result<Hold> {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         super::fsops::random_suffix()
     );
-    let stage = store.tmp_dir().join(format!("mount-{name}"));
-    let file = super::open_private(&stage, true).map_err(|e| Error::io(&stage, e))?;
+    let stage = at::tmp(&format!("mount-{name}"));
+    let file = store.dir().open_write(&stage, true)?;
     let res = (|| -> Result<Hold> {
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| Error::io(&stage, e.into()))?;
+            .map_err(|(_, e)| Error::io(store.shown(&stage), e.into()))?;
         let mut bytes =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::json(name.clone(), e))?;
         bytes.push(b'\n');
-        lock.write_all(&bytes).map_err(|e| Error::io(&stage, e))?;
-        let path = store.mounts_dir().join(&name);
-        super::fsops::rename_noreplace(&stage, &path)?;
-        Ok(Hold { path, _lock: lock })
+        lock.write_all(&bytes)
+            .map_err(|e| Error::io(store.shown(&stage), e))?;
+        let path = Path::new(at::MOUNTS).join(&name);
+        store.dir().rename_noreplace(&stage, &path)?;
+        Ok(Hold {
+            root: store.root_handle(),
+            path,
+            _lock: lock,
+        })
     })();
     if res.is_err() {
-        let _ = fs::remove_file(&stage);
+        let _ = store.dir().remove_file(&stage);
     }
     res
 }
@@ -106,6 +112,8 @@ pub fn hold(store: &Store, image: &Digest, mountpoint: &Path) -> Result<Hold> {
 /// One record found in `mounts/`.
 #[derive(Debug, Clone)]
 pub struct Mount {
+    root: Arc<Root>,
+    /// `mounts/<id>.json`, inside the store.
     pub path: PathBuf,
     pub record: MountRecord,
     /// Its daemon still holds it.
@@ -115,7 +123,7 @@ pub struct Mount {
 impl Mount {
     /// True while the daemon still holds the record.
     pub fn is_live(&self) -> bool {
-        matches!(read(&self.path), Ok(Some((_, true))))
+        matches!(read(&self.root, &self.path), Ok(Some((_, true))))
     }
 }
 
@@ -136,23 +144,11 @@ pub fn wait_one_released(mounts: &[Mount], timeout: Duration) -> bool {
 
 /// Reads a record and whether it is live; `Ok(None)` when it is gone. Never follows a
 /// symlink and never blocks (no FIFO can stand in for a record: only regular files are read).
-fn read(path: &Path) -> Result<Option<(MountRecord, bool)>> {
-    let mut file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+fn read(root: &Root, rel: &Path) -> Result<Option<(MountRecord, bool)>> {
+    let path = &root.shown(rel);
+    let Some(mut file) = root.open_read(rel)? else {
+        return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::Invalid {
-            file: path.display().to_string(),
-            detail: "not a regular file".into(),
-        });
-    }
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAX_RECORD)
@@ -171,21 +167,19 @@ fn read(path: &Path) -> Result<Option<(MountRecord, bool)>> {
 /// Every record in `mounts/`, live or not (none when the directory does not exist). A
 /// file that is not a valid record is skipped with a warning.
 pub fn list(store: &Store) -> Result<Vec<Mount>> {
-    let dir = store.mounts_dir();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
     let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(&dir, e))?;
-        if !e.file_name().to_string_lossy().ends_with(EXT) {
+    for name in store.dir().entries(at::MOUNTS)? {
+        if !name.to_string_lossy().ends_with(EXT) {
             continue;
         }
-        let path = e.path();
-        match read(&path) {
-            Ok(Some((record, live))) => out.push(Mount { path, record, live }),
+        let path = Path::new(at::MOUNTS).join(&name);
+        match read(store.dir(), &path) {
+            Ok(Some((record, live))) => out.push(Mount {
+                root: store.root_handle(),
+                path,
+                record,
+                live,
+            }),
             Ok(None) => {}
             Err(err) => log::warn!("skipping mount record: {err}"),
         }
@@ -207,10 +201,9 @@ pub fn remove_stale(store: &Store) -> Result<usize> {
         if m.live {
             continue;
         }
-        match fs::remove_file(&m.path) {
-            Ok(()) => n += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&m.path, e)),
+        if store.dir().stat(&m.path)?.is_some() {
+            store.dir().remove_file(&m.path)?;
+            n += 1;
         }
     }
     Ok(n)
@@ -249,9 +242,10 @@ mod tests {
             pid: 1,
             created: "2024-01-01T00:00:00Z".into(),
         };
-        let p = store.mounts_dir().join("1-0-x.json");
-        fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
-        fs::write(store.mounts_dir().join("junk.json"), b"{").unwrap();
+        let mounts = store.root().join(at::MOUNTS);
+        let p = mounts.join("1-0-x.json");
+        std::fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
+        std::fs::write(mounts.join("junk.json"), b"{").unwrap();
         let all = list(&store).unwrap();
         assert_eq!(all.len(), 1);
         assert!(!all[0].live);

@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::images::{ImageRecord, MANIFEST_JSON};
-use super::{Store, layer_tar, tarsplit};
+use super::{Store, at, layer_tar, tarsplit};
 use crate::digest::{Digest, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
 use crate::image::compress::{self, Written};
@@ -136,8 +136,7 @@ pub fn save(
         if Digest::of(&config) != img.id {
             return Err(Error::Invalid {
                 file: store
-                    .image_path(&img.id)
-                    .join("config.json")
+                    .shown(at::image(&img.id).join("config.json"))
                     .display()
                     .to_string(),
                 detail: "no longer matches the image id (changed on disk)".into(),
@@ -272,8 +271,9 @@ fn write_layer(
                 Box::new(VerifyingReader::new(p, *diff_id, None))
             }
             (None, _) => {
-                let dir = store.layer_dir(diff_id);
-                let s = layer_tar::stream(&dir).map_err(|e| Error::io(&dir, e))?;
+                let dir = store.open_layer_dir(diff_id)?;
+                let s = layer_tar::stream(dir)
+                    .map_err(|e| Error::io(store.shown(at::layer_diff(diff_id)), e))?;
                 Box::new(VerifyingReader::new(s, *diff_id, None))
             }
         };
@@ -287,7 +287,7 @@ fn write_layer(
     match (res, from_layer) {
         (Ok(w), _) => Ok(w),
         (Err(_), Some(why)) if rewrite == Some(Rewrite::Files) => Err(Error::Invalid {
-            file: store.layer_path(diff_id).display().to_string(),
+            file: store.shown(at::layer(diff_id)).display().to_string(),
             detail: format!(
                 "the layer's original tar is not recorded (it was loaded by an older \
                  layerfs) and a tar written from its files is not the original ({why}): \
@@ -322,7 +322,7 @@ impl<R: Read> Read for SourceErrors<R> {
 
 fn not_reproducible(store: &Store, diff_id: &Digest, why: &str) -> Error {
     Error::Invalid {
-        file: store.layer_path(diff_id).display().to_string(),
+        file: store.shown(at::layer(diff_id)).display().to_string(),
         detail: format!(
             "the unpacked layer no longer gives back its tar ({why}): it was changed on \
              disk; remove the image and load it again"
@@ -335,7 +335,10 @@ fn stored_manifest_if_same(store: &Store, img: &ImageRecord, layers: &[Blob]) ->
     if img.manifest_media_type.as_deref() != Some(write::MT_OCI_MANIFEST) {
         return None;
     }
-    let bytes = std::fs::read(store.image_path(&img.id).join(MANIFEST_JSON)).ok()?;
+    let bytes = store
+        .dir()
+        .read(at::image(&img.id).join(MANIFEST_JSON))
+        .ok()??;
     let m: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes).ok()?;
     if Digest::parse(m.config().digest().as_ref()).ok()? != img.id
         || m.layers().len() != layers.len()

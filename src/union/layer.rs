@@ -46,6 +46,80 @@ pub struct LayerSpec {
     /// Layers from our store written with char-device whiteouts set this to false, which
     /// saves a probe per missed lookup.
     pub wh_files: bool,
+    /// Already opened (a store opens its layers beneath its verified root): `path` then
+    /// only names the layer in messages and is never opened.
+    pub opened: Option<Arc<OwnedFd>>,
+}
+
+impl LayerSpec {
+    /// A layer at `path`, opened (following the path as given) when the stack opens.
+    pub fn new(path: impl Into<PathBuf>, wh_files: bool) -> LayerSpec {
+        LayerSpec {
+            path: path.into(),
+            wh_files,
+            opened: None,
+        }
+    }
+
+    /// A layer already opened as `fd` (a directory fd), shown as `shown`.
+    pub fn opened(fd: OwnedFd, shown: impl Into<PathBuf>, wh_files: bool) -> LayerSpec {
+        LayerSpec {
+            path: shown.into(),
+            wh_files,
+            opened: Some(Arc::new(fd)),
+        }
+    }
+
+    fn open(&self) -> io::Result<OwnedFd> {
+        match &self.opened {
+            Some(fd) => fd.try_clone(),
+            None => open_dir_path(&self.path),
+        }
+    }
+
+    /// The layer's root directory, opened for reading (listings, `*at` calls).
+    pub fn open_readable(&self) -> io::Result<OwnedFd> {
+        open_readable_dir(self.open()?).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("{}: {e}", self.path.display()),
+            )
+        })
+    }
+}
+
+/// A work directory: by path, or already opened (`path` then only names it).
+#[derive(Debug, Clone)]
+pub struct WorkSpec {
+    pub path: PathBuf,
+    pub opened: Option<Arc<OwnedFd>>,
+}
+
+impl WorkSpec {
+    /// The work directory `fd` (a directory fd open for reading), shown as `shown`.
+    pub fn opened(fd: OwnedFd, shown: impl Into<PathBuf>) -> WorkSpec {
+        WorkSpec {
+            path: shown.into(),
+            opened: Some(Arc::new(fd)),
+        }
+    }
+
+    /// The work directory, opened for reading.
+    pub fn open(&self) -> io::Result<OwnedFd> {
+        match &self.opened {
+            Some(fd) => fd.try_clone(),
+            None => open_work(&self.path),
+        }
+    }
+}
+
+impl From<&Path> for WorkSpec {
+    fn from(p: &Path) -> WorkSpec {
+        WorkSpec {
+            path: p.to_path_buf(),
+            opened: None,
+        }
+    }
 }
 
 /// One directory of the stack.
@@ -191,7 +265,7 @@ fn open_work(work_path: &Path) -> io::Result<OwnedFd> {
 
 impl Stack {
     /// Opens the layers: `upper` (with `work`) on top of `lowers` (top first).
-    pub fn open(lowers: &[LayerSpec], upper: Option<(&LayerSpec, &Path)>) -> io::Result<Stack> {
+    pub fn open(lowers: &[LayerSpec], upper: Option<(&LayerSpec, &WorkSpec)>) -> io::Result<Stack> {
         Stack::open_with(lowers, upper, None)
     }
 
@@ -201,7 +275,7 @@ impl Stack {
     pub fn open_frozen(
         lowers: &[LayerSpec],
         upper: &LayerSpec,
-        work: &Path,
+        work: &WorkSpec,
         styles: Styles,
     ) -> io::Result<Stack> {
         Stack::open_with(lowers, Some((upper, work)), Some(styles))
@@ -209,7 +283,7 @@ impl Stack {
 
     fn open_with(
         lowers: &[LayerSpec],
-        upper: Option<(&LayerSpec, &Path)>,
+        upper: Option<(&LayerSpec, &WorkSpec)>,
         frozen: Option<Styles>,
     ) -> io::Result<Stack> {
         let mut specs: Vec<&LayerSpec> = Vec::new();
@@ -226,7 +300,7 @@ impl Stack {
         let mut devs: Vec<u64> = Vec::new();
         let mut layers = Vec::with_capacity(specs.len());
         for spec in specs {
-            let fd = open_dir_path(&spec.path)?;
+            let fd = spec.open()?;
             let st = fstat(&fd)?;
             let dev = st.st_dev;
             let dev_idx = match devs.iter().position(|d| *d == dev) {
@@ -246,8 +320,8 @@ impl Stack {
         }
         let upper = match upper {
             None => None,
-            Some((_, work_path)) => {
-                let work = open_work(work_path)?;
+            Some((_, work_spec)) => {
+                let work = work_spec.open()?;
                 if fstat(&work)?.st_dev != layers[0].dev {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
@@ -265,13 +339,13 @@ impl Stack {
                         Mode::empty(),
                     ) {
                         Ok(fd) => fd,
-                        Err(nix::errno::Errno::ENOENT) => open_work(work_path)?,
+                        Err(nix::errno::Errno::ENOENT) => work_spec.open()?,
                         Err(e) => return Err(e.into()),
                     };
                     if styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile {
                         layers[0].wh_files = true;
                     }
-                    let tmp = Arc::new(open_work(work_path)?);
+                    let tmp = Arc::new(work_spec.open()?);
                     return Ok(Stack {
                         single_dev: devs.len() == 1,
                         layers,

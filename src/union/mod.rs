@@ -53,7 +53,7 @@ use nix::sys::stat::fstat;
 pub use attr::{Attr, FileKind, Time};
 pub use error::{FsError, Result};
 pub use file::{OpenReply, SetAttr, TimeSet};
-pub use layer::{LayerSpec, Stack};
+pub use layer::{LayerSpec, Stack, WorkSpec};
 pub use listing::DirEntry;
 pub use node::{Fh, NodeId};
 

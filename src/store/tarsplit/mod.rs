@@ -33,8 +33,8 @@ use std::path::Path;
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
-use super::Store;
 use super::unpack::ContentSink;
+use super::{Store, at};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::tar_reader::TarReader;
@@ -307,7 +307,7 @@ pub fn record_stream<R: Read, W: Write>(reader: R, out: W) -> io::Result<bool> {
 
 /// True when the layer has a recorded layout.
 pub fn has_layout(store: &Store, diff_id: &Digest) -> bool {
-    store.layer_path(diff_id).join(TAR_SPLIT).is_file()
+    store.dir().is_file(at::layer(diff_id).join(TAR_SPLIT))
 }
 
 /// The layer's exact tar stream, played back from its layout and its unpacked files.
@@ -321,20 +321,12 @@ pub struct LayerTar {
 impl LayerTar {
     /// Opens the layout of layer `diff_id`; `Ok(None)` when it has none.
     pub fn open(store: &Store, diff_id: &Digest) -> Result<Option<LayerTar>> {
-        let lp = store.layer_path(diff_id);
-        let path = lp.join(TAR_SPLIT);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&path, e)),
+        let rel = at::layer(diff_id).join(TAR_SPLIT);
+        let path = store.shown(&rel);
+        let Some(file) = store.dir().open_read(&rel)? else {
+            return Ok(None);
         };
-        let diff = lp.join("diff");
-        let root: OwnedFd = nix::fcntl::open(
-            &diff,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::io(&diff, e.into()))?;
+        let root: OwnedFd = store.open_layer_dir(diff_id)?;
         let mut records = zstd::Decoder::new(file).map_err(|e| Error::io(&path, e))?;
         let mut magic = [0u8; 5];
         records

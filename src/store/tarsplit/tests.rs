@@ -139,7 +139,7 @@ fn unpacked_layer_plays_back_exactly() {
 
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(&t.path().join("s")).unwrap();
-    let lp = store.layer_path(&diff_id);
+    let lp = store.root().join(crate::store::at::layer(&diff_id));
     std::fs::create_dir_all(lp.join("diff")).unwrap();
     let opts = UnpackOptions {
         styles: Styles {
@@ -191,7 +191,7 @@ fn unpacked(stream: &[u8], record: bool) -> (tempfile::TempDir, Store, Digest) {
     let diff_id = Digest::of(stream);
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(&t.path().join("s")).unwrap();
-    let lp = store.layer_path(&diff_id);
+    let lp = store.root().join(crate::store::at::layer(&diff_id));
     std::fs::create_dir_all(lp.join("diff")).unwrap();
     let opts = UnpackOptions {
         styles: Styles {
@@ -263,7 +263,7 @@ fn long_names_and_sparse_files_play_back_exactly() {
     stream.extend_from_slice(&[0u8; 1024]);
 
     let (_t, store, diff_id) = unpacked(&stream, true);
-    let lp = store.layer_path(&diff_id);
+    let lp = store.root().join(crate::store::at::layer(&diff_id));
     assert_eq!(
         std::fs::read(lp.join("diff").join(&long)).unwrap(),
         b"content"
@@ -275,7 +275,7 @@ fn long_names_and_sparse_files_play_back_exactly() {
 
     // Recorded afterwards from the stream alone (a layer of an older layerfs).
     let (_t, store, diff_id) = unpacked(&stream, false);
-    let lp = store.layer_path(&diff_id);
+    let lp = store.root().join(crate::store::at::layer(&diff_id));
     let f = std::fs::File::create(lp.join(TAR_SPLIT)).unwrap();
     assert!(record_stream(&stream[..], f).unwrap());
     assert!(
