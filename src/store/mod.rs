@@ -457,10 +457,10 @@ impl Store {
                 file: format!("image {}", image.id),
                 detail: format!("its layer {} is not in the store", l.diff_id),
             })?;
-            specs.push(crate::union::LayerSpec {
-                path: self.layer_dir(&l.diff_id),
-                wh_files: info.styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile,
-            });
+            specs.push(crate::union::LayerSpec::written_with(
+                self.layer_dir(&l.diff_id),
+                info.styles,
+            ));
         }
         Ok(specs)
     }
