@@ -35,6 +35,7 @@ use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
 use crate::store::{Store, containers, gc};
+use crate::union::LayerSpec;
 
 pub use layer::{LayerOptions, LayerStats};
 
@@ -231,9 +232,17 @@ pub fn layer_tar<W: Write>(
         ..image.clone()
     };
     let lowers = store.lower_specs(&below)?;
+    let info = store
+        .layer_info(&layer.diff_id)?
+        .ok_or_else(|| Error::Invalid {
+            file: format!("image {}", image.id),
+            detail: format!("its layer {} is not in the store", layer.diff_id),
+        })?;
     let work = store.staging_dir("layer-tar")?;
     let result = (|| {
-        let views = Views::open(&lowers, &store.layer_dir(&layer.diff_id), &work)?;
+        // The installed layer read as the upper layer it was made from, in its spellings.
+        let upper = LayerSpec::written_with(store.layer_dir(&layer.diff_id), info.styles);
+        let views = Views::open(&lowers, &upper, &work, info.styles)?;
         let (out, _) = layer::write_layer(&views, Hashing::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
         Ok((out.into_inner(), digest, size))

@@ -18,10 +18,7 @@ use super::{Store, containers};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::tree_tar::{self, Kind, Stat, Tree};
-use crate::union::{
-    Atime, Attr, FileKind, FsError, LayerSpec, NodeId, Options, ROOT_ID, Stack, Union,
-};
-use crate::whiteout::Styles;
+use crate::union::{Atime, Attr, FileKind, FsError, NodeId, Options, ROOT_ID, Stack, Union};
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
 pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tree_tar::Written> {
@@ -37,12 +34,10 @@ pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tr
         detail: format!("its image {id} is not in the store"),
     })?;
     let lowers = store.lower_specs(&image)?;
-    // `.wh.` names are whiteouts in the upper layer too, whatever its mount writes.
-    let upper = LayerSpec {
-        path: c.upper(),
-        wh_files: true,
-    };
-    let stack = Stack::open_frozen(&lowers, &upper, &c.work(), Styles::KERNEL)
+    // Its whiteouts are what its mount takes for whiteouts; any other `.wh.` name is a
+    // file, which a flat tree (not a layer) carries as it is.
+    let (upper, styles) = c.upper_spec(store)?;
+    let stack = Stack::open_frozen(&lowers, &upper, &c.work(), styles)
         .map_err(|e| Error::io_what(format!("opening the layers of container {name}"), e))?;
     let opts = Options {
         atime: Atime::Never,
