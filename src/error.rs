@@ -148,6 +148,13 @@ pub enum Error {
     #[error("unable to remove image {image}: in use by {} (--force removes its names only)", users.join(", "))]
     ImageInUse { image: String, users: Vec<String> },
 
+    /// A file a layer cannot carry: in a layer tar its name would be a whiteout (or an
+    /// opaque or AUFS marker), so a reader would delete something instead.
+    #[error(
+        "{path}: an image layer cannot hold a file of this name (its readers take `.wh.` names for whiteouts): rename or remove it in the container, then commit again"
+    )]
+    WhiteoutName { path: String },
+
     /// Refused without `--force` (Docker's rule for ids with several tags).
     #[error("{0}")]
     Conflict(String),

@@ -13,7 +13,9 @@
 //! The layer store writes the kernel spelling when it may (so kernel overlayfs and
 //! fuse-overlayfs can mount the very same layer directories) and falls back to the
 //! `.wh.` files when mknod or `trusted.*` xattrs are refused. The union core reads every
-//! dialect. Neither of them spells `.wh.` itself.
+//! dialect. Neither of them spells `.wh.` itself. In a tree written with known
+//! [`Styles`] (a store layer, a container's writable layer), `.wh.` names are marks only
+//! when those styles write them ([`Styles::writes_wh_files`]); elsewhere they are files.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -185,29 +187,73 @@ impl Styles {
             OpaqueStyle::WhFile => XattrNs::User,
         }
     }
+
+    /// True when a directory tree written with these spellings holds `.wh.` names of its
+    /// own: there, and only there, such names are marks rather than files, so they must
+    /// be read as marks (and a user may not create them).
+    pub fn writes_wh_files(&self) -> bool {
+        self.whiteout == WhiteoutStyle::WhFile || self.opaque == OpaqueStyle::WhFile
+    }
+}
+
+/// Creates (and removes) a kernel whiteout (char 0/0) in `scratch`: may this process?
+fn can_mknod(scratch: BorrowedFd<'_>) -> nix::Result<()> {
+    let probe = OsStr::new("layerfs-probe");
+    nix::sys::stat::mknodat(scratch, probe, SFlag::S_IFCHR, Mode::empty(), 0)?;
+    let _ = nix::unistd::unlinkat(scratch, probe, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    Ok(())
+}
+
+/// Sets (and removes) an overlay xattr of namespace `ns` on `scratch`: may this process?
+fn can_setxattr(scratch: BorrowedFd<'_>, ns: XattrNs) -> io::Result<()> {
+    let name = ns.name("layerfs-probe");
+    sys::setxattr(At::Fd(scratch), &name, b"y", 0)?;
+    let _ = sys::removexattr(At::Fd(scratch), &name);
+    Ok(())
 }
 
 /// Finds out which spellings the filesystem of `scratch` (an empty, writable directory
 /// the caller owns and removes afterwards) lets this process write.
 pub fn probe_styles(scratch: BorrowedFd<'_>) -> Styles {
-    let probe = OsStr::new("layerfs-probe");
-    let whiteout = match nix::sys::stat::mknodat(scratch, probe, SFlag::S_IFCHR, Mode::empty(), 0) {
-        Ok(()) => {
-            let _ = nix::unistd::unlinkat(scratch, probe, nix::unistd::UnlinkatFlags::NoRemoveDir);
-            WhiteoutStyle::CharDevice
-        }
+    let whiteout = match can_mknod(scratch) {
+        Ok(()) => WhiteoutStyle::CharDevice,
         Err(_) => WhiteoutStyle::WhFile,
     };
-    let mut opaque = OpaqueStyle::WhFile;
-    for ns in [XattrNs::Trusted, XattrNs::User] {
-        let name = ns.name("layerfs-probe");
-        if sys::setxattr(At::Fd(scratch), &name, b"y", 0).is_ok() {
-            let _ = sys::removexattr(At::Fd(scratch), &name);
-            opaque = OpaqueStyle::Xattr(ns);
-            break;
-        }
-    }
+    let opaque = [XattrNs::Trusted, XattrNs::User]
+        .into_iter()
+        .find(|ns| can_setxattr(scratch, *ns).is_ok())
+        .map_or(OpaqueStyle::WhFile, OpaqueStyle::Xattr);
     Styles { whiteout, opaque }
+}
+
+/// Checks that this process may write `styles` in `scratch` (as [`probe_styles`] does):
+/// a tree whose spellings are fixed (a container's writable layer) must not be written
+/// in others, which would turn its plain `.wh.` files into marks.
+pub fn check_writable(scratch: BorrowedFd<'_>, styles: Styles) -> io::Result<()> {
+    if styles.whiteout == WhiteoutStyle::CharDevice
+        && let Err(e) = can_mknod(scratch)
+    {
+        return Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!(
+                "its whiteouts are character devices 0/0, which this process may not create \
+                 (mknod: {e})"
+            ),
+        ));
+    }
+    if let OpaqueStyle::Xattr(ns) = styles.opaque
+        && let Err(e) = can_setxattr(scratch, ns)
+    {
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "its opaque directories are marked with {}* xattrs, which this process may \
+                 not set ({e})",
+                ns.prefix()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates a whiteout for `name` in directory `dir`.
@@ -328,6 +374,21 @@ mod tests {
         ));
         assert!(!is_opaque_xattr(OsStr::new("trusted.overlay.opaque"), b"n"));
         assert!(!is_opaque_xattr(OsStr::new("user.other"), b"y"));
+    }
+
+    #[test]
+    fn which_styles_hold_wh_names() {
+        assert!(!Styles::KERNEL.writes_wh_files());
+        for (whiteout, opaque) in [
+            (WhiteoutStyle::WhFile, OpaqueStyle::Xattr(XattrNs::User)),
+            (WhiteoutStyle::CharDevice, OpaqueStyle::WhFile),
+            (WhiteoutStyle::WhFile, OpaqueStyle::WhFile),
+        ] {
+            assert!(
+                Styles { whiteout, opaque }.writes_wh_files(),
+                "{whiteout:?} {opaque:?}"
+            );
+        }
     }
 
     #[test]

@@ -144,6 +144,12 @@ fn diff_reads_every_dialect_of_an_upper_layer() {
     let m = lab.mount(&["busybox", "--name", "web"], "m");
     sh(&m, "touch etc/new-in-etc; rm bin/true");
     lab.umount(&m);
+    // `.wh.` files are marks in a container whose layer is spelled so (one made where
+    // mknod and xattrs are refused); elsewhere they are files (tests/whiteout_names.rs).
+    let record = s.root.join("containers/web/container.json");
+    let mut r: Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    r["styles"] = serde_json::json!({"whiteout": "wh-file", "opaque": "wh-file"});
+    fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
     // Another tool's spellings, written into the upper layer directly.
     let up = s.root.join("containers/web/upper");
     // `.wh.` file whiteout and marker.
@@ -177,4 +183,8 @@ fn diff_reads_every_dialect_of_an_upper_layer() {
     }
     assert!(!out.contains(".wh."), "{out}");
     assert!(!out.contains("/etc/group\nA"), "{out}");
+    // Its mount reads the `.wh.` spellings the same.
+    let ro = lab.mount(&["web", "--read-only"], "ro");
+    assert!(!ro.join("data/empty").exists() && !ro.join("data/.wh.empty").exists());
+    assert!(!ro.join("readd-dir/new").exists());
 }

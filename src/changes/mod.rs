@@ -14,6 +14,9 @@
 //!
 //! Reading the upper layer's own spellings (whiteouts of every dialect, opaque markers)
 //! goes through [`crate::whiteout`]; the overlay marks through the union's mark reader.
+//! Whether its `.wh.` names are marks is not decided here: it is the container's
+//! spelling (`Container::upper_spec`), the same its mount reads, so a `.wh.` file a
+//! process made through a mount that spells whiteouts as devices is a file here too.
 //! A lower file whose hard-linked inode was copied up keeps its lower name but shows the
 //! copy (the index, `union/index.rs`): such names are found by one pass over the image
 //! layers, made only when the index holds an inode with names outside the upper layer
@@ -186,25 +189,27 @@ impl Views {
     ) -> Result<Views> {
         let image = container_image(store, c)?;
         let lowers = store.lower_specs(&image)?;
-        Views::open(&lowers, &c.upper_spec(true)?, &c.work_spec()?)
+        let (upper, styles) = c.upper_spec(store)?;
+        Views::open(&lowers, &upper, &c.work_spec()?, styles)
     }
 
-    /// Opens the views of a container whose upper and work directories are `upper` and
-    /// `work`, over image layers `lowers` (top first). Nothing is written, not even a
-    /// probe of the spellings the mount writes: every dialect is read.
-    pub fn open(lowers: &[LayerSpec], upper: &LayerSpec, work: &WorkSpec) -> Result<Views> {
+    /// Opens the views of a container whose upper layer is `upper`, written in `styles`,
+    /// with work directory `work`, over image layers `lowers` (top first). Nothing is
+    /// written, not even a probe. The upper layer's `.wh.` names are marks exactly when
+    /// `upper` says so, as for its mount; otherwise they are files (which a layer cannot
+    /// carry: `commit` refuses them).
+    pub fn open(
+        lowers: &[LayerSpec],
+        upper: &LayerSpec,
+        work: &WorkSpec,
+        styles: Styles,
+    ) -> Result<Views> {
         let opts = Options {
             atime: union::Atime::Never,
             dir_nlink: false,
             ..Options::default()
         };
-        // `.wh.` names are whiteouts in a layer whatever the mount's own spelling: a tar
-        // could not say otherwise.
-        let up = LayerSpec {
-            wh_files: true,
-            ..upper.clone()
-        };
-        let stack = Stack::open_frozen(lowers, &up, work, Styles::KERNEL)
+        let stack = Stack::open_frozen(lowers, upper, work, styles)
             .map_err(|e| Error::io_what("opening the container's layers", e))?;
         let wh_files = stack.wh_files(0);
         let ctr = Union::new(stack, opts.clone())
@@ -215,7 +220,7 @@ impl Views {
         Ok(Views {
             ctr,
             img,
-            upper: up,
+            upper: upper.clone(),
             work: work.clone(),
             lowers: lowers.to_vec(),
             wh_files,

@@ -408,16 +408,23 @@ fn serve_container(
         return Err(already_mounted(&c));
     };
     mount.fsname = format!("layerfs:{}", c.record.name);
-    let upper = c.upper_spec(false)?;
+    let (upper, styles) = c.upper_spec(store)?;
+    // Kept from now on (a record of an older version has none yet).
+    c.record.styles = Some(styles);
     let work = c.work_spec()?;
     let stack = if args.read_only {
         // The container's layer is read, not written: the topmost lower layer.
         lowers.insert(0, upper);
         Stack::open(&lowers, None)
+            .with_context(|| format!("opening the layers of container {}", c.record.name))
     } else {
-        Stack::open(&lowers, Some((&upper, &work)))
-    }
-    .context("opening the container layers")?;
+        Stack::open_styled(&lowers, &upper, &work, styles).with_context(|| {
+            format!(
+                "opening the layers of container {} for writing",
+                c.record.name
+            )
+        })
+    }?;
     let serve = Serve {
         stack,
         options: Options::default(),

@@ -15,7 +15,9 @@
 //!
 //! Entries come in the walk's fixed order (see `crate::changes`) with fixed metadata
 //! (see [`super::tar`]), so the same changes give the same bytes, hence the same diff_id.
-//! A name a tar cannot carry (a file named `.wh.*`) is left out with a warning.
+//! A file whose name a layer cannot carry (`.wh.*`, which a reader takes for a whiteout or
+//! marker) fails the layer, naming the path: leaving it out, or writing it, would make
+//! the image differ from what the container shows.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -42,7 +44,7 @@ pub struct LayerStats {
     pub entries: u64,
     /// Bytes of regular file data.
     pub data: u64,
-    /// Entries left out (sockets, names a tar cannot carry).
+    /// Entries left out (sockets).
     pub skipped: u64,
 }
 
@@ -73,12 +75,16 @@ struct Writer<'a, W: Write> {
     /// Inode (as the container's view numbers it) → the path it was first written at.
     links: HashMap<u64, Vec<u8>>,
     stats: LayerStats,
-    /// A directory left out, with everything below it.
-    skipping: Option<Vec<u8>>,
 }
 
-fn last_name(path: &[u8]) -> &OsStr {
-    OsStr::from_bytes(path.rsplit(|b| *b == b'/').next().unwrap_or(path))
+/// Refuses a path whose last name a layer tar would spell as a mark (only the container's
+/// own names reach here: its whiteouts and markers are deletions and `replaced` by then).
+fn check_name(path: &[u8]) -> Result<()> {
+    let last = OsStr::from_bytes(path.rsplit(|b| *b == b'/').next().unwrap_or(path));
+    if whiteout::classify(last) != NameKind::Entry {
+        return Err(Error::WhiteoutName { path: show(path) });
+    }
+    Ok(())
 }
 
 impl<W: Write> Writer<'_, W> {
@@ -105,14 +111,6 @@ impl<W: Write> Writer<'_, W> {
     }
 
     fn visit(&mut self, v: &Views, step: Visit<'_>) -> Result<()> {
-        if let Some(dir) = &self.skipping {
-            if let Visit::Leave { path } = step
-                && path == dir.as_slice()
-            {
-                self.skipping = None;
-            }
-            return Ok(());
-        }
         match step {
             Visit::Dir {
                 path,
@@ -121,9 +119,8 @@ impl<W: Write> Writer<'_, W> {
                 replaced,
                 ..
             } => {
-                if !path.is_empty() && whiteout::classify(last_name(path)) != NameKind::Entry {
-                    self.skipping = Some(path.to_vec());
-                    return self.skip(path, "its name is a whiteout's in a layer");
+                if !path.is_empty() {
+                    check_name(path)?;
                 }
                 let meta = self.meta(v, path, &ctr)?;
                 let name: &[u8] = if path.is_empty() { b"./" } else { path };
@@ -141,9 +138,7 @@ impl<W: Write> Writer<'_, W> {
             Visit::Leaf {
                 path, ctr: Some(f), ..
             } => {
-                if whiteout::classify(last_name(path)) != NameKind::Entry {
-                    return self.skip(path, "its name is a whiteout's in a layer");
-                }
+                check_name(path)?;
                 self.entry(v, path, &f)
             }
             Visit::Leaf {
@@ -230,7 +225,6 @@ pub fn write_layer<W: Write>(
         opts,
         links: HashMap::new(),
         stats: LayerStats::default(),
-        skipping: None,
     };
     // A file inside a replaced directory (a renamed one, say) is written whole at its new
     // path; its other names that the container never touched are only in the image

@@ -227,15 +227,22 @@ pub fn layer_tar<W: Write>(
         ..image.clone()
     };
     let lowers = store.lower_specs(&below)?;
+    let info = store
+        .layer_info(&layer.diff_id)?
+        .ok_or_else(|| Error::Invalid {
+            file: format!("image {}", image.id),
+            detail: format!("its layer {} is not in the store", layer.diff_id),
+        })?;
     let work = store.staging_dir("layer-tar")?;
     let result = (|| {
-        let upper = LayerSpec::opened(
+        // The installed layer read as the upper layer it was made from, in its spellings.
+        let upper = LayerSpec::written_with(
             store.open_layer_dir(&layer.diff_id)?,
             store.shown(at::layer_diff(&layer.diff_id)),
-            true,
+            info.styles,
         );
         let work = WorkSpec::opened(store.dir().open_dir(&work)?, store.shown(&work));
-        let views = Views::open(&lowers, &upper, &work)?;
+        let views = Views::open(&lowers, &upper, &work, info.styles)?;
         let (out, _) = layer::write_layer(&views, Hashing::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
         Ok((out.into_inner(), digest, size))

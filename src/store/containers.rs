@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Store;
 use crate::error::{Error, Result};
+use crate::union::LayerSpec;
+use crate::whiteout::Styles;
 
 /// The record file in each container directory.
 pub const CONTAINER_JSON: &str = "container.json";
@@ -23,6 +25,10 @@ pub struct ContainerRecord {
     pub created: String,
     #[serde(default)]
     pub mountpoint: Option<String>,
+    /// How the writable layer spells whiteouts and opaque directories (see
+    /// [`Container::styles`]); absent in records of older versions until the next mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub styles: Option<Styles>,
 }
 
 /// Every container record (none when `containers/` does not exist). A directory without
@@ -47,7 +53,8 @@ pub fn list(store: &Store) -> Result<Vec<ContainerRecord>> {
 // ---- the container side: created and used by `layerfs mount` ----
 //
 // ROOT/containers/<name>/
-//   container.json   ContainerRecord (mountpoint set while mounted)
+//   container.json   ContainerRecord (mountpoint set while mounted; the writable
+//                    layer's whiteout spellings, fixed when it is made)
 //   upper/ work/     the writable layer, kernel overlay format (see union/)
 //   lock             flock held exclusive by the mount daemon: one mount at a time
 //   daemon.log       the detached daemon's stderr
@@ -55,8 +62,8 @@ pub fn list(store: &Store) -> Result<Vec<ContainerRecord>> {
 use std::path::{Path, PathBuf};
 
 use super::lock::{self, LockGuard};
+use crate::union::WorkSpec;
 use crate::union::layer::WORK_INDEX;
-use crate::union::{LayerSpec, WorkSpec};
 
 const UPPER: &str = "upper";
 const WORK: &str = "work";
@@ -96,13 +103,29 @@ impl Container {
         self.root.shown(&self.dir)
     }
 
-    /// The writable layer, opened beneath the store's verified root.
-    pub fn upper_spec(&self, wh_files: bool) -> Result<LayerSpec> {
+    /// The spellings of the writable layer: those its mount writes, fixed when the
+    /// container is made (the store's then). Every reader of the layer — the mount
+    /// itself, a read-only mount, `diff`, `export`, `commit` — takes exactly these for
+    /// whiteouts and opaque markers, and any other `.wh.` name for the plain file it is.
+    /// A record of an older version, which has none, gets the store's (what its mounts
+    /// probed), and keeps them from its next mount on.
+    pub fn styles(&self, store: &Store) -> Result<Styles> {
+        match self.record.styles {
+            Some(s) => Ok(s),
+            None => store.styles(),
+        }
+    }
+
+    /// The writable layer as a layer of a union, opened beneath the store's verified
+    /// root and read with [`Container::styles`] (also returned, for a stack that writes
+    /// or freezes it).
+    pub fn upper_spec(&self, store: &Store) -> Result<(LayerSpec, Styles)> {
+        let styles = self.styles(store)?;
         let rel = self.dir.join(UPPER);
-        Ok(LayerSpec::opened(
-            self.root.open_dir(&rel)?,
-            self.root.shown(&rel),
-            wh_files,
+        let fd = self.root.open_dir(&rel)?;
+        Ok((
+            LayerSpec::written_with(fd, self.root.shown(&rel), styles),
+            styles,
         ))
     }
 
@@ -240,6 +263,7 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
         image: image.id.to_string(),
         created: crate::time::now_rfc3339(),
         mountpoint: None,
+        styles: Some(store.styles()?),
     };
     let dir = super::at::container(&name);
     let res = (|| -> Result<()> {

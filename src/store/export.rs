@@ -19,7 +19,6 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::tree_tar::{self, Kind, Stat, Tree};
 use crate::union::{Atime, Attr, FileKind, FsError, NodeId, Options, ROOT_ID, Stack, Union};
-use crate::whiteout::Styles;
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
 pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tree_tar::Written> {
@@ -39,9 +38,10 @@ pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tr
         detail: format!("its image {id} is not in the store"),
     })?;
     let lowers = store.lower_specs(&image)?;
-    // `.wh.` names are whiteouts in the upper layer too, whatever its mount writes.
-    let upper = c.upper_spec(true)?;
-    let stack = Stack::open_frozen(&lowers, &upper, &c.work_spec()?, Styles::KERNEL)
+    // Its whiteouts are what its mount takes for whiteouts; any other `.wh.` name is a
+    // file, which a flat tree (not a layer) carries as it is.
+    let (upper, styles) = c.upper_spec(store)?;
+    let stack = Stack::open_frozen(&lowers, &upper, &c.work_spec()?, styles)
         .map_err(|e| Error::io_what(format!("opening the layers of container {name}"), e))?;
     let opts = Options {
         atime: Atime::Never,

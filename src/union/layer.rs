@@ -14,6 +14,9 @@
 //! name of an inode reaches the same copy (kernel overlayfs' `index` idea);
 //! `WORK/layerfs-whiteout` the whiteout inode that new whiteouts are links of.
 //!
+//! An upper layer is written in the spellings a probe of the work directory finds
+//! ([`Stack::open`]), or in spellings fixed for it ([`Stack::open_styled`]: a container's,
+//! refused where they cannot be written, so that its `.wh.` names never change meaning).
 //! A stack opened [`Stack::open_frozen`] reads a container's layers exactly as its mount
 //! shows them (the upper layer, its index of hard links) while that mount may be live:
 //! it writes nothing (no staging cleanup, no probe), and every change answers EROFS.
@@ -42,9 +45,10 @@ const XINO_SHIFT: u32 = 48;
 #[derive(Debug, Clone)]
 pub struct LayerSpec {
     pub path: PathBuf,
-    /// The layer may spell whiteouts as `.wh.NAME` files (OCI/fuse-overlayfs dialect).
-    /// Layers from our store written with char-device whiteouts set this to false, which
-    /// saves a probe per missed lookup.
+    /// The layer may spell whiteouts and opaque markers as `.wh.` files
+    /// (OCI/fuse-overlayfs dialect): such names are then marks, not files. Layers whose
+    /// writer used char-device whiteouts and xattrs set this to false: a `.wh.` name there
+    /// is a plain file (and no probe per missed lookup is needed).
     pub wh_files: bool,
     /// Already opened (a store opens its layers beneath its verified root): `path` then
     /// only names the layer in messages and is never opened.
@@ -120,6 +124,26 @@ impl From<&Path> for WorkSpec {
             opened: None,
         }
     }
+}
+
+impl LayerSpec {
+    /// A layer directory written with `styles` (a store layer, a container's writable
+    /// layer), already opened as `fd` and shown as `shown`: exactly the `.wh.` names those
+    /// styles write are marks. The one rule for every reader of such a directory, so that
+    /// they all see the same names.
+    pub fn written_with(fd: OwnedFd, shown: impl Into<PathBuf>, styles: Styles) -> LayerSpec {
+        LayerSpec::opened(fd, shown, styles.writes_wh_files())
+    }
+}
+
+/// Where the spellings of a writable upper layer come from.
+enum UpperStyles {
+    /// Probed on the work directory (a layer of another tool's: `layerfs-overlay`).
+    Probe,
+    /// Fixed for that layer (a container's): checked to be writable here.
+    Fixed(Styles),
+    /// Fixed, and the stack only reads (see [`Stack::open_frozen`]).
+    Frozen(Styles),
 }
 
 /// One directory of the stack.
@@ -264,9 +288,22 @@ fn open_work(work_path: &Path) -> io::Result<OwnedFd> {
 }
 
 impl Stack {
-    /// Opens the layers: `upper` (with `work`) on top of `lowers` (top first).
+    /// Opens the layers: `upper` (with `work`) on top of `lowers` (top first); the upper
+    /// layer is written in the spellings a probe of the work directory finds.
     pub fn open(lowers: &[LayerSpec], upper: Option<(&LayerSpec, &WorkSpec)>) -> io::Result<Stack> {
-        Stack::open_with(lowers, upper, None)
+        Stack::open_with(lowers, upper, UpperStyles::Probe)
+    }
+
+    /// Opens the layers with a writable `upper` whose spellings are fixed, `styles` (a
+    /// container's: its layer must read the same to every later reader, so the mount
+    /// never writes it in others); refused where this process cannot write them.
+    pub fn open_styled(
+        lowers: &[LayerSpec],
+        upper: &LayerSpec,
+        work: &WorkSpec,
+        styles: Styles,
+    ) -> io::Result<Stack> {
+        Stack::open_with(lowers, Some((upper, work)), UpperStyles::Fixed(styles))
     }
 
     /// Opens a container's layers to read them as its mount shows them, without writing
@@ -278,13 +315,13 @@ impl Stack {
         work: &WorkSpec,
         styles: Styles,
     ) -> io::Result<Stack> {
-        Stack::open_with(lowers, Some((upper, work)), Some(styles))
+        Stack::open_with(lowers, Some((upper, work)), UpperStyles::Frozen(styles))
     }
 
     fn open_with(
         lowers: &[LayerSpec],
         upper: Option<(&LayerSpec, &WorkSpec)>,
-        frozen: Option<Styles>,
+        styles: UpperStyles,
     ) -> io::Result<Stack> {
         let mut specs: Vec<&LayerSpec> = Vec::new();
         if let Some((u, _)) = upper {
@@ -328,7 +365,7 @@ impl Stack {
                         "upperdir and workdir must be on the same filesystem",
                     ));
                 }
-                if let Some(styles) = frozen {
+                if let UpperStyles::Frozen(styles) = styles {
                     // Nothing is staged here, and a work directory that never had an
                     // index (no mount yet) has no hard links: the work directory itself
                     // stands in, holding no entry named like an index key.
@@ -342,9 +379,8 @@ impl Stack {
                         Err(nix::errno::Errno::ENOENT) => work_spec.open()?,
                         Err(e) => return Err(e.into()),
                     };
-                    if styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile {
-                        layers[0].wh_files = true;
-                    }
+                    // The upper layer's own marks are marks, whatever the spec said.
+                    layers[0].wh_files |= styles.writes_wh_files();
                     let tmp = Arc::new(work_spec.open()?);
                     return Ok(Stack {
                         single_dev: devs.len() == 1,
@@ -363,11 +399,15 @@ impl Stack {
                 // Leftovers of an interrupted copy-up: never visible, safe to drop.
                 empty_dir(tmp.as_fd())?;
                 let index = ensure_subdir(work.as_fd(), WORK_INDEX)?;
-                let styles = crate::whiteout::probe_styles(tmp.as_fd());
-                if styles.whiteout == crate::whiteout::WhiteoutStyle::WhFile {
-                    // We will write `.wh.` files there ourselves.
-                    layers[0].wh_files = true;
-                }
+                let styles = match styles {
+                    UpperStyles::Fixed(s) => {
+                        crate::whiteout::check_writable(tmp.as_fd(), s)?;
+                        s
+                    }
+                    _ => crate::whiteout::probe_styles(tmp.as_fd()),
+                };
+                // We will write these `.wh.` names there ourselves.
+                layers[0].wh_files |= styles.writes_wh_files();
                 Some(Upper {
                     work,
                     tmp: Arc::new(tmp),
