@@ -13,6 +13,7 @@
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
 //! - [`mountinfo`] reads what is mounted where (is a mount point ours, is it dead).
+//! - [`regular`] opens files that must be regular files in layer trees (never a FIFO).
 //! - [`cli`] wires it all for the `layerfs` and `layerfs-overlay` binaries.
 //! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
 //!   only place with `unsafe` (syscall wrappers).
@@ -28,6 +29,7 @@ pub mod error;
 pub mod fuse;
 pub mod image;
 pub mod mountinfo;
+pub mod regular;
 pub mod store;
 pub mod sys;
 pub mod tar_reader;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 use super::Context;
-use crate::image::sink::AtomicFile;
+use crate::image::output::{AtomicFile, Target};
 use crate::store::{Store, export};
 
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,8 @@ pub struct Args {
     /// The container (see `layerfs ps -a`).
     #[arg(value_name = "CONTAINER")]
     pub container: String,
-    /// Write to FILE (under a temporary name, renamed when complete) instead of stdout.
+    /// Write to FILE (under a temporary name, renamed when complete; mode 0600; a regular
+    /// file there is replaced, never a symlink, device or FIFO) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -29,7 +30,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
     let written = match &args.output {
         Some(path) => {
-            let mut f = AtomicFile::create(path)?;
+            let mut f = AtomicFile::create(path, Target::Export)?;
             let w =
                 export::export_container(&store, &args.container, &mut f).with_context(|| {
                     format!("cannot export {} to {}", args.container, path.display())

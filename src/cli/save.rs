@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use super::Context;
 use super::load::image_arg;
+use crate::image::output::Target;
 use crate::image::{Compression, Reference, Source};
 use crate::store::Store;
 use crate::store::save::{self, SaveFormat, SaveImage, SaveOptions};
@@ -41,8 +42,8 @@ pub struct Args {
     /// prefix, or anything `load` accepts.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
-    /// Where to write: a file (archives; replaced if it exists) or a new or empty
-    /// directory (--format oci).
+    /// Where to write: a file (archives; a regular file there is replaced, mode 0600) or
+    /// a new or empty directory (--format oci, mode 0700); never a symlink, device or FIFO.
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
     /// Output format.
@@ -107,7 +108,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         FormatArg::OciArchive => SaveFormat::OciArchive,
     };
     // Before any work: an output we may not write is refused at once.
-    crate::image::sink::check_output(&args.output, format == SaveFormat::Oci)?;
+    let target = match format {
+        SaveFormat::Oci => Target::SaveLayout,
+        _ => Target::SaveArchive,
+    };
+    crate::image::output::check(&args.output, target)?;
     let mut requests = Vec::new();
     for arg in &args.images {
         requests.extend(requests_for(ctx, &store, arg)?);

@@ -19,6 +19,7 @@ pub mod docker;
 pub mod files;
 pub mod oci;
 pub mod open;
+pub mod output;
 pub mod reference;
 pub mod sink;
 pub mod tree_tar;

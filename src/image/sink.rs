@@ -2,31 +2,31 @@
 //! nothing half-written is ever visible at the output path.
 //!
 //! A [`Sink`] is built under a temporary name next to the output (`.NAME.tmp-PID-N`, on
-//! the same filesystem) and renamed into place by [`Sink::commit`]; dropped without a
-//! commit (an error, a full disk), it removes what it wrote. The output path is checked
-//! before any work ([`check_output`]): an archive replaces an existing file (as
-//! `docker save -o` does) but never a directory; a layout directory must be new or empty.
+//! the same filesystem) and put in place by [`Sink::commit`]; dropped without a commit
+//! (an error, a full disk), it removes what it wrote. What the output may replace, and
+//! the modes of what is written (private to the writer), are [`super::output`]'s rules.
 //!
 //! Blobs go to `blobs/sha256/<hex>`, each once. A blob whose digest is known only once
 //! it is written (a layer being compressed) is streamed: into a temporary file renamed
 //! to its digest (directory), or behind a placeholder tar header that is rewritten with
 //! the blob's name and size once it is complete (archive). Archives are plain ustar,
-//! entries owned by 0:0 with mode 0644 (directories 0755) and mtime 0, as Docker writes
-//! them, so the same image always gives the same archive.
+//! entries owned by 0:0 with mode 0644 (directories 0755) and mtime 0 in their headers,
+//! as Docker writes them, so the same image always gives the same archive.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::compress::Written;
+use super::output::{AtomicFile, StageDir, Target};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Tar block size.
 const BLOCK: u64 = 512;
-/// Mode of the files and directories of a layout or archive (what Docker and skopeo use).
+/// Mode in the headers of an archive's files and directories (what Docker and skopeo use).
 const FILE_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o755;
 
@@ -37,140 +37,9 @@ pub fn blob_rel(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
-/// A temporary name next to `out`.
-fn temp_beside(out: &Path) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::Invalid {
-            file: out.display().to_string(),
-            detail: "not a file name".into(),
-        })?
-        .to_string_lossy();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(".{name}.tmp-{}-{n}", std::process::id())))
-}
-
-/// Checks, before any work, that `out` can be written as a directory (`dir`) or an
-/// archive: its parent is a directory, and `out` is not something we must not replace.
-pub fn check_output(out: &Path, dir: bool) -> Result<()> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match fs::metadata(parent) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::Invalid {
-                file: parent.display().to_string(),
-                detail: "not a directory".into(),
-            });
-        }
-        Err(e) => return Err(Error::io(parent, e)),
-    }
-    match fs::symlink_metadata(out) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(out, e)),
-        Ok(m) if dir => {
-            let empty = m.is_dir()
-                && fs::read_dir(out)
-                    .map_err(|e| Error::io(out, e))?
-                    .next()
-                    .is_none();
-            if empty {
-                Ok(())
-            } else {
-                Err(Error::Invalid {
-                    file: out.display().to_string(),
-                    detail: "exists (an OCI layout is written to a new or empty directory)".into(),
-                })
-            }
-        }
-        Ok(m) if m.is_dir() => Err(Error::Invalid {
-            file: out.display().to_string(),
-            detail: "is a directory (an archive is written to a file; --format oci writes \
-                     a layout directory)"
-                .into(),
-        }),
-        Ok(_) => Ok(()),
-    }
-}
-
-/// A file written under a temporary name beside its path and renamed into place by
-/// [`AtomicFile::commit`]; removed when dropped before.
-pub struct AtomicFile {
-    out: PathBuf,
-    temp: PathBuf,
-    file: Option<BufWriter<File>>,
-}
-
-impl AtomicFile {
-    /// Starts `out` (checked with [`check_output`] first: never over a directory).
-    pub fn create(out: &Path) -> Result<AtomicFile> {
-        check_output(out, false)?;
-        let temp = temp_beside(out)?;
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(out, e))?;
-        Ok(AtomicFile {
-            out: out.to_path_buf(),
-            temp,
-            file: Some(BufWriter::with_capacity(1 << 20, f)),
-        })
-    }
-
-    /// The buffered file, for writers that also seek (see [`TarSink`]).
-    fn buffered(&mut self) -> io::Result<&mut BufWriter<File>> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("already closed"))
-    }
-
-    /// Flushes and renames the file into place.
-    pub fn commit(mut self) -> Result<()> {
-        let res = (|| -> io::Result<()> {
-            let w = self.file.take().ok_or_else(|| io::Error::other("closed"))?;
-            drop(w.into_inner().map_err(|e| e.into_error())?);
-            fs::rename(&self.temp, &self.out)
-        })();
-        res.map_err(|e| Error::io(&self.out, e))
-    }
-}
-
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.file.as_mut() {
-            Some(f) => f.write(buf),
-            None => Err(io::Error::other("closed")),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self.file.as_mut() {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() || self.temp.exists() {
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
-}
-
 /// An OCI layout directory being written.
 pub struct DirSink {
-    out: PathBuf,
-    stage: PathBuf,
-    done: bool,
+    stage: StageDir,
     blobs: HashSet<Digest>,
 }
 
@@ -187,26 +56,18 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Starts a layout directory at `out` (checked with [`check_output`] first).
+    /// Starts a layout directory at `out` (checked first: a new or empty directory).
     pub fn dir(out: &Path) -> Result<Sink> {
-        check_output(out, true)?;
-        let stage = temp_beside(out)?;
-        fs::create_dir_all(stage.join("blobs/sha256")).map_err(|e| {
-            let _ = fs::remove_dir_all(&stage);
-            Error::io(out, e)
-        })?;
         Ok(Sink::Dir(DirSink {
-            out: out.to_path_buf(),
-            stage,
-            done: false,
+            stage: StageDir::create(out)?,
             blobs: HashSet::new(),
         }))
     }
 
-    /// Starts an archive at `out` (checked with [`check_output`] first).
+    /// Starts an archive at `out` (checked first: a new file, or over a regular one).
     pub fn tar(out: &Path) -> Result<Sink> {
         let mut t = TarSink {
-            file: AtomicFile::create(out)?,
+            file: AtomicFile::create(out, Target::SaveArchive)?,
             blobs: HashSet::new(),
         };
         for d in ["blobs/", "blobs/sha256/"] {
@@ -220,8 +81,8 @@ impl Sink {
     /// The output path, for messages.
     pub fn out(&self) -> &Path {
         match self {
-            Sink::Dir(d) => &d.out,
-            Sink::Tar(t) => &t.file.out,
+            Sink::Dir(d) => d.stage.out(),
+            Sink::Tar(t) => t.file.out(),
         }
     }
 
@@ -237,10 +98,10 @@ impl Sink {
     pub fn put_file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         let out = self.out().to_path_buf();
         match self {
-            Sink::Dir(s) => {
-                let p = s.stage.join(rel);
-                fs::write(&p, bytes).map_err(|e| Error::io(&out, e))
-            }
+            Sink::Dir(s) => s
+                .stage
+                .write_file(rel, bytes)
+                .map_err(|e| Error::io(&out, e)),
             Sink::Tar(s) => s.put(rel, bytes).map_err(|e| Error::io(&out, e)),
         }
     }
@@ -272,18 +133,12 @@ impl Sink {
         }
     }
 
-    /// Finishes the output and renames it into place.
+    /// Finishes the output and puts it in place.
     pub fn commit(self) -> Result<()> {
         match self {
-            Sink::Dir(mut s) => {
-                let out = s.out.clone();
-                // rename(2) replaces an empty directory, never a non-empty one.
-                fs::rename(&s.stage, &s.out).map_err(|e| Error::io(&out, e))?;
-                s.done = true;
-                Ok(())
-            }
+            Sink::Dir(s) => s.stage.commit(),
             Sink::Tar(mut s) => {
-                let out = s.file.out.clone();
+                let out = s.file.out().to_path_buf();
                 s.file
                     .write_all(&[0u8; 2 * BLOCK as usize])
                     .map_err(|e| Error::io(&out, e))?;
@@ -299,9 +154,9 @@ impl DirSink {
         fill: impl FnOnce(&mut dyn Write) -> io::Result<Written>,
     ) -> io::Result<Written> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.stage.join(format!("blobs/sha256/.tmp-{n}"));
+        let tmp = format!("blobs/sha256/.tmp-{n}");
         let res = (|| {
-            let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            let mut w = BufWriter::with_capacity(1 << 20, self.stage.create_file(&tmp)?);
             let written = fill(&mut w)?;
             w.flush()?;
             Ok::<_, io::Error>(written)
@@ -309,24 +164,16 @@ impl DirSink {
         let written = match res {
             Ok(w) => w,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = self.stage.remove_file(&tmp);
                 return Err(e);
             }
         };
         if self.blobs.insert(written.digest) {
-            fs::rename(&tmp, self.stage.join(blob_rel(&written.digest)))?;
+            self.stage.rename(&tmp, &blob_rel(&written.digest))?;
         } else {
-            fs::remove_file(&tmp)?;
+            self.stage.remove_file(&tmp)?;
         }
         Ok(written)
-    }
-}
-
-impl Drop for DirSink {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_dir_all(&self.stage);
-        }
     }
 }
 
@@ -406,6 +253,7 @@ impl TarSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Read;
 
     fn written(bytes: &[u8]) -> Written {
@@ -469,10 +317,5 @@ mod tests {
             drop(s);
             assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
         }
-        fs::create_dir(t.path().join("full")).unwrap();
-        fs::write(t.path().join("full/f"), b"").unwrap();
-        assert!(check_output(&t.path().join("full"), true).is_err());
-        assert!(check_output(&t.path().join("full"), false).is_err());
-        assert!(check_output(&t.path().join("nodir/x.tar"), false).is_err());
     }
 }

@@ -15,7 +15,6 @@
 //! sha256 is checked against the diff_id before it counts as the layer.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -242,17 +241,11 @@ impl Tree for LayerDirTree {
 
     fn open(&self, n: &LayerNode) -> io::Result<Box<dyn Read + '_>> {
         match n {
+            // (listed as a regular file; what is there now is checked before it is opened,
+            // so a FIFO cannot hang `save`; the tree writer names the entry)
             LayerNode::Entry { dir, name, .. } => {
-                let fd = nix::fcntl::openat(
-                    dir.as_fd(),
-                    name.as_os_str(),
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )?;
-                Ok(Box::new(io::BufReader::with_capacity(
-                    256 << 10,
-                    File::from(fd),
-                )))
+                let (f, _) = crate::regular::open_at(dir.as_fd(), name)?;
+                Ok(Box::new(io::BufReader::with_capacity(256 << 10, f)))
             }
             _ => Ok(Box::new(io::empty())),
         }
@@ -381,6 +374,7 @@ impl Read for PipeReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn overrides() {

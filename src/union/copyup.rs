@@ -179,13 +179,10 @@ fn fill_from_lower(dst: &OwnedFd, data: &Lower, mode: CopyMode) -> Result<()> {
         _ => size,
     };
     if len > 0 {
-        let src = openat(
-            &*data.parent,
-            data.name.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        copy_data(&src, dst, len, size)?;
+        // (checked to be a regular file before it is opened: a FIFO would block)
+        let (src, _) = crate::regular::open_at(data.parent.as_fd(), &data.name)
+            .ctx(|| format!("copy up {:?}", data.name))?;
+        copy_data(&OwnedFd::from(src), dst, len, size)?;
     }
     if let CopyMode::Truncate(n) = mode {
         nix::unistd::ftruncate(dst, n as i64)?;

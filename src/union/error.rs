@@ -116,7 +116,11 @@ impl std::error::Error for FsError {}
 
 impl From<io::Error> for FsError {
     fn from(e: io::Error) -> Self {
-        FsError::from_errno(e.raw_os_error().unwrap_or(libc::EIO))
+        match e.raw_os_error() {
+            Some(errno) => FsError::from_errno(errno),
+            // One of ours (a layer file found not to be a regular file): EIO, saying why.
+            None => FsError::corrupt(e),
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! operation that changed it held, so the retry sees the new name. Everything else goes
 //! through that fd: `fchownat(AT_EMPTY_PATH)`, `fchmodat2`, `utimensat(AT_EMPTY_PATH)`, the
 //! `f*xattr` family, and for data a reopen through the fd's `/proc/self/fd` link.
-//! Lower entries never change, so they are reached by (directory fd, name) directly.
+//! Lower entries are not the core's to change, so they are reached by (directory fd,
+//! name); their data only once [`crate::regular`] has checked it is a regular file.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -214,23 +215,21 @@ impl Union {
         drop(s);
         let ro = (reopen_flags(flags) & !OFlag::O_ACCMODE & !OFlag::O_APPEND & !OFlag::O_TRUNC)
             | OFlag::O_RDONLY;
-        let open = |extra: OFlag| {
-            openat(
-                &l.parent,
-                l.name.as_os_str(),
-                ro | extra | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-        };
-        let fd = match self.opts.atime {
+        let what = || format!("open {:?} in {}", l.name, self.layer_name(l.layer));
+        // A lower layer may be a directory others write (a `layerfs-overlay` lowerdir) or
+        // a damaged store: the name is checked to hold a regular file before it is opened
+        // (a FIFO there would block this thread for good).
+        let (path, _) = crate::regular::path_at(l.parent.as_fd(), &l.name).ctx(what)?;
+        let open = |extra: OFlag| crate::regular::reopen(path.as_fd(), ro | extra);
+        let file = match self.opts.atime {
             // (O_NOATIME is refused on others' files to a daemon without CAP_FOWNER)
             Atime::Never => match open(OFlag::O_NOATIME) {
-                Err(Errno::EPERM) => open(OFlag::empty()),
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(OFlag::empty()),
                 r => r,
             },
             _ => open(OFlag::empty()),
         }
-        .ctx(|| format!("open {:?} in {}", l.name, self.layer_name(l.layer)))?;
-        Ok((fd, true))
+        .ctx(what)?;
+        Ok((OwnedFd::from(file), true))
     }
 }

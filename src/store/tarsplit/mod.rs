@@ -31,8 +31,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-
 use super::unpack::ContentSink;
 use super::{Store, at};
 use crate::digest::{Digest, VerifyingReader};
@@ -436,36 +434,16 @@ impl Playback {
     }
 
     /// Opens a regular file of `size` bytes beneath the layer root without following
-    /// any symlink.
+    /// any symlink; anything else there (a FIFO would block the open) is refused unopened.
     fn open_file(&self, path: &[u8], size: u64) -> io::Result<File> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
         let p = Path::new(std::ffi::OsStr::from_bytes(path));
-        let fd = nix::fcntl::openat2(self.root.as_fd(), p, how).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("layer file {}: {e}", p.display()),
-            )
-        })?;
-        let f = File::from(fd);
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(bad(format!(
-                "layer file {} is not a regular file",
-                p.display()
-            )));
-        }
-        if meta.len() != size {
+        let (f, st) = crate::regular::open_beneath(self.root.as_fd(), p)
+            .map_err(|e| io::Error::new(e.kind(), format!("layer file {}: {e}", p.display())))?;
+        if st.st_size as u64 != size {
             return Err(bad(format!(
                 "layer file {} is {} bytes, {size} when it was unpacked",
                 p.display(),
-                meta.len()
+                st.st_size
             )));
         }
         Ok(f)
