@@ -38,6 +38,30 @@ impl LockGuard {
         self.mode
     }
 
+    /// The locked file (to check which file it is, or to hand the lock to a child
+    /// process: a lock belongs to the open file, which a child inherits).
+    pub fn file(&self) -> &File {
+        &self.lock
+    }
+
+    /// Lets go of this handle without unlocking, for a lock handed to another process
+    /// that shares its open file (a daemon that inherited it): an unlock through any
+    /// handle of the open file ends the lock for all of them. The lock then lasts until
+    /// the last process holding the open file closes it (this one, when it exits).
+    pub fn hand_over(self) {
+        std::mem::forget(self);
+    }
+
+    /// Takes the lock again through this handle, after another process that shared the
+    /// open file unlocked it; false when somebody else has taken it meanwhile.
+    pub fn retake(&self, path: &Path) -> Result<bool> {
+        match self.lock.relock(arg(self.mode, true)) {
+            Ok(()) => Ok(true),
+            Err(Errno::EWOULDBLOCK) => Ok(false),
+            Err(e) => Err(Error::io(path, e.into())),
+        }
+    }
+
     /// Turns an exclusive lock into a shared one (flock converts in place; another
     /// process may get in between, which is harmless for our users of it).
     pub fn downgrade(&mut self, path: &Path) -> Result<()> {
@@ -94,7 +118,13 @@ pub fn lock(path: &Path, mode: Mode, who: &str) -> Result<LockGuard> {
 
 /// Takes the lock if nobody holds a conflicting one; `Ok(None)` otherwise.
 pub fn try_lock(path: &Path, mode: Mode) -> Result<Option<LockGuard>> {
-    let file = open_lock_file(path)?;
+    adopt(open_lock_file(path)?, path, mode)
+}
+
+/// Takes the lock through `file`, already open (inherited from the process that took it:
+/// taking a lock its open file holds already succeeds at once); `Ok(None)` when another
+/// open file holds a conflicting one. `path` names it in errors.
+pub fn adopt(file: File, path: &Path, mode: Mode) -> Result<Option<LockGuard>> {
     match Flock::lock(file, arg(mode, true)) {
         Ok(lock) => Ok(Some(LockGuard { lock, mode })),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
@@ -120,5 +150,27 @@ mod tests {
         x.downgrade(&p).unwrap();
         assert_eq!(x.mode(), Mode::Shared);
         assert!(try_lock(&p, Mode::Shared).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_handed_over_stays_held() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let mine = try_lock(&p, Mode::Exclusive).unwrap().unwrap();
+        // What a child inherits: the same open file, which holds the lock already.
+        let theirs = adopt(mine.file().try_clone().unwrap(), &p, Mode::Exclusive)
+            .unwrap()
+            .unwrap();
+        mine.hand_over();
+        assert!(try_lock(&p, Mode::Shared).unwrap().is_none(), "handed over");
+        // Another open file cannot adopt it.
+        let other = OpenOptions::new().read(true).open(&p).unwrap();
+        assert!(adopt(other, &p, Mode::Exclusive).unwrap().is_none());
+        // Unlocked through one handle, it is unlocked for all; retake() takes it again.
+        let again = theirs.file().try_clone().unwrap();
+        drop(theirs);
+        let back = adopt(again, &p, Mode::Exclusive).unwrap().unwrap();
+        assert!(back.retake(&p).unwrap());
+        assert!(try_lock(&p, Mode::Shared).unwrap().is_none());
     }
 }
