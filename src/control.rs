@@ -167,7 +167,7 @@ fn freeze(dir: &Path) -> io::Result<UnixStream> {
 pub fn hold_still(_store: &Store, c: &Container) -> Result<Hold> {
     let end = Instant::now() + CONNECT_WAIT;
     loop {
-        if let Some(g) = c.try_lock()? {
+        if let Some(g) = c.lock_shared()? {
             return Ok(Hold::Locked(g));
         }
         match freeze(&c.dir) {

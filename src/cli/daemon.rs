@@ -22,6 +22,20 @@ use crate::union::{Options, Stack, Union};
 
 const READY_ENV: &str = "LAYERFS_READY_FD";
 
+/// Names the container lock a detached daemon inherits from `layerfs mount` (see
+/// `store/containers.rs`).
+const LOCK_ENV: &str = "LAYERFS_LOCK_FD";
+
+/// The container lock handed over by the `layerfs mount` that started this daemon, if
+/// any: the open lock file, whose lock this process now holds too.
+pub fn inherited_lock() -> Option<File> {
+    let fd = std::env::var(LOCK_ENV).ok()?.parse::<i32>().ok()?;
+    let file = File::from(crate::sys::inherited_fd(fd)?);
+    // Not for the daemon's own children (fusermount3): they must not keep it locked.
+    let _ = fcntl(&file, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    Some(file)
+}
+
 /// The daemon's side of the readiness pipe (absent in plain foreground runs).
 #[derive(Debug)]
 pub struct Ready(Option<File>);
@@ -58,11 +72,21 @@ impl Ready {
 }
 
 /// Starts `args` (our own executable's arguments) as a detached daemon and waits until
-/// it reports the mount live. `log` receives the daemon's stderr.
-pub fn spawn_detached(args: &[OsString], log: Option<&Path>) -> anyhow::Result<()> {
+/// it reports the mount live. `log` receives the daemon's stderr; `lock`, a container lock
+/// this process holds, is held by the daemon too (see [`inherited_lock`]).
+pub fn spawn_detached(
+    args: &[OsString],
+    log: Option<&Path>,
+    lock: Option<&File>,
+) -> anyhow::Result<()> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the readiness pipe")?;
     // The write end must survive exec in the child.
     fcntl(&w, FcntlArg::F_SETFD(FdFlag::empty())).context("readiness pipe")?;
+    // A duplicate shares the open file, and with it the lock; dup() leaves it inheritable.
+    let lock = match lock {
+        Some(f) => Some(nix::unistd::dup(f).context("handing the container lock over")?),
+        None => None,
+    };
     let exe = std::env::current_exe().context("finding our own executable")?;
     let stderr = match log {
         Some(p) => Stdio::from(
@@ -71,7 +95,12 @@ pub fn spawn_detached(args: &[OsString], log: Option<&Path>) -> anyhow::Result<(
         ),
         None => Stdio::null(),
     };
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    match &lock {
+        Some(l) => cmd.env(LOCK_ENV, l.as_raw_fd().to_string()),
+        None => cmd.env_remove(LOCK_ENV),
+    };
+    let mut child = cmd
         .args(args)
         .env(READY_ENV, w.as_raw_fd().to_string())
         .stdin(Stdio::null())
@@ -80,6 +109,7 @@ pub fn spawn_detached(args: &[OsString], log: Option<&Path>) -> anyhow::Result<(
         .spawn()
         .context("starting the mount daemon")?;
     drop(w);
+    drop(lock);
     let mut msg = String::new();
     let mut rf = File::from(r);
     let _ = rf.read_to_string(&mut msg);
