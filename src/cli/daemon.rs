@@ -168,6 +168,9 @@ pub fn serve_with_control(
     let union = Arc::new(union);
     let mp = s.mountpoint.clone();
     let gate = Arc::new(crate::control::WriteGate::default());
+    // However serving ends, the caller lets go of the container only after this: once no
+    // commit holds the gate (see `crate::control`).
+    let _close = CloseGate(gate.clone());
     if let Some(dir) = control
         && let Err(e) = crate::control::serve(dir, gate.clone())
     {
@@ -212,6 +215,15 @@ pub fn serve_with_control(
         let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
     }
     result
+}
+
+/// Closes the write gate for good when dropped (see [`crate::control::WriteGate::close`]).
+struct CloseGate(Arc<crate::control::WriteGate>);
+
+impl Drop for CloseGate {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What to do when FUSE cannot be used (`err` from opening `/dev/fuse` or mounting);

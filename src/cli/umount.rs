@@ -1,7 +1,9 @@
 //! `layerfs umount DIR|CONTAINER`: unmounts a layerfs mount and waits until the daemon
 //! has let go of the container (or, for a read-only mount, of its image), so that it can
 //! be mounted again, or its image removed, at once. `umount DIR` and `fusermount3 -u DIR`
-//! work too.
+//! work too. A commit of the container under way is waited for first (up to
+//! `BUSY_WAIT`, else refused as busy, the mount left alone): its daemon would keep the
+//! container until the commit is done anyway (see `crate::control`).
 //!
 //! Only layerfs mounts are touched (see `mountinfo.rs`): any other mount at DIR is
 //! refused with what it is. A container whose daemon was killed leaves a dead mount
@@ -131,11 +133,16 @@ pub(super) fn container_mount(c: &containers::Container) -> anyhow::Result<PathB
 }
 
 /// Unmounts mounted container `c` at `mp` and waits until its daemon has let go of it.
+/// A commit that holds it is waited for first (up to `BUSY_WAIT`, else refused with
+/// "busy", the mount left alone): the daemon would keep the container until the commit
+/// is done anyway, and the caller expects it free when we return.
 pub(super) fn unmount_container(c: &containers::Container, mp: &Path) -> anyhow::Result<()> {
+    crate::control::wait_idle(c)?;
     unmount(mp)?;
     if !c.wait_unlocked(DAEMON_EXIT_WAIT) {
         bail!(
-            "{} is unmounted but the daemon of {} has not let go of it within {} s",
+            "{} is unmounted but the daemon of {} has not let go of it within {} s (a \
+             commit of it may still be reading it)",
             mp.display(),
             c.record.name,
             DAEMON_EXIT_WAIT.as_secs()
