@@ -454,7 +454,8 @@ fn freeze(c: &Container) -> Result<Attempt> {
     };
     match s.write_all(b"freeze\n") {
         Ok(()) => {}
-        Err(e) if no_daemon(&e) => return Ok(Attempt::Absent),
+        // A daemon that refuses us answers before it reads, and hangs up: read on.
+        Err(e) if no_daemon(&e) => {}
         Err(e) => return Err(failed(e)),
     }
     let mut r = BufReader::new(s);
