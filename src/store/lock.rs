@@ -7,7 +7,10 @@
 //! few milliseconds of a read-modify-write of `refs.json` or a `layer.json`.
 //!
 //! flock locks belong to the open file description: they vanish when the process dies,
-//! so a killed `load` never leaves the store locked.
+//! so a killed `load` never leaves the store locked. For the same reason a lock can be
+//! handed to a child process, which inherits the open file ([`adopt`],
+//! [`LockGuard::hand_over`]): `layerfs mount` hands its daemon the container's lock (see
+//! `containers.rs`, which sets out the container lock's protocol).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
