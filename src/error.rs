@@ -159,6 +159,11 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// A container another command holds (a commit reads it, a mount or `rm` is under way)
+    /// for longer than we wait (see `store/containers.rs`).
+    #[error("container {name} is busy: {detail}")]
+    ContainerBusy { name: String, detail: String },
+
     /// `--root` names something that is not a layerfs store.
     #[error("{}: not a layerfs store ({detail})", path.display())]
     NotAStore { path: PathBuf, detail: String },

@@ -12,7 +12,7 @@ mod lab;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -417,4 +417,254 @@ fn a_full_disk_fails_cleanly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(listing(&root), before, "a failed commit changed the store");
     assert!(names(&root.join("tmp")).is_empty());
+}
+
+/// Waits for `child` at most `limit` — a guard against a hang, not a timing check: past
+/// it, the child is killed and the test fails.
+fn wait_guarded(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let end = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what} hangs (killed after {} s): {}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn spawn_commit(s: &TestStore, args: &[&str]) -> std::process::Child {
+    s.cmd()
+        .arg("commit")
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1000000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Issue 19, defect 3: while a commit reads a container, the container is unmounted
+/// (`layerfs umount`, or the kernel's `umount DIR`), mounted again as soon as that
+/// succeeds, and written. The image must be the container as the commit found it, or
+/// the commit fails: never files from after the unmount. A third kind of round commits
+/// the container unmounted, and mounts it meanwhile. The layer starts with a big sparse
+/// file (the walk is sorted: it is read first), so the mount and the writes come while
+/// the commit still reads.
+#[test]
+fn a_commit_is_a_snapshot_across_umount_and_a_new_mount() {
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    let m = lab.dir("m");
+    let tmp = s.root.join("tmp");
+    for round in 0..12 {
+        let (by_layerfs, by_kernel) = (round % 3 == 0, round % 3 == 1);
+        let name = format!("c{round}");
+        lab.mount(&["busybox", "--name", &name], "m");
+        lab.umount(&m);
+        let upper = s.root.join("containers").join(&name).join("upper");
+        fs::File::create(upper.join("0big"))
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        fs::create_dir(upper.join("z")).unwrap();
+        for i in 0..200 {
+            fs::write(upper.join(format!("z/{i:03}")), "old").unwrap();
+        }
+        if by_layerfs || by_kernel {
+            lab.mount(&[&name], "m");
+        }
+        let snap = format!("snap:{round}");
+        let commit = spawn_commit(s, &[&name, &snap]);
+        // Its tar in tmp/: the commit holds the container and reads it.
+        let end = Instant::now() + Duration::from_secs(60);
+        while !names(&tmp)
+            .iter()
+            .any(|d| tmp.join(d).join("layer.tar").exists())
+        {
+            assert!(
+                Instant::now() < end,
+                "round {round}: the commit never began"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if by_layerfs {
+            // Waits for the commit (or refuses: busy).
+            let out = s.run(&["umount", &name]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || err.contains("busy"),
+                "round {round}: {err}"
+            );
+        } else if by_kernel {
+            let st = Command::new("umount").arg(&m).status().unwrap();
+            assert!(st.success(), "round {round}: umount {}", m.display());
+        }
+        // Mounted again as soon as it may be (a hang guard bounds the tries).
+        let end = Instant::now() + Duration::from_secs(300);
+        while !s
+            .run(&["mount", &name, m.to_str().unwrap()])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < end, "round {round}: never mounted again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for i in 0..200 {
+            fs::write(m.join(format!("z/{i:03}")), "new").unwrap();
+        }
+        let out = wait_guarded(commit, Duration::from_secs(300), "commit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            let n = lab.mount(&[&snap, "--read-only"], "n");
+            for i in 0..200 {
+                let got = fs::read_to_string(n.join(format!("z/{i:03}"))).unwrap();
+                assert_eq!(
+                    got, "old",
+                    "round {round}: the image has z/{i:03} as written after the container \
+                     was mounted again during the commit"
+                );
+            }
+            assert_eq!(fs::metadata(n.join("0big")).unwrap().len(), 512 << 20);
+            lab.umount(&n);
+        } else {
+            assert_eq!(out.status.code(), Some(1), "round {round}: {err}");
+            assert!(!err.contains("panicked"), "round {round}: {err}");
+        }
+        s.ok(&["rm", "--force", &name]);
+    }
+}
+
+/// Issue 19, defect 7: a control client that connects and says nothing blocks no commit
+/// (clients are served at once), and the daemon sends it away after a few seconds.
+#[test]
+fn a_silent_control_client_blocks_no_commit() {
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    let m = lab.mount(&["busybox", "--name", "c"], "m");
+    fs::write(m.join("hello"), "hi").unwrap();
+    let sock = s.root.join("containers/c/control.sock");
+    let mut silent = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let out = wait_guarded(
+        spawn_commit(s, &["c", "after:1"]),
+        Duration::from_secs(60),
+        "commit with a silent control client connected",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = lab.mount(&["after:1", "--read-only"], "n");
+    assert_eq!(fs::read_to_string(n.join("hello")).unwrap(), "hi");
+    // Sent away: its connection ends (a guard, not a timing check).
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut silent, &mut said).unwrap();
+    assert!(said.starts_with("error: nothing asked"), "{said:?}");
+    // Writes were let go.
+    fs::write(m.join("later"), "x").unwrap();
+}
+
+/// Issue 19, defect 7: while one client holds a container's writes, a commit waits for it
+/// (saying so), then gets them: the daemon serves both at once, one freeze at a time.
+#[test]
+fn a_commit_waits_for_the_freeze_another_client_holds() {
+    use std::io::{BufRead, BufReader, Write};
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    let m = lab.mount(&["busybox", "--name", "c"], "m");
+    fs::write(m.join("hello"), "hi").unwrap();
+    let sock = s.root.join("containers/c/control.sock");
+    let mut holder = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    holder.write_all(b"freeze\n").unwrap();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut lines = BufReader::new(holder.try_clone().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "frozen");
+    let mut commit = spawn_commit(s, &["c", "after:1"]);
+    // The commit says it waits (a hang guard on our read: it must say so, not hang).
+    let stderr = commit.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines() {
+            let _ = tx.send(l.unwrap());
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the commit neither says it waits nor finishes");
+    assert!(
+        first.contains("waiting for another commit of container c"),
+        "{first}"
+    );
+    holder.write_all(b"thaw\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "thawed");
+    let out = wait_guarded(commit, Duration::from_secs(60), "commit");
+    assert!(
+        out.status.success(),
+        "{:?}",
+        rx.try_iter().collect::<Vec<_>>()
+    );
+    let n = lab.mount(&["after:1", "--read-only"], "n");
+    assert_eq!(fs::read_to_string(n.join("hello")).unwrap(), "hi");
+}
+
+/// Issue 19, defect 7: only the store's owner (and root) may hold a mount's writes. With
+/// the socket and its directories opened up to everyone, another user is still refused
+/// (the daemon checks the peer's credentials).
+#[test]
+fn another_user_may_not_freeze_a_mount() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    let m = lab.mount(&["busybox", "--name", "c"], "m");
+    let sock = s.root.join("containers/c/control.sock");
+    let mut d = sock.parent().unwrap().to_path_buf();
+    while d != *s.dir.path().parent().unwrap() {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o711)).unwrap();
+        d = d.parent().unwrap().to_path_buf();
+    }
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
+    let script = "import socket,sys\n\
+        s=socket.socket(socket.AF_UNIX)\n\
+        s.connect(sys.argv[1])\n\
+        s.settimeout(60)\n\
+        try: s.sendall(b'freeze\\n')\n\
+        except OSError: pass\n\
+        print(s.makefile().readline().strip())\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        answer.starts_with("error:") && answer.contains("uid 65534"),
+        "another user got {answer:?}"
+    );
+    // Writes flow, and the owner still commits.
+    fs::write(m.join("x"), "x").unwrap();
+    s.ok(&["commit", "c"]);
 }

@@ -191,3 +191,64 @@ fn mount_by_container_name_ps_sizes_and_df() {
     let err = s.fail(&["mount", "nosuch", m.to_str().unwrap()]);
     assert!(err.contains("nosuch"), "{err}");
 }
+
+/// Issue 19, defect 8: `rm NAME` racing `mount NAME DIR`. In no serial order do both
+/// succeed (mounted, it cannot be removed; removed, there is nothing to mount), and a
+/// container mounted by name is the one that was there, never a new, empty one. One
+/// starts a little after the other, each first in turn, to meet it at each of its steps.
+#[test]
+fn rm_and_mount_by_name_never_both_succeed() {
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb("latest"));
+    let m = lab.dir("m");
+    let containers = s.root.join("containers");
+    for round in 0..40u64 {
+        let name = format!("r{round}");
+        lab.mount(&["busybox", "--name", &name], "m");
+        std::fs::write(m.join("mine"), &name).unwrap();
+        lab.umount(&m);
+        let start = |args: &[&str]| {
+            s.cmd()
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mount_args = ["mount", &name, m.to_str().unwrap()];
+        let rm_args = ["rm", &name];
+        let (first, second) = if round % 2 == 0 {
+            (&mount_args[..], &rm_args[..])
+        } else {
+            (&rm_args[..], &mount_args[..])
+        };
+        let a = start(first);
+        std::thread::sleep(std::time::Duration::from_millis(round / 2 % 10 * 3));
+        let b = start(second);
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let (mount, rm) = if round % 2 == 0 { (a, b) } else { (b, a) };
+        let (mounted, removed) = (mount.status.success(), rm.status.success());
+        assert!(
+            !(mounted && removed),
+            "round {round}: both `mount {name}` and `rm {name}` succeeded; ps: {}",
+            s.ok(&["ps", "-a"])
+        );
+        if mounted {
+            assert_eq!(
+                std::fs::read_to_string(m.join("mine")).unwrap(),
+                name,
+                "round {round}: mounted another container than {name}"
+            );
+            lab.umount(&m);
+        }
+        for (what, out) in [("mount", &mount), ("rm", &rm)] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("panicked"), "round {round}: {what}: {err}");
+        }
+        if !removed {
+            s.ok(&["rm", &name]);
+        }
+        assert!(!containers.join(&name).exists(), "round {round}");
+    }
+}

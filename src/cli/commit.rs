@@ -13,7 +13,8 @@ use crate::store::Store;
   SOURCE_DATE_EPOCH=0 layerfs commit web   # the same changes give the same image id
 
 A mounted container is committed as it is at that moment: its writes wait until the layer
-is written (as `docker commit` pauses a container).")]
+is written (as `docker commit` pauses a container); `umount`, `rm` and `mount` of the
+container wait for the commit too.")]
 pub struct Args {
     /// The container.
     #[arg(value_name = "CONTAINER")]

@@ -22,6 +22,20 @@ use crate::union::{Options, Stack, Union};
 
 const READY_ENV: &str = "LAYERFS_READY_FD";
 
+/// Names the container lock a detached daemon inherits from `layerfs mount` (see
+/// `store/containers.rs`).
+const LOCK_ENV: &str = "LAYERFS_LOCK_FD";
+
+/// The container lock handed over by the `layerfs mount` that started this daemon, if
+/// any: the open lock file, whose lock this process now holds too.
+pub fn inherited_lock() -> Option<File> {
+    let fd = std::env::var(LOCK_ENV).ok()?.parse::<i32>().ok()?;
+    let file = File::from(crate::sys::inherited_fd(fd)?);
+    // Not for the daemon's own children (fusermount3): they must not keep it locked.
+    let _ = fcntl(&file, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    Some(file)
+}
+
 /// The daemon's side of the readiness pipe (absent in plain foreground runs).
 #[derive(Debug)]
 pub struct Ready(Option<File>);
@@ -59,17 +73,32 @@ impl Ready {
 
 /// Starts `args` (our own executable's arguments) as a detached daemon and waits until
 /// it reports the mount live. `log` (a file opened for appending) receives the daemon's
-/// stderr.
-pub fn spawn_detached(args: &[OsString], log: Option<File>) -> anyhow::Result<()> {
+/// stderr; `lock`, a container lock this process holds, is held by the daemon too (see
+/// [`inherited_lock`]).
+pub fn spawn_detached(
+    args: &[OsString],
+    log: Option<File>,
+    lock: Option<&File>,
+) -> anyhow::Result<()> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating the readiness pipe")?;
     // The write end must survive exec in the child.
     fcntl(&w, FcntlArg::F_SETFD(FdFlag::empty())).context("readiness pipe")?;
+    // A duplicate shares the open file, and with it the lock; dup() leaves it inheritable.
+    let lock = match lock {
+        Some(f) => Some(nix::unistd::dup(f).context("handing the container lock over")?),
+        None => None,
+    };
     let exe = std::env::current_exe().context("finding our own executable")?;
     let stderr = match log {
         Some(f) => Stdio::from(f),
         None => Stdio::null(),
     };
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    match &lock {
+        Some(l) => cmd.env(LOCK_ENV, l.as_raw_fd().to_string()),
+        None => cmd.env_remove(LOCK_ENV),
+    };
+    let mut child = cmd
         .args(args)
         .env(READY_ENV, w.as_raw_fd().to_string())
         .stdin(Stdio::null())
@@ -78,6 +107,7 @@ pub fn spawn_detached(args: &[OsString], log: Option<File>) -> anyhow::Result<()
         .spawn()
         .context("starting the mount daemon")?;
     drop(w);
+    drop(lock);
     let mut msg = String::new();
     let mut rf = File::from(r);
     let _ = rf.read_to_string(&mut msg);
@@ -136,6 +166,9 @@ pub fn serve_with_control(
     let union = Arc::new(union);
     let mp = s.mountpoint.clone();
     let gate = Arc::new(crate::control::WriteGate::default());
+    // However serving ends, the caller lets go of the container only after this: once no
+    // commit holds the gate (see `crate::control`).
+    let _close = CloseGate(gate.clone());
     if let Some(dir) = control
         && let Err(e) = crate::control::serve(dir, gate.clone())
     {
@@ -180,6 +213,15 @@ pub fn serve_with_control(
         let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
     }
     result
+}
+
+/// Closes the write gate for good when dropped (see [`crate::control::WriteGate::close`]).
+struct CloseGate(Arc<crate::control::WriteGate>);
+
+impl Drop for CloseGate {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What to do when FUSE cannot be used (`err` from opening `/dev/fuse` or mounting);

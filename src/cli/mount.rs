@@ -6,6 +6,11 @@
 //! (unless `--overmount`), and `/dev/fuse` must be usable (else the message says how to
 //! make it so). A container created for a mount that then fails is removed again.
 //!
+//! The container is locked from the moment it is picked (looked up by name, or created
+//! locked) until its daemon is done with it: the detached daemon inherits the very lock
+//! this command took, so `rm` (or another mount) never finds it free in between (see
+//! `store/containers.rs`). A commit reading the container is waited for.
+//!
 //! Without `--foreground` this re-runs itself detached (see `daemon.rs`) and returns once
 //! the mount is live, printing the container name.
 //!
@@ -29,7 +34,7 @@ use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
 use crate::fuse::{Access, MountConfig};
 use crate::mountinfo;
-use crate::store::{ImageRecord, Store, containers, mounts};
+use crate::store::{ImageRecord, LockGuard, Store, containers, mounts};
 use crate::union::{Options, Stack};
 
 #[derive(Debug, clap::Args)]
@@ -119,14 +124,44 @@ impl Args {
     }
 }
 
-/// Container `name`, which must exist and be of `image`.
+/// A container picked for a mount, with its lock held (see `store/containers.rs`).
+type Locked = (containers::Container, LockGuard);
+
+/// Takes the lock of container `c` for a mount; `None` when `c` was removed meanwhile.
+fn lock_for_mount(c: &containers::Container) -> anyhow::Result<Option<LockGuard>> {
+    match c.lock(containers::BUSY_WAIT) {
+        Ok(Some(g)) => Ok(Some(g)),
+        Ok(None) => Err(already_mounted(c)),
+        Err(crate::error::Error::UnknownContainer(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses container `c` (named `n`) for `image` unless it was made from it.
+fn check_image(c: &containers::Container, n: &str, image: &ImageRecord) -> anyhow::Result<()> {
+    if c.record.image != image.id.to_string() {
+        bail!(
+            "container {n} was made from image {}, not {} ({})",
+            c.record.image,
+            image.id,
+            image.display_name()
+        );
+    }
+    Ok(())
+}
+
+/// Container `name`, which must exist and be of `image`, locked; `None` when it was
+/// removed meanwhile.
 fn existing_container(
     store: &Store,
     name: &str,
     image: &ImageRecord,
-) -> anyhow::Result<containers::Container> {
+) -> anyhow::Result<Option<Locked>> {
     match containers::open(store, name)? {
-        Some(_) => Ok(container_for(store, Some(name), image)?.0),
+        Some(c) => {
+            check_image(&c, name, image)?;
+            Ok(lock_for_mount(&c)?.map(|g| (c, g)))
+        }
         None => bail!(
             "no container {name}: --read-only --name mounts an existing container's layer \
              read-only (without --name, the image alone)"
@@ -134,27 +169,20 @@ fn existing_container(
     }
 }
 
-/// The container to mount: the named one (checked against the image), or a new one
-/// (`true`: created now).
+/// The container to mount, locked: the named one (checked against the image), or a new
+/// one (`true`: created now). `None` when the named one was removed meanwhile.
 fn container_for(
     store: &Store,
     name: Option<&str>,
     image: &ImageRecord,
-) -> anyhow::Result<(containers::Container, bool)> {
+) -> anyhow::Result<Option<(Locked, bool)>> {
     if let Some(n) = name
         && let Some(c) = containers::open(store, n)?
     {
-        if c.record.image != image.id.to_string() {
-            bail!(
-                "container {n} was made from image {}, not {} ({})",
-                c.record.image,
-                image.id,
-                image.display_name()
-            );
-        }
-        return Ok((c, false));
+        check_image(&c, n, image)?;
+        return Ok(lock_for_mount(&c)?.map(|g| ((c, g), false)));
     }
-    Ok((containers::create(store, name, image)?, true))
+    Ok(Some((containers::create(store, name, image)?, true)))
 }
 
 /// `mount NAME DIR` where NAME is an existing container: that container and its image.
@@ -176,12 +204,83 @@ fn container_by_name(
     Ok(Some((c, image)))
 }
 
-fn already_mounted(c: &containers::Container) -> anyhow::Error {
-    anyhow::anyhow!(
-        "container {} is already mounted{}",
-        c.record.name,
-        c.at_mountpoint()
+/// What a mount serves: the image, and the container (locked) unless the image alone is
+/// mounted read-only; `true` when the container was created for this mount.
+type Resolved = (ImageRecord, Option<Locked>, bool);
+
+/// Looks the arguments up and locks the container. `None` when a container was removed
+/// while we took its lock: the caller looks again, as if it had come after the `rm`.
+fn resolve_once(ctx: &Context, store: &Store, args: &Args) -> anyhow::Result<Option<Resolved>> {
+    let by_name = match args.name {
+        None => container_by_name(store, &args.image)?,
+        Some(_) => None,
+    };
+    if let Some((c, image)) = by_name {
+        // A container named alone: mounted again (read-only with --read-only).
+        return Ok(lock_for_mount(&c)?.map(|g| (image, Some((c, g)), false)));
+    }
+    let image = image_arg(ctx, store, &args.image)?;
+    Ok(match (args.read_only, args.name.as_deref()) {
+        // The image alone.
+        (true, None) => Some((image, None, false)),
+        // An existing container's layer, read-only.
+        (true, Some(n)) => existing_container(store, n, &image)?.map(|l| (image, Some(l), false)),
+        (false, name) => {
+            container_for(store, name, &image)?.map(|(l, created)| (image, Some(l), created))
+        }
+    })
+}
+
+/// [`resolve_once`], again while containers vanish under it (each time, an `rm` won).
+/// A detached daemon takes over the lock `layerfs mount` took (`inherited`): its container
+/// exists, and is never created here.
+fn resolve(
+    ctx: &Context,
+    store: &Store,
+    args: &Args,
+    inherited: Option<std::fs::File>,
+) -> anyhow::Result<Resolved> {
+    if let Some(file) = inherited {
+        let Some(name) = args.name.as_deref() else {
+            bail!("a container lock was handed over without a container name");
+        };
+        let image = image_arg(ctx, store, &args.image)?;
+        let Some(c) = containers::open(store, name)? else {
+            return Err(crate::error::Error::UnknownContainer(name.into()).into());
+        };
+        check_image(&c, name, &image)?;
+        let g = c.adopt_lock(file)?;
+        return Ok((image, Some((c, g)), false));
+    }
+    for _ in 0..RESOLVE_ATTEMPTS {
+        if let Some(r) = resolve_once(ctx, store, args)? {
+            return Ok(r);
+        }
+    }
+    bail!(
+        "{}: the container was removed each time it was about to be mounted",
+        args.image
     )
+}
+
+/// How often [`resolve`] looks again.
+const RESOLVE_ATTEMPTS: usize = 5;
+
+/// Container `c`'s lock is held exclusive by someone else: its daemon, or another
+/// command mounting or removing it.
+fn already_mounted(c: &containers::Container) -> anyhow::Error {
+    match &c.record.mountpoint {
+        Some(_) => anyhow::anyhow!(
+            "container {} is already mounted{}",
+            c.record.name,
+            c.at_mountpoint()
+        ),
+        None => anyhow::anyhow!(
+            "container {} is already mounted, or being mounted or removed by another \
+             layerfs command",
+            c.record.name
+        ),
+    }
 }
 
 /// The mount point, resolved; refused when it is not a directory, is a dead mount, or
@@ -255,30 +354,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if !ready.detached() {
         check_fuse()?;
     }
+    let inherited = if ready.detached() {
+        daemon::inherited_lock()
+    } else {
+        None
+    };
     let (image, container, created, hold) = {
         // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
         // the container record (or, read-only, the mount record) that protects it.
         let _lock = store.lock_shared()?;
-        let by_name = match args.name {
-            None => container_by_name(&store, &args.image)?,
-            Some(_) => None,
-        };
-        let image = match &by_name {
-            Some((_, image)) => image.clone(),
-            None => image_arg(ctx, &store, &args.image)?,
-        };
-        let (container, created) = match (args.read_only, args.name.as_deref()) {
-            // A container named alone: mounted again (read-only with --read-only).
-            _ if by_name.is_some() => (by_name.map(|(c, _)| c), false),
-            // The image alone.
-            (true, None) => (None, false),
-            // An existing container's layer, read-only.
-            (true, Some(n)) => (Some(existing_container(&store, n, &image)?), false),
-            (false, name) => {
-                let (c, created) = container_for(&store, name, &image)?;
-                (Some(c), created)
-            }
-        };
+        let (image, container, created) = resolve(ctx, &store, &args, inherited)?;
         // Only the process that serves the mount holds its image (a container's record
         // holds it otherwise).
         let hold = if args.read_only && serving && container.is_none() {
@@ -294,11 +379,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 
     if !serving {
         warn_exposure(ctx, &args, &dir);
-        if let Some(c) = &container
-            && c.is_mounted()
-        {
-            return Err(already_mounted(c));
-        }
         let mut a: Vec<OsString> = vec!["--root".into(), ctx.root.clone().into()];
         for _ in 0..ctx.verbose {
             a.push("-v".into());
@@ -309,7 +389,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             dir.clone().into(),
             "--foreground".into(),
         ]);
-        if let Some(c) = &container {
+        if let Some((c, _)) = &container {
             a.extend(["--name".into(), c.record.name.clone().into()]);
         }
         if args.read_only {
@@ -320,34 +400,41 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         }
         a.extend(args.exposure_args());
         let log = match &container {
-            Some(c) => Some(c.open_log().context("opening the daemon's log file")?),
+            Some((c, _)) => Some(c.open_log().context("opening the daemon's log file")?),
             None => None,
         };
-        let spawned = daemon::spawn_detached(&a, log);
+        // The daemon holds the container's lock from here on (this very lock).
+        let spawned = daemon::spawn_detached(&a, log, container.as_ref().map(|(_, l)| l.file()));
         if let Err(e) = spawned {
             // A container made for this mount does not outlive its failure.
-            if created && let Some(c) = container {
-                discard(&store, c);
+            if created && let Some((c, lock)) = container {
+                discard(&store, c, lock);
             }
             return Err(e);
         }
-        match &container {
-            Some(c) => println!("{}", c.record.name),
+        match container {
+            Some((c, lock)) => {
+                println!("{}", c.record.name);
+                // The daemon's now; unlocking it here would unlock it for the daemon too.
+                lock.hand_over();
+            }
             None => println!("{}", image.display_name()),
         }
         return Ok(());
     }
 
-    let discard_on_failure = if created { container.clone() } else { None };
     let live = std::cell::Cell::new(false);
-    let result = serve_container(&store, &image, container, &dir, &args, &mut ready, &live);
+    // The container's lock is held until serving is over (see `store/containers.rs`).
+    let served = container.as_ref().map(|(c, _)| c);
+    let result = serve_container(&store, &image, served, &dir, &args, &mut ready, &live);
     if let Err(e) = &result {
         ready.fail(e);
         // Only a mount that never went live leaves nothing worth keeping.
-        if let Some(c) = discard_on_failure
+        if created
             && !live.get()
+            && let Some((c, lock)) = container
         {
-            discard(&store, c);
+            discard(&store, c, lock);
         }
     }
     drop(hold);
@@ -356,9 +443,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 
 /// Removes a container that was created for a mount that failed (nothing was written
 /// to it); a failure to do so is only logged, the mount's error is what matters.
-fn discard(store: &Store, c: containers::Container) {
+fn discard(store: &Store, c: containers::Container, lock: LockGuard) {
     let name = c.record.name.clone();
-    if let Err(e) = containers::discard_new(store, c) {
+    if let Err(e) = containers::discard_new(store, c, lock) {
         log::warn!("removing container {name} after its mount failed: {e}");
     }
 }
@@ -379,10 +466,11 @@ fn warn_exposure(ctx: &Context, args: &Args, dir: &Path) {
     );
 }
 
+/// Serves the mount; `container`, when there is one, is locked by the caller.
 fn serve_container(
     store: &Store,
     image: &ImageRecord,
-    container: Option<containers::Container>,
+    container: Option<&containers::Container>,
     dir: &Path,
     args: &Args,
     ready: &mut Ready,
@@ -391,7 +479,7 @@ fn serve_container(
     let lowers = store.lower_specs(image)?;
     let mut lowers = lowers;
     let mut mount = args.mount_config(format!("layerfs:{}", image.display_name()), args.read_only);
-    let Some(mut c) = container else {
+    let Some(c) = container else {
         let stack = Stack::open(&lowers, None).context("opening the image layers")?;
         let serve = Serve {
             stack,
@@ -404,9 +492,7 @@ fn serve_container(
             println!("{}", image.display_name())
         });
     };
-    let Some(_lock) = c.try_lock()? else {
-        return Err(already_mounted(&c));
-    };
+    let mut c = c.clone();
     mount.fsname = format!("layerfs:{}", c.record.name);
     let (upper, styles) = c.upper_spec(store)?;
     // Kept from now on (a record of an older version has none yet).

@@ -318,7 +318,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let mut ready = Ready::from_env();
     if !a.foreground && !ready.detached() {
-        return daemon::spawn_detached(&a.foreground_args(), None);
+        return daemon::spawn_detached(&a.foreground_args(), None, None);
     }
     let result = (|| -> anyhow::Result<()> {
         let mut lowers: Vec<LayerSpec> = a

@@ -1,11 +1,13 @@
-//! `layerfs rm NAME…`: removes containers, record and writable layer in one step. A
-//! mounted container is refused unless `--force`, which unmounts it first. Afterwards
-//! nothing holds its image: `rmi` of the image works, `prune` frees what nothing uses.
+//! `layerfs rm NAME…`: removes containers, record and writable layer in one step, with
+//! the container's lock held (see `store/containers.rs`): a mount of it cannot start
+//! meanwhile, and a commit reading it is waited for. A mounted container is refused
+//! unless `--force`, which unmounts it first. Afterwards nothing holds its image: `rmi`
+//! of the image works, `prune` frees what nothing uses.
 
 use anyhow::bail;
 
 use super::Context;
-use super::umount::{DAEMON_EXIT_WAIT, container_mount, detach_stale, unmount};
+use super::umount::{container_mount, detach_stale, unmount_container};
 use crate::store::{Store, containers};
 
 #[derive(Debug, clap::Args)]
@@ -23,24 +25,32 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
     let Some(mut c) = containers::open(store, name)? else {
         bail!("no such container: {name} (see `layerfs ps -a`)");
     };
-    if c.is_mounted() {
-        if !force {
-            let at = c.at_mountpoint();
-            bail!("container {name} is mounted{at}: unmount it first, or use --force");
+    // Held until the container is gone: no mount of it starts meanwhile (see
+    // `store/containers.rs`); a commit reading it is waited for.
+    let lock = match c.lock(containers::BUSY_WAIT)? {
+        Some(lock) => lock,
+        None if !force => match c.record.mountpoint {
+            Some(_) => bail!(
+                "container {name} is mounted{}: unmount it first, or use --force",
+                c.at_mountpoint()
+            ),
+            None => bail!(
+                "container {name} is mounted, or being mounted or removed by another layerfs \
+                 command: unmount it first, or use --force"
+            ),
+        },
+        None => {
+            let mp = container_mount(&c)?;
+            unmount_container(&c, &mp)?;
+            match c.lock(containers::BUSY_WAIT)? {
+                Some(lock) => lock,
+                None => bail!("container {name} was mounted again meanwhile"),
+            }
         }
-        let mp = container_mount(&c)?;
-        unmount(&mp)?;
-        if !c.wait_unlocked(DAEMON_EXIT_WAIT) {
-            bail!(
-                "{} is unmounted but the daemon of {name} has not exited",
-                mp.display()
-            );
-        }
-    } else {
-        // A daemon killed with the mount left behind: the dead mount goes first.
-        detach_stale(store, &mut c)?;
-    }
-    containers::remove(store, &c)?;
+    };
+    // A daemon killed with the mount left behind: the dead mount goes first.
+    detach_stale(store, &mut c)?;
+    containers::remove(store, &c, lock)?;
     Ok(())
 }
 

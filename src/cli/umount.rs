@@ -1,7 +1,9 @@
 //! `layerfs umount DIR|CONTAINER`: unmounts a layerfs mount and waits until the daemon
 //! has let go of the container (or, for a read-only mount, of its image), so that it can
 //! be mounted again, or its image removed, at once. `umount DIR` and `fusermount3 -u DIR`
-//! work too.
+//! work too. A commit of the container under way is waited for first (up to
+//! `BUSY_WAIT`, else refused as busy, the mount left alone): its daemon would keep the
+//! container until the commit is done anyway (see `crate::control`).
 //!
 //! Only layerfs mounts are touched (see `mountinfo.rs`): any other mount at DIR is
 //! refused with what it is. A container whose daemon was killed leaves a dead mount
@@ -99,6 +101,10 @@ pub(super) fn detach_stale(
 
 /// Cleans up container `c` whose daemon is gone but whose record says it is mounted.
 fn clean_stale(store: &Store, mut c: containers::Container) -> anyhow::Result<()> {
+    // Shared: no mount starts while the record is cleared (a commit may read on).
+    let Some(_lock) = c.lock_shared()? else {
+        bail!("container {} was mounted meanwhile", c.record.name);
+    };
     match detach_stale(store, &mut c)? {
         Some(_) => Ok(()),
         None => bail!("container {} is not mounted", c.record.name),
@@ -124,6 +130,25 @@ pub(super) fn container_mount(c: &containers::Container) -> anyhow::Result<PathB
         );
     }
     Ok(mp)
+}
+
+/// Unmounts mounted container `c` at `mp` and waits until its daemon has let go of it.
+/// A commit that holds it is waited for first (up to `BUSY_WAIT`, else refused with
+/// "busy", the mount left alone): the daemon would keep the container until the commit
+/// is done anyway, and the caller expects it free when we return.
+pub(super) fn unmount_container(c: &containers::Container, mp: &Path) -> anyhow::Result<()> {
+    crate::control::wait_idle(c)?;
+    unmount(mp)?;
+    if !c.wait_unlocked(DAEMON_EXIT_WAIT) {
+        bail!(
+            "{} is unmounted but the daemon of {} has not let go of it within {} s (a \
+             commit of it may still be reading it)",
+            mp.display(),
+            c.record.name,
+            DAEMON_EXIT_WAIT.as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// Refuses anything at `dir` that is not a layerfs mount.
@@ -187,15 +212,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    unmount(&dir)?;
-    if let Some(c) = container
-        && !c.wait_unlocked(DAEMON_EXIT_WAIT)
-    {
-        bail!(
-            "{} is unmounted but the daemon of {} has not exited",
-            dir.display(),
-            c.record.name
-        );
+    match &container {
+        Some(c) => unmount_container(c, &dir)?,
+        None => unmount(&dir)?,
     }
     // Several read-only mounts may be stacked at DIR: one of them went.
     if !mounts::wait_one_released(&read_only, DAEMON_EXIT_WAIT) {

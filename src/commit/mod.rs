@@ -3,11 +3,14 @@
 //! Order, so that a failure at any point leaves the store as it was:
 //! 1. checks that cost nothing: the container, its image (still in the store), the
 //!    `--change` instructions (applied to a copy of the config), the new name (free);
-//! 2. the container is held still (see [`crate::control`]): not mounted, its mount lock
-//!    is taken so no mount starts; mounted, its daemon holds every write until we are
-//!    done — a consistent snapshot, as `docker commit` pauses the container;
+//! 2. the container is held still (see [`crate::control`], and `store/containers.rs` for
+//!    the container lock): not mounted, its lock is taken shared, so no mount or `rm`
+//!    starts; mounted, its daemon holds every write, and keeps the container from other
+//!    mounts and `rm` even when its mount ends, until we are done — a consistent
+//!    snapshot, as `docker commit` pauses the container;
 //! 3. the layer is written as a tar into `tmp/` ([`layer`]), its sha256 (the diff_id)
-//!    computed on the way; then the container is let go;
+//!    computed on the way; then the container is let go, and a daemon that stopped
+//!    holding it before (killed) fails the commit;
 //! 4. a layer the store lacks is unpacked and installed as a loaded one (`store::layers`:
 //!    verified against its diff_id, staged in `tmp/`, renamed into place); one it has is
 //!    used as it is (the same changes give the same diff_id);
@@ -155,7 +158,27 @@ fn write_tar(
     path: &std::path::Path,
     opts: &LayerOptions,
 ) -> Result<(Digest, u64, LayerStats)> {
-    let _still = crate::control::hold_still(store, c)?;
+    let still = crate::control::hold_still(c)?;
+    // The container held is the one checked before (not one removed and made again
+    // under its name, of another image, meanwhile).
+    match containers::open(store, &c.record.name)? {
+        Some(now)
+            if now.record.image == c.record.image && now.record.created == c.record.created => {}
+        _ => return Err(Error::UnknownContainer(c.record.name.clone())),
+    }
+    let (diff_id, size, stats) = read_layer(store, c, path, opts)?;
+    // Fails when the hold did not last (a daemon killed meanwhile): no snapshot then.
+    still.release()?;
+    Ok((diff_id, size, stats))
+}
+
+/// [`write_tar`]'s work, with the container held.
+fn read_layer(
+    store: &Store,
+    c: &containers::Container,
+    path: &std::path::Path,
+    opts: &LayerOptions,
+) -> Result<(Digest, u64, LayerStats)> {
     let views = Views::of_container(store, c)?;
     let file = store.dir().open_write(path, true)?;
     let path = &store.shown(path);

@@ -1,7 +1,52 @@
-//! Containers: the writable layers the mount creates, as far as the image store needs to
-//! know them. `ROOT/containers/<name>/container.json` is written by `layerfs mount`; here we
-//! only read the records, so that `rmi` and `prune` never remove an image (or its layers)
-//! that a container uses.
+//! Containers: the writable layers the mount creates. `ROOT/containers/<name>/` holds the
+//! record (`container.json`, written by `layerfs mount`; `rmi` and `prune` read the
+//! records so that they never remove an image, or its layers, that a container uses), the
+//! writable layer, and the container lock, which orders everything that changes a
+//! container or reads it whole.
+//!
+//! # The container lock
+//!
+//! `containers/<name>/lock` is an flock. Who holds it, how, and for how long:
+//!
+//! - **the mount daemon**, exclusive, for as long as it serves the container, and after
+//!   its mount has ended (`layerfs umount`, `umount DIR`, `fusermount3 -u`, a signal)
+//!   until no commit holds its write gate any more (`crate::control`): a commit reading
+//!   the layer of a mounted container keeps the container from being mounted anew or
+//!   removed until it is done, however the mount ended;
+//! - **`layerfs mount`**, exclusive, from the moment it has picked the container — an
+//!   existing one by name, or a new one, which [`create`] makes already locked — to the
+//!   end: the daemon it starts inherits that very lock (the open file), so the container
+//!   is never free between the choice and the mount; a mount that fails removes a
+//!   container it created while still holding it ([`discard_new`]);
+//! - **`rm`**, exclusive, while it removes the container ([`remove`]: renamed into `tmp/`
+//!   in one step, then deleted);
+//! - **`commit` of a container that is not mounted**, shared, while it reads the layer
+//!   (several commits may read at once; nobody mounts, writes or removes it meanwhile);
+//! - **"is it mounted?"** (`ps`, `df`, `umount`), shared, for an instant: a daemon holds
+//!   the lock exclusive.
+//!
+//! A commit of a mounted container takes no lock: its daemon holds it, and closes its
+//! write gate for the commit. `layerfs umount` (and `rm --force`) first wait for the
+//! gate to open, up to [`BUSY_WAIT`], and refuse with "container … is busy" rather than
+//! unmount under a commit: an unmount would succeed (the daemon keeps the container until
+//! the commit is done) but then wait for the daemon, and a caller expects the container
+//! to be free when `umount` returns.
+//!
+//! Exclusive takers ([`Container::lock`]) never block on the flock: one that finds it held
+//! shared (a commit; an instant's probe) waits up to [`BUSY_WAIT`], saying so on stderr,
+//! and then fails with [`Error::ContainerBusy`]; one that finds it held exclusive (a
+//! daemon, a mount starting, an `rm`) gives up at once. So `rm NAME` and `mount NAME DIR`
+//! (by name, or `--name NAME` of an existing container) exclude each other: at most one
+//! of two racing ones succeeds, as in one of the two serial orders. After taking the
+//! lock, every taker checks that the file it locked is still `containers/<name>/lock`:
+//! one whose container was removed (or removed and made again) meanwhile gets
+//! [`Error::UnknownContainer`], as if it had come after the `rm`; `mount` then looks its
+//! argument up again.
+//!
+//! Order: the store lock (shared) may be held while a container lock is taken, and a
+//! mount daemon takes the store lock (shared) with its container's lock held; `rmi` and
+//! `prune` (the store lock exclusive) take no container lock, and no container lock is
+//! ever waited for while blocking, so no cycle can form.
 
 use std::sync::Arc;
 
@@ -56,14 +101,28 @@ pub fn list(store: &Store) -> Result<Vec<ContainerRecord>> {
 //   container.json   ContainerRecord (mountpoint set while mounted; the writable
 //                    layer's whiteout spellings, fixed when it is made)
 //   upper/ work/     the writable layer, kernel overlay format (see union/)
-//   lock             flock held exclusive by the mount daemon: one mount at a time
+//   lock             the container lock (see the module docs)
+//   control.sock     the mount daemon's control socket (`crate::control`)
 //   daemon.log       the detached daemon's stderr
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::lock::{self, LockGuard};
 use crate::union::WorkSpec;
 use crate::union::layer::WORK_INDEX;
+
+/// How long a command waits for a commit that holds a container (its lock shared, or its
+/// daemon's write gate) before it gives up with [`Error::ContainerBusy`].
+pub const BUSY_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a waiting exclusive taker tries the lock again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// After this long a waiting exclusive taker says on stderr what it waits for (shorter
+/// waits are an instant's probe by `ps`, not worth a line).
+const SAY_WAITING_AFTER: Duration = Duration::from_millis(500);
 
 const UPPER: &str = "upper";
 const WORK: &str = "work";
@@ -153,28 +212,120 @@ impl Container {
         self.root.shown(self.dir.join(LOG))
     }
 
-    /// Takes the mount lock; `Ok(None)` when another daemon holds it (mounted).
-    pub fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.root
-            .try_lock(self.dir.join(LOCK), lock::Mode::Exclusive)
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join(LOCK)
     }
 
-    /// True while a daemon serves this container.
+    /// The container lock in `mode`, without waiting; `Ok(None)` when held in a
+    /// conflicting mode. A container gone meanwhile is [`Error::UnknownContainer`].
+    fn try_lock(&self, mode: lock::Mode) -> Result<Option<LockGuard>> {
+        let g = match self.root.try_lock(self.lock_path(), mode) {
+            Ok(Some(g)) => g,
+            Ok(None) => return Ok(None),
+            // Its directory was renamed away by `rm`.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.gone());
+            }
+            Err(e) => return Err(e),
+        };
+        self.check_held(&g)?;
+        Ok(Some(g))
+    }
+
+    fn gone(&self) -> Error {
+        Error::UnknownContainer(self.record.name.clone())
+    }
+
+    /// Checks that `g` locks this container's lock file, the one at its path now: not
+    /// that of a container removed meanwhile (whose directory `rm` renamed away while
+    /// holding it), nor of another made since under the same name.
+    fn check_held(&self, g: &LockGuard) -> Result<()> {
+        let rel = self.lock_path();
+        let held = g
+            .file()
+            .metadata()
+            .map_err(|e| Error::io(self.root.shown(&rel), e))?;
+        match self.root.stat(&rel)? {
+            Some(st) if st.st_dev == held.dev() && st.st_ino == held.ino() => Ok(()),
+            _ => Err(self.gone()),
+        }
+    }
+
+    /// Takes the container lock exclusive (mount, rm; see the module docs). `Ok(None)`
+    /// when a daemon, a mount starting or an `rm` holds it; while commits of the
+    /// unmounted container hold it, waits for them up to `wait`, then
+    /// [`Error::ContainerBusy`].
+    pub fn lock(&self, wait: Duration) -> Result<Option<LockGuard>> {
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            if let Some(g) = self.try_lock(lock::Mode::Exclusive)? {
+                return Ok(Some(g));
+            }
+            // Held shared (commits, or an instant's probe) or exclusive (given up on)?
+            if self.try_lock(lock::Mode::Shared)?.is_none() {
+                return Ok(None);
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                return Err(Error::ContainerBusy {
+                    name: self.record.name.clone(),
+                    detail: format!(
+                        "a commit of it has been reading it for over {} s; try again once it \
+                         is done",
+                        wait.as_secs()
+                    ),
+                });
+            }
+            if !said && waited >= SAY_WAITING_AFTER {
+                eprintln!(
+                    "layerfs: waiting for the commit of container {} to finish",
+                    self.record.name
+                );
+                said = true;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Takes the container lock shared, for a commit of the unmounted container;
+    /// `Ok(None)` when it is held exclusive (mounted, being mounted or removed).
+    pub fn lock_shared(&self) -> Result<Option<LockGuard>> {
+        self.try_lock(lock::Mode::Shared)
+    }
+
+    /// Takes over the lock `layerfs mount` took for this container and handed to the
+    /// daemon it started (`file`: the inherited open lock file).
+    pub fn adopt_lock(&self, file: std::fs::File) -> Result<LockGuard> {
+        let path = self.root.shown(self.lock_path());
+        let Some(g) = lock::adopt(file, &path, lock::Mode::Exclusive)? else {
+            return Err(Error::Conflict(format!(
+                "container {}: the lock handed over by `layerfs mount` is held by another \
+                 process",
+                self.record.name
+            )));
+        };
+        self.check_held(&g)?;
+        Ok(g)
+    }
+
+    /// True while a daemon serves this container (or a mount of it is starting, or `rm`
+    /// removes it): its lock is held exclusive.
     pub fn is_mounted(&self) -> bool {
-        matches!(self.try_lock(), Ok(None))
+        matches!(self.lock_shared(), Ok(None))
     }
 
     /// Waits until no daemon holds the container (after an unmount), up to `timeout`.
-    pub fn wait_unlocked(&self, timeout: std::time::Duration) -> bool {
-        let end = std::time::Instant::now() + timeout;
+    pub fn wait_unlocked(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
         loop {
             if !self.is_mounted() {
                 return true;
             }
-            if std::time::Instant::now() > end {
+            if Instant::now() > end {
                 return false;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(POLL);
         }
     }
 
@@ -227,8 +378,14 @@ pub fn open(store: &Store, name: &str) -> Result<Option<Container>> {
 }
 
 /// Creates a container of `image`, named `name` or `<image name>-<random>`. Built in `tmp/`
-/// and renamed into place, so a container is complete when visible.
-pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> Result<Container> {
+/// and renamed into place, so a container is complete when visible; and locked (exclusive)
+/// before it is visible, so that nobody else mounts or removes it before its creator is
+/// done with it.
+pub fn create(
+    store: &Store,
+    name: Option<&str>,
+    image: &super::ImageRecord,
+) -> Result<(Container, LockGuard)> {
     let hint = image.display_name();
     let name = match name {
         Some(n) => n.to_string(),
@@ -266,7 +423,7 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
         styles: Some(store.styles()?),
     };
     let dir = super::at::container(&name);
-    let res = (|| -> Result<()> {
+    let res = (|| -> Result<LockGuard> {
         for d in [UPPER, WORK] {
             store.dir().mkdir(stage.join(d), super::DIR_MODE)?;
         }
@@ -282,14 +439,27 @@ pub fn create(store: &Store, name: Option<&str>, image: &super::ImageRecord) -> 
         let bytes =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
         store.dir().write_new(stage.join(CONTAINER_JSON), &bytes)?;
-        store.dir().rename_noreplace(&stage, &dir)
+        let Some(locked) = store
+            .dir()
+            .try_lock(stage.join(LOCK), lock::Mode::Exclusive)?
+        else {
+            return Err(Error::Conflict(format!(
+                "{}: locked by another process while being made",
+                store.shown(stage.join(LOCK)).display()
+            )));
+        };
+        store.dir().rename_noreplace(&stage, &dir)?;
+        Ok(locked)
     })();
     match res {
-        Ok(()) => Ok(Container {
-            root: store.root_handle(),
-            dir,
-            record,
-        }),
+        Ok(locked) => Ok((
+            Container {
+                root: store.root_handle(),
+                dir,
+                record,
+            },
+            locked,
+        )),
         Err(e) => {
             let _ = store.dir().remove_tree(&stage);
             match e {
@@ -327,37 +497,32 @@ fn copy_root_meta(from: &std::os::fd::OwnedFd, to: &std::os::fd::OwnedFd) -> std
     Ok(())
 }
 
-/// Removes container `c`: its record and its writable layer go in one step (the directory
-/// is renamed into `tmp/`, then deleted). Refused while a daemon serves it: the caller
-/// unmounts first. The mount lock is held across the rename, so no mount starts meanwhile.
-pub fn remove(store: &Store, c: &Container) -> Result<()> {
-    let Some(_lock) = c.try_lock()? else {
-        return Err(Error::Conflict(format!(
-            "container {} is mounted{}: unmount it first (or --force)",
-            c.record.name,
-            c.at_mountpoint()
-        )));
-    };
+/// Removes container `c`, whose lock `_lock` the caller holds exclusive ([`Container::lock`]):
+/// its record and its writable layer go in one step (the directory is renamed into
+/// `tmp/`, then deleted). The lock is held across the rename, so no mount starts meanwhile.
+pub fn remove(store: &Store, c: &Container, _lock: LockGuard) -> Result<()> {
     super::fsops::remove_atomically(store, &c.dir, "container")
 }
 
 /// Removes container `c`, just created for a mount that failed (never mounted: its
-/// writable layer is empty), as [`remove`] does. Refused while a daemon holds it or when
-/// its writable layer has data.
-pub fn discard_new(store: &Store, c: Container) -> Result<()> {
-    let Some(_lock) = c.try_lock()? else {
+/// writable layer is empty), as [`remove`] does, with the lock [`create`] gave (taken
+/// again first: the daemon it was handed to unlocked it when it failed). Refused when
+/// somebody else took the lock meanwhile, or its writable layer has data.
+pub fn discard_new(store: &Store, c: Container, lock: LockGuard) -> Result<()> {
+    if !lock.retake(&c.lock_path())? {
         return Err(Error::Conflict(format!(
             "container {} is mounted",
             c.record.name
         )));
     };
+    c.check_held(&lock)?;
     if !store.dir().entries(c.dir.join(UPPER))?.is_empty() {
         return Err(Error::Conflict(format!(
             "container {} has data in its writable layer",
             c.record.name
         )));
     }
-    super::fsops::remove_atomically(store, &c.dir, "container")
+    remove(store, &c, lock)
 }
 
 /// Every container with its directory.

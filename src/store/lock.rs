@@ -7,7 +7,10 @@
 //! few milliseconds of a read-modify-write of `refs.json` or a `layer.json`.
 //!
 //! flock locks belong to the open file description: they vanish when the process dies,
-//! so a killed `load` never leaves the store locked.
+//! so a killed `load` never leaves the store locked. For the same reason a lock can be
+//! handed to a child process, which inherits the open file ([`adopt`],
+//! [`LockGuard::hand_over`]): `layerfs mount` hands its daemon the container's lock (see
+//! `containers.rs`, which sets out the container lock's protocol).
 
 use std::fs::File;
 use std::path::Path;
@@ -35,6 +38,30 @@ impl LockGuard {
     /// Which mode is held.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The locked file (to check which file it is, or to hand the lock to a child
+    /// process: a lock belongs to the open file, which a child inherits).
+    pub fn file(&self) -> &File {
+        &self.lock
+    }
+
+    /// Lets go of this handle without unlocking, for a lock handed to another process
+    /// that shares its open file (a daemon that inherited it): an unlock through any
+    /// handle of the open file ends the lock for all of them. The lock then lasts until
+    /// the last process holding the open file closes it (this one, when it exits).
+    pub fn hand_over(self) {
+        std::mem::forget(self);
+    }
+
+    /// Takes the lock again through this handle, after another process that shared the
+    /// open file unlocked it; false when somebody else has taken it meanwhile.
+    pub fn retake(&self, path: &Path) -> Result<bool> {
+        match self.lock.relock(arg(self.mode, true)) {
+            Ok(()) => Ok(true),
+            Err(Errno::EWOULDBLOCK) => Ok(false),
+            Err(e) => Err(Error::io(path, e.into())),
+        }
     }
 
     /// Turns an exclusive lock into a shared one (flock converts in place; another
@@ -82,8 +109,11 @@ pub fn lock(file: File, path: &Path, mode: Mode, who: &str) -> Result<LockGuard>
     }
 }
 
-/// Takes the lock of `file` if nobody holds a conflicting one; `Ok(None)` otherwise.
-pub fn try_lock(file: File, path: &Path, mode: Mode) -> Result<Option<LockGuard>> {
+/// Takes the lock through `file`, already open (by the store, beneath its root; or
+/// inherited from the process that took it: taking a lock its open file holds already
+/// succeeds at once); `Ok(None)` when another open file holds a conflicting one. `path`
+/// names it in errors.
+pub fn adopt(file: File, path: &Path, mode: Mode) -> Result<Option<LockGuard>> {
     match Flock::lock(file, arg(mode, true)) {
         Ok(lock) => Ok(Some(LockGuard { lock, mode })),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
@@ -100,15 +130,41 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("lock");
         let f = || File::create(&p).unwrap();
-        let s1 = try_lock(f(), &p, Mode::Shared).unwrap().unwrap();
-        let _s2 = try_lock(f(), &p, Mode::Shared).unwrap().unwrap();
-        assert!(try_lock(f(), &p, Mode::Exclusive).unwrap().is_none());
+        let s1 = adopt(f(), &p, Mode::Shared).unwrap().unwrap();
+        let _s2 = adopt(f(), &p, Mode::Shared).unwrap().unwrap();
+        assert!(adopt(f(), &p, Mode::Exclusive).unwrap().is_none());
         drop(s1);
         drop(_s2);
-        let mut x = try_lock(f(), &p, Mode::Exclusive).unwrap().unwrap();
-        assert!(try_lock(f(), &p, Mode::Shared).unwrap().is_none());
+        let mut x = adopt(f(), &p, Mode::Exclusive).unwrap().unwrap();
+        assert!(adopt(f(), &p, Mode::Shared).unwrap().is_none());
         x.downgrade(&p).unwrap();
         assert_eq!(x.mode(), Mode::Shared);
-        assert!(try_lock(f(), &p, Mode::Shared).unwrap().is_some());
+        assert!(adopt(f(), &p, Mode::Shared).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_handed_over_stays_held() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let f = || File::options().create(true).append(true).open(&p).unwrap();
+        let mine = adopt(f(), &p, Mode::Exclusive).unwrap().unwrap();
+        // What a child inherits: the same open file, which holds the lock already.
+        let theirs = adopt(mine.file().try_clone().unwrap(), &p, Mode::Exclusive)
+            .unwrap()
+            .unwrap();
+        mine.hand_over();
+        assert!(
+            adopt(f(), &p, Mode::Shared).unwrap().is_none(),
+            "handed over"
+        );
+        // Another open file cannot adopt it.
+        let other = File::open(&p).unwrap();
+        assert!(adopt(other, &p, Mode::Exclusive).unwrap().is_none());
+        // Unlocked through one handle, it is unlocked for all; retake() takes it again.
+        let again = theirs.file().try_clone().unwrap();
+        drop(theirs);
+        let back = adopt(again, &p, Mode::Exclusive).unwrap().unwrap();
+        assert!(back.retake(&p).unwrap());
+        assert!(adopt(f(), &p, Mode::Shared).unwrap().is_none());
     }
 }

@@ -447,7 +447,7 @@ impl Root {
         mode: super::lock::Mode,
     ) -> Result<Option<super::LockGuard>> {
         let rel = rel.as_ref();
-        super::lock::try_lock(self.open_write(rel, false)?, &self.shown(rel), mode)
+        super::lock::adopt(self.open_write(rel, false)?, &self.shown(rel), mode)
     }
 
     /// The names in directory `rel` (without `.` and `..`), unsorted; none when it does
