@@ -108,6 +108,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     };
     // Before any work: an output we may not write is refused at once.
     crate::image::sink::check_output(&args.output, format == SaveFormat::Oci)?;
+    // Shared from the lookup on: no rmi or prune removes an image between its lookup and
+    // its saving (which would fail on a store file that is gone).
+    let _lock = store.lock_shared()?;
     let mut requests = Vec::new();
     for arg in &args.images {
         requests.extend(requests_for(ctx, &store, arg)?);
