@@ -3,7 +3,10 @@
 //! name, read-only), writes through the mounts, `umount`, `commit`, `diff`, `save`,
 //! `export`, `rm`, `prune` and listings against one store, on a small pool of image and
 //! container names, killing some `load`, `commit`, `save`, `export` and `rm` commands
-//! midway (SIGKILL). Then, with everything unmounted, a checker requires every image and
+//! midway (SIGKILL) and stopping some commands for a while (SIGSTOP), among them commits
+//! raced against an unmount, a mount and writes of their container (issue 19, defect 3).
+//! Then, with everything unmounted (also when the run fails or hangs: this test sweeps
+//! mounts and daemons of its store itself), a checker requires every image and
 //! container to be whole (saved images load elsewhere with the same id, containers mount
 //! and diff, each container's files are exactly what the writes logged for it leave),
 //! `prune` to leave nothing half-done, each committed layer to be a snapshot, and every
@@ -11,7 +14,11 @@
 //! order consistent with real time, checked per name: container existence, container
 //! mounted, tag. Needs root, /dev/fuse, python3 and the shared fixtures.
 //!
-//! CI runs one seed for 15 s. For a release, run it for minutes with a few seeds (as
+//! CI runs one seed for 15 s (about 20–50 s of wall time in all, with the checks; an
+//! unmount that waits for a daemon can add 30 s). Each run is seeded, so the choices of
+//! each process repeat, but their interleaving does not: rerun a failure with its seed,
+//! and read the report (each violation with the commands around it) and the command log
+//! the failure message names. For a release, run it for minutes with a few seeds (as
 //! root; SCRATCH is left in place, with the command log in SCRATCH/logs/all.json):
 //! `for s in 1 2 3; do python3 tests/stress/store_stress.py target/release/layerfs
 //! /tmp/store-stress-$s $s 120 || break; done`

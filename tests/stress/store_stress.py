@@ -8,13 +8,17 @@ bounded time: `load` (built OCI layouts and docker-archives, the busybox fixture
 without -f), `prune`, `images`, `ps -a`, `df`, `inspect`. The pools of image names and
 container names are small, so commands collide on the same names all the time; some
 `load`, `commit`, `save`, `export` and `rm` commands are killed (SIGKILL) at a random
-moment. Every command is logged: start and end (monotonic clock), argv, exit status,
-stdout, stderr.
+moment, and some commands are stopped (SIGSTOP) a few times midway, as on a busy machine,
+to widen the windows in which others overlap them. One scenario is directed (issue 19,
+defect 3): a commit of a mounted container is stopped while its container is unmounted,
+mounted again and rewritten, then runs in short slices during the rewrites. Every command
+is logged: start and end (monotonic clock), argv, exit status, stdout, stderr.
 
 Files written through a mount name their writer, the container, a sequence number and
-their length (`LFS W=3 C=c1 Q=17 N=5000`, then bytes derived from them); each is written
-whole under a temporary name and renamed into place, so any file at a final name anywhere
-(a container, a committed layer, an export) must be complete.
+their length (`LFS W=3 C=c1 Q=17 N=5000`, then bytes derived from them). Each is written
+whole under a temporary name and renamed into place, or rewritten in place by one
+write(2) after O_TRUNC; so a file at a final name in a snapshot (a committed layer, a
+container at rest) is complete, or empty while a rewrite in place is under way.
 
 At the end everything left mounted is unmounted (and any daemon of this store that is
 left is reported and killed), then the checker:
@@ -36,8 +40,9 @@ left is reported and killed), then the checker:
    layer must be a snapshot: for each writer, the files of its in the layer must be the
    state after its write with the highest sequence number there (no older version of a
    file it had rewritten before that write, no file missing that it had not removed),
-   and every file in it was written to that container before the commit ended; `save`
-   and `export` outputs are whole (blob digests, file contents).
+   and every file in it was written to that container before the commit ended, whole;
+   `save` outputs are whole (blob digests) and `export` outputs hold whole files (but
+   for a file rewritten in place while the export ran).
 Violations are printed with the commands involved and the commands around them.
 
 Usage: store_stress.py LAYERFS_BIN SCRATCH SEED SECONDS
