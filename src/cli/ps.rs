@@ -70,22 +70,33 @@ impl State {
     }
 }
 
-/// The state of container `c`, given what is mounted.
-pub fn state(c: &containers::Container, mounts: &[MountEntry]) -> State {
+/// The state of container `c`, given what is mounted (`mounts`, read with `c`'s record
+/// before its lock is probed here). A daemon that unmounts and exits in between (it clears
+/// the record's mount point, then lets go of the lock) would look stale on those older
+/// reads, so a stale look is checked again on a fresh record and mount table.
+pub fn state(store: &Store, c: &containers::Container, mounts: &[MountEntry]) -> State {
     if c.is_mounted() {
         return State::Mounted;
     }
-    let source = format!("{}:{}", mountinfo::LAYERFS_SOURCE_PREFIX, c.record.name);
-    match &c.record.mountpoint {
-        Some(mp)
-            if mounts
-                .iter()
-                .any(|m| m.mount_point.as_os_str() == mp.as_str() && m.source == source) =>
-        {
-            State::Stale
-        }
+    if !left_mounted(c, mounts) {
+        return State::Unmounted;
+    }
+    let fresh = containers::open(store, &c.record.name).ok().flatten();
+    let mounts = mountinfo::read().unwrap_or_default();
+    match fresh {
+        Some(f) if !f.is_mounted() && left_mounted(&f, &mounts) => State::Stale,
         _ => State::Unmounted,
     }
+}
+
+/// True when `c`'s record names a mount point that holds a layerfs mount of `c`.
+fn left_mounted(c: &containers::Container, mounts: &[MountEntry]) -> bool {
+    let source = format!("{}:{}", mountinfo::LAYERFS_SOURCE_PREFIX, c.record.name);
+    c.record.mountpoint.as_ref().is_some_and(|mp| {
+        mounts
+            .iter()
+            .any(|m| m.mount_point.as_os_str() == mp.as_str() && m.source == source)
+    })
 }
 
 /// `docker ps -s`'s SIZE: the writable layer, then the virtual size.
@@ -111,7 +122,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let now = crate::time::now_unix();
     let mut rows: Vec<Value> = Vec::new();
     for c in containers::all(&store)? {
-        let st = state(&c, &mounts);
+        let st = state(&store, &c, &mounts);
         if !args.all && st == State::Unmounted {
             continue;
         }

@@ -113,6 +113,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         _ => Target::SaveArchive,
     };
     crate::image::output::check(&args.output, target)?;
+    // Shared from the lookup on: no rmi or prune removes an image between its lookup and
+    // its saving (which would fail on a store file that is gone).
+    let _lock = store.lock_shared()?;
     let mut requests = Vec::new();
     for arg in &args.images {
         requests.extend(requests_for(ctx, &store, arg)?);
