@@ -14,6 +14,8 @@
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
 //! - [`mountinfo`] reads what is mounted where (is a mount point ours, is it dead).
 //! - [`cli`] wires it all for the `layerfs` and `layerfs-overlay` binaries.
+//! - [`fdtree`] walks, removes and opens directory trees of any depth through directory
+//!   fds, holding a bounded number of them.
 //! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
 //!   only place with `unsafe` (syscall wrappers).
 
@@ -25,6 +27,7 @@ pub mod commit;
 pub mod control;
 pub mod digest;
 pub mod error;
+pub mod fdtree;
 pub mod fuse;
 pub mod image;
 pub mod mountinfo;

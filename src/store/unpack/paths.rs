@@ -2,7 +2,7 @@
 //! directories resolved beneath the layer root without following any symlink, and
 //! removal of an earlier entry of the same name.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -194,52 +194,10 @@ impl<'a> Unpacker<'a> {
     }
 }
 
-/// Removes `name` in `dir`, a whole tree if it is a directory, never following symlinks.
+/// Removes `name` in `dir`, a whole tree if it is a directory, never following symlinks
+/// (with a bounded number of fds, however deep: [`crate::fdtree::remove_tree_at`]).
 pub fn remove_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
-        return Ok(nix::unistd::unlinkat(
-            dir,
-            name,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        )?);
-    }
-    let open = |d: BorrowedFd<'_>| {
-        nix::fcntl::openat(
-            d,
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-    };
-    let fd = match open(dir) {
-        Ok(fd) => fd,
-        Err(Errno::EACCES) => {
-            // Rootless: a directory without read/search permission for us.
-            nix::sys::stat::fchmodat(dir, name, Mode::S_IRWXU, FchmodatFlags::FollowSymlink)?;
-            open(dir)?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut names: Vec<OsString> = Vec::new();
-    {
-        let mut d = nix::dir::Dir::from_fd(fd.try_clone()?)?;
-        for e in d.iter() {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(OsStr::from_bytes(n).to_os_string());
-            }
-        }
-    }
-    for n in names {
-        remove_entry(fd.as_fd(), &n)?;
-    }
-    Ok(nix::unistd::unlinkat(
-        dir,
-        name,
-        nix::unistd::UnlinkatFlags::RemoveDir,
-    )?)
+    crate::fdtree::remove_tree_at(dir, name)
 }
 
 #[cfg(test)]
