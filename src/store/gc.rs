@@ -18,7 +18,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
 
-/// Removes everything in `tmp/`; the caller holds the store lock exclusive.
+/// Removes everything in `tmp/`; the caller holds the store lock exclusive. An entry that
+/// cannot be deleted is logged and left for the next time (it is nobody's any more): it
+/// never fails the load or prune that clears `tmp/`. Returns how many entries went.
 pub fn clean_tmp(store: &Store) -> Result<usize> {
     let dir = store.tmp_dir();
     let rd = match fs::read_dir(&dir) {
@@ -29,8 +31,10 @@ pub fn clean_tmp(store: &Store) -> Result<usize> {
     let mut n = 0;
     for e in rd {
         let e = e.map_err(|e| Error::io(&dir, e))?;
-        remove_tree(&e.path())?;
-        n += 1;
+        match remove_tree(&e.path()) {
+            Ok(()) => n += 1,
+            Err(err) => log::warn!("cannot remove a leftover of interrupted work: {err}"),
+        }
     }
     Ok(n)
 }
