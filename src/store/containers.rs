@@ -141,25 +141,66 @@ impl Container {
 
     /// Bytes the writable layer holds (what `ps -s` shows as SIZE): its regular files, a
     /// hard-linked inode once (names in the upper directory and the index of hard links
-    /// alike), a sparse file (a metadata-only copy-up) by what it allocates.
+    /// alike), a sparse file (a metadata-only copy-up) by what it allocates. Walked through
+    /// directory fds ([`crate::fdtree`]), so any depth is counted; what cannot be read (a
+    /// live container changing meanwhile) is left out with a warning.
     pub fn size(&self) -> u64 {
-        use std::collections::HashSet;
-        use std::os::unix::fs::MetadataExt;
-        fn walk(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-            let Ok(rd) = fs::read_dir(p) else { return 0 };
-            let mut total = 0;
-            for e in rd.filter_map(|e| e.ok()) {
-                let Ok(m) = e.metadata() else { continue };
-                if m.is_dir() {
-                    total += walk(&e.path(), seen);
-                } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
-                    total += m.len().min(m.blocks().saturating_mul(512));
+        let mut sizes = Sizes::default();
+        for dir in [self.upper(), self.work().join(crate::union::layer::WORK_INDEX)] {
+            let fd = match crate::fdtree::open_dir_at(
+                nix::fcntl::AT_FDCWD,
+                dir.as_os_str(),
+            ) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => {
+                    log::warn!("size of container {}: {}: {e}", self.record.name, dir.display());
+                    continue;
                 }
+            };
+            if let Err(e) = crate::fdtree::walk(std::os::fd::AsFd::as_fd(&fd), &mut sizes) {
+                log::warn!("size of container {}: {}: {e}", self.record.name, dir.display());
             }
-            total
         }
-        let mut seen = HashSet::new();
-        walk(&self.upper(), &mut seen) + walk(&self.work().join("layerfs-index"), &mut seen)
+        sizes.total
+    }
+}
+
+/// What [`Container::size`] counts.
+#[derive(Default)]
+struct Sizes {
+    /// Inodes with several links counted already.
+    seen: std::collections::HashSet<(u64, u64)>,
+    total: u64,
+}
+
+impl crate::fdtree::Visitor for Sizes {
+    fn entry(
+        &mut self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        _path: &[std::ffi::OsString],
+        e: &crate::fdtree::Entry,
+    ) -> io::Result<bool> {
+        use nix::sys::stat::SFlag;
+        if e.kind == Some(nix::dir::Type::Directory) {
+            return Ok(true);
+        }
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let Ok(st) = nix::sys::stat::fstatat(dir, e.name.as_os_str(), flags)
+        else {
+            return Ok(false);
+        };
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => Ok(true),
+            SFlag::S_IFREG => {
+                if st.st_nlink == 1 || self.seen.insert((st.st_dev, st.st_ino)) {
+                    let allocated = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
+                    self.total += u64::try_from(st.st_size).unwrap_or(0).min(allocated);
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
