@@ -238,6 +238,7 @@ impl Union {
                 d.lower_stat.ok_or(FsError::EIO)?,
             )
         };
+        let parent = self.parent_node(&parent)?;
         let pfd = self.copy_up_dir(&parent)?;
         let tmp = w.tmp_name();
         let tmpname = OsStr::new(&tmp);
@@ -323,6 +324,7 @@ impl Union {
                 .complete_metacopy(node, &lower, mode)
                 .map_err(|e| e.with_ctx(format!("copy up data of {name:?}")));
         }
+        let parent = self.parent_node(&parent)?;
         let pfd = self.copy_up_dir(&parent)?;
         let kind = FileKind::from_mode(lower.stat.st_mode);
         let hardlinked = lower.stat.st_nlink > 1;

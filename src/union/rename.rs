@@ -93,6 +93,7 @@ impl Union {
         let Some(parent) = parent else {
             return Ok(Vec::new());
         };
+        let parent = self.parent_node(&parent)?;
         if let Some(up) = upper
             && let Some(r) = xattr::read_marks(At::Fd(up.as_fd()))?.redirect
         {
@@ -137,7 +138,7 @@ impl Union {
     /// Points `node` at its new name after a rename.
     fn moved(&self, node: &Arc<Node>, parent: &Arc<Node>, pfd: &Arc<OwnedFd>, name: &OsStr) {
         let mut s = node.write();
-        s.parent = Some(parent.clone());
+        s.parent = Some(self.parent_ref(parent));
         s.name = name.to_owned();
         if let Some(UpperLoc::Named { .. }) = s.upper {
             s.upper = Some(UpperLoc::Named {

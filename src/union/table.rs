@@ -286,7 +286,11 @@ impl NodeTable {
         // Read unlocked (lock order: a node's state is never taken under the table).
         let (parent, name, unlinked) = {
             let s = node.read();
-            (s.parent.as_ref().map(|p| p.id), s.name.clone(), s.unlinked)
+            (
+                s.parent.as_ref().map(|p| p.id()),
+                s.name.clone(),
+                s.unlinked,
+            )
         };
         if unlinked || id.0 >= SYNTHETIC_BASE {
             return; // nothing to find again by name
