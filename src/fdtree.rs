@@ -171,7 +171,12 @@ fn back_up(
     }
     let mut fd = root.try_clone_to_owned()?;
     for name in path {
-        fd = openat(&fd, name.as_os_str(), flags | OFlag::O_NOFOLLOW, Mode::empty())?;
+        fd = openat(
+            &fd,
+            name.as_os_str(),
+            flags | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
     }
     if fstat(&fd).is_ok_and(|st| same(&st, parent)) {
         Ok(fd)

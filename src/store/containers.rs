@@ -146,20 +146,28 @@ impl Container {
     /// live container changing meanwhile) is left out with a warning.
     pub fn size(&self) -> u64 {
         let mut sizes = Sizes::default();
-        for dir in [self.upper(), self.work().join(crate::union::layer::WORK_INDEX)] {
-            let fd = match crate::fdtree::open_dir_at(
-                nix::fcntl::AT_FDCWD,
-                dir.as_os_str(),
-            ) {
+        for dir in [
+            self.upper(),
+            self.work().join(crate::union::layer::WORK_INDEX),
+        ] {
+            let fd = match crate::fdtree::open_dir_at(nix::fcntl::AT_FDCWD, dir.as_os_str()) {
                 Ok(fd) => fd,
                 Err(nix::errno::Errno::ENOENT) => continue,
                 Err(e) => {
-                    log::warn!("size of container {}: {}: {e}", self.record.name, dir.display());
+                    log::warn!(
+                        "size of container {}: {}: {e}",
+                        self.record.name,
+                        dir.display()
+                    );
                     continue;
                 }
             };
             if let Err(e) = crate::fdtree::walk(std::os::fd::AsFd::as_fd(&fd), &mut sizes) {
-                log::warn!("size of container {}: {}: {e}", self.record.name, dir.display());
+                log::warn!(
+                    "size of container {}: {}: {e}",
+                    self.record.name,
+                    dir.display()
+                );
             }
         }
         sizes.total
@@ -186,8 +194,7 @@ impl crate::fdtree::Visitor for Sizes {
             return Ok(true);
         }
         let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
-        let Ok(st) = nix::sys::stat::fstatat(dir, e.name.as_os_str(), flags)
-        else {
+        let Ok(st) = nix::sys::stat::fstatat(dir, e.name.as_os_str(), flags) else {
             return Ok(false);
         };
         match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {

@@ -17,7 +17,10 @@ use crate::error::{Error, Result};
 /// ([`crate::fdtree::remove_tree_at`]).
 pub fn remove_tree(path: &Path) -> Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(Error::io(path, io::Error::from(io::ErrorKind::InvalidInput)));
+        return Err(Error::io(
+            path,
+            io::Error::from(io::ErrorKind::InvalidInput),
+        ));
     };
     let dir = match nix::fcntl::open(
         parent,

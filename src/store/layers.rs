@@ -400,7 +400,10 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
         {
             // Ours is a spare copy: a failure to delete it leaves `tmp/` dirt, not an error.
             if let Err(e) = super::fsops::remove_tree(&staged.dir) {
-                log::warn!("removing a spare copy of layer {}: {e}", staged.info.diff_id);
+                log::warn!(
+                    "removing a spare copy of layer {}: {e}",
+                    staged.info.diff_id
+                );
             }
             let existing = read_info(store, &staged.info.diff_id)?;
             let merged = add_sources(store, &staged.info.diff_id, &staged.info.sources)?;
