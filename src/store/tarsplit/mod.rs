@@ -31,7 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 
 use super::Store;
 use super::unpack::ContentSink;
@@ -48,8 +48,8 @@ const TAG_RAW: u8 = 1;
 const TAG_FILE: u8 = 2;
 /// Largest raw record: bounds what playback holds in memory at once.
 const MAX_RAW: usize = 1 << 20;
-/// Longest path a file record may carry (PATH_MAX).
-const MAX_PATH: u32 = 4096;
+/// Longest path a file record may carry: the longest name a layer tar may have.
+const MAX_PATH: u32 = crate::tar_reader::MAX_NAME_LEN as u32;
 /// zstd level of the layout file: headers compress well at any level.
 const LEVEL: i32 = 3;
 
@@ -444,18 +444,11 @@ impl Playback {
     }
 
     /// Opens a regular file of `size` bytes beneath the layer root without following
-    /// any symlink.
+    /// any symlink (a path longer than PATH_MAX too).
     fn open_file(&self, path: &[u8], size: u64) -> io::Result<File> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
         let p = Path::new(std::ffi::OsStr::from_bytes(path));
-        let fd = nix::fcntl::openat2(self.root.as_fd(), p, how).map_err(|e| {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+        let fd = crate::fdtree::open_beneath(self.root.as_fd(), path, flags).map_err(|e| {
             io::Error::new(
                 io::Error::from(e).kind(),
                 format!("layer file {}: {e}", p.display()),

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag};
 
 use super::Unpacker;
@@ -80,10 +80,26 @@ impl<'a> Unpacker<'a> {
         if let Some(fd) = self.cache.get(&key) {
             return Ok(DirFd::Sub(Rc::clone(fd)));
         }
-        let fd = self
-            .resolve(comps, true)
-            .map_err(|r| Error::entry(name, r))?
-            .ok_or_else(|| Error::entry(name, "parent directory missing"))?;
+        // Its own parent cached (a tar lists a directory before what it holds): one step
+        // from there, not a resolution of the whole path (a deep tree's are long). Any
+        // failure is left to `resolve`, which says why.
+        let quick = comps.split_last().and_then(|(last, up)| {
+            let up = self.cache.peek(&join(up)).cloned()?;
+            nix::fcntl::openat(
+                &*up,
+                os(last),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
+        let fd = match quick {
+            Some(fd) => fd,
+            None => self
+                .resolve(comps, true)
+                .map_err(|r| Error::entry(name, r))?
+                .ok_or_else(|| Error::entry(name, "parent directory missing"))?,
+        };
         let fd = Rc::new(fd);
         self.cache.put(key, Rc::clone(&fd));
         Ok(DirFd::Sub(fd))
@@ -100,13 +116,8 @@ impl<'a> Unpacker<'a> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let path = join(comps);
         if self.openat2 {
-            let how = OpenHow::new().flags(flags).resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
-            match nix::fcntl::openat2(self.root, path.as_slice(), how) {
+            // Any length: a path longer than PATH_MAX is resolved in pieces.
+            match crate::fdtree::open_beneath(self.root, &path, flags) {
                 Ok(fd) => return Ok(Some(fd)),
                 Err(Errno::ENOENT) if !create => return Ok(None),
                 Err(Errno::ENOENT) => {} // walk and create what is missing
