@@ -213,15 +213,41 @@ fn staged_ident(w: &Writer<'_>, tmpname: &OsStr) -> Result<DevIno> {
 }
 
 impl Union {
-    /// Ensures directory node `node` has an upper directory, copying up its parents
-    /// first; returns the upper directory.
+    /// Ensures directory node `node` has an upper directory, copying up the directories
+    /// above it that lack one first; returns the upper directory. Iterative, top down:
+    /// a directory of any depth costs no deeper stack (a thread's stack would overflow,
+    /// and the daemon abort, thousands of levels down).
     pub(crate) fn copy_up_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
-        if let Some(up) = node.read().dir.as_ref().and_then(|d| d.upper.clone()) {
+        let upper_of = |n: &Node| n.read().dir.as_ref().and_then(|d| d.upper.clone());
+        if let Some(up) = upper_of(node) {
             return Ok(up);
         }
+        self.writer()?;
+        // `node` and the directories above it without an upper copy, nearest first; and
+        // the upper directory of the first one above them that has one.
+        let mut chain = vec![node.clone()];
+        let mut pfd = loop {
+            let Some(cur) = chain.last() else {
+                return Err(FsError::EIO);
+            };
+            let parent = cur.read().parent.clone().ok_or(FsError::EIO)?;
+            let parent = self.parent_node(&parent)?;
+            if let Some(up) = upper_of(&parent) {
+                break up;
+            }
+            chain.push(parent);
+        };
+        while let Some(n) = chain.pop() {
+            pfd = self.copy_up_dir_in(&n, &pfd)?;
+        }
+        Ok(pfd)
+    }
+
+    /// Copies up directory `node`, whose parent's upper directory is `pfd`.
+    fn copy_up_dir_in(&self, node: &Arc<Node>, pfd: &Arc<OwnedFd>) -> Result<Arc<OwnedFd>> {
         let w = self.writer()?;
         let _g = node.copy_guard();
-        let (parent, name, src, st) = {
+        let (name, src, st) = {
             let s = node.read();
             let d = s.dir.as_ref().ok_or(FsError::ENOTDIR)?;
             if let Some(u) = &d.upper {
@@ -232,14 +258,11 @@ impl Union {
             }
             let src = &d.lowers.first().ok_or(FsError::EIO)?.fd;
             (
-                s.parent.clone().ok_or(FsError::EIO)?,
                 s.name.clone(),
                 src.clone(),
                 d.lower_stat.ok_or(FsError::EIO)?,
             )
         };
-        let parent = self.parent_node(&parent)?;
-        let pfd = self.copy_up_dir(&parent)?;
         let tmp = w.tmp_name();
         let tmpname = OsStr::new(&tmp);
         nix::sys::stat::mkdirat(&*w.up.tmp, tmpname, Mode::from_bits_truncate(0o700))?;

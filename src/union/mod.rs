@@ -365,28 +365,43 @@ impl Union {
     /// Node `id`: live, or found again through its ghost — its object if something still
     /// holds it, else resolved again at its name in its parent (found again the same way)
     /// and checked to be the same file. ESTALE when it is gone or another file is there.
+    /// Iterative (the ghosts up to a live node, then resolved down): any depth.
     fn find_again(&self, id: NodeId) -> Result<Arc<Node>> {
-        if let Some(n) = self.nodes.get(id) {
-            return Ok(n);
-        }
-        let g = self.nodes.ghost(id).ok_or(FsError::ESTALE)?;
-        if let Some(n) = g.node.upgrade() {
-            return Ok(n);
-        }
-        let parent = self.find_again(g.parent.ok_or(FsError::ESTALE)?)?;
-        let snap = self.dir_snapshot(&parent)?;
-        let r = match self.resolve(&snap, &g.name)? {
-            Some(r) if g.ident.matches(&r.ident) => r,
-            _ => return Err(FsError::ESTALE),
+        // Ghosts from `id` up to the first node that lives, nearest first.
+        let mut ghosts: Vec<(NodeId, table::Ghost)> = Vec::new();
+        let mut cur = id;
+        let mut node = loop {
+            if let Some(n) = self.nodes.get(cur) {
+                break n;
+            }
+            let g = self.nodes.ghost(cur).ok_or(FsError::ESTALE)?;
+            if let Some(n) = g.node.upgrade() {
+                break n;
+            }
+            // (a chain longer than the ghosts remembered is a loop)
+            if ghosts.len() > table::GHOSTS {
+                return Err(FsError::ESTALE);
+            }
+            let parent = g.parent.ok_or(FsError::ESTALE)?;
+            ghosts.push((cur, g));
+            cur = parent;
         };
-        let ident = r.ident;
-        let node = Arc::new(Node::new(
-            id,
-            g.generation,
-            ident,
-            r.into_state(self.parent_ref(&parent), &g.name),
-        ));
-        self.nodes.haunt(id, &node);
+        while let Some((gid, g)) = ghosts.pop() {
+            let snap = self.dir_snapshot(&node)?;
+            let r = match self.resolve(&snap, &g.name)? {
+                Some(r) if g.ident.matches(&r.ident) => r,
+                _ => return Err(FsError::ESTALE),
+            };
+            let ident = r.ident;
+            let found = Arc::new(Node::new(
+                gid,
+                g.generation,
+                ident,
+                r.into_state(self.parent_ref(&node), &g.name),
+            ));
+            self.nodes.haunt(gid, &found);
+            node = found;
+        }
         Ok(node)
     }
 

@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use super::node::{DevIno, Ident, Node, NodeId, NodeState};
 
 /// How many forgotten nodes are remembered for file handles (about 100 bytes each).
-const GHOSTS: usize = 32 * 1024;
+pub(crate) const GHOSTS: usize = 32 * 1024;
 
 /// What is left of a forgotten node.
 #[derive(Debug, Clone)]
