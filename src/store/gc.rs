@@ -3,7 +3,9 @@
 //! Everything here runs under the exclusive store lock, so no load is between staging and
 //! tagging. Removal is atomic as seen from the store: a layer or image directory is first
 //! renamed into `tmp/` (one step: gone from `layers/` / `images/`), then deleted; a kill
-//! in between leaves only `tmp/` leftovers. Docker's rules: removing a tag removes the
+//! in between, or a deletion that fails, leaves only `tmp/` leftovers, which the next
+//! `load` or `prune` clears (one it cannot is reported and tried again later, never an
+//! error). Docker's rules: removing a tag removes the
 //! image once no tag and no container refers to it, then the layers no remaining image
 //! uses; an image that a container or a live read-only mount uses is never removed (see
 //! `mounts.rs`; records of read-only mounts whose daemon is gone are removed here).
