@@ -521,7 +521,7 @@ impl<'a> Walk<'a> {
                 }
                 break;
             }
-            if m - 1 < keep_from && m - 1 >= 1 {
+            if m - 1 < keep_from && m > 1 {
                 self.let_go(parent);
             }
         }

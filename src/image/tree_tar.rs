@@ -396,7 +396,7 @@ fn reopen<T: Tree>(
             break;
         };
         f.dir = Some(tree.open_dir(node)?);
-        if m - 1 >= 1
+        if m > 1
             && m - 1 < keep_from
             && let Some(d) = parent.dir.take()
         {

@@ -279,12 +279,12 @@ impl Union {
                 return Err(e.with_ctx(format!("copy up directory {name:?}")));
             }
         };
-        let pst = fstat(&pfd)?;
+        let pst = fstat(pfd)?;
         self.nodes.set_upper(node, Some(ident));
         if let Err(e) = renameat2(
             &*w.up.tmp,
             tmpname,
-            &pfd,
+            pfd,
             name.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
@@ -292,7 +292,7 @@ impl Union {
             // Copied up already, through another node object of this directory (one
             // found again by a file handle): that copy is this directory's.
             if e == Errno::EEXIST
-                && let Ok(fd) = open_dir_at(&pfd, &name)
+                && let Ok(fd) = open_dir_at(pfd, &name)
             {
                 self.nodes.set_upper(node, Some(DevIno::of(&fstat(&*fd)?)));
                 if let Some(d) = node.write().dir.as_mut() {
@@ -303,8 +303,8 @@ impl Union {
             self.nodes.set_upper(node, None);
             return Err(e).ctx(|| format!("copy up directory {name:?}"));
         }
-        restore_dir_times(&pfd, &pst)?;
-        let fd = open_dir_at(&pfd, &name)?;
+        restore_dir_times(pfd, &pst)?;
+        let fd = open_dir_at(pfd, &name)?;
         if let Some(d) = node.write().dir.as_mut() {
             d.upper = Some(fd.clone());
         }
