@@ -1,7 +1,7 @@
 //! Trees deeper than PATH_MAX (3000 levels, built with mkdir and a relative open as a
 //! shell's `mkdir d && cd d` would) under a limit of 1024 open files, soft and hard, so
 //! that raising the limit cannot help: every walk (diff, export, commit and the unpack of
-//! its layer, save, load, ps -s, df, rm, prune) holds a bounded number of fds and reaches
+//! its layer, save, load, history, ps -s, df, rm, prune) holds a bounded number of fds and reaches
 //! entries through directory fds. And a removal whose deletion cannot finish leaves
 //! either the container or nothing, never a store that later loads and prunes fail on.
 //! Needs root and /dev/fuse.
@@ -284,6 +284,9 @@ fn a_layer_3000_levels_deep_loads_mounts_and_changes_under_1024_open_files() {
     assert_eq!(read_deep(&layer, DEPTH, "f"), "from below\n");
     assert_eq!(std::fs::read(layer.join("h")).unwrap(), b"from below\n");
     assert_eq!(std::fs::read(layer.join("x")).unwrap(), b"replaced\n");
+    // history counts the file at the bottom (and its hard link once).
+    let h: Value = serde_json::from_str(&limited_ok(s, &["history", "--json", &id])).unwrap();
+    assert_eq!(h[0]["size"], 11 + 9, "{h}");
 
     // Mounted: read at the bottom, and written there (copy-up of 3000 directories).
     let m = lab.mount(&[&id, "--name", "low"], "m");

@@ -497,25 +497,50 @@ pub fn add_sources(
 
 /// A layer's size as Docker computes it (`docker history`, `docker images`): the sizes
 /// of everything in the unpacked layer but directories (regular files, symlinks: their
-/// target's length), each inode once (hard links count once). Unreadable entries count 0.
+/// target's length), each inode once (hard links count once). Walked through directory
+/// fds ([`crate::fdtree`]), so a layer of any depth is counted whole; unreadable entries
+/// count 0.
 pub fn docker_size(diff: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
-        let Ok(rd) = fs::read_dir(dir) else { return 0 };
-        let mut total = 0;
-        for e in rd.flatten() {
-            let Ok(m) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if m.is_dir() {
-                total += walk(&e.path(), seen);
-            } else if m.len() > 0 && seen.insert(m.ino()) {
-                total += m.len();
-            }
-        }
-        total
+    let mut sizes = DockerSize::default();
+    let walked = crate::fdtree::open_dir_at(nix::fcntl::AT_FDCWD, diff.as_os_str())
+        .map_err(io::Error::from)
+        .and_then(|fd| crate::fdtree::walk(std::os::fd::AsFd::as_fd(&fd), &mut sizes));
+    if let Err(e) = walked {
+        log::warn!("size of layer {}: {e}", diff.display());
     }
-    walk(diff, &mut std::collections::HashSet::new())
+    sizes.total
+}
+
+/// What [`docker_size`] counts.
+#[derive(Default)]
+struct DockerSize {
+    seen: std::collections::HashSet<u64>,
+    total: u64,
+}
+
+impl crate::fdtree::Visitor for DockerSize {
+    fn entry(
+        &mut self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        _path: &[std::ffi::OsString],
+        e: &crate::fdtree::Entry,
+    ) -> io::Result<bool> {
+        if e.kind == Some(nix::dir::Type::Directory) {
+            return Ok(true);
+        }
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let Ok(st) = nix::sys::stat::fstatat(dir, e.name.as_os_str(), flags) else {
+            return Ok(false);
+        };
+        if crate::union::FileKind::from_mode(st.st_mode).is_dir() {
+            return Ok(true);
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        if size > 0 && self.seen.insert(st.st_ino) {
+            self.total += size;
+        }
+        Ok(false)
+    }
 }
 
 /// The names of installed layers (diff_ids).
