@@ -15,6 +15,8 @@
 //! - [`mountinfo`] reads what is mounted where (is a mount point ours, is it dead).
 //! - [`regular`] opens files that must be regular files in layer trees (never a FIFO).
 //! - [`cli`] wires it all for the `layerfs` and `layerfs-overlay` binaries.
+//! - [`fdtree`] walks, removes and opens directory trees of any depth through directory
+//!   fds, holding a bounded number of them.
 //! - [`whiteout`] is the only place that knows whiteout/opaque spellings; [`sys`] is the
 //!   only place with `unsafe` (syscall wrappers).
 
@@ -26,6 +28,7 @@ pub mod commit;
 pub mod control;
 pub mod digest;
 pub mod error;
+pub mod fdtree;
 pub mod fuse;
 pub mod image;
 pub mod mountinfo;

@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 
 /// What a file type is called in messages.
@@ -52,17 +52,16 @@ pub fn path_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(OwnedFd, FileSt
 }
 
 /// As [`path_at`] for a relative path of several components, resolved beneath `root`
-/// without following any symlink or leaving `root`'s mount.
+/// without following any symlink or leaving `root`'s mount (a path longer than PATH_MAX
+/// too: [`crate::fdtree::open_beneath`]).
 pub fn path_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<(OwnedFd, FileStat)> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    checked(nix::fcntl::openat2(root, rel, how)?)
+    use std::os::unix::ffi::OsStrExt;
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW;
+    checked(crate::fdtree::open_beneath(
+        root,
+        rel.as_os_str().as_bytes(),
+        flags,
+    )?)
 }
 
 fn checked(fd: OwnedFd) -> io::Result<(OwnedFd, FileStat)> {

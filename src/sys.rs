@@ -473,8 +473,8 @@ pub fn ficlone(dst: impl AsFd, src: impl AsFd) -> io::Result<()> {
     check(r as libc::c_long).map(|_| ())
 }
 
-/// Raises the soft limit of open files to the hard limit: the union keeps one `O_PATH`
-/// fd per directory and layer it has looked up.
+/// Raises the soft limit of open files to the hard limit (every command does, at start):
+/// the union keeps one `O_PATH` fd per directory and layer it has looked up.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;

@@ -376,7 +376,7 @@ fn huge_gnu_long_name_is_refused_before_it_is_read() {
         &[
             &b.layer_digests[0],
             "tar header at byte 0",
-            "GNU long name record of 536870912 bytes is over the limit of 4097 bytes",
+            "GNU long name record of 536870912 bytes is over the limit of 65537 bytes",
         ],
     );
 }
@@ -414,12 +414,12 @@ fn huge_pax_header_is_refused_before_it_is_read() {
 }
 
 #[test]
-fn names_longer_than_path_max_are_refused() {
+fn names_over_the_limit_are_refused_and_deep_paths_load() {
     let s = seeded();
-    // Within the PAX limit, over PATH_MAX.
-    let long = "d/".repeat(2100) + "f";
+    // Within the PAX limit, over the name limit (64 KiB).
+    let long = "d/".repeat(33000) + "f";
     let b = one_layer(
-        &s.scratch("pathmax"),
+        &s.scratch("namemax"),
         vec![file("x", b"x").pax("path", long.as_bytes())],
     );
     refused(
@@ -428,10 +428,10 @@ fn names_longer_than_path_max_are_refused() {
         &b.path.display().to_string(),
         &[
             &b.layer_digests[0],
-            "name of 4201 bytes is longer than PATH_MAX",
+            "name of 66001 bytes is over the limit of 65536 bytes",
         ],
     );
-    // A symlink target too.
+    // A symlink target longer than PATH_MAX (the kernel could not store it).
     let b = one_layer(
         &s.scratch("linkmax"),
         vec![symlink("l", "t").pax("linkpath", "t".repeat(5000).as_bytes())],
@@ -442,11 +442,15 @@ fn names_longer_than_path_max_are_refused() {
         &b.path.display().to_string(),
         &["link target of 5000 bytes is longer than PATH_MAX"],
     );
-    // Up to PATH_MAX is kept.
-    let ok_name = format!("{}/", "n".repeat(200)).repeat(15) + "f";
+    // A path longer than PATH_MAX (a tree 2100 levels deep) is kept, and a hard link to
+    // it: the unpacker resolves it a piece at a time.
+    let deep = "d/".repeat(2100) + "f";
     let b = one_layer(
         &s.scratch("pathok"),
-        vec![file("x", b"deep").pax("path", ok_name.as_bytes())],
+        vec![
+            file("x", b"deep").pax("path", deep.as_bytes()),
+            hardlink("h", "x").pax("linkpath", deep.as_bytes()),
+        ],
     );
     s.load(&b.path.display().to_string());
 }

@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, fstatat};
 
 use super::Views;
@@ -99,49 +99,45 @@ pub(super) fn lower_names(v: &Views, also: &HashSet<u64>) -> Result<Extra> {
             .map_err(|e| Error::io(&layer.path, e))?;
         // Layer i of the image is layer i + 1 of the container's stack.
         let natural = |ino: u64| v.ctr.stack.map_ino(i + 1, ino);
-        scan(&fd, &mut Vec::new(), &wanted, &natural, &mut out)
-            .map_err(|e| Error::io(&layer.path, e))?;
+        let mut scan = Scan {
+            wanted: &wanted,
+            natural: &natural,
+            out: &mut out,
+        };
+        crate::fdtree::walk(fd.as_fd(), &mut scan).map_err(|e| Error::io(&layer.path, e))?;
     }
     Ok(out)
 }
 
-fn scan(
-    dir: &OwnedFd,
-    path: &mut Vec<OsString>,
-    wanted: &HashSet<u64>,
-    natural: &dyn Fn(u64) -> u64,
-    out: &mut Extra,
-) -> std::io::Result<()> {
-    let mut subdirs = Vec::new();
-    for (name, ino, kind) in super::raw_entries(dir)? {
-        let is_dir = match kind {
+/// The pass over one layer: names and inode numbers from readdir, a stat only where the
+/// filesystem does not give the type. Through [`crate::fdtree::walk`], so a deep layer
+/// costs no more fds than a flat one.
+struct Scan<'a> {
+    wanted: &'a HashSet<u64>,
+    natural: &'a dyn Fn(u64) -> u64,
+    out: &'a mut Extra,
+}
+
+impl crate::fdtree::Visitor for Scan<'_> {
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        path: &[OsString],
+        e: &crate::fdtree::Entry,
+    ) -> std::io::Result<bool> {
+        let is_dir = match e.kind {
             Some(t) => t == nix::dir::Type::Directory,
-            None => fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            None => fstatat(dir, e.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| FileKind::from_mode(st.st_mode).is_dir()),
         };
         if is_dir {
-            subdirs.push(name);
-        } else if wanted.contains(&natural(ino)) {
-            path.push(name);
-            out.add(path);
-            path.pop();
+            return Ok(true);
         }
+        if self.wanted.contains(&(self.natural)(e.ino)) {
+            let mut p = path.to_vec();
+            p.push(e.name.clone());
+            self.out.add(&p);
+        }
+        Ok(false)
     }
-    for name in subdirs {
-        let sub = match openat(
-            dir,
-            name.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(nix::errno::Errno::EACCES) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        path.push(name);
-        let r = scan(&sub, path, wanted, natural, out);
-        path.pop();
-        r?;
-    }
-    Ok(())
 }

@@ -26,26 +26,26 @@
 //! the children it still has (by name, bytewise), each with its subtree, then the children
 //! it lost (by name), then the end of the directory. Docker lists a directory's changes
 //! this way too, in Go's map order; ours is sorted, so the same changes always come out
-//! the same.
+//! the same. It holds a bounded number of fds however deep the tree ([`walk`]): each
+//! child is looked up in its turn and forgotten after its subtree, and only the deepest
+//! few directories keep their nodes.
 
 pub mod diff;
 mod links;
+mod walk;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, fstatat};
+use nix::sys::stat::fstatat;
 
 use crate::error::{Error, Result};
 use crate::sys::At;
-use crate::union::{
-    self, Attr, FileKind, FsError, LayerSpec, NodeId, Options, Stack, Union, WorkSpec,
-};
-use crate::whiteout::{self, NameKind, Styles};
+use crate::union::{self, Attr, FsError, LayerSpec, NodeId, Options, Stack, Union, WorkSpec};
+use crate::whiteout::{self, Styles};
 
 pub use links::Extra;
 
@@ -124,38 +124,12 @@ enum Raw {
     Extra,
 }
 
-/// Where a directory's children come from.
-enum Source {
-    /// The names its upper directory holds (if any) and the hard-link pass found.
-    Upper(Option<OwnedFd>),
-    /// Its whole listing in the container's view.
-    Listing,
-}
-
-/// The raw entries of a directory (name, inode number, type when the filesystem gives
-/// it), `.` and `..` left out.
-fn raw_entries(dir: &OwnedFd) -> io::Result<Vec<(OsString, u64, Option<nix::dir::Type>)>> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push((OsStr::from_bytes(n).to_owned(), e.ino(), e.file_type()));
-        }
-    }
-    Ok(out)
-}
-
 /// The raw names of a directory, `.` and `..` left out.
 fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
-    Ok(raw_entries(dir)?.into_iter().map(|(n, ..)| n).collect())
+    Ok(crate::fdtree::entries(dir.as_fd())?
+        .into_iter()
+        .map(|e| e.name)
+        .collect())
 }
 
 fn absent_ok<T>(r: union::Result<T>) -> union::Result<Option<T>> {
@@ -207,6 +181,8 @@ impl Views {
         let opts = Options {
             atime: union::Atime::Never,
             dir_nlink: false,
+            // The walk lets directories go as it leaves them (see `walk`).
+            hold_parents: false,
             ..Options::default()
         };
         let stack = Stack::open_frozen(lowers, upper, work, styles)
@@ -270,37 +246,23 @@ impl Views {
         let marks = union::xattr::read_marks(At::Fd(root.as_fd()))
             .map_err(|e| fs_err(self.upper.path.display(), e))?;
         let replaced = marks.opaque || self.has_opaque_marker(&root);
-        let w = Walk {
-            v: self,
-            deleted_in_full,
-        };
-        let mut path = Vec::new();
         visit(
             self,
             Visit::Dir {
-                path: &path,
+                path: &[],
                 ctr,
                 img: Some(img),
                 replaced,
                 in_full: false,
             },
         )?;
-        let source = if replaced {
-            Source::Listing
-        } else {
-            Source::Upper(Some(root))
-        };
-        w.children(
-            &mut path,
-            ctr,
-            Some(img),
-            source,
-            Some(&extra),
+        walk::Walk::new(self, deleted_in_full).run(
+            (ctr, img, root),
             replaced,
             marks.xwhiteouts,
+            &extra,
             visit,
-        )?;
-        visit(self, Visit::Leave { path: &path })
+        )
     }
 
     fn has_opaque_marker(&self, dir: &OwnedFd) -> bool {
@@ -331,302 +293,6 @@ impl Views {
         }
         out.sort();
         Ok(out)
-    }
-}
-
-struct Walk<'a> {
-    v: &'a Views,
-    deleted_in_full: bool,
-}
-
-/// One child of a directory being walked.
-struct Child {
-    name: OsString,
-    raw: Raw,
-    ctr: Option<Found>,
-    img: Option<Found>,
-}
-
-impl Walk<'_> {
-    /// Visits the children of directory `path` (`ctr`, and `img` when the image has a
-    /// directory there too).
-    #[allow(clippy::too_many_arguments)]
-    fn children(
-        &self,
-        path: &mut Vec<u8>,
-        ctr: Found,
-        img: Option<Found>,
-        source: Source,
-        extra: Option<&Extra>,
-        in_full: bool,
-        xwhiteouts: bool,
-        visit: &mut dyn FnMut(&Views, Visit<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let v = self.v;
-        let img_dir = img.filter(|i| i.attr.kind.is_dir());
-        let mut names: BTreeMap<OsString, Raw> = BTreeMap::new();
-        let upper_fd = match source {
-            Source::Upper(fd) => {
-                if let Some(fd) = &fd {
-                    self.raw_children(fd, path, xwhiteouts, &mut names)?;
-                }
-                if let Some(e) = extra {
-                    for n in e.children.keys() {
-                        names.entry(n.clone()).or_insert(Raw::Extra);
-                    }
-                }
-                fd
-            }
-            Source::Listing => {
-                for n in listing(&v.ctr, ctr.id).map_err(|e| fs_err(show(path), e))? {
-                    names.insert(n, Raw::Entry);
-                }
-                if let Some(i) = img_dir.filter(|_| self.deleted_in_full) {
-                    for n in listing(&v.img, i.id).map_err(|e| fs_err(show(path), e))? {
-                        names.entry(n).or_insert(Raw::Entry);
-                    }
-                }
-                None
-            }
-        };
-        let mut kids = Vec::with_capacity(names.len());
-        for (name, raw) in names {
-            let child = self.look(path, ctr, img_dir, name, raw)?;
-            if child.ctr.is_some() || child.img.is_some() {
-                kids.push(child);
-            }
-        }
-        // What it still has, then what it lost.
-        kids.sort_by_key(|c| c.ctr.is_none());
-        let mut result = Ok(());
-        let mut rest = kids.into_iter();
-        for child in rest.by_ref() {
-            let r = self.child(
-                path,
-                &child,
-                upper_fd.as_ref(),
-                extra.and_then(|e| e.children.get(&child.name)),
-                in_full,
-                visit,
-            );
-            self.forget(&child);
-            if r.is_err() {
-                result = r;
-                break;
-            }
-        }
-        for child in rest {
-            self.forget(&child);
-        }
-        result
-    }
-
-    /// The names upper directory `fd` holds, whiteouts by the name they hide.
-    fn raw_children(
-        &self,
-        fd: &OwnedFd,
-        path: &[u8],
-        xwhiteouts: bool,
-        names: &mut BTreeMap<OsString, Raw>,
-    ) -> Result<()> {
-        let raw = match raw_names(fd) {
-            Ok(r) => r,
-            // Removed meanwhile (a live container): nothing left to see here.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Err(e) => return Err(Error::io_what(format!("listing {}", show(path)), e)),
-        };
-        for name in raw {
-            if self.v.wh_files {
-                match whiteout::classify(&name) {
-                    NameKind::Entry => {}
-                    NameKind::Whiteout(t) => {
-                        names.insert(t.to_owned(), Raw::Whiteout);
-                        continue;
-                    }
-                    NameKind::Opaque | NameKind::AufsMeta | NameKind::Invalid => continue,
-                }
-            }
-            let Ok(st) = fstatat(
-                fd,
-                name.as_os_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) else {
-                continue;
-            };
-            let raw = if whiteout::is_whiteout_device(&st) {
-                Raw::Whiteout
-            } else if xwhiteouts
-                && whiteout::may_be_xattr_whiteout(&st)
-                && whiteout::has_whiteout_xattr(At::Entry(fd.as_fd(), &name)).unwrap_or(false)
-            {
-                Raw::XattrWhiteout
-            } else {
-                Raw::Entry
-            };
-            // A `.wh.` file and the name it hides: the name wins.
-            let slot = names.entry(name).or_insert(raw);
-            if raw == Raw::Entry {
-                *slot = raw;
-            }
-        }
-        Ok(())
-    }
-
-    /// Looks `name` up in both views.
-    fn look(
-        &self,
-        path: &[u8],
-        ctr: Found,
-        img_dir: Option<Found>,
-        name: OsString,
-        raw: Raw,
-    ) -> Result<Child> {
-        let v = self.v;
-        let at = |p: &[u8]| {
-            let mut s = show(p);
-            if !p.is_empty() {
-                s.push('/');
-            }
-            s.push_str(&name.to_string_lossy());
-            s
-        };
-        let mut c = absent_ok(v.ctr.lookup(ctr.id, &name))
-            .map_err(|e| fs_err(at(path), e))?
-            .map(|e| Found {
-                id: e.id,
-                attr: e.attr,
-            });
-        if raw == Raw::XattrWhiteout
-            && let Some(f) = c.take()
-        {
-            // The kernel reads it as a whiteout; so does a layer made of it.
-            v.ctr.forget(f.id, 1);
-        }
-        let i = match img_dir {
-            Some(d) => absent_ok(v.img.lookup(d.id, &name))
-                .map_err(|e| fs_err(at(path), e))?
-                .map(|e| Found {
-                    id: e.id,
-                    attr: e.attr,
-                }),
-            None => None,
-        };
-        Ok(Child {
-            name,
-            raw,
-            ctr: c,
-            img: i,
-        })
-    }
-
-    fn forget(&self, c: &Child) {
-        if let Some(f) = c.ctr {
-            self.v.ctr.forget(f.id, 1);
-        }
-        if let Some(f) = c.img {
-            self.v.img.forget(f.id, 1);
-        }
-    }
-
-    /// Visits one child (and its subtree).
-    fn child(
-        &self,
-        path: &mut Vec<u8>,
-        c: &Child,
-        upper: Option<&OwnedFd>,
-        extra: Option<&Extra>,
-        in_full: bool,
-        visit: &mut dyn FnMut(&Views, Visit<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(c.name.as_bytes());
-        let r = self.child_at(path, c, upper, extra, in_full, visit);
-        path.truncate(len);
-        r
-    }
-
-    fn child_at(
-        &self,
-        path: &mut Vec<u8>,
-        c: &Child,
-        upper: Option<&OwnedFd>,
-        extra: Option<&Extra>,
-        in_full: bool,
-        visit: &mut dyn FnMut(&Views, Visit<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let Some(ctr) = c.ctr.filter(|f| f.attr.kind == FileKind::Directory) else {
-            return visit(
-                self.v,
-                Visit::Leaf {
-                    path,
-                    ctr: c.ctr,
-                    img: c.img,
-                    in_full,
-                },
-            );
-        };
-        let img_is_dir = c.img.is_some_and(|i| i.attr.kind.is_dir());
-        // How the directory's children are found.
-        let (source, replaced, xwhiteouts) = if in_full {
-            (Source::Listing, false, false)
-        } else {
-            let sub = match (upper, c.raw) {
-                (Some(fd), Raw::Entry) => match openat(
-                    fd,
-                    c.name.as_os_str(),
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    Ok(fd) => Some(fd),
-                    Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => None,
-                    Err(e) => {
-                        return Err(Error::io_what(format!("opening {}", show(path)), e.into()));
-                    }
-                },
-                _ => None,
-            };
-            match sub {
-                Some(fd) => {
-                    let marks = union::xattr::read_marks(At::Fd(fd.as_fd()))
-                        .map_err(|e| fs_err(show(path), e))?;
-                    let opaque = marks.opaque || self.v.has_opaque_marker(&fd);
-                    if opaque || marks.redirect.is_some() || !img_is_dir {
-                        (Source::Listing, true, false)
-                    } else {
-                        (Source::Upper(Some(fd)), false, marks.xwhiteouts)
-                    }
-                }
-                // Not in the upper layer: the image's directory, reached for names the
-                // hard-link pass found below it.
-                None if img_is_dir => (Source::Upper(None), false, false),
-                None => (Source::Listing, true, false),
-            }
-        };
-        visit(
-            self.v,
-            Visit::Dir {
-                path,
-                ctr,
-                img: c.img,
-                replaced,
-                in_full,
-            },
-        )?;
-        let full = in_full || replaced;
-        self.children(
-            path,
-            ctr,
-            c.img,
-            source,
-            extra.filter(|_| !full),
-            full,
-            xwhiteouts,
-            visit,
-        )?;
-        visit(self.v, Visit::Leave { path })
     }
 }
 

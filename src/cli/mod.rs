@@ -131,6 +131,16 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// Raises the soft limit of open files to the hard one, as Go programs do at start: the
+/// mount daemon keeps an fd per directory the kernel holds, and nothing here should fail
+/// for want of fds the user may have. No walk counts on it: each holds a bounded number
+/// of fds ([`crate::fdtree`]). Failing to raise it is no error.
+pub fn raise_nofile_limit() {
+    if let Err(e) = crate::sys::raise_nofile_limit() {
+        log::debug!("raising the limit of open files: {e}");
+    }
+}
+
 /// Prints an error chain the way users read it and returns the failure exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     eprintln!("layerfs: error: {err:#}");
@@ -139,6 +149,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
 
 /// Entry point of the `layerfs` binary.
 pub fn main() -> ExitCode {
+    raise_nofile_limit();
     // `mount -t fuse.layerfs SRC DIR -o lowerdir=…` (mount.fuse3) runs this binary with the
     // fuse-overlayfs command line: hand it to the drop-in.
     if overlay::looks_like_overlay_invocation(std::env::args_os().skip(1)) {

@@ -372,6 +372,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// Entry point of `layerfs-overlay` (and of `layerfs` called the fuse-overlayfs way).
 pub fn main() -> ExitCode {
+    super::raise_nofile_limit();
     let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())

@@ -47,22 +47,39 @@ pub struct Stat {
     pub nlink: u64,
 }
 
-/// A tree to write.
+/// A tree to write. The writer holds one open directory per level only for the deepest
+/// few levels ([`crate::fdtree::window`] of [`Tree::dir_fds`]); it opens the others
+/// again, from the root down by name, when it comes back to them. A directory's entries
+/// are looked up one at a time, each released once written, so a wide directory does not
+/// hold them all either.
 pub trait Tree {
+    /// An entry, as looked up in its directory.
     type Node;
+    /// A directory opened for reading its entries.
+    type Dir;
 
     /// The root directory.
     fn root(&self) -> io::Result<Self::Node>;
     fn stat(&self, node: &Self::Node) -> io::Result<Stat>;
-    /// The entries of a directory, in any order.
-    fn children(&self, dir: &Self::Node) -> io::Result<Vec<(OsString, Self::Node)>>;
+    /// Opens directory `node` (which it takes over).
+    fn open_dir(&self, node: Self::Node) -> io::Result<Self::Dir>;
+    /// The names of a directory's entries, in any order.
+    fn names(&self, dir: &Self::Dir) -> io::Result<Vec<OsString>>;
+    /// Entry `name` of `dir`; `None` when it is gone.
+    fn child(&self, dir: &Self::Dir, name: &OsStr) -> io::Result<Option<Self::Node>>;
     fn read_link(&self, node: &Self::Node) -> io::Result<Vec<u8>>;
     /// The xattrs to write (name, value).
     fn xattrs(&self, node: &Self::Node) -> io::Result<Vec<(OsString, Vec<u8>)>>;
     /// The content of a regular file.
     fn open(&self, node: &Self::Node) -> io::Result<Box<dyn Read + '_>>;
-    /// Called once the node and everything beneath it are written.
+    /// Called once a non-directory node is written.
     fn release(&self, _node: Self::Node) {}
+    /// Called once a directory is done with (or let go until the walk comes back).
+    fn close_dir(&self, _dir: Self::Dir) {}
+    /// How many fds an open directory holds.
+    fn dir_fds(&self) -> usize {
+        1
+    }
 }
 
 /// What was written.
@@ -91,6 +108,17 @@ struct Writer<'t, T: Tree, W: Write> {
     written: Written,
 }
 
+/// A directory the writer is in.
+struct Frame<D> {
+    /// Length of the path of its entries' prefix (its path and a `/`; the root: 0).
+    prefix: usize,
+    name: OsString,
+    /// Open, or let go (outside the window, or gone).
+    dir: Option<D>,
+    /// Entries still to write, in byte order of their names.
+    names: std::vec::IntoIter<OsString>,
+}
+
 /// Writes `tree` as a tar stream into `out` (with the end-of-archive blocks).
 pub fn write<T: Tree, W: Write>(tree: &T, out: W, opts: Options) -> io::Result<Written> {
     let mut tar = tar::Builder::new(out);
@@ -104,12 +132,51 @@ pub fn write<T: Tree, W: Write>(tree: &T, out: W, opts: Options) -> io::Result<W
     let root = tree.root()?;
     let st = tree.stat(&root)?;
     if opts.root_entry {
-        w.entry(b"./", &root, &st)?;
+        if let Err(e) = w.entry(b"./", &root, &st) {
+            tree.release(root);
+            return Err(e);
+        }
     }
-    w.dir(&root, &[])?;
-    tree.release(root);
+    let root = tree.open_dir(root)?;
+    let names = match sorted_names(tree, &root, b"") {
+        Ok(n) => n,
+        Err(e) => {
+            tree.close_dir(root);
+            return Err(e);
+        }
+    };
+    let mut stack = vec![Frame {
+        prefix: 0,
+        name: OsString::new(),
+        dir: Some(root),
+        names,
+    }];
+    let r = w.walk(&mut stack, crate::fdtree::window(tree.dir_fds()));
+    for f in stack.into_iter().rev() {
+        if let Some(d) = f.dir {
+            tree.close_dir(d);
+        }
+    }
+    r?;
     w.tar.into_inner()?.flush()?;
     Ok(w.written)
+}
+
+/// The names of `dir` (at `prefix`) in byte order; an error names the directory.
+fn sorted_names<T: Tree>(
+    tree: &T,
+    dir: &T::Dir,
+    prefix: &[u8],
+) -> io::Result<std::vec::IntoIter<OsString>> {
+    let mut names = tree.names(dir).map_err(|e| {
+        let shown = match String::from_utf8_lossy(prefix).trim_end_matches('/') {
+            "" => "/".to_string(),
+            p => p.to_string(),
+        };
+        io::Error::new(e.kind(), format!("{shown}: {e}"))
+    })?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names.into_iter())
 }
 
 fn header(st: &Stat, kind: tar::EntryType, size: u64) -> tar::Header {
@@ -124,29 +191,70 @@ fn header(st: &Stat, kind: tar::EntryType, size: u64) -> tar::Header {
 }
 
 impl<T: Tree, W: Write> Writer<'_, T, W> {
-    /// Writes the children of directory `node` (whose path is `prefix`, empty for the root).
-    fn dir(&mut self, node: &T::Node, prefix: &[u8]) -> io::Result<()> {
-        let mut kids = self.tree.children(node).map_err(|e| {
-            let shown = match String::from_utf8_lossy(prefix).trim_end_matches('/') {
-                "" => "/".to_string(),
-                p => p.to_string(),
+    /// Writes the entries below the directories of `stack` (their own entries written),
+    /// keeping the deepest `window` of them open (see [`Tree`]).
+    fn walk(&mut self, stack: &mut Vec<Frame<T::Dir>>, window: usize) -> io::Result<()> {
+        let tree = self.tree;
+        let mut path: Vec<u8> = Vec::new();
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.names.next() else {
+                if let Some(d) = stack.pop().and_then(|f| f.dir) {
+                    tree.close_dir(d);
+                }
+                path.truncate(stack.last().map_or(0, |f| f.prefix));
+                continue;
             };
-            io::Error::new(e.kind(), format!("{shown}: {e}"))
-        })?;
-        kids.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (name, child) in kids {
-            let mut path = prefix.to_vec();
+            reopen(tree, stack, &path, window)?;
+            let Some(dir) = stack.last().and_then(|f| f.dir.as_ref()) else {
+                continue; // gone meanwhile
+            };
+            let Some(child) = tree.child(dir, &name)? else {
+                continue;
+            };
+            let len = path.len();
             path.extend_from_slice(name.as_bytes());
-            let st = self.tree.stat(&child)?;
-            if st.kind == Kind::Directory {
-                let mut dpath = path.clone();
-                dpath.push(b'/');
-                self.entry(&dpath, &child, &st)?;
-                self.dir(&child, &dpath)?;
-            } else {
-                self.entry(&path, &child, &st)?;
+            let st = match tree.stat(&child) {
+                Ok(st) => st,
+                Err(e) => {
+                    tree.release(child);
+                    return Err(e);
+                }
+            };
+            if st.kind != Kind::Directory {
+                let r = self.entry(&path, &child, &st);
+                tree.release(child);
+                path.truncate(len);
+                r?;
+                continue;
             }
-            self.tree.release(child);
+            path.push(b'/');
+            if let Err(e) = self.entry(&path, &child, &st) {
+                tree.release(child);
+                return Err(e);
+            }
+            let dir = tree.open_dir(child)?;
+            let names = match sorted_names(tree, &dir, &path) {
+                Ok(n) => n,
+                Err(e) => {
+                    tree.close_dir(dir);
+                    return Err(e);
+                }
+            };
+            stack.push(Frame {
+                prefix: path.len(),
+                name,
+                dir: Some(dir),
+                names,
+            });
+            // The directories above the window are let go (the root stays open).
+            if let Some(end) = stack.len().checked_sub(window)
+                && end > 1
+            {
+                for f in stack[1..end].iter_mut().rev() {
+                    let Some(d) = f.dir.take() else { break };
+                    tree.close_dir(d);
+                }
+            }
         }
         Ok(())
     }
@@ -241,6 +349,63 @@ impl<T: Tree, W: Write> Writer<'_, T, W> {
     }
 }
 
+/// Opens the top directory of `stack` again if it was let go: from the deepest open one
+/// above it, name by name, those within the deepest `window` staying open. A directory
+/// not found again as one (gone meanwhile) leaves it and those below it with nothing to
+/// write.
+fn reopen<T: Tree>(
+    tree: &T,
+    stack: &mut [Frame<T::Dir>],
+    path: &[u8],
+    window: usize,
+) -> io::Result<()> {
+    let top = stack.len().saturating_sub(1);
+    if stack.get(top).is_none_or(|f| f.dir.is_some()) {
+        return Ok(());
+    }
+    let first = stack
+        .iter()
+        .rposition(|f| f.dir.is_some())
+        .map_or(0, |i| i + 1);
+    let keep_from = (top + 1).saturating_sub(window).max(1);
+    for m in first.max(1)..=top {
+        let (above, rest) = stack.split_at_mut(m);
+        let (Some(parent), Some(f)) = (above.last_mut(), rest.first_mut()) else {
+            break;
+        };
+        let found = match parent.dir.as_ref() {
+            Some(pd) => tree.child(pd, &f.name)?,
+            None => None,
+        };
+        let found = match found {
+            Some(n) if tree.stat(&n).is_ok_and(|st| st.kind == Kind::Directory) => Some(n),
+            Some(n) => {
+                tree.release(n);
+                None
+            }
+            None => None,
+        };
+        let Some(node) = found else {
+            log::debug!(
+                "{} is gone: nothing more written below it",
+                String::from_utf8_lossy(&path[..f.prefix])
+            );
+            for g in rest.iter_mut() {
+                g.names = Vec::new().into_iter();
+            }
+            break;
+        };
+        f.dir = Some(tree.open_dir(node)?);
+        if m > 1
+            && m - 1 < keep_from
+            && let Some(d) = parent.dir.take()
+        {
+            tree.close_dir(d);
+        }
+    }
+    Ok(())
+}
+
 /// Reads exactly the size the header announced: a file that grew is cut, one that
 /// shrank fails (a tar entry's size is written before its content).
 struct Exact<R> {
@@ -294,13 +459,17 @@ mod tests {
 
     impl Tree for Mem {
         type Node = usize;
+        type Dir = usize;
         fn root(&self) -> io::Result<usize> {
             Ok(0)
         }
         fn stat(&self, n: &usize) -> io::Result<Stat> {
             Ok(self.0[*n].1)
         }
-        fn children(&self, dir: &usize) -> io::Result<Vec<(OsString, usize)>> {
+        fn open_dir(&self, n: usize) -> io::Result<usize> {
+            Ok(n)
+        }
+        fn names(&self, dir: &usize) -> io::Result<Vec<OsString>> {
             let prefix = match self.0[*dir].0 {
                 "" => String::new(),
                 p => format!("{p}/"),
@@ -308,14 +477,18 @@ mod tests {
             Ok(self
                 .0
                 .iter()
-                .enumerate()
-                .filter(|(_, e)| {
-                    e.0.strip_prefix(&prefix)
-                        .is_some_and(|r| !r.is_empty() && !r.contains('/'))
-                })
-                .map(|(i, e)| (OsString::from(&e.0[prefix.len()..]), i))
+                .filter_map(|e| e.0.strip_prefix(&prefix))
+                .filter(|r| !r.is_empty() && !r.contains('/'))
+                .map(OsString::from)
                 .rev()
                 .collect())
+        }
+        fn child(&self, dir: &usize, name: &OsStr) -> io::Result<Option<usize>> {
+            let path = match self.0[*dir].0 {
+                "" => name.to_string_lossy().into_owned(),
+                p => format!("{p}/{}", name.to_string_lossy()),
+            };
+            Ok(self.0.iter().position(|e| e.0 == path))
         }
         fn read_link(&self, n: &usize) -> io::Result<Vec<u8>> {
             Ok(self.0[*n].2.to_vec())
@@ -325,6 +498,10 @@ mod tests {
         }
         fn open(&self, n: &usize) -> io::Result<Box<dyn Read + '_>> {
             Ok(Box::new(self.0[*n].2))
+        }
+        fn dir_fds(&self) -> usize {
+            // A window of 2: deep paths are opened again from the root.
+            usize::MAX
         }
     }
 
@@ -365,5 +542,45 @@ mod tests {
                 ("l".to_string(), tar::EntryType::Symlink, 0),
             ]
         );
+    }
+
+    #[test]
+    fn deep_trees_come_out_whole_and_in_order_with_few_open_directories() {
+        // Each level: a file before the subdirectory and one after it, so that every
+        // level is come back to (and opened again: the window is 2).
+        let depth = 12;
+        let mut entries = vec![("".to_string(), st(Kind::Directory, 0, 1, 2))];
+        let mut want = Vec::new();
+        let mut tail = Vec::new();
+        let mut dir = String::new();
+        for i in 0..depth {
+            let p = |n: &str| format!("{dir}{n}");
+            entries.push((p("a"), st(Kind::Regular, 0, 10 + i, 1)));
+            entries.push((p("d"), st(Kind::Directory, 0, 100 + i, 2)));
+            entries.push((p("z"), st(Kind::Regular, 0, 1000 + i, 1)));
+            want.push(p("a"));
+            want.push(p("d/"));
+            tail.push(p("z"));
+            dir = p("d/");
+        }
+        tail.reverse();
+        want.extend(tail);
+        let leaked: Vec<(&'static str, Stat, &'static [u8], Xattrs)> = entries
+            .into_iter()
+            .map(|(p, s)| {
+                let p: &'static str =
+                    Box::leak(p.trim_end_matches('/').to_string().into_boxed_str());
+                (p, s, &b""[..], vec![])
+            })
+            .collect();
+        let mut out = Vec::new();
+        write(&Mem(leaked), &mut out, Options::default()).unwrap();
+        let mut a = tar::Archive::new(&out[..]);
+        let got: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect();
+        assert_eq!(got, want);
     }
 }

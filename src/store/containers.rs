@@ -340,23 +340,66 @@ impl Container {
 
     /// Bytes the writable layer holds (what `ps -s` shows as SIZE): its regular files, a
     /// hard-linked inode once (names in the upper directory and the index of hard links
-    /// alike), a sparse file (a metadata-only copy-up) by what it allocates.
+    /// alike), a sparse file (a metadata-only copy-up) by what it allocates. Walked through
+    /// directory fds ([`crate::fdtree`]), so any depth is counted; what cannot be read (a
+    /// live container changing meanwhile) is left out with a warning.
     pub fn size(&self) -> u64 {
-        use nix::sys::stat::SFlag;
-        let mut seen = std::collections::HashSet::new();
-        let mut total = 0;
-        let mut count = |st: &nix::sys::stat::FileStat| {
-            let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-            if regular && (st.st_nlink == 1 || seen.insert((st.st_dev, st.st_ino))) {
-                total += (st.st_size as u64).min((st.st_blocks as u64).saturating_mul(512));
-            }
-        };
+        let mut sizes = Sizes::default();
         for rel in [self.dir.join(UPPER), self.dir.join(WORK).join(WORK_INDEX)] {
-            if let Ok(Some(fd)) = self.root.open_dir_opt(&rel) {
-                super::fsops::visit_tree(fd, &mut count);
+            let fd = match self.root.open_dir_opt(&rel) {
+                Ok(Some(fd)) => fd,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::warn!("size of container {}: {e}", self.record.name);
+                    continue;
+                }
+            };
+            if let Err(e) = crate::fdtree::walk(std::os::fd::AsFd::as_fd(&fd), &mut sizes) {
+                log::warn!(
+                    "size of container {}: {}: {e}",
+                    self.record.name,
+                    self.root.shown(&rel).display()
+                );
             }
         }
-        total
+        sizes.total
+    }
+}
+
+/// What [`Container::size`] counts.
+#[derive(Default)]
+struct Sizes {
+    /// Inodes with several links counted already.
+    seen: std::collections::HashSet<(u64, u64)>,
+    total: u64,
+}
+
+impl crate::fdtree::Visitor for Sizes {
+    fn entry(
+        &mut self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        _path: &[std::ffi::OsString],
+        e: &crate::fdtree::Entry,
+    ) -> std::io::Result<bool> {
+        use nix::sys::stat::SFlag;
+        if e.kind == Some(nix::dir::Type::Directory) {
+            return Ok(true);
+        }
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let Ok(st) = nix::sys::stat::fstatat(dir, e.name.as_os_str(), flags) else {
+            return Ok(false);
+        };
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => Ok(true),
+            SFlag::S_IFREG => {
+                if st.st_nlink == 1 || self.seen.insert((st.st_dev, st.st_ino)) {
+                    let allocated = u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
+                    self.total += u64::try_from(st.st_size).unwrap_or(0).min(allocated);
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tr
         atime: Atime::Never,
         // Directories go out without their link counts.
         dir_nlink: false,
+        // The writer lets directories go as it leaves them: bounded fds at any depth.
+        hold_parents: false,
         ..Options::default()
     };
     let union = Union::new(stack, opts)
@@ -102,7 +104,7 @@ fn io_err(e: FsError) -> io::Error {
 }
 
 /// The union core as a [`Tree`]: nodes are looked up (and forgotten once written) as
-/// the kernel would.
+/// the kernel would; an open directory is its node.
 pub struct UnionTree<'u>(pub &'u Union);
 
 /// A node: its id, attributes, and whether a lookup count must be given back.
@@ -119,6 +121,7 @@ const READ_CHUNK: u32 = 1 << 20;
 
 impl Tree for UnionTree<'_> {
     type Node = UnionNode;
+    type Dir = UnionNode;
 
     fn root(&self) -> io::Result<UnionNode> {
         Ok(UnionNode {
@@ -154,7 +157,11 @@ impl Tree for UnionTree<'_> {
         })
     }
 
-    fn children(&self, dir: &UnionNode) -> io::Result<Vec<(OsString, UnionNode)>> {
+    fn open_dir(&self, n: UnionNode) -> io::Result<UnionNode> {
+        Ok(n)
+    }
+
+    fn names(&self, dir: &UnionNode) -> io::Result<Vec<OsString>> {
         let fh = self.0.opendir(dir.id).map_err(io_err)?;
         let mut names: Vec<OsString> = Vec::new();
         let listed = self.0.readdir(fh, 0, |_, e| {
@@ -165,28 +172,25 @@ impl Tree for UnionTree<'_> {
         });
         self.0.releasedir(fh);
         listed.map_err(io_err)?;
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            match self.0.lookup(dir.id, &name) {
-                Ok(e) => out.push((
-                    name,
-                    UnionNode {
-                        id: e.id,
-                        attr: e.attr,
-                        counted: true,
-                    },
-                )),
-                // Gone since the listing (a mounted container being written).
-                Err(e) if e == FsError::ENOENT => {}
-                Err(e) => {
-                    for (_, n) in out {
-                        self.release(n);
-                    }
-                    return Err(io_err(e));
-                }
-            }
+        Ok(names)
+    }
+
+    fn child(&self, dir: &UnionNode, name: &OsStr) -> io::Result<Option<UnionNode>> {
+        match self.0.lookup(dir.id, name) {
+            Ok(e) => Ok(Some(UnionNode {
+                id: e.id,
+                attr: e.attr,
+                counted: true,
+            })),
+            // Gone since the listing (a mounted container being written).
+            Err(e) if e == FsError::ENOENT => Ok(None),
+            Err(e) => Err(io_err(e)),
         }
-        Ok(out)
+    }
+
+    fn dir_fds(&self) -> usize {
+        // Its directory in every layer, at most.
+        self.0.stack.layers.len().max(1)
     }
 
     fn read_link(&self, n: &UnionNode) -> io::Result<Vec<u8>> {
@@ -224,6 +228,10 @@ impl Tree for UnionTree<'_> {
         if n.counted {
             self.0.forget(n.id, 1);
         }
+    }
+
+    fn close_dir(&self, d: UnionNode) {
+        self.release(d);
     }
 }
 

@@ -3,7 +3,9 @@
 //! Everything here runs under the exclusive store lock, so no load is between staging and
 //! tagging. Removal is atomic as seen from the store: a layer or image directory is first
 //! renamed into `tmp/` (one step: gone from `layers/` / `images/`), then deleted; a kill
-//! in between leaves only `tmp/` leftovers. Docker's rules: removing a tag removes the
+//! in between, or a deletion that fails, leaves only `tmp/` leftovers, which the next
+//! `load` or `prune` clears (one it cannot is reported and tried again later, never an
+//! error). Docker's rules: removing a tag removes the
 //! image once no tag and no container refers to it, then the layers no remaining image
 //! uses; an image that a container or a live read-only mount uses is never removed (see
 //! `mounts.rs`; records of read-only mounts whose daemon is gone are removed here).
@@ -17,12 +19,16 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
 
-/// Removes everything in `tmp/`; the caller holds the store lock exclusive.
+/// Removes everything in `tmp/`; the caller holds the store lock exclusive. An entry that
+/// cannot be deleted is logged and left for the next time (it is nobody's any more): it
+/// never fails the load or prune that clears `tmp/`. Returns how many entries went.
 pub fn clean_tmp(store: &Store) -> Result<usize> {
     let mut n = 0;
     for name in store.dir().entries(at::TMP)? {
-        store.dir().remove_tree(Path::new(at::TMP).join(name))?;
-        n += 1;
+        match store.dir().remove_tree(Path::new(at::TMP).join(name)) {
+            Ok(()) => n += 1,
+            Err(err) => log::warn!("cannot remove a leftover of interrupted work: {err}"),
+        }
     }
     Ok(n)
 }

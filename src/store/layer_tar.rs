@@ -62,20 +62,6 @@ impl LayerDirTree {
             LayerNode::Marker(_) => None,
         }
     }
-
-    /// An fd of directory node `n` for reading its entries.
-    fn dir_fd(n: &LayerNode) -> io::Result<Rc<OwnedFd>> {
-        match n {
-            LayerNode::Root(fd) => Ok(Rc::clone(fd)),
-            LayerNode::Entry { dir, name, .. } => Ok(Rc::new(nix::fcntl::openat(
-                dir.as_fd(),
-                name.as_os_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?)),
-            LayerNode::Marker(_) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
-        }
-    }
 }
 
 fn kind_of(st: &FileStat) -> Kind {
@@ -137,6 +123,7 @@ fn parse_override(v: &[u8]) -> Option<(u64, u64, u32)> {
 
 impl Tree for LayerDirTree {
     type Node = LayerNode;
+    type Dir = Rc<OwnedFd>;
 
     fn root(&self) -> io::Result<LayerNode> {
         Ok(LayerNode::Root(Rc::clone(&self.root)))
@@ -159,52 +146,77 @@ impl Tree for LayerDirTree {
         Ok(out)
     }
 
-    fn children(&self, dir: &LayerNode) -> io::Result<Vec<(OsString, LayerNode)>> {
-        let fd = Self::dir_fd(dir)?;
-        let mut out = Vec::new();
-        let mut d = nix::dir::Dir::from_fd(fd.as_fd().try_clone_to_owned()?)?;
-        for e in d.iter() {
-            let e = e?;
-            let name = OsStr::from_bytes(e.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
+    fn open_dir(&self, n: LayerNode) -> io::Result<Rc<OwnedFd>> {
+        match n {
+            LayerNode::Root(fd) => Ok(fd),
+            LayerNode::Entry { dir, name, .. } => {
+                Ok(Rc::new(crate::fdtree::open_dir_at(dir.as_fd(), &name)?))
             }
+            LayerNode::Marker(_) => Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        }
+    }
+
+    /// The entries' names, a whiteout device `NAME` as `.wh.NAME`, and `.wh..wh..opq`
+    /// for a directory marked opaque (unless it has that file already).
+    fn names(&self, dir: &Rc<OwnedFd>) -> io::Result<Vec<OsString>> {
+        let mut out = Vec::new();
+        for e in crate::fdtree::entries(dir.as_fd())? {
             let st = nix::sys::stat::fstatat(
-                fd.as_fd(),
-                name,
+                dir.as_fd(),
+                e.name.as_os_str(),
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             )?;
             if whiteout::is_whiteout_device(&st) {
-                // (mode 0600, as Docker writes whiteouts from overlay2)
-                let wh = whiteout::whiteout_file_name(name);
-                out.push((wh, LayerNode::Marker(marker(&st, 0o600))));
-                continue;
+                out.push(whiteout::whiteout_file_name(&e.name));
+            } else {
+                out.push(e.name);
             }
-            out.push((
-                name.to_os_string(),
-                LayerNode::Entry {
-                    dir: Rc::clone(&fd),
-                    name: name.to_os_string(),
-                    st,
-                },
-            ));
         }
-        let opaque = match Self::at(dir) {
-            Some(at) => whiteout::has_opaque_xattr(at).unwrap_or(false),
-            None => false,
-        };
         let has_marker = out
             .iter()
-            .any(|(n, _)| whiteout::classify(n) == whiteout::NameKind::Opaque);
-        if opaque && !has_marker {
-            // (the directory's owner, mode and time, as Docker writes the marker)
-            let st = nix::sys::stat::fstat(fd.as_fd())?;
-            out.push((
-                OsString::from(whiteout::OPAQUE_MARKER),
-                LayerNode::Marker(marker(&st, st.st_mode & 0o777)),
-            ));
+            .any(|n| whiteout::classify(n) == whiteout::NameKind::Opaque);
+        if !has_marker && whiteout::has_opaque_xattr(At::Fd(dir.as_fd())).unwrap_or(false) {
+            out.push(OsString::from(whiteout::OPAQUE_MARKER));
         }
         Ok(out)
+    }
+
+    /// Entry `name` as [`LayerDirTree::names`] named it: an entry of the directory, or a
+    /// marker standing for a whiteout device or for the opaque mark.
+    fn child(&self, dir: &Rc<OwnedFd>, name: &OsStr) -> io::Result<Option<LayerNode>> {
+        let at = |n: &OsStr| match nix::sys::stat::fstatat(
+            dir.as_fd(),
+            n,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(Some(st)),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(io::Error::from(e)),
+        };
+        if let Some(st) = at(name)? {
+            // A whiteout device is only ever named as its `.wh.` file.
+            return Ok(
+                (!whiteout::is_whiteout_device(&st)).then(|| LayerNode::Entry {
+                    dir: Rc::clone(dir),
+                    name: name.to_os_string(),
+                    st,
+                }),
+            );
+        }
+        Ok(match whiteout::classify(name) {
+            whiteout::NameKind::Opaque
+                if whiteout::has_opaque_xattr(At::Fd(dir.as_fd())).unwrap_or(false) =>
+            {
+                // (the directory's owner, mode and time, as Docker writes the marker)
+                let st = nix::sys::stat::fstat(dir.as_fd())?;
+                Some(LayerNode::Marker(marker(&st, st.st_mode & 0o777)))
+            }
+            // (mode 0600, as Docker writes whiteouts from overlay2)
+            whiteout::NameKind::Whiteout(target) => at(target)?
+                .filter(whiteout::is_whiteout_device)
+                .map(|st| LayerNode::Marker(marker(&st, 0o600))),
+            _ => None,
+        })
     }
 
     fn read_link(&self, n: &LayerNode) -> io::Result<Vec<u8>> {

@@ -398,7 +398,13 @@ pub fn install(store: &Store, staged: Staged) -> Result<LayerInfo> {
                 Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
             ) =>
         {
-            store.dir().remove_tree(&staged.dir)?;
+            // Ours is a spare copy: a failure to delete it leaves `tmp/` dirt, not an error.
+            if let Err(e) = store.dir().remove_tree(&staged.dir) {
+                log::warn!(
+                    "removing a spare copy of layer {}: {e}",
+                    staged.info.diff_id
+                );
+            }
             let existing = read_info(store, &staged.info.diff_id)?;
             let merged = add_sources(store, &staged.info.diff_id, &staged.info.sources)?;
             Ok(merged.or(existing).unwrap_or(staged.info))
@@ -496,21 +502,51 @@ pub fn add_sources(
 
 /// A layer's size as Docker computes it (`docker history`, `docker images`): the sizes
 /// of everything in the unpacked layer but directories (regular files, symlinks: their
-/// target's length), each inode once (hard links count once). Unreadable entries count 0.
+/// target's length), each inode once (hard links count once). Walked through directory
+/// fds ([`crate::fdtree`]), so a layer of any depth is counted whole; unreadable entries
+/// count 0.
 pub fn docker_size(store: &Store, diff_id: &Digest) -> u64 {
-    use nix::sys::stat::SFlag;
-    let Ok(dir) = store.open_layer_dir(diff_id) else {
-        return 0;
-    };
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
-    super::fsops::visit_tree(dir, &mut |st| {
-        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if !is_dir && st.st_size > 0 && seen.insert(st.st_ino) {
-            total += st.st_size as u64;
+    let mut sizes = DockerSize::default();
+    let walked = store
+        .open_layer_dir(diff_id)
+        .map_err(io::Error::other)
+        .and_then(|fd| crate::fdtree::walk(std::os::fd::AsFd::as_fd(&fd), &mut sizes));
+    if let Err(e) = walked {
+        log::warn!("size of layer {diff_id}: {e}");
+    }
+    sizes.total
+}
+
+/// What [`docker_size`] counts.
+#[derive(Default)]
+struct DockerSize {
+    seen: std::collections::HashSet<u64>,
+    total: u64,
+}
+
+impl crate::fdtree::Visitor for DockerSize {
+    fn entry(
+        &mut self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        _path: &[std::ffi::OsString],
+        e: &crate::fdtree::Entry,
+    ) -> io::Result<bool> {
+        if e.kind == Some(nix::dir::Type::Directory) {
+            return Ok(true);
         }
-    });
-    total
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let Ok(st) = nix::sys::stat::fstatat(dir, e.name.as_os_str(), flags) else {
+            return Ok(false);
+        };
+        if crate::union::FileKind::from_mode(st.st_mode).is_dir() {
+            return Ok(true);
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        if size > 0 && self.seen.insert(st.st_ino) {
+            self.total += size;
+        }
+        Ok(false)
+    }
 }
 
 /// The names of installed layers (diff_ids).

@@ -394,7 +394,7 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Err(e) => return Err(self.io(rel, e)),
         };
-        super::fsops::remove_tree_at(dir.as_fd(), name).map_err(|e| self.io(rel, e))
+        crate::fdtree::remove_tree_at(dir.as_fd(), name).map_err(|e| self.io(rel, e))
     }
 
     /// What is at `rel` (not following a symlink there); `Ok(None)` when nothing is.

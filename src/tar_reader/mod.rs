@@ -18,7 +18,11 @@
 //! 1.0). PAX global headers (`g`) are skipped, as Docker does. Limits, all checked before
 //! anything is read into memory:
 //!
-//! - a name or link target: at most [`MAX_NAME_LEN`] bytes (PATH_MAX);
+//! - a name or hard-link target: at most [`MAX_NAME_LEN`] bytes (64 KiB: a path in a
+//!   tree deeper than about 2000 levels is longer than PATH_MAX, and the unpacker
+//!   resolves it one piece at a time; a path is held in memory, so it is bounded all the
+//!   same); a symlink target: at most [`MAX_SYMLINK_LEN`] bytes (PATH_MAX, the longest
+//!   the kernel stores);
 //! - a GNU long-name or long-link record: [`MAX_NAME_LEN`] + 1 bytes (the name and its NUL);
 //! - a PAX header: [`MAX_PAX_LEN`] bytes (Go's archive/tar uses the same bound);
 //! - a sparse map: [`MAX_SPARSE_SEGMENTS`] data segments (and, for PAX sparse 1.0, a map
@@ -40,8 +44,10 @@ use sparse::{PaxSparse, pax_sparse_v0_0, pax_sparse_v0_1, validate_sparse};
 
 /// Tar's block size.
 pub const BLOCK: u64 = 512;
-/// Longest name or link target accepted: Linux's PATH_MAX.
-pub const MAX_NAME_LEN: usize = 4096;
+/// Longest name or hard-link target accepted (see the module docs).
+pub const MAX_NAME_LEN: usize = 64 << 10;
+/// Longest symlink target accepted: Linux's PATH_MAX.
+pub const MAX_SYMLINK_LEN: usize = 4096;
 /// Largest PAX header accepted (1 MiB; real ones are a few hundred bytes, xattrs included).
 pub const MAX_PAX_LEN: u64 = 1 << 20;
 /// Most data segments one sparse file may have (its map then takes 1 MiB of memory).
@@ -210,7 +216,7 @@ impl<R: Read> TarReader<R> {
                     let limit = MAX_NAME_LEN as u64 + 1;
                     if size > limit {
                         return Err(bad(format!(
-                            "GNU {what} record of {size} bytes is over the limit of {limit} bytes (PATH_MAX and its NUL)"
+                            "GNU {what} record of {size} bytes is over the limit of {limit} bytes (a path of {MAX_NAME_LEN} bytes and its NUL)"
                         )));
                     }
                     let slot = if is_name {
@@ -352,17 +358,23 @@ impl<R: Read> TarReader<R> {
         }
         if path.len() > MAX_NAME_LEN {
             return Err(fmt(format!(
-                "a name of {} bytes is longer than PATH_MAX ({MAX_NAME_LEN})",
+                "a name of {} bytes is over the limit of {MAX_NAME_LEN} bytes",
                 path.len()
             )));
         }
-        if let Some(l) = &link
-            && l.len() > MAX_NAME_LEN
-        {
-            return Err(fmt(format!(
-                "a link target of {} bytes is longer than PATH_MAX ({MAX_NAME_LEN})",
-                l.len()
-            )));
+        if let Some(l) = &link {
+            if kind == EntryType::Symlink && l.len() > MAX_SYMLINK_LEN {
+                return Err(fmt(format!(
+                    "a link target of {} bytes is longer than PATH_MAX ({MAX_SYMLINK_LEN})",
+                    l.len()
+                )));
+            }
+            if l.len() > MAX_NAME_LEN {
+                return Err(fmt(format!(
+                    "a link target of {} bytes is over the limit of {MAX_NAME_LEN} bytes",
+                    l.len()
+                )));
+            }
         }
         let data_offset = self.pos;
         self.data_left = size;

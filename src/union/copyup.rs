@@ -210,15 +210,41 @@ fn staged_ident(w: &Writer<'_>, tmpname: &OsStr) -> Result<DevIno> {
 }
 
 impl Union {
-    /// Ensures directory node `node` has an upper directory, copying up its parents
-    /// first; returns the upper directory.
+    /// Ensures directory node `node` has an upper directory, copying up the directories
+    /// above it that lack one first; returns the upper directory. Iterative, top down:
+    /// a directory of any depth costs no deeper stack (a thread's stack would overflow,
+    /// and the daemon abort, thousands of levels down).
     pub(crate) fn copy_up_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
-        if let Some(up) = node.read().dir.as_ref().and_then(|d| d.upper.clone()) {
+        let upper_of = |n: &Node| n.read().dir.as_ref().and_then(|d| d.upper.clone());
+        if let Some(up) = upper_of(node) {
             return Ok(up);
         }
+        self.writer()?;
+        // `node` and the directories above it without an upper copy, nearest first; and
+        // the upper directory of the first one above them that has one.
+        let mut chain = vec![node.clone()];
+        let mut pfd = loop {
+            let Some(cur) = chain.last() else {
+                return Err(FsError::EIO);
+            };
+            let parent = cur.read().parent.clone().ok_or(FsError::EIO)?;
+            let parent = self.parent_node(&parent)?;
+            if let Some(up) = upper_of(&parent) {
+                break up;
+            }
+            chain.push(parent);
+        };
+        while let Some(n) = chain.pop() {
+            pfd = self.copy_up_dir_in(&n, &pfd)?;
+        }
+        Ok(pfd)
+    }
+
+    /// Copies up directory `node`, whose parent's upper directory is `pfd`.
+    fn copy_up_dir_in(&self, node: &Arc<Node>, pfd: &Arc<OwnedFd>) -> Result<Arc<OwnedFd>> {
         let w = self.writer()?;
         let _g = node.copy_guard();
-        let (parent, name, src, st) = {
+        let (name, src, st) = {
             let s = node.read();
             let d = s.dir.as_ref().ok_or(FsError::ENOTDIR)?;
             if let Some(u) = &d.upper {
@@ -229,13 +255,11 @@ impl Union {
             }
             let src = &d.lowers.first().ok_or(FsError::EIO)?.fd;
             (
-                s.parent.clone().ok_or(FsError::EIO)?,
                 s.name.clone(),
                 src.clone(),
                 d.lower_stat.ok_or(FsError::EIO)?,
             )
         };
-        let pfd = self.copy_up_dir(&parent)?;
         let tmp = w.tmp_name();
         let tmpname = OsStr::new(&tmp);
         nix::sys::stat::mkdirat(&*w.up.tmp, tmpname, Mode::from_bits_truncate(0o700))?;
@@ -252,12 +276,12 @@ impl Union {
                 return Err(e.with_ctx(format!("copy up directory {name:?}")));
             }
         };
-        let pst = fstat(&pfd)?;
+        let pst = fstat(pfd)?;
         self.nodes.set_upper(node, Some(ident));
         if let Err(e) = renameat2(
             &*w.up.tmp,
             tmpname,
-            &pfd,
+            pfd,
             name.as_os_str(),
             RenameFlags::RENAME_NOREPLACE,
         ) {
@@ -265,7 +289,7 @@ impl Union {
             // Copied up already, through another node object of this directory (one
             // found again by a file handle): that copy is this directory's.
             if e == Errno::EEXIST
-                && let Ok(fd) = open_dir_at(&pfd, &name)
+                && let Ok(fd) = open_dir_at(pfd, &name)
             {
                 self.nodes.set_upper(node, Some(DevIno::of(&fstat(&*fd)?)));
                 if let Some(d) = node.write().dir.as_mut() {
@@ -276,8 +300,8 @@ impl Union {
             self.nodes.set_upper(node, None);
             return Err(e).ctx(|| format!("copy up directory {name:?}"));
         }
-        restore_dir_times(&pfd, &pst)?;
-        let fd = open_dir_at(&pfd, &name)?;
+        restore_dir_times(pfd, &pst)?;
+        let fd = open_dir_at(pfd, &name)?;
         if let Some(d) = node.write().dir.as_mut() {
             d.upper = Some(fd.clone());
         }
@@ -320,6 +344,7 @@ impl Union {
                 .complete_metacopy(node, &lower, mode)
                 .map_err(|e| e.with_ctx(format!("copy up data of {name:?}")));
         }
+        let parent = self.parent_node(&parent)?;
         let pfd = self.copy_up_dir(&parent)?;
         let kind = FileKind::from_mode(lower.stat.st_mode);
         let hardlinked = lower.stat.st_nlink > 1;

@@ -373,7 +373,7 @@ impl Union {
             s.parent.clone()
         };
         let dot = node.id.0;
-        let dotdot = parent.map_or(dot, |p| p.id.0);
+        let dotdot = parent.map_or(dot, |p| p.id().0);
         let fh = self.handles.next_fh();
         let h = Arc::new(DirHandle {
             node,

@@ -35,7 +35,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
 use super::node::{
-    DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, Node, NodeState, UpperLoc,
+    DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, NodeState, Parent, UpperLoc,
 };
 use super::xattr::{self, Marks};
 
@@ -57,9 +57,9 @@ pub(crate) struct Resolved {
 
 impl Resolved {
     /// The state of a node for this resolution, reached as `name` in `parent`.
-    pub(crate) fn into_state(self, parent: &Arc<Node>, name: &OsStr) -> NodeState {
+    pub(crate) fn into_state(self, parent: Parent, name: &OsStr) -> NodeState {
         NodeState {
-            parent: Some(parent.clone()),
+            parent: Some(parent),
             name: name.to_owned(),
             kind: self.kind,
             ino: self.ino,

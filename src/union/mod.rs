@@ -59,7 +59,7 @@ pub use node::{Fh, NodeId};
 
 use file::Handles;
 use lookup::Resolved;
-use node::{DevIno, DirInfo, Ident, Node, NodeState};
+use node::{DevIno, DirInfo, Ident, Node, NodeState, Parent};
 use table::NodeTable;
 
 /// The root's node id.
@@ -103,6 +103,11 @@ pub struct Options {
     /// once). Off for readers that never look at it (diff, commit): a lookup in a big
     /// merged directory then costs no listing.
     pub dir_nlink: bool,
+    /// A node keeps its parent directory's node alive (with its fds). Off for read-only
+    /// walkers (diff, commit, export), which give directories back as they leave them:
+    /// a node then names its parent by id, so the fds a walk holds do not grow with its
+    /// depth. Always on for a writable union (copy-up goes up the tree).
+    pub hold_parents: bool,
 }
 
 impl Default for Options {
@@ -112,6 +117,7 @@ impl Default for Options {
             upper_ttl: Duration::from_secs(1),
             atime: Atime::default(),
             dir_nlink: true,
+            hold_parents: true,
         }
     }
 }
@@ -137,7 +143,10 @@ pub struct Union {
 
 impl Union {
     /// Builds the union over an opened stack.
-    pub fn new(stack: Stack, opts: Options) -> Result<Union> {
+    pub fn new(stack: Stack, mut opts: Options) -> Result<Union> {
+        if stack.upper.as_ref().is_some_and(|u| !u.frozen) {
+            opts.hold_parents = true;
+        }
         let first_lower = stack.first_lower();
         let mut lowers = Vec::with_capacity(stack.layers.len());
         for l in first_lower..stack.layers.len() {
@@ -227,19 +236,36 @@ impl Union {
         Ok(())
     }
 
+    /// How a node reached in directory `parent` refers to it (see `Options::hold_parents`).
+    pub(crate) fn parent_ref(&self, parent: &Arc<Node>) -> Parent {
+        if self.opts.hold_parents {
+            Parent::Held(parent.clone())
+        } else {
+            Parent::Named(parent.id)
+        }
+    }
+
+    /// The node of directory `p`: held, or found again by its id.
+    pub(crate) fn parent_node(&self, p: &Parent) -> Result<Arc<Node>> {
+        match p {
+            Parent::Held(n) => Ok(n.clone()),
+            Parent::Named(id) => self.find_again(*id),
+        }
+    }
+
     /// Turns a resolution into a live node (counting one kernel lookup).
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
         let (natural, ident) = (r.ino, r.ident);
         let upper = r.upper.clone();
-        let node = self
-            .nodes
-            .intern(natural, ident, || r.into_state(parent, name));
+        let node = self.nodes.intern(natural, ident, || {
+            r.into_state(self.parent_ref(parent), name)
+        });
         // Found at a name, so not unlinked whatever our link count said (an upper layer
         // written by another tool may have more names than its marks count).
         if node.is_unlinked() {
             let mut s = node.write();
             s.unlinked = false;
-            s.parent = Some(parent.clone());
+            s.parent = Some(self.parent_ref(parent));
             s.name = name.to_owned();
             if upper.is_some() {
                 s.upper = upper;
@@ -255,7 +281,12 @@ impl Union {
             return n;
         }
         let (id, ident) = (NodeId(r.ino), r.ident);
-        Arc::new(Node::new(id, 0, ident, r.into_state(parent, name)))
+        Arc::new(Node::new(
+            id,
+            0,
+            ident,
+            r.into_state(self.parent_ref(parent), name),
+        ))
     }
 
     /// The entry the kernel gets for a node.
@@ -322,7 +353,7 @@ impl Union {
         if parent {
             let p = node.read().parent.clone();
             node = match p {
-                Some(p) => p,
+                Some(p) => self.parent_node(&p)?,
                 None => node, // the root is its own parent
             };
         }
@@ -334,28 +365,43 @@ impl Union {
     /// Node `id`: live, or found again through its ghost — its object if something still
     /// holds it, else resolved again at its name in its parent (found again the same way)
     /// and checked to be the same file. ESTALE when it is gone or another file is there.
+    /// Iterative (the ghosts up to a live node, then resolved down): any depth.
     fn find_again(&self, id: NodeId) -> Result<Arc<Node>> {
-        if let Some(n) = self.nodes.get(id) {
-            return Ok(n);
-        }
-        let g = self.nodes.ghost(id).ok_or(FsError::ESTALE)?;
-        if let Some(n) = g.node.upgrade() {
-            return Ok(n);
-        }
-        let parent = self.find_again(g.parent.ok_or(FsError::ESTALE)?)?;
-        let snap = self.dir_snapshot(&parent)?;
-        let r = match self.resolve(&snap, &g.name)? {
-            Some(r) if g.ident.matches(&r.ident) => r,
-            _ => return Err(FsError::ESTALE),
+        // Ghosts from `id` up to the first node that lives, nearest first.
+        let mut ghosts: Vec<(NodeId, table::Ghost)> = Vec::new();
+        let mut cur = id;
+        let mut node = loop {
+            if let Some(n) = self.nodes.get(cur) {
+                break n;
+            }
+            let g = self.nodes.ghost(cur).ok_or(FsError::ESTALE)?;
+            if let Some(n) = g.node.upgrade() {
+                break n;
+            }
+            // (a chain longer than the ghosts remembered is a loop)
+            if ghosts.len() > table::GHOSTS {
+                return Err(FsError::ESTALE);
+            }
+            let parent = g.parent.ok_or(FsError::ESTALE)?;
+            ghosts.push((cur, g));
+            cur = parent;
         };
-        let ident = r.ident;
-        let node = Arc::new(Node::new(
-            id,
-            g.generation,
-            ident,
-            r.into_state(&parent, &g.name),
-        ));
-        self.nodes.haunt(id, &node);
+        while let Some((gid, g)) = ghosts.pop() {
+            let snap = self.dir_snapshot(&node)?;
+            let r = match self.resolve(&snap, &g.name)? {
+                Some(r) if g.ident.matches(&r.ident) => r,
+                _ => return Err(FsError::ESTALE),
+            };
+            let ident = r.ident;
+            let found = Arc::new(Node::new(
+                gid,
+                g.generation,
+                ident,
+                r.into_state(self.parent_ref(&node), &g.name),
+            ));
+            self.nodes.haunt(gid, &found);
+            node = found;
+        }
         Ok(node)
     }
 

@@ -152,11 +152,32 @@ pub(crate) struct DirSnapshot {
     pub lowers: Vec<LowerDir>,
 }
 
+/// The directory a node was reached in.
+#[derive(Debug, Clone)]
+pub(crate) enum Parent {
+    /// Kept alive by the node: a copy-up, which goes up the tree, reaches it even after
+    /// the kernel forgot it (what a mount needs).
+    Held(Arc<Node>),
+    /// Named by id only (a read-only union with `Options::hold_parents` off): a walk
+    /// that has let a directory go frees it and its fds, whatever it holds below it, so
+    /// a walk of any depth holds a bounded number of fds.
+    Named(NodeId),
+}
+
+impl Parent {
+    pub fn id(&self) -> NodeId {
+        match self {
+            Parent::Held(n) => n.id,
+            Parent::Named(id) => *id,
+        }
+    }
+}
+
 /// Mutable part of a node.
 #[derive(Debug)]
 pub(crate) struct NodeState {
     /// Parent directory and name of the name this node was reached by (root: none).
-    pub parent: Option<Arc<Node>>,
+    pub parent: Option<Parent>,
     pub name: OsString,
     pub kind: FileKind,
     /// The inode number the entry has in the layers (its own, its `origin` mark's, its

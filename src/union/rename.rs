@@ -80,33 +80,39 @@ impl Union {
     }
 
     /// The path of a directory node's lower directories in the lower layers' namespace
-    /// ("" for the root).
+    /// ("" for the root). Iterative (names gathered up to the root or to an absolute
+    /// redirect): any depth.
     fn lower_path(&self, node: &Arc<Node>) -> Result<Vec<u8>> {
-        let (parent, name, upper) = {
-            let s = node.read();
-            (
-                s.parent.clone(),
-                s.name.clone(),
-                s.dir.as_ref().and_then(|d| d.upper.clone()),
-            )
-        };
-        let Some(parent) = parent else {
-            return Ok(Vec::new());
-        };
-        if let Some(up) = upper
-            && let Some(r) = xattr::read_marks(At::Fd(up.as_fd()))?.redirect
-        {
-            if r.starts_with(b"/") {
-                return Ok(r);
+        // Components below the base, nearest first.
+        let mut comps: Vec<Vec<u8>> = Vec::new();
+        let mut cur = node.clone();
+        let mut p = loop {
+            let (parent, name, upper) = {
+                let s = cur.read();
+                (
+                    s.parent.clone(),
+                    s.name.clone(),
+                    s.dir.as_ref().and_then(|d| d.upper.clone()),
+                )
+            };
+            let Some(parent) = parent else {
+                break Vec::new();
+            };
+            let redirect = match upper {
+                Some(up) => xattr::read_marks(At::Fd(up.as_fd()))?.redirect,
+                None => None,
+            };
+            match redirect {
+                Some(r) if r.starts_with(b"/") => break r,
+                Some(r) => comps.push(r),
+                None => comps.push(name.as_bytes().to_vec()),
             }
-            let mut p = self.lower_path(&parent)?;
+            cur = self.parent_node(&parent)?;
+        };
+        for c in comps.iter().rev() {
             p.push(b'/');
-            p.extend_from_slice(&r);
-            return Ok(p);
+            p.extend_from_slice(c);
         }
-        let mut p = self.lower_path(&parent)?;
-        p.push(b'/');
-        p.extend_from_slice(name.as_bytes());
         Ok(p)
     }
 
@@ -137,7 +143,7 @@ impl Union {
     /// Points `node` at its new name after a rename.
     fn moved(&self, node: &Arc<Node>, parent: &Arc<Node>, pfd: &Arc<OwnedFd>, name: &OsStr) {
         let mut s = node.write();
-        s.parent = Some(parent.clone());
+        s.parent = Some(self.parent_ref(parent));
         s.name = name.to_owned();
         if let Some(UpperLoc::Named { .. }) = s.upper {
             s.upper = Some(UpperLoc::Named {

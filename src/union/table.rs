@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use super::node::{DevIno, Ident, Node, NodeId, NodeState};
 
 /// How many forgotten nodes are remembered for file handles (about 100 bytes each).
-const GHOSTS: usize = 32 * 1024;
+pub(crate) const GHOSTS: usize = 32 * 1024;
 
 /// What is left of a forgotten node.
 #[derive(Debug, Clone)]
@@ -286,7 +286,11 @@ impl NodeTable {
         // Read unlocked (lock order: a node's state is never taken under the table).
         let (parent, name, unlinked) = {
             let s = node.read();
-            (s.parent.as_ref().map(|p| p.id), s.name.clone(), s.unlinked)
+            (
+                s.parent.as_ref().map(|p| p.id()),
+                s.name.clone(),
+                s.unlinked,
+            )
         };
         if unlinked || id.0 >= SYNTHETIC_BASE {
             return; // nothing to find again by name

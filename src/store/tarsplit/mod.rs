@@ -46,8 +46,8 @@ const TAG_RAW: u8 = 1;
 const TAG_FILE: u8 = 2;
 /// Largest raw record: bounds what playback holds in memory at once.
 const MAX_RAW: usize = 1 << 20;
-/// Longest path a file record may carry (PATH_MAX).
-const MAX_PATH: u32 = 4096;
+/// Longest path a file record may carry: the longest name a layer tar may have.
+const MAX_PATH: u32 = crate::tar_reader::MAX_NAME_LEN as u32;
 /// zstd level of the layout file: headers compress well at any level.
 const LEVEL: i32 = 3;
 
@@ -434,7 +434,8 @@ impl Playback {
     }
 
     /// Opens a regular file of `size` bytes beneath the layer root without following
-    /// any symlink; anything else there (a FIFO would block the open) is refused unopened.
+    /// any symlink (a path longer than PATH_MAX too); anything else there (a FIFO would
+    /// block the open) is refused unopened.
     fn open_file(&self, path: &[u8], size: u64) -> io::Result<File> {
         let p = Path::new(std::ffi::OsStr::from_bytes(path));
         let (f, st) = crate::regular::open_beneath(self.root.as_fd(), p)

@@ -15,7 +15,7 @@ use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
-use super::paths::{Comps, DirFd, clean, errno_io, lossy, os};
+use super::paths::{Comps, DirFd, clean, errno_io, join, lossy, os};
 use super::{DeferredDir, Meta, OVERRIDE_STAT_XATTR, Ownership, Unpacker};
 use crate::error::{Error, Result};
 use crate::sys::{self, At};
@@ -190,7 +190,7 @@ impl<'a> Unpacker<'a> {
         }
         self.xattrs(At::Entry(dir.as_fd(), fname), &meta.xattrs, name)?;
         self.dirs.insert(
-            comps,
+            join(&comps),
             DeferredDir {
                 mode: meta.mode,
                 atime: meta.atime,

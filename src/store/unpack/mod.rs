@@ -192,8 +192,9 @@ struct Unpacker<'a> {
     /// Told where file contents lie in the stream (layout recording), when set.
     layout: Option<&'a dyn ContentSink>,
     cache: lru::LruCache<Vec<u8>, Rc<OwnedFd>>,
-    /// Directories of the tar (the last entry of a path wins).
-    dirs: HashMap<Comps, DeferredDir>,
+    /// Directories of the tar by joined path (the last entry of a path wins): one
+    /// allocation each, not one per component, which a deep tree would make quadratic.
+    dirs: HashMap<Vec<u8>, DeferredDir>,
     whiteouts: Vec<(Comps, Vec<u8>)>,
     opaque: Vec<Comps>,
     buf: Vec<u8>,
@@ -467,12 +468,17 @@ impl<'a> Unpacker<'a> {
             whiteout::set_opaque(dir.as_fd(), styles.opaque)
                 .map_err(|e| Error::entry_io(&shown, "cannot mark directory opaque", e))?;
         }
-        let mut dirs: Vec<(Comps, DeferredDir)> =
-            std::mem::take(&mut self.dirs).into_iter().collect();
+        let depth =
+            |p: &[u8]| p.iter().filter(|b| **b == b'/').count() + usize::from(!p.is_empty());
+        let mut dirs: Vec<(usize, Vec<u8>, DeferredDir)> = std::mem::take(&mut self.dirs)
+            .into_iter()
+            .map(|(p, d)| (depth(&p), p, d))
+            .collect();
         // Deepest first (then by name, so that runs are reproducible).
-        dirs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        for (comps, d) in dirs {
-            let shown = lossy(&join(&comps));
+        dirs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, joined, d) in dirs {
+            let comps: Comps = clean(&joined).unwrap_or_default();
+            let shown = lossy(&joined);
             let (parent, fname): (DirFd<'_>, Vec<u8>) = match comps.split_last() {
                 None => (DirFd::Root(self.root), b".".to_vec()),
                 Some((last, parent)) => match self.dir_at(parent) {

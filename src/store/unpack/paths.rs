@@ -2,7 +2,7 @@
 //! directories resolved beneath the layer root without following any symlink, and
 //! removal of an earlier entry of the same name.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag};
 
 use super::Unpacker;
@@ -80,10 +80,26 @@ impl<'a> Unpacker<'a> {
         if let Some(fd) = self.cache.get(&key) {
             return Ok(DirFd::Sub(Rc::clone(fd)));
         }
-        let fd = self
-            .resolve(comps, true)
-            .map_err(|r| Error::entry(name, r))?
-            .ok_or_else(|| Error::entry(name, "parent directory missing"))?;
+        // Its own parent cached (a tar lists a directory before what it holds): one step
+        // from there, not a resolution of the whole path (a deep tree's are long). Any
+        // failure is left to `resolve`, which says why.
+        let quick = comps.split_last().and_then(|(last, up)| {
+            let up = self.cache.peek(&join(up)).cloned()?;
+            nix::fcntl::openat(
+                &*up,
+                os(last),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
+        let fd = match quick {
+            Some(fd) => fd,
+            None => self
+                .resolve(comps, true)
+                .map_err(|r| Error::entry(name, r))?
+                .ok_or_else(|| Error::entry(name, "parent directory missing"))?,
+        };
         let fd = Rc::new(fd);
         self.cache.put(key, Rc::clone(&fd));
         Ok(DirFd::Sub(fd))
@@ -100,13 +116,8 @@ impl<'a> Unpacker<'a> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let path = join(comps);
         if self.openat2 {
-            let how = OpenHow::new().flags(flags).resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
-            match nix::fcntl::openat2(self.root, path.as_slice(), how) {
+            // Any length: a path longer than PATH_MAX is resolved in pieces.
+            match crate::fdtree::open_beneath(self.root, &path, flags) {
                 Ok(fd) => return Ok(Some(fd)),
                 Err(Errno::ENOENT) if !create => return Ok(None),
                 Err(Errno::ENOENT) => {} // walk and create what is missing
@@ -194,52 +205,10 @@ impl<'a> Unpacker<'a> {
     }
 }
 
-/// Removes `name` in `dir`, a whole tree if it is a directory, never following symlinks.
+/// Removes `name` in `dir`, a whole tree if it is a directory, never following symlinks
+/// (with a bounded number of fds, however deep: [`crate::fdtree::remove_tree_at`]).
 pub fn remove_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
-        return Ok(nix::unistd::unlinkat(
-            dir,
-            name,
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        )?);
-    }
-    let open = |d: BorrowedFd<'_>| {
-        nix::fcntl::openat(
-            d,
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-    };
-    let fd = match open(dir) {
-        Ok(fd) => fd,
-        Err(Errno::EACCES) => {
-            // Rootless: a directory without read/search permission for us.
-            nix::sys::stat::fchmodat(dir, name, Mode::S_IRWXU, FchmodatFlags::FollowSymlink)?;
-            open(dir)?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut names: Vec<OsString> = Vec::new();
-    {
-        let mut d = nix::dir::Dir::from_fd(fd.try_clone()?)?;
-        for e in d.iter() {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(OsStr::from_bytes(n).to_os_string());
-            }
-        }
-    }
-    for n in names {
-        remove_entry(fd.as_fd(), &n)?;
-    }
-    Ok(nix::unistd::unlinkat(
-        dir,
-        name,
-        nix::unistd::UnlinkatFlags::RemoveDir,
-    )?)
+    crate::fdtree::remove_tree_at(dir, name)
 }
 
 #[cfg(test)]
