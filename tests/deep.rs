@@ -75,15 +75,22 @@ fn check_the_limit_holds() {
     );
 }
 
+// Every fd the tests open is close-on-exec: the other tests of this binary start
+// processes meanwhile, and one that inherited an fd into a mount would keep it busy.
 fn open_dir(p: &Path) -> OwnedFd {
-    open(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap()
+    open(
+        p,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap()
 }
 
 fn sub(dir: &OwnedFd, name: &str) -> OwnedFd {
     openat(
         dir,
         name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .unwrap()
@@ -104,7 +111,7 @@ fn write_at(dir: &OwnedFd, name: &str, data: &[u8]) {
     let f = openat(
         dir,
         name,
-        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_EXCL,
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_EXCL | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )
     .unwrap();
@@ -121,7 +128,7 @@ fn read_deep(root: &Path, depth: usize, name: &str) -> String {
     let f = openat(
         &fd,
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .unwrap();
