@@ -213,26 +213,26 @@ impl Union {
     /// Ensures directory node `node` has an upper directory, copying up its parents
     /// first; returns the upper directory.
     pub(crate) fn copy_up_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
-        if let Some(up) = node.read().dir.as_ref().and_then(|d| d.upper.clone()) {
+        if let Some(up) = node.read().dir().and_then(|d| d.upper().cloned()) {
             return Ok(up);
         }
         let w = self.writer()?;
         let _g = node.copy_guard();
         let (parent, name, src, st) = {
             let s = node.read();
-            let d = s.dir.as_ref().ok_or(FsError::ENOTDIR)?;
-            if let Some(u) = &d.upper {
+            let d = s.dir().ok_or(FsError::ENOTDIR)?;
+            if let Some(u) = d.upper() {
                 return Ok(u.clone());
             }
-            if s.unlinked {
+            if s.is_unlinked() {
                 return Err(FsError::ENOENT);
             }
-            let src = &d.lowers.first().ok_or(FsError::EIO)?.fd;
+            let src = &d.lowers().first().ok_or(FsError::EIO)?.fd;
             (
-                s.parent.clone().ok_or(FsError::EIO)?,
-                s.name.clone(),
+                s.parent().cloned().ok_or(FsError::EIO)?,
+                s.name().to_owned(),
                 src.clone(),
-                d.lower_stat.ok_or(FsError::EIO)?,
+                d.lower_stat().ok_or(FsError::EIO)?,
             )
         };
         let pfd = self.copy_up_dir(&parent)?;
@@ -268,9 +268,7 @@ impl Union {
                 && let Ok(fd) = open_dir_at(&pfd, &name)
             {
                 self.nodes.set_upper(node, Some(DevIno::of(&fstat(&*fd)?)));
-                if let Some(d) = node.write().dir.as_mut() {
-                    d.upper = Some(fd.clone());
-                }
+                node.write().dir_copied_up(fd.clone());
                 return Ok(fd);
             }
             self.nodes.set_upper(node, None);
@@ -278,9 +276,7 @@ impl Union {
         }
         restore_dir_times(&pfd, &pst)?;
         let fd = open_dir_at(&pfd, &name)?;
-        if let Some(d) = node.write().dir.as_mut() {
-            d.upper = Some(fd.clone());
-        }
+        node.write().dir_copied_up(fd.clone());
         Ok(fd)
     }
 
@@ -292,7 +288,7 @@ impl Union {
         }
         let done = |n: &Node| {
             let s = n.read();
-            s.data_in_upper() || (s.upper.is_some() && mode == CopyMode::Meta)
+            s.data_in_upper() || (s.upper().is_some() && mode == CopyMode::Meta)
         };
         if done(node) {
             return Ok(());
@@ -304,15 +300,15 @@ impl Union {
         }
         let (parent, name, ino, lower, metacopy) = {
             let s = node.read();
-            if s.unlinked {
+            if s.is_unlinked() {
                 return Err(FsError::ENOENT);
             }
             (
-                s.parent.clone().ok_or(FsError::EIO)?,
-                s.name.clone(),
-                s.ino,
-                s.lower.clone().ok_or(FsError::EIO)?,
-                s.upper.is_some(),
+                s.parent().cloned().ok_or(FsError::EIO)?,
+                s.name().to_owned(),
+                s.ino(),
+                s.lower().cloned().ok_or(FsError::EIO)?,
+                s.upper().is_some(),
             )
         };
         if metacopy {
@@ -354,9 +350,7 @@ impl Union {
         };
         restore_dir_times(&pfd, &pst)?;
         self.mark_impure(&parent, &pfd)?;
-        let mut s = node.write();
-        s.upper = Some(loc);
-        s.metacopy = meta_only;
+        node.write().copied_up(loc, meta_only);
         Ok(())
     }
 
@@ -447,7 +441,7 @@ impl Union {
         sys::utimens_fd(ufd.as_fd(), &a, &m)?;
         let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
         sys::removexattr(At::Fd(ufd.as_fd()), &up.ns().name(xattr::METACOPY))?;
-        node.write().metacopy = false;
+        node.write().metacopy_completed();
         Ok(())
     }
 
@@ -522,14 +516,12 @@ impl Union {
     /// real ones, so listings know to read them.
     pub(crate) fn mark_impure(&self, dir: &Arc<Node>, fd: &OwnedFd) -> Result<()> {
         let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
-        let already = dir.read().dir.as_ref().is_some_and(|d| d.impure);
+        let already = dir.read().dir().is_some_and(|d| d.impure());
         if already {
             return Ok(());
         }
         xattr::set(At::Fd(fd.as_fd()), up.ns(), xattr::IMPURE, b"y")?;
-        if let Some(d) = dir.write().dir.as_mut() {
-            d.impure = true;
-        }
+        dir.write().marked_impure();
         // Listings built before read no origin marks.
         self.dir_changed(dir, 0);
         Ok(())

@@ -116,9 +116,9 @@ impl Writer<'_> {
     /// its key.
     pub(crate) fn ensure_indexed(&self, node: &Node) -> Result<String> {
         let _g = node.copy_guard();
-        let ino = match &node.read().upper {
+        let ino = match node.read().upper() {
             Some(UpperLoc::Indexed { key }) => return Ok(key.clone()),
-            Some(UpperLoc::Named { .. }) => node.read().ino,
+            Some(UpperLoc::Named { .. }) => node.read().ino(),
             None => return Err(FsError::EIO),
         };
         // Link the node's own inode, not whatever its name is now.
@@ -129,7 +129,7 @@ impl Writer<'_> {
         let at = At::Entry(self.up.index.as_fd(), OsStr::new(&key));
         xattr::set(at, self.up.ns(), xattr::NLINK, b"1")?;
         xattr::set(at, self.up.ns(), xattr::ORIGIN, ino.to_string().as_bytes())?;
-        node.write().upper = Some(UpperLoc::Indexed { key: key.clone() });
+        node.write().indexed(key.clone());
         Ok(key)
     }
 

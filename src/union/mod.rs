@@ -59,7 +59,7 @@ pub use node::{Fh, NodeId};
 
 use file::Handles;
 use lookup::Resolved;
-use node::{DevIno, DirInfo, Ident, Node, NodeState};
+use node::{Body, DevIno, DirInfo, Ident, Node, NodeState};
 use table::NodeTable;
 
 /// The root's node id.
@@ -160,25 +160,13 @@ impl Union {
             ),
             None => (false, None),
         };
-        let root = NodeState {
-            parent: None,
-            name: OsStr::new("").to_owned(),
-            kind: FileKind::Directory,
-            ino: ROOT_ID.0,
-            lower: None,
-            upper: None,
-            metacopy: false,
-            dir: Some(DirInfo {
-                upper,
-                lowers,
-                lower_stat: Some(lower_stat),
-                impure,
-                ..Default::default()
-            }),
-            pin: None,
-            open_fd: None,
-            unlinked: false,
-        };
+        let root = NodeState::new(
+            None,
+            OsStr::new("").to_owned(),
+            FileKind::Directory,
+            ROOT_ID.0,
+            Body::Dir(DirInfo::new(upper, lowers, Some(lower_stat), impure)),
+        );
         let ident = Ident {
             upper: upper_ident,
             lower: Some(DevIno::of(&lower_stat)),
@@ -202,7 +190,7 @@ impl Union {
     /// The directory snapshot of a directory node.
     pub(crate) fn dir_snapshot(&self, node: &Node) -> Result<node::DirSnapshot> {
         let s = node.read();
-        match &s.dir {
+        match s.dir() {
             Some(d) => Ok(d.snapshot()),
             None => Err(FsError::ENOTDIR),
         }
@@ -230,20 +218,14 @@ impl Union {
     /// Turns a resolution into a live node (counting one kernel lookup).
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
         let (natural, ident) = (r.ino, r.ident);
-        let upper = r.upper.clone();
+        let upper = r.upper().cloned();
         let node = self
             .nodes
             .intern(natural, ident, || r.into_state(parent, name));
         // Found at a name, so not unlinked whatever our link count said (an upper layer
         // written by another tool may have more names than its marks count).
         if node.is_unlinked() {
-            let mut s = node.write();
-            s.unlinked = false;
-            s.parent = Some(parent.clone());
-            s.name = name.to_owned();
-            if upper.is_some() {
-                s.upper = upper;
-            }
+            node.write().relinked(parent, name, upper);
         }
         node
     }
@@ -271,7 +253,7 @@ impl Union {
 
     fn ttl_for(&self, node: &Node) -> Duration {
         let s = node.read();
-        if s.has_upper() || s.unlinked {
+        if s.has_upper() || s.is_unlinked() {
             self.opts.upper_ttl
         } else {
             self.opts.lower_ttl
@@ -320,7 +302,7 @@ impl Union {
     fn lookup_by_handle(&self, id: NodeId, parent: bool) -> Result<Entry> {
         let mut node = self.find_again(id)?;
         if parent {
-            let p = node.read().parent.clone();
+            let p = node.read().parent().cloned();
             node = match p {
                 Some(p) => p,
                 None => node, // the root is its own parent
@@ -372,8 +354,8 @@ impl Union {
         if s.has_upper() {
             return Ok(0);
         }
-        match (&s.dir, &s.lower) {
-            (Some(d), _) => d.lowers.first().map(|ld| ld.layer).ok_or(FsError::EIO),
+        match (s.dir(), s.lower()) {
+            (Some(d), _) => d.lowers().first().map(|ld| ld.layer).ok_or(FsError::EIO),
             (None, Some(l)) => Ok(l.layer),
             _ => Err(FsError::EIO),
         }
