@@ -39,7 +39,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::Context;
 use super::error::{FsError, Result};
-use super::index::index_key;
+use super::index::{IndexSource, NewIndexEntry};
 use super::layer::open_readable_dir;
 use super::lookup::open_dir_at;
 use super::node::{DevIno, Lower, Node, UpperLoc};
@@ -339,7 +339,7 @@ impl Union {
 
         let pst = fstat(&pfd)?;
         self.nodes.set_upper(node, Some(ident));
-        let installed = self.install_copy(&w, tmpname, &pfd, &name, hardlinked, ino, &lower);
+        let installed = self.install_copy(&w, tmpname, ident, &pfd, &name, hardlinked, ino, &lower);
         let loc = match installed {
             Ok(loc) => loc,
             Err(e) => {
@@ -354,13 +354,14 @@ impl Union {
         Ok(())
     }
 
-    /// Puts staged copy `tmpname` in place as `name` of upper directory `pfd` (and, for a
-    /// hard-linked file, as its index name first).
+    /// Puts staged copy `tmpname` (the real inode `staged`) in place as `name` of upper
+    /// directory `pfd` (and, for a hard-linked file, as its index name first).
     #[allow(clippy::too_many_arguments)]
     fn install_copy(
         &self,
         w: &Writer<'_>,
         tmpname: &OsStr,
+        staged: DevIno,
         pfd: &Arc<OwnedFd>,
         name: &OsStr,
         hardlinked: bool,
@@ -374,40 +375,13 @@ impl Union {
         let mut key = None;
         if hardlinked {
             // One copy for every name: the index name first, then this one.
-            let k = index_key(ino);
-            let nlink = lower.stat.st_nlink.to_string();
-            xattr::set(
-                At::Entry(w.up.tmp.as_fd(), tmpname),
-                w.up.ns(),
-                xattr::NLINK,
-                nlink.as_bytes(),
-            )?;
-            let link = || {
-                nix::unistd::linkat(
-                    &*w.up.tmp,
-                    tmpname,
-                    &*w.up.index,
-                    k.as_str(),
-                    AtFlags::empty(),
-                )
+            let entry = NewIndexEntry {
+                ino,
+                kind: FileKind::from_mode(lower.stat.st_mode),
+                inode: staged,
+                nlink: lower.stat.st_nlink,
             };
-            match link() {
-                Err(nix::errno::Errno::EEXIST)
-                    if self
-                        .indexed(ino, None, FileKind::from_mode(lower.stat.st_mode))?
-                        .is_none() =>
-                {
-                    // Not an index entry of ours for this inode (`indexed` said why):
-                    // it must not stand in the way of the real one.
-                    nix::unistd::unlinkat(
-                        &*w.up.index,
-                        k.as_str(),
-                        nix::unistd::UnlinkatFlags::NoRemoveDir,
-                    )?;
-                    link()?;
-                }
-                r => r?,
-            }
+            let k = w.make_index_entry(IndexSource::Staged(tmpname), &entry)?;
             loc = UpperLoc::Indexed { key: k.clone() };
             key = Some(k);
         }
@@ -418,12 +392,10 @@ impl Union {
             name,
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            if let Some(k) = key {
-                let _ = nix::unistd::unlinkat(
-                    &*w.up.index,
-                    k.as_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                );
+            if let Some(k) = key
+                && let Err(undo) = w.drop_index_entry(&k)
+            {
+                log::warn!("copy-up of {name:?} failed, its index entry {k} stays: {undo}");
             }
             return Err(e.into());
         }

@@ -34,6 +34,7 @@ use crate::whiteout;
 use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
+use super::index::NewIndexEntry;
 use super::node::{
     Body, Content, DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, Node, NodeState, UpperLoc,
 };
@@ -477,9 +478,16 @@ impl Union {
         if st.st_nlink > 1 {
             upper = match self.indexed(ino, Some(st), kind)? {
                 Some((idx, _)) => idx,
-                // Hard links made outside of us (another tool wrote this upper layer): give
-                // the inode an index name, so it stays reachable whichever name goes.
-                None => self.adopt_into_index(up, name, ino, st).unwrap_or(upper),
+                // Hard links made outside of us.
+                None => {
+                    let entry = NewIndexEntry {
+                        ino,
+                        kind,
+                        inode: DevIno::of(st),
+                        nlink: st.st_nlink,
+                    };
+                    self.adopt_into_index(up, name, &entry).unwrap_or(upper)
+                }
             };
         }
         let lower = if marks.metacopy {
