@@ -19,11 +19,12 @@
 //! - node identity and lifetime have one owner ([`table`], which also documents the
 //!   threading model).
 //!
-//! Submodules: [`layer`] the stack, [`node`] nodes, [`table`] the node table, [`lookup`]
-//! name resolution, [`readdir`] merged listings, [`copyup`] copy-up, [`upper`] the one
-//! writer of the upper layer, [`index`] hard links, [`ops`] and [`rename`] namespace
-//! changes, [`inode`] acting on a node's inode, [`file`] open files, [`meta`]
-//! attributes and xattrs.
+//! Submodules: [`layer`] the stack, [`node`] nodes (their state and its transitions),
+//! [`table`] the node table, [`lookup`] name resolution, [`readdir`] merged listings and
+//! their cache, [`copyup`] copy-up, [`upper`] the one writer of the upper layer, [`index`]
+//! hard links (the one maker of index entries), [`ops`] and [`rename`] namespace changes,
+//! [`inode`] acting on a node's inode, [`file`] open files, [`meta`] attributes and
+//! xattrs.
 
 pub mod attr;
 mod copyup;
