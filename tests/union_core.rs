@@ -308,3 +308,102 @@ fn lookups_forgets_and_changes_from_many_threads() {
     // Every lookup was forgotten: the directories (still looked up once) and the root.
     assert!(u.live_nodes() <= 9, "{} live nodes", u.live_nodes());
 }
+
+/// An overlay mark of ours on `p`, in whichever namespace the upper layer uses.
+fn mark(p: &Path, suffix: &str) -> Option<String> {
+    ["trusted", "user"]
+        .iter()
+        .find_map(|ns| xattr(p, &format!("{ns}.overlay.{suffix}")))
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+/// Makes `p` claim to be the index entry of inode number `ino` (in both namespaces).
+fn forge_origin(p: &Path, ino: u64) {
+    for ns in ["trusted", "user"] {
+        let ok = std::process::Command::new("setfattr")
+            .args(["-n", &format!("{ns}.overlay.layerfs.origin"), "-v"])
+            .arg(ino.to_string())
+            .arg(p)
+            .status()
+            .expect("setfattr (package attr)")
+            .success();
+        assert!(ok);
+    }
+}
+
+fn index_entry(f: &Fixture, ino: u64) -> PathBuf {
+    f.upper
+        .parent()
+        .unwrap()
+        .join("work/layerfs-index")
+        .join(format!("{ino:016x}"))
+}
+
+#[test]
+fn hard_links_made_outside_get_a_complete_index_entry_at_lookup() {
+    let mut l = Layers::new();
+    l.add().file("low", "l");
+    let f = union_over(l, false);
+    // An upper layer written by another tool: two names, one inode, no index.
+    fs::write(f.upper.join("a"), "shared").unwrap();
+    fs::hard_link(f.upper.join("a"), f.upper.join("b")).unwrap();
+    let ino = fs::metadata(f.upper.join("a")).unwrap().ino();
+    let u = &f.union;
+    let a = walk(u, "a").unwrap();
+    assert_eq!(walk(u, "b").unwrap(), a, "two names, one node");
+    let entry = index_entry(&f, ino);
+    assert_eq!(fs::metadata(&entry).unwrap().ino(), ino);
+    assert_eq!(mark(&entry, "layerfs.origin"), Some(ino.to_string()));
+    assert_eq!(mark(&entry, "layerfs.nlink"), Some("2".into()));
+    u.unlink(ROOT_ID, OsStr::new("a")).unwrap();
+    let b = walk(u, "b").unwrap();
+    assert_eq!(read_all(u, b), "shared");
+    assert_eq!(u.getattr(b, None).unwrap().nlink, 1);
+}
+
+#[test]
+fn a_number_taken_in_the_index_leaves_the_file_reached_by_its_name() {
+    let mut l = Layers::new();
+    l.add();
+    let f = union_over(l, false);
+    fs::write(f.upper.join("a"), "shared").unwrap();
+    fs::hard_link(f.upper.join("a"), f.upper.join("b")).unwrap();
+    let ino = fs::metadata(f.upper.join("a")).unwrap().ino();
+    // Another inode claims the number (a forged or damaged origin mark).
+    let entry = index_entry(&f, ino);
+    fs::write(&entry, "forged").unwrap();
+    forge_origin(&entry, ino);
+    let u = &f.union;
+    // The lookup is not failed by it: the file is found and served by its name.
+    let a = walk(u, "a").unwrap();
+    assert_eq!(read_all(u, a), "shared");
+    assert_eq!(walk(u, "b").unwrap(), a);
+    assert_eq!(fs::read_to_string(&entry).unwrap(), "forged", "left alone");
+    // A new link needs the index name, which is not its to take.
+    let e = u.link(a, ROOT_ID, OsStr::new("c")).unwrap_err();
+    assert_eq!(e.errno(), libc::EEXIST);
+    assert_eq!(fs::read_to_string(&entry).unwrap(), "forged");
+}
+
+#[test]
+fn link_replaces_an_index_name_that_is_not_an_index_entry() {
+    let mut l = Layers::new();
+    l.add();
+    let f = union_over(l, false);
+    let u = &f.union;
+    let (e, o) = u
+        .create(ROOT_ID, OsStr::new("up"), 0o644, libc::O_RDWR, &ROOT)
+        .unwrap();
+    u.write(o.fh, 0, b"data").unwrap();
+    u.release(o.fh);
+    let ino = fs::metadata(f.upper.join("up")).unwrap().ino();
+    // Something at the index name that does not say it is an entry of this number.
+    let entry = index_entry(&f, ino);
+    fs::write(&entry, "stray").unwrap();
+    let linked = u.link(e.id, ROOT_ID, OsStr::new("up2")).unwrap();
+    assert_eq!(linked.id, e.id);
+    assert_eq!(linked.attr.nlink, 2);
+    assert_eq!(fs::metadata(&entry).unwrap().ino(), ino);
+    assert_eq!(mark(&entry, "layerfs.origin"), Some(ino.to_string()));
+    assert_eq!(read_all(u, walk(u, "up2").unwrap()), "data");
+}

@@ -39,7 +39,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::Context;
 use super::error::{FsError, Result};
-use super::index::index_key;
+use super::index::{IndexSource, NewIndexEntry};
 use super::layer::open_readable_dir;
 use super::lookup::open_dir_at;
 use super::node::{DevIno, Lower, Node, UpperLoc};
@@ -215,7 +215,7 @@ impl Union {
     /// a directory of any depth costs no deeper stack (a thread's stack would overflow,
     /// and the daemon abort, thousands of levels down).
     pub(crate) fn copy_up_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
-        let upper_of = |n: &Node| n.read().dir.as_ref().and_then(|d| d.upper.clone());
+        let upper_of = |n: &Node| n.read().dir().and_then(|d| d.upper().cloned());
         if let Some(up) = upper_of(node) {
             return Ok(up);
         }
@@ -227,7 +227,7 @@ impl Union {
             let Some(cur) = chain.last() else {
                 return Err(FsError::EIO);
             };
-            let parent = cur.read().parent.clone().ok_or(FsError::EIO)?;
+            let parent = cur.read().parent().cloned().ok_or(FsError::EIO)?;
             let parent = self.parent_node(&parent)?;
             if let Some(up) = upper_of(&parent) {
                 break up;
@@ -246,18 +246,18 @@ impl Union {
         let _g = node.copy_guard();
         let (name, src, st) = {
             let s = node.read();
-            let d = s.dir.as_ref().ok_or(FsError::ENOTDIR)?;
-            if let Some(u) = &d.upper {
+            let d = s.dir().ok_or(FsError::ENOTDIR)?;
+            if let Some(u) = d.upper() {
                 return Ok(u.clone());
             }
-            if s.unlinked {
+            if s.is_unlinked() {
                 return Err(FsError::ENOENT);
             }
-            let src = &d.lowers.first().ok_or(FsError::EIO)?.fd;
+            let src = &d.lowers().first().ok_or(FsError::EIO)?.fd;
             (
-                s.name.clone(),
+                s.name().to_owned(),
                 src.clone(),
-                d.lower_stat.ok_or(FsError::EIO)?,
+                d.lower_stat().ok_or(FsError::EIO)?,
             )
         };
         let tmp = w.tmp_name();
@@ -292,9 +292,7 @@ impl Union {
                 && let Ok(fd) = open_dir_at(pfd, &name)
             {
                 self.nodes.set_upper(node, Some(DevIno::of(&fstat(&*fd)?)));
-                if let Some(d) = node.write().dir.as_mut() {
-                    d.upper = Some(fd.clone());
-                }
+                node.write().dir_copied_up(fd.clone());
                 return Ok(fd);
             }
             self.nodes.set_upper(node, None);
@@ -302,9 +300,7 @@ impl Union {
         }
         restore_dir_times(pfd, &pst)?;
         let fd = open_dir_at(pfd, &name)?;
-        if let Some(d) = node.write().dir.as_mut() {
-            d.upper = Some(fd.clone());
-        }
+        node.write().dir_copied_up(fd.clone());
         Ok(fd)
     }
 
@@ -316,7 +312,7 @@ impl Union {
         }
         let done = |n: &Node| {
             let s = n.read();
-            s.data_in_upper() || (s.upper.is_some() && mode == CopyMode::Meta)
+            s.data_in_upper() || (s.upper().is_some() && mode == CopyMode::Meta)
         };
         if done(node) {
             return Ok(());
@@ -328,15 +324,15 @@ impl Union {
         }
         let (parent, name, ino, lower, metacopy) = {
             let s = node.read();
-            if s.unlinked {
+            if s.is_unlinked() {
                 return Err(FsError::ENOENT);
             }
             (
-                s.parent.clone().ok_or(FsError::EIO)?,
-                s.name.clone(),
-                s.ino,
-                s.lower.clone().ok_or(FsError::EIO)?,
-                s.upper.is_some(),
+                s.parent().cloned().ok_or(FsError::EIO)?,
+                s.name().to_owned(),
+                s.ino(),
+                s.lower().cloned().ok_or(FsError::EIO)?,
+                s.upper().is_some(),
             )
         };
         if metacopy {
@@ -368,7 +364,7 @@ impl Union {
 
         let pst = fstat(&pfd)?;
         self.nodes.set_upper(node, Some(ident));
-        let installed = self.install_copy(&w, tmpname, &pfd, &name, hardlinked, ino, &lower);
+        let installed = self.install_copy(&w, tmpname, ident, &pfd, &name, hardlinked, ino, &lower);
         let loc = match installed {
             Ok(loc) => loc,
             Err(e) => {
@@ -379,19 +375,18 @@ impl Union {
         };
         restore_dir_times(&pfd, &pst)?;
         self.mark_impure(&parent, &pfd)?;
-        let mut s = node.write();
-        s.upper = Some(loc);
-        s.metacopy = meta_only;
+        node.write().copied_up(loc, meta_only);
         Ok(())
     }
 
-    /// Puts staged copy `tmpname` in place as `name` of upper directory `pfd` (and, for a
-    /// hard-linked file, as its index name first).
+    /// Puts staged copy `tmpname` (the real inode `staged`) in place as `name` of upper
+    /// directory `pfd` (and, for a hard-linked file, as its index name first).
     #[allow(clippy::too_many_arguments)]
     fn install_copy(
         &self,
         w: &Writer<'_>,
         tmpname: &OsStr,
+        staged: DevIno,
         pfd: &Arc<OwnedFd>,
         name: &OsStr,
         hardlinked: bool,
@@ -405,40 +400,13 @@ impl Union {
         let mut key = None;
         if hardlinked {
             // One copy for every name: the index name first, then this one.
-            let k = index_key(ino);
-            let nlink = lower.stat.st_nlink.to_string();
-            xattr::set(
-                At::Entry(w.up.tmp.as_fd(), tmpname),
-                w.up.ns(),
-                xattr::NLINK,
-                nlink.as_bytes(),
-            )?;
-            let link = || {
-                nix::unistd::linkat(
-                    &*w.up.tmp,
-                    tmpname,
-                    &*w.up.index,
-                    k.as_str(),
-                    AtFlags::empty(),
-                )
+            let entry = NewIndexEntry {
+                ino,
+                kind: FileKind::from_mode(lower.stat.st_mode),
+                inode: staged,
+                nlink: lower.stat.st_nlink,
             };
-            match link() {
-                Err(nix::errno::Errno::EEXIST)
-                    if self
-                        .indexed(ino, None, FileKind::from_mode(lower.stat.st_mode))?
-                        .is_none() =>
-                {
-                    // Not an index entry of ours for this inode (`indexed` said why):
-                    // it must not stand in the way of the real one.
-                    nix::unistd::unlinkat(
-                        &*w.up.index,
-                        k.as_str(),
-                        nix::unistd::UnlinkatFlags::NoRemoveDir,
-                    )?;
-                    link()?;
-                }
-                r => r?,
-            }
+            let k = w.make_index_entry(IndexSource::Staged(tmpname), &entry)?;
             loc = UpperLoc::Indexed { key: k.clone() };
             key = Some(k);
         }
@@ -449,12 +417,10 @@ impl Union {
             name,
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            if let Some(k) = key {
-                let _ = nix::unistd::unlinkat(
-                    &*w.up.index,
-                    k.as_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                );
+            if let Some(k) = key
+                && let Err(undo) = w.drop_index_entry(&k)
+            {
+                log::warn!("copy-up of {name:?} failed, its index entry {k} stays: {undo}");
             }
             return Err(e.into());
         }
@@ -472,7 +438,7 @@ impl Union {
         sys::utimens_fd(ufd.as_fd(), &a, &m)?;
         let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
         sys::removexattr(At::Fd(ufd.as_fd()), &up.ns().name(xattr::METACOPY))?;
-        node.write().metacopy = false;
+        node.write().metacopy_completed();
         Ok(())
     }
 
@@ -547,14 +513,12 @@ impl Union {
     /// real ones, so listings know to read them.
     pub(crate) fn mark_impure(&self, dir: &Arc<Node>, fd: &OwnedFd) -> Result<()> {
         let up = self.stack.upper.as_ref().ok_or(FsError::EROFS)?;
-        let already = dir.read().dir.as_ref().is_some_and(|d| d.impure);
+        let already = dir.read().dir().is_some_and(|d| d.impure());
         if already {
             return Ok(());
         }
         xattr::set(At::Fd(fd.as_fd()), up.ns(), xattr::IMPURE, b"y")?;
-        if let Some(d) = dir.write().dir.as_mut() {
-            d.impure = true;
-        }
+        dir.write().marked_impure();
         // Listings built before read no origin marks.
         self.dir_changed(dir, 0);
         Ok(())

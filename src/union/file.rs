@@ -134,38 +134,6 @@ impl Handles {
 }
 
 impl Union {
-    /// The merged listing of a directory node, cached until the directory changes.
-    pub(crate) fn dir_listing(&self, node: &Node) -> Result<Arc<Listing>> {
-        let (snap, impure, generation) = {
-            let s = node.read();
-            let d = s.dir.as_ref().ok_or(FsError::ENOTDIR)?;
-            if let Some(l) = &d.listing {
-                return Ok(l.clone());
-            }
-            (d.snapshot(), d.impure, d.listing_gen)
-        };
-        let listing = Arc::new(self.build_listing(&snap, impure)?);
-        let mut s = node.write();
-        if let Some(d) = s.dir.as_mut()
-            && d.listing_gen == generation
-        {
-            d.listing = Some(listing.clone());
-            d.subdirs = Some(listing.subdirs);
-        }
-        Ok(listing)
-    }
-
-    /// Forgets the cached listing of a directory node after a change in it; `subdirs`
-    /// is how its number of subdirectories changed.
-    pub(crate) fn dir_changed(&self, node: &Node, subdirs: i32) {
-        let mut s = node.write();
-        if let Some(d) = s.dir.as_mut() {
-            d.listing = None;
-            d.listing_gen += 1;
-            d.subdirs = d.subdirs.map(|n| n.saturating_add_signed(subdirs));
-        }
-    }
-
     /// Opens a file. Any write access (or O_TRUNC) copies the node up first.
     pub fn open(&self, id: NodeId, flags: i32) -> Result<OpenReply> {
         let node = self.node(id)?;
@@ -208,7 +176,7 @@ impl Union {
         let fh = self.handles.next_fh();
         let fd = Arc::new(fd);
         if !on_lower {
-            node.write().open_fd = Some(Arc::downgrade(&fd));
+            node.write().open_fd_remembered(&fd);
         }
         let h = Arc::new(FileHandle {
             node,
@@ -236,7 +204,7 @@ impl Union {
             let (fd, on_lower) = self.open_data(&h.node, flags)?;
             let fd = Arc::new(fd);
             if !on_lower {
-                h.node.write().open_fd = Some(Arc::downgrade(&fd));
+                h.node.write().open_fd_remembered(&fd);
             }
             *h.fd.write().unwrap_or_else(|p| p.into_inner()) = fd.clone();
             h.on_lower.store(on_lower, Ordering::Release);
@@ -367,10 +335,10 @@ impl Union {
         let node = self.node(id)?;
         let parent = {
             let s = node.read();
-            if s.dir.is_none() {
+            if s.dir().is_none() {
                 return Err(FsError::ENOTDIR);
             }
-            s.parent.clone()
+            s.parent().cloned()
         };
         let dot = node.id.0;
         let dotdot = parent.map_or(dot, |p| p.id().0);
@@ -488,7 +456,7 @@ impl Union {
     /// fsync of a directory reaches its upper directory.
     pub fn fsyncdir(&self, id: NodeId) -> Result<()> {
         let node = self.node(id)?;
-        let up = node.read().dir.as_ref().and_then(|d| d.upper.clone());
+        let up = node.read().dir().and_then(|d| d.upper().cloned());
         if let Some(up) = up {
             let fd = open_readable_dir(&up)?;
             nix::unistd::fsync(&fd)?;

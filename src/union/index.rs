@@ -6,13 +6,19 @@
 //! number it stands for: an entry that does not say its own key is not ours and is
 //! ignored) and `layerfs.nlink` (the visible link count, which counts the names in lower
 //! layers too; the index name itself never counts). At zero the index name goes.
+//!
+//! Entries are made in one place, [`Writer::make_index_entry`], for three callers: the
+//! copy-up of a hard-linked lower file (`copyup.rs`), link(2) of an upper file
+//! ([`Writer::ensure_indexed`]), and a lookup that finds an upper file hard-linked outside
+//! of us ([`Union::adopt_into_index`], which degrades to the file's name when that fails).
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{FileStat, fstatat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::sys::{self, At};
 
@@ -20,7 +26,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::{Context, FsError, Result, absent_ok};
 use super::lookup::stat_at;
-use super::node::{Node, UpperLoc};
+use super::node::{DevIno, Node, UpperLoc};
 use super::upper::Writer;
 use super::xattr;
 
@@ -69,35 +75,33 @@ impl Union {
         Ok(Some((UpperLoc::Indexed { key }, ist)))
     }
 
-    /// Links an upper inode with several names into the index; `None` when it cannot (the
-    /// name then stays the node's only handle, as before).
+    /// Gives an upper inode with several names (hard links made outside of us: another
+    /// tool wrote this upper layer) an index name, so it stays reachable whichever name
+    /// goes. `None` when it gets none: on a read-only stack, or when making the entry
+    /// fails. That degrades, it does not fail the lookup: the index name only matters
+    /// once this name is removed, and until then the name serves every operation, as on
+    /// a read-only stack; failing would hide a file that reads fine because the work
+    /// directory is full or damaged. The reason is logged.
     pub(crate) fn adopt_into_index(
         &self,
         dir: &OwnedFd,
         name: &OsStr,
-        ino: u64,
-        st: &FileStat,
+        entry: &NewIndexEntry,
     ) -> Option<UpperLoc> {
-        let up = self.stack.upper.as_ref().filter(|u| !u.frozen)?;
-        let key = index_key(ino);
-        match nix::unistd::linkat(dir, name, &*up.index, key.as_str(), AtFlags::empty()) {
-            Ok(()) => {}
-            // The key is taken by another inode (`indexed` checked it is not this one).
-            Err(nix::errno::Errno::EEXIST) => return None,
+        let w = self.writer().ok()?;
+        match w.make_index_entry(IndexSource::Name(dir, name), entry) {
+            Ok(key) => Some(UpperLoc::Indexed { key }),
             Err(e) => {
-                log::warn!("indexing hard-linked {name:?}: {e}");
-                return None;
+                // EEXIST: another inode's entry claims the number (a forged or damaged
+                // origin mark), found again at every lookup of this name.
+                if e == FsError::EEXIST {
+                    log::debug!("hard-linked {name:?} is reached by its name: {e}");
+                } else {
+                    log::warn!("hard-linked {name:?} is reached by its name: {e}");
+                }
+                None
             }
         }
-        let at = At::Entry(up.index.as_fd(), OsStr::new(&key));
-        let _ = xattr::set(
-            at,
-            up.ns(),
-            xattr::NLINK,
-            st.st_nlink.to_string().as_bytes(),
-        );
-        let _ = xattr::set(at, up.ns(), xattr::ORIGIN, ino.to_string().as_bytes());
-        Some(UpperLoc::Indexed { key })
     }
 
     /// The visible link count of index entry `key` whose stat says `st_nlink`.
@@ -111,25 +115,150 @@ impl Union {
     }
 }
 
+/// How [`Writer::make_index_entry`] reaches the inode to index.
+#[derive(Clone, Copy)]
+pub(crate) enum IndexSource<'a> {
+    /// A copy staged in the work directory under this name (seen by no one yet).
+    Staged(&'a OsStr),
+    /// A name in an upper directory: it may be another inode by now.
+    Name(&'a OwnedFd, &'a OsStr),
+    /// An fd of the inode itself.
+    Inode(BorrowedFd<'a>),
+}
+
+/// An index entry to make.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewIndexEntry {
+    /// The natural inode number it stands for (its key, its `origin` mark).
+    pub ino: u64,
+    pub kind: FileKind,
+    /// The real inode to index.
+    pub inode: DevIno,
+    /// The visible link count to record.
+    pub nlink: u64,
+}
+
 impl Writer<'_> {
+    /// The one maker of index entries: gives `entry.inode`, reached through `src`, the
+    /// index name of `entry.ino`, with its marks; returns the key.
+    ///
+    /// - Marks: `nlink` then `origin` (an entry that does not say its number yet is not
+    ///   taken for ours by [`Union::indexed`]). A staged copy is marked before it is
+    ///   linked, so its entry appears complete. A live inode is marked only once linked
+    ///   (a failed link leaves it as it was), and its index name goes again if marking
+    ///   fails.
+    /// - The key taken (EEXIST): by this very inode (another lookup adopted it just now),
+    ///   done; by something that is not an index entry of `ino` ([`Union::indexed`] says
+    ///   why), replaced; by another inode's index entry of `ino`, EEXIST: two files claim
+    ///   one number (a damaged or forged `origin` mark).
+    /// - A name is checked to have been `entry.inode` when it was linked; if it was
+    ///   replaced meanwhile, the index name goes again and the answer is ESTALE.
+    pub(crate) fn make_index_entry(
+        &self,
+        src: IndexSource<'_>,
+        entry: &NewIndexEntry,
+    ) -> Result<String> {
+        let key = index_key(entry.ino);
+        let what = || format!("index entry {key} of inode {}", entry.ino);
+        if let IndexSource::Staged(t) = src {
+            self.mark_index_entry(At::Entry(self.up.tmp.as_fd(), t), entry)
+                .ctx(what)?;
+        }
+        match self.link_into_index(src, &key) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => match self.index_entry_inode(&key)? {
+                Some(found) if found == entry.inode => return Ok(key),
+                _ if self.indexed(entry.ino, None, entry.kind)?.is_some() => {
+                    return Err(
+                        FsError::EEXIST.with_ctx(format!("{}: taken by another inode", what()))
+                    );
+                }
+                _ => {
+                    // Not ours for this number: it must not stand in the way of the real one.
+                    self.drop_index_entry(&key).ctx(what)?;
+                    self.link_into_index(src, &key).ctx(what)?;
+                }
+            },
+            Err(e) => return Err(e).ctx(what),
+        }
+        if let IndexSource::Staged(_) = src {
+            return Ok(key);
+        }
+        let checked = match src {
+            IndexSource::Name(..) => match self.index_entry_inode(&key)? {
+                Some(found) if found == entry.inode => Ok(()),
+                _ => Err(FsError::ESTALE.with_ctx(format!("{}: the name was replaced", what()))),
+            },
+            _ => Ok(()),
+        };
+        let made = checked.and_then(|()| {
+            let at = At::Entry(self.up.index.as_fd(), OsStr::new(&key));
+            self.mark_index_entry(at, entry).ctx(what)
+        });
+        if let Err(e) = made {
+            if let Err(undo) = self.drop_index_entry(&key) {
+                log::warn!("{}: left unmarked: {undo}", what());
+            }
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Links `src` into the index as `key`.
+    fn link_into_index(&self, src: IndexSource<'_>, key: &str) -> nix::Result<()> {
+        let index = &*self.up.index;
+        match src {
+            IndexSource::Staged(t) => linkat(&*self.up.tmp, t, index, key, AtFlags::empty()),
+            IndexSource::Name(dir, name) => linkat(dir, name, index, key, AtFlags::empty()),
+            IndexSource::Inode(fd) => sys::link_fd(fd, index.as_fd(), OsStr::new(key))
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+
+    /// The real inode at index name `key`, if there is one.
+    fn index_entry_inode(&self, key: &str) -> Result<Option<DevIno>> {
+        Ok(stat_at(&self.up.index, OsStr::new(key))?.map(|st| DevIno::of(&st)))
+    }
+
+    /// Sets the marks of a new index entry on the inode `at` names.
+    fn mark_index_entry(&self, at: At<'_>, entry: &NewIndexEntry) -> Result<()> {
+        let ns = self.up.ns();
+        xattr::set(at, ns, xattr::NLINK, entry.nlink.to_string().as_bytes())?;
+        xattr::set(at, ns, xattr::ORIGIN, entry.ino.to_string().as_bytes())
+    }
+
+    /// Removes index name `key` (absent is fine).
+    pub(crate) fn drop_index_entry(&self, key: &str) -> Result<()> {
+        match unlinkat(&*self.up.index, key, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Gives node `node` (which has an upper copy) a stable name in the index; returns
     /// its key.
     pub(crate) fn ensure_indexed(&self, node: &Node) -> Result<String> {
         let _g = node.copy_guard();
-        let ino = match &node.read().upper {
-            Some(UpperLoc::Indexed { key }) => return Ok(key.clone()),
-            Some(UpperLoc::Named { .. }) => node.read().ino,
-            None => return Err(FsError::EIO),
+        let (ino, kind) = {
+            let s = node.read();
+            match s.upper() {
+                Some(UpperLoc::Indexed { key }) => return Ok(key.clone()),
+                Some(UpperLoc::Named { .. }) => (s.ino(), s.kind()),
+                None => return Err(FsError::EIO),
+            }
         };
         // Link the node's own inode, not whatever its name is now.
         let fd = self.upper_inode(node)?;
-        let key = index_key(ino);
-        sys::link_fd(fd.as_fd(), self.up.index.as_fd(), OsStr::new(&key))
-            .ctx(|| format!("index inode {}", node.id.0))?;
-        let at = At::Entry(self.up.index.as_fd(), OsStr::new(&key));
-        xattr::set(at, self.up.ns(), xattr::NLINK, b"1")?;
-        xattr::set(at, self.up.ns(), xattr::ORIGIN, ino.to_string().as_bytes())?;
-        node.write().upper = Some(UpperLoc::Indexed { key: key.clone() });
+        let entry = NewIndexEntry {
+            ino,
+            kind,
+            inode: node.ident().upper.ok_or(FsError::EIO)?,
+            nlink: 1,
+        };
+        let key = self
+            .make_index_entry(IndexSource::Inode(fd.as_fd()), &entry)
+            .map_err(|e| e.with_ctx(format!("index inode {}", node.id.0)))?;
+        node.write().indexed(key.clone());
         Ok(key)
     }
 

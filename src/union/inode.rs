@@ -51,7 +51,7 @@ impl InodeRef {
 
 /// The fd of the node's upper inode an open file holds, if any.
 fn open_fd(node: &Node) -> Option<Arc<OwnedFd>> {
-    node.read().open_fd.as_ref().and_then(|w| w.upgrade())
+    node.read().open_fd()
 }
 
 /// The flags a data fd of an inode may be reopened with: access, truncation, append and
@@ -85,22 +85,22 @@ impl Union {
         for _ in 0..STALE_RETRIES {
             let loc = {
                 let s = node.read();
-                if let Some(d) = &s.dir {
-                    let fd = d.upper.clone().ok_or(FsError::EIO)?;
+                if let Some(d) = s.dir() {
+                    let fd = d.upper().cloned().ok_or(FsError::EIO)?;
                     drop(s);
                     let st = fstat(&fd)?;
                     return Ok((fd, st));
                 }
-                if let Some(pin) = &s.pin {
+                if let Some(pin) = s.pin() {
                     let pin = pin.clone();
                     drop(s);
                     let st = fstat(&pin)?;
                     return Ok((pin, st));
                 }
-                if s.unlinked {
+                if s.is_unlinked() {
                     return Err(FsError::ENOENT);
                 }
-                s.upper.clone().ok_or(FsError::EIO)?
+                s.upper().cloned().ok_or(FsError::EIO)?
             };
             let want = node.ident().upper.ok_or(FsError::EIO)?;
             let (dir, name) = self.upper_loc_at(&loc)?;
@@ -146,18 +146,18 @@ impl Union {
     /// Where a node's metadata is read from: its upper inode, else its lower entry.
     pub(crate) fn read_ref(&self, node: &Node) -> Result<InodeRef> {
         let s = node.read();
-        if let Some(d) = &s.dir {
-            let fd = match &d.upper {
+        if let Some(d) = s.dir() {
+            let fd = match d.upper() {
                 Some(u) => u.clone(),
-                None => d.lowers.first().ok_or(FsError::EIO)?.fd.clone(),
+                None => d.lowers().first().ok_or(FsError::EIO)?.fd.clone(),
             };
             return Ok(InodeRef::Fd(fd));
         }
-        if s.upper.is_some() || s.pin.is_some() {
+        if s.upper().is_some() || s.pin().is_some() {
             drop(s);
             return Ok(InodeRef::Fd(self.upper_inode(node)?));
         }
-        let l = s.lower.as_ref().ok_or(FsError::EIO)?;
+        let l = s.lower_only().ok_or(FsError::EIO)?;
         Ok(InodeRef::Lower(l.parent.clone(), l.name.clone()))
     }
 
@@ -166,12 +166,12 @@ impl Union {
     pub(crate) fn pin(&self, node: &Node) -> Result<()> {
         {
             let s = node.read();
-            if s.dir.is_some() || s.pin.is_some() || s.upper.is_none() {
+            if s.dir().is_some() || s.pin().is_some() || s.upper().is_none() {
                 return Ok(());
             }
         }
         let fd = self.upper_inode(node)?;
-        node.write().pin = Some(fd);
+        node.write().pinned(fd);
         Ok(())
     }
 
@@ -211,7 +211,7 @@ impl Union {
             .ctx(|| format!("reopen upper inode {}", node.id.0))?;
             return Ok((data, false));
         }
-        let l = s.lower.as_ref().ok_or(FsError::EIO)?.data_loc().clone();
+        let l = s.lower().ok_or(FsError::EIO)?.data_loc().clone();
         drop(s);
         let ro = (reopen_flags(flags) & !OFlag::O_ACCMODE & !OFlag::O_APPEND & !OFlag::O_TRUNC)
             | OFlag::O_RDONLY;

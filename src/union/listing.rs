@@ -1,5 +1,5 @@
-//! The merged listing of a directory, as data: built by `readdir.rs`, cached on the
-//! directory's node, read by open directory handles.
+//! The merged listing of a directory, as data: built and cached (on the directory's node)
+//! by `readdir.rs`, read by open directory handles.
 
 use std::ffi::OsString;
 

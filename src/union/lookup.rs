@@ -34,8 +34,10 @@ use crate::whiteout;
 use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
+use super::index::NewIndexEntry;
 use super::node::{
-    DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, NodeState, Parent, UpperLoc,
+    Body, Content, DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, NodeState, Parent,
+    UpperLoc,
 };
 use super::xattr::{self, Marks};
 
@@ -49,28 +51,27 @@ pub(crate) struct Resolved {
     /// The natural inode number (see the node table (`table.rs`)).
     pub ino: u64,
     pub ident: Ident,
-    pub lower: Option<Lower>,
-    pub upper: Option<UpperLoc>,
-    pub metacopy: bool,
-    pub dir: Option<DirInfo>,
+    pub body: Body,
 }
 
 impl Resolved {
+    /// The upper copy of a non-directory.
+    pub(crate) fn upper(&self) -> Option<&UpperLoc> {
+        match &self.body {
+            Body::File(c) => c.upper(),
+            Body::Dir(_) => None,
+        }
+    }
+
     /// The state of a node for this resolution, reached as `name` in `parent`.
     pub(crate) fn into_state(self, parent: Parent, name: &OsStr) -> NodeState {
-        NodeState {
-            parent: Some(parent),
-            name: name.to_owned(),
-            kind: self.kind,
-            ino: self.ino,
-            lower: self.lower,
-            upper: self.upper,
-            metacopy: self.metacopy,
-            dir: self.dir,
-            pin: None,
-            open_fd: None,
-            unlinked: false,
-        }
+        NodeState::new(
+            Some(parent),
+            name.to_owned(),
+            self.kind,
+            self.ino,
+            self.body,
+        )
     }
 }
 
@@ -224,14 +225,7 @@ impl Union {
                     upper: None,
                     lower: Some(DevIno::of(&st)),
                 },
-                lower: None,
-                upper: None,
-                metacopy: false,
-                dir: Some(DirInfo {
-                    lowers: merged,
-                    lower_stat: Some(st),
-                    ..Default::default()
-                }),
+                body: Body::Dir(DirInfo::new(None, merged, Some(st), false)),
             }));
         }
         Ok(None)
@@ -264,6 +258,13 @@ impl Union {
                 )?));
             }
         }
+        let lower = Lower {
+            layer: ld.layer,
+            parent: ld.fd.clone(),
+            name: name.to_owned(),
+            stat: st,
+            data,
+        };
         let (upper, upper_ident) = if st.st_nlink > 1 {
             match self.indexed(ino, None, kind)? {
                 Some((loc, ist)) => (Some(loc), Some(DevIno::of(&ist))),
@@ -279,16 +280,13 @@ impl Union {
                 upper: upper_ident,
                 lower: Some(DevIno::of(&st)),
             },
-            lower: Some(Lower {
-                layer: ld.layer,
-                parent: ld.fd.clone(),
-                name: name.to_owned(),
-                stat: st,
-                data,
+            body: Body::File(match upper {
+                Some(upper) => Content::Upper {
+                    upper,
+                    lower: Some(lower),
+                },
+                None => Content::Lower(lower),
             }),
-            upper,
-            metacopy: false,
-            dir: None,
         })
     }
 
@@ -313,9 +311,12 @@ impl Union {
         match self.resolve_lowers(below, name)? {
             Some(Resolved {
                 kind: FileKind::Regular,
-                lower: Some(l),
+                body: Body::File(c),
                 ..
-            }) => Ok(l.data_loc().clone()),
+            }) => match c.topmost_lower() {
+                Some(l) => Ok(l.data_loc().clone()),
+                None => Err(damaged("no data below it")),
+            },
             _ => Err(damaged("no data below it")),
         }
     }
@@ -412,7 +413,9 @@ impl Union {
         }
         for comp in comps {
             match self.resolve_lowers(&cur, comp)? {
-                Some(Resolved { dir: Some(d), .. }) => cur = d.lowers,
+                Some(Resolved {
+                    body: Body::Dir(d), ..
+                }) => cur = d.into_lowers(),
                 _ => return Ok(Vec::new()),
             }
         }
@@ -453,16 +456,7 @@ impl Union {
                 upper: Some(DevIno::of(st)),
                 lower: lower_stat.as_ref().map(DevIno::of),
             },
-            lower: None,
-            upper: None,
-            metacopy: false,
-            dir: Some(DirInfo {
-                upper: Some(fd),
-                lowers,
-                lower_stat,
-                impure: marks.impure,
-                ..Default::default()
-            }),
+            body: Body::Dir(DirInfo::new(Some(fd), lowers, lower_stat, marks.impure)),
         })
     }
 
@@ -485,9 +479,16 @@ impl Union {
         if st.st_nlink > 1 {
             upper = match self.indexed(ino, Some(st), kind)? {
                 Some((idx, _)) => idx,
-                // Hard links made outside of us (another tool wrote this upper layer): give
-                // the inode an index name, so it stays reachable whichever name goes.
-                None => self.adopt_into_index(up, name, ino, st).unwrap_or(upper),
+                // Hard links made outside of us.
+                None => {
+                    let entry = NewIndexEntry {
+                        ino,
+                        kind,
+                        inode: DevIno::of(st),
+                        nlink: st.st_nlink,
+                    };
+                    self.adopt_into_index(up, name, &entry).unwrap_or(upper)
+                }
             };
         }
         let lower = if marks.metacopy {
@@ -502,10 +503,10 @@ impl Union {
                 upper: Some(DevIno::of(st)),
                 lower: lower.as_ref().map(|l| DevIno::of(&l.stat)),
             },
-            lower,
-            upper: Some(upper),
-            metacopy: marks.metacopy,
-            dir: None,
+            body: Body::File(match lower {
+                Some(lower) if marks.metacopy => Content::MetaCopy { upper, lower },
+                lower => Content::Upper { upper, lower },
+            }),
         })
     }
 }

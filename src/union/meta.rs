@@ -33,16 +33,16 @@ impl Union {
     fn upper_stat(&self, node: &Node) -> Result<Option<FileStat>> {
         let loc = {
             let s = node.read();
-            if let Some(d) = &s.dir {
-                return match &d.upper {
+            if let Some(d) = s.dir() {
+                return match d.upper() {
                     Some(fd) => Ok(Some(fstat(fd)?)),
                     None => Ok(None),
                 };
             }
-            if let Some(pin) = &s.pin {
+            if let Some(pin) = s.pin() {
                 return Ok(Some(fstat(pin)?));
             }
-            match &s.upper {
+            match s.upper() {
                 None => return Ok(None),
                 Some(loc) => loc.clone(),
             }
@@ -58,11 +58,7 @@ impl Union {
 
     /// The attributes of a node.
     pub(crate) fn attr_of(&self, node: &Node, fh: Option<super::Fh>) -> Result<Attr> {
-        let (unlinked, lower_only) = {
-            let s = node.read();
-            (s.unlinked, s.upper.is_none() && s.dir.is_none())
-        };
-        if unlinked {
+        if node.is_unlinked() {
             let fd = match fh.and_then(|fh| self.handles.file(fh).ok()) {
                 Some(h) => Some(h.fd()),
                 None => self.handles.fd_of_node(node.id),
@@ -73,9 +69,9 @@ impl Union {
                     Ok(Some(st)) => st,
                     _ => {
                         let s = node.read();
-                        match &s.lower {
-                            Some(l) if lower_only => l.stat,
-                            _ => return Err(FsError::ENOENT),
+                        match s.lower_only() {
+                            Some(l) => l.stat,
+                            None => return Err(FsError::ENOENT),
                         }
                     }
                 },
@@ -88,8 +84,8 @@ impl Union {
             Some(st) => st,
             None => {
                 let s = node.read();
-                match (&s.dir, &s.lower) {
-                    (Some(d), _) => d.lower_stat.ok_or(FsError::EIO)?,
+                match (s.dir(), s.lower_only()) {
+                    (Some(d), _) => d.lower_stat().ok_or(FsError::EIO)?,
                     (None, Some(l)) => l.stat,
                     _ => return Err(FsError::ENOENT),
                 }
@@ -98,24 +94,22 @@ impl Union {
         let mut a = Attr::from_stat(&st, node.id.0);
         let s = node.read();
         // A metacopy (ours, or a lower one of a rotated layer) has its blocks below.
-        if let Some(l) = &s.lower
-            && (s.metacopy || (s.upper.is_none() && l.data.is_some()))
+        if let Some(l) = s.lower()
+            && (s.is_metacopy() || (s.upper().is_none() && l.data.is_some()))
         {
             a.blocks = l.data_loc().stat.st_blocks as u64;
         }
-        if let Some(UpperLoc::Indexed { key }) = &s.upper {
+        if let Some(UpperLoc::Indexed { key }) = s.upper() {
             a.nlink = self.index_nlink(key, st.st_nlink)?;
-        } else if s.upper.is_none()
-            && let Some(l) = &s.lower
+        } else if let Some(l) = s.lower_only()
             && l.stat.st_nlink > 1
         {
             a.nlink = l.stat.st_nlink as u32;
         }
         let merged = self.opts.dir_nlink
-            && s.dir
-                .as_ref()
-                .is_some_and(|d| usize::from(d.upper.is_some()) + d.lowers.len() > 1);
-        let counted = s.dir.as_ref().and_then(|d| d.subdirs);
+            && s.dir()
+                .is_some_and(|d| usize::from(d.upper().is_some()) + d.lowers().len() > 1);
+        let counted = s.dir().and_then(|d| d.listing().subdirs());
         drop(s);
         if merged {
             let subdirs = match counted {
@@ -136,10 +130,7 @@ impl Union {
         if self.opts.atime != super::Atime::Never {
             let lower = {
                 let s = node.read();
-                match (&s.lower, &s.upper, &s.dir) {
-                    (Some(l), None, None) => Some((l.parent.clone(), l.name.clone())),
-                    _ => None,
-                }
+                s.lower_only().map(|l| (l.parent.clone(), l.name.clone()))
             };
             if let Some((dir, name)) = lower
                 && let Ok(st) = fstatat(&*dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -153,7 +144,7 @@ impl Union {
     /// The target of a symlink.
     pub fn readlink(&self, id: NodeId) -> Result<Vec<u8>> {
         let node = self.node(id)?;
-        if node.read().kind != FileKind::Symlink {
+        if node.read().kind() != FileKind::Symlink {
             return Err(FsError::EINVAL);
         }
         let target = match self.read_ref(&node)? {
@@ -168,7 +159,7 @@ impl Union {
     pub fn setattr(&self, id: NodeId, ch: &SetAttr) -> Result<Attr> {
         let node = self.node(id)?;
         self.writer()?;
-        let kind = node.read().kind;
+        let kind = node.read().kind();
         if let Some(size) = ch.size {
             if kind.is_dir() {
                 return Err(FsError::EISDIR);
@@ -274,9 +265,7 @@ impl Union {
 
 /// A directory's ACLs changed: what it passes on is read again at the next create.
 fn forget_default_acl(node: &Node) {
-    if let Some(d) = node.write().dir.as_mut() {
-        d.default_acl = None;
-    }
+    node.write().default_acl_changed();
 }
 
 /// Applies owner, mode and time changes to the inode `fd` holds.

@@ -19,11 +19,12 @@
 //! - node identity and lifetime have one owner ([`table`], which also documents the
 //!   threading model).
 //!
-//! Submodules: [`layer`] the stack, [`node`] nodes, [`table`] the node table, [`lookup`]
-//! name resolution, [`readdir`] merged listings, [`copyup`] copy-up, [`upper`] the one
-//! writer of the upper layer, [`index`] hard links, [`ops`] and [`rename`] namespace
-//! changes, [`inode`] acting on a node's inode, [`file`] open files, [`meta`]
-//! attributes and xattrs.
+//! Submodules: [`layer`] the stack, [`node`] nodes (their state and its transitions),
+//! [`table`] the node table, [`lookup`] name resolution, [`readdir`] merged listings and
+//! their cache, [`copyup`] copy-up, [`upper`] the one writer of the upper layer, [`index`]
+//! hard links (the one maker of index entries), [`ops`] and [`rename`] namespace changes,
+//! [`inode`] acting on a node's inode, [`file`] open files, [`meta`] attributes and
+//! xattrs.
 
 pub mod attr;
 mod copyup;
@@ -59,7 +60,7 @@ pub use node::{Fh, NodeId};
 
 use file::Handles;
 use lookup::Resolved;
-use node::{DevIno, DirInfo, Ident, Node, NodeState, Parent};
+use node::{Body, DevIno, DirInfo, Ident, Node, NodeState, Parent};
 use table::NodeTable;
 
 /// The root's node id.
@@ -169,25 +170,13 @@ impl Union {
             ),
             None => (false, None),
         };
-        let root = NodeState {
-            parent: None,
-            name: OsStr::new("").to_owned(),
-            kind: FileKind::Directory,
-            ino: ROOT_ID.0,
-            lower: None,
-            upper: None,
-            metacopy: false,
-            dir: Some(DirInfo {
-                upper,
-                lowers,
-                lower_stat: Some(lower_stat),
-                impure,
-                ..Default::default()
-            }),
-            pin: None,
-            open_fd: None,
-            unlinked: false,
-        };
+        let root = NodeState::new(
+            None,
+            OsStr::new("").to_owned(),
+            FileKind::Directory,
+            ROOT_ID.0,
+            Body::Dir(DirInfo::new(upper, lowers, Some(lower_stat), impure)),
+        );
         let ident = Ident {
             upper: upper_ident,
             lower: Some(DevIno::of(&lower_stat)),
@@ -211,7 +200,7 @@ impl Union {
     /// The directory snapshot of a directory node.
     pub(crate) fn dir_snapshot(&self, node: &Node) -> Result<node::DirSnapshot> {
         let s = node.read();
-        match &s.dir {
+        match s.dir() {
             Some(d) => Ok(d.snapshot()),
             None => Err(FsError::ENOTDIR),
         }
@@ -256,20 +245,14 @@ impl Union {
     /// Turns a resolution into a live node (counting one kernel lookup).
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &OsStr, r: Resolved) -> Arc<Node> {
         let (natural, ident) = (r.ino, r.ident);
-        let upper = r.upper.clone();
+        let upper = r.upper().cloned();
         let node = self.nodes.intern(natural, ident, || {
             r.into_state(self.parent_ref(parent), name)
         });
         // Found at a name, so not unlinked whatever our link count said (an upper layer
         // written by another tool may have more names than its marks count).
         if node.is_unlinked() {
-            let mut s = node.write();
-            s.unlinked = false;
-            s.parent = Some(self.parent_ref(parent));
-            s.name = name.to_owned();
-            if upper.is_some() {
-                s.upper = upper;
-            }
+            node.write().relinked(self.parent_ref(parent), name, upper);
         }
         node
     }
@@ -302,7 +285,7 @@ impl Union {
 
     fn ttl_for(&self, node: &Node) -> Duration {
         let s = node.read();
-        if s.has_upper() || s.unlinked {
+        if s.has_upper() || s.is_unlinked() {
             self.opts.upper_ttl
         } else {
             self.opts.lower_ttl
@@ -351,7 +334,7 @@ impl Union {
     fn lookup_by_handle(&self, id: NodeId, parent: bool) -> Result<Entry> {
         let mut node = self.find_again(id)?;
         if parent {
-            let p = node.read().parent.clone();
+            let p = node.read().parent().cloned();
             node = match p {
                 Some(p) => self.parent_node(&p)?,
                 None => node, // the root is its own parent
@@ -418,8 +401,8 @@ impl Union {
         if s.has_upper() {
             return Ok(0);
         }
-        match (&s.dir, &s.lower) {
-            (Some(d), _) => d.lowers.first().map(|ld| ld.layer).ok_or(FsError::EIO),
+        match (s.dir(), s.lower()) {
+            (Some(d), _) => d.lowers().first().map(|ld| ld.layer).ok_or(FsError::EIO),
             (None, Some(l)) => Ok(l.layer),
             _ => Err(FsError::EIO),
         }

@@ -2,20 +2,21 @@
 //! metadata live in the layers. The table that owns them (ids, lookup counts, identity)
 //! is the node table (`table.rs`).
 //!
-//! A node's state lock guards its locations. Operations clone what they need out of it
-//! and run their syscalls unlocked. An operation that moves or removes a name of a node
+//! A node's state lock guards its locations ([`NodeState`], whose fields change only
+//! through its named transitions). Operations clone what they need out of it and run
+//! their syscalls unlocked. An operation that moves or removes a name of a node
 //! first pins the node's upper inode (an `O_PATH` fd kept in its state, which readers
 //! prefer to any name), so a reader that finds a name stale and retries reaches the inode
 //! through the pin or the new name (see the threading model in `table.rs`).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use nix::sys::stat::FileStat;
 
 use super::attr::FileKind;
-use super::listing::Listing;
+use super::readdir::ListingCache;
 
 /// A FUSE node id. fuser sends `attr.ino` as the node id, so it is also the inode number
 /// the mount reports (`st_ino`).
@@ -112,36 +113,173 @@ pub(crate) enum UpperLoc {
     Indexed { key: String },
 }
 
-/// The layers a merged directory is made of.
-#[derive(Debug, Clone, Default)]
+/// Where a non-directory's data and metadata are. Copy-up only moves it forward
+/// (`Lower` → `MetaCopy` → `Upper`, or `Lower` → `Upper`): once a node has an upper copy
+/// it keeps one, whose location may be re-pointed (rename, indexing) but not dropped.
+#[derive(Debug, Clone)]
+pub(crate) enum Content {
+    /// Not copied up: data and metadata are the topmost lower entry's.
+    Lower(Lower),
+    /// Metadata in the upper copy (marked `metacopy`), data still `lower`'s.
+    MetaCopy { upper: UpperLoc, lower: Lower },
+    /// Data and metadata in the upper copy. `lower` is the lower entry it was copied from
+    /// or found over (a hard-linked lower file whose copy is in the index): nothing is
+    /// read from it through the node any more.
+    Upper {
+        upper: UpperLoc,
+        lower: Option<Lower>,
+    },
+}
+
+impl Content {
+    /// The upper copy, if any.
+    pub fn upper(&self) -> Option<&UpperLoc> {
+        match self {
+            Content::Lower(_) => None,
+            Content::MetaCopy { upper, .. } | Content::Upper { upper, .. } => Some(upper),
+        }
+    }
+
+    /// The lower entry the node still reads from: everything while not copied up, the
+    /// data (at its [`Lower::data_loc`]) while a metacopy; `None` once the data is up.
+    pub fn lower(&self) -> Option<&Lower> {
+        match self {
+            Content::Lower(l) | Content::MetaCopy { lower: l, .. } => Some(l),
+            Content::Upper { .. } => None,
+        }
+    }
+
+    /// The lower entry, when the node has no upper copy at all.
+    pub fn lower_only(&self) -> Option<&Lower> {
+        match self {
+            Content::Lower(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The topmost lower entry whatever was copied up (for a resolution's data source:
+    /// see `metacopy_data` in `lookup.rs`).
+    pub fn topmost_lower(&self) -> Option<&Lower> {
+        match self {
+            Content::Lower(l) | Content::MetaCopy { lower: l, .. } => Some(l),
+            Content::Upper { lower, .. } => lower.as_ref(),
+        }
+    }
+
+    pub fn is_metacopy(&self) -> bool {
+        matches!(self, Content::MetaCopy { .. })
+    }
+
+    /// Rebuilds the content from the old one (moved out for the duration of `f`).
+    fn update(&mut self, f: impl FnOnce(Content) -> Content) {
+        // A placeholder that costs no allocation; `f` never fails.
+        let hole = Content::Upper {
+            upper: UpperLoc::Indexed { key: String::new() },
+            lower: None,
+        };
+        let old = std::mem::replace(self, hole);
+        *self = f(old);
+    }
+
+    /// Gives the content upper copy `upper`, holding metadata only when `metacopy` (which
+    /// needs a lower entry for the data).
+    fn with_upper(&mut self, upper: UpperLoc, metacopy: bool) {
+        self.update(|c| {
+            let lower = match c {
+                Content::Lower(l) | Content::MetaCopy { lower: l, .. } => Some(l),
+                Content::Upper { lower, .. } => lower,
+            };
+            match lower {
+                Some(lower) if metacopy => Content::MetaCopy { upper, lower },
+                lower => Content::Upper { upper, lower },
+            }
+        });
+    }
+
+    /// Replaces the upper location, keeping what holds the data.
+    fn relocate_upper(&mut self, loc: UpperLoc) {
+        if let Content::MetaCopy { upper, .. } | Content::Upper { upper, .. } = self {
+            *upper = loc;
+        }
+    }
+}
+
+/// What a node is made of: a merged directory, or a non-directory of some kind.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Dir(DirInfo),
+    File(Content),
+}
+
+/// The layers a merged directory is made of, and what is cached about it.
+#[derive(Debug, Default)]
 pub(crate) struct DirInfo {
-    /// The directory in the upper layer, when it has been created or copied up.
-    pub upper: Option<Arc<OwnedFd>>,
+    /// The directory in the upper layer, when it has been created or copied up (set once).
+    upper: Option<Arc<OwnedFd>>,
     /// Lower layer directories merged below it, top first, cut at the first opaque one.
-    pub lowers: Vec<LowerDir>,
+    lowers: Vec<LowerDir>,
     /// Stat of the topmost lower directory (attributes before copy-up).
-    pub lower_stat: Option<FileStat>,
-    /// The upper directory already carries the `impure` mark.
-    pub impure: bool,
-    /// Cached merged listing; dropped whenever the directory changes.
-    pub listing: Option<Arc<Listing>>,
-    /// Bumped on every change, so a listing built meanwhile is not cached.
-    pub listing_gen: u64,
+    lower_stat: Option<FileStat>,
+    /// The upper directory already carries the `impure` mark (set once).
+    impure: bool,
+    /// The merged listing and subdirectory count (`readdir.rs` owns what is in it).
+    listing: ListingCache,
     /// The upper directory's default ACL (`None` inside: it has none), once read: what
     /// is created in it inherits it.
-    pub default_acl: Option<Option<Arc<[u8]>>>,
-    /// Number of subdirectories in the merged view, once counted (a merged directory's
-    /// nlink is 2 + this). Kept up to date by mkdir, rmdir and rename rather than
-    /// recounted, so a create in a big directory does not cost a listing.
-    pub subdirs: Option<u32>,
+    default_acl: Option<Option<Arc<[u8]>>>,
 }
 
 impl DirInfo {
+    pub fn new(
+        upper: Option<Arc<OwnedFd>>,
+        lowers: Vec<LowerDir>,
+        lower_stat: Option<FileStat>,
+        impure: bool,
+    ) -> DirInfo {
+        DirInfo {
+            upper,
+            lowers,
+            lower_stat,
+            impure,
+            ..Default::default()
+        }
+    }
+
+    pub fn upper(&self) -> Option<&Arc<OwnedFd>> {
+        self.upper.as_ref()
+    }
+
+    pub fn lowers(&self) -> &[LowerDir] {
+        &self.lowers
+    }
+
+    pub fn lower_stat(&self) -> Option<FileStat> {
+        self.lower_stat
+    }
+
+    pub fn impure(&self) -> bool {
+        self.impure
+    }
+
+    pub fn listing(&self) -> &ListingCache {
+        &self.listing
+    }
+
+    /// The cached default ACL: `None` when not read yet.
+    pub fn default_acl(&self) -> Option<&Option<Arc<[u8]>>> {
+        self.default_acl.as_ref()
+    }
+
     pub fn snapshot(&self) -> DirSnapshot {
         DirSnapshot {
             upper: self.upper.clone(),
             lowers: self.lowers.clone(),
         }
+    }
+
+    /// Taken apart (a redirect walk continues below it).
+    pub fn into_lowers(self) -> Vec<LowerDir> {
+        self.lowers
     }
 }
 
@@ -173,49 +311,272 @@ impl Parent {
     }
 }
 
-/// Mutable part of a node.
+/// Mutable part of a node: where it is in the namespace and in the layers. Its fields
+/// are private: they change only through the transitions below, each made under the
+/// node's write lock, so a reader holding the read lock sees one consistent state.
+///
+/// - [`relinked`](Self::relinked) (lookup): found at a name while unlinked — linked again
+///   there, with the upper location found;
+/// - [`moved`](Self::moved) (rename): new parent and name, a named upper location follows;
+/// - [`set_unlinked`](Self::set_unlinked) (unlink, rmdir, rename over it): the last name is
+///   gone, the pin stays;
+/// - [`pinned`](Self::pinned) / [`unpin_if_linked`](Self::unpin_if_linked) (before a name
+///   is removed or moved): the upper inode held by an fd;
+/// - [`open_fd_remembered`](Self::open_fd_remembered) (open): an open file's upper fd;
+/// - [`copied_up`](Self::copied_up), [`metacopy_completed`](Self::metacopy_completed),
+///   [`indexed`](Self::indexed) (copy-up, link): where a non-directory's data is
+///   ([`Content`]);
+/// - [`dir_copied_up`](Self::dir_copied_up), [`marked_impure`](Self::marked_impure),
+///   [`default_acl_read`](Self::default_acl_read) /
+///   [`default_acl_changed`](Self::default_acl_changed): a directory's upper side;
+/// - [`listing_mut`](Self::listing_mut): the listing cache, changed only by `readdir.rs`.
+///
+/// Invariants: `kind` and `ino` never change, and the body is [`Body::Dir`] exactly when
+/// `kind` is a directory; an upper copy, once there, stays (a directory's as a file's);
+/// a pin is the node's own upper inode, held only by a non-directory with an upper copy;
+/// an open fd is remembered only while the data is in the upper copy. Where attributes
+/// are read from follows from the body alone (the upper copy when there is one, else the
+/// topmost lower entry or directory), so anything presented on top of them (an override
+/// of owner and mode) belongs beside it here.
 #[derive(Debug)]
 pub(crate) struct NodeState {
     /// Parent directory and name of the name this node was reached by (root: none).
-    pub parent: Option<Parent>,
-    pub name: OsString,
-    pub kind: FileKind,
+    parent: Option<Parent>,
+    name: OsString,
+    kind: FileKind,
     /// The inode number the entry has in the layers (its own, its `origin` mark's, its
     /// bottom directory's): what index keys and origin marks are made of. The node id is
     /// this number unless another live file already had it.
-    pub ino: u64,
-    /// Non-directories: the topmost lower entry (data source while not copied up, and
-    /// for a metacopy upper).
-    pub lower: Option<Lower>,
-    /// Non-directories: the upper copy.
-    pub upper: Option<UpperLoc>,
-    /// The upper copy holds metadata only; data is still read from `lower`.
-    pub metacopy: bool,
-    /// Directories only.
-    pub dir: Option<DirInfo>,
+    ino: u64,
+    body: Body,
     /// An `O_PATH` fd of the upper inode, taken before a name of it is removed: it keeps
     /// an unlinked file reachable (fstat, fchmod… of open files) and its inode number
     /// from being reused while the kernel still knows the node.
-    pub pin: Option<Arc<OwnedFd>>,
+    pin: Option<Arc<OwnedFd>>,
     /// A real fd of the upper inode held by an open file of the node: metadata calls use
     /// it while the file is open (a write makes the kernel ask for security.capability
     /// every time) instead of opening the inode again.
-    pub open_fd: Option<Weak<OwnedFd>>,
+    open_fd: Option<Weak<OwnedFd>>,
     /// The last name is gone; the node lives on for open files until forgotten.
-    pub unlinked: bool,
+    unlinked: bool,
 }
 
 impl NodeState {
+    /// A node reached as `name` in `parent` (none for the root).
+    pub fn new(
+        parent: Option<Parent>,
+        name: OsString,
+        kind: FileKind,
+        ino: u64,
+        body: Body,
+    ) -> NodeState {
+        debug_assert_eq!(kind.is_dir(), matches!(body, Body::Dir(_)));
+        NodeState {
+            parent,
+            name,
+            kind,
+            ino,
+            body,
+            pin: None,
+            open_fd: None,
+            unlinked: false,
+        }
+    }
+
+    // ---- reads
+
+    pub fn parent(&self) -> Option<&Parent> {
+        self.parent.as_ref()
+    }
+
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    pub fn kind(&self) -> FileKind {
+        self.kind
+    }
+
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked
+    }
+
+    /// Directories only.
+    pub fn dir(&self) -> Option<&DirInfo> {
+        match &self.body {
+            Body::Dir(d) => Some(d),
+            Body::File(_) => None,
+        }
+    }
+
+    /// Non-directories only.
+    pub fn content(&self) -> Option<&Content> {
+        match &self.body {
+            Body::File(c) => Some(c),
+            Body::Dir(_) => None,
+        }
+    }
+
+    /// A non-directory's upper copy.
+    pub fn upper(&self) -> Option<&UpperLoc> {
+        self.content().and_then(Content::upper)
+    }
+
+    /// The lower entry a non-directory still reads from ([`Content::lower`]).
+    pub fn lower(&self) -> Option<&Lower> {
+        self.content().and_then(Content::lower)
+    }
+
+    /// The lower entry of a non-directory that has no upper copy.
+    pub fn lower_only(&self) -> Option<&Lower> {
+        self.content().and_then(Content::lower_only)
+    }
+
+    /// The upper copy holds metadata only; data is still read from below.
+    pub fn is_metacopy(&self) -> bool {
+        self.content().is_some_and(Content::is_metacopy)
+    }
+
+    pub fn pin(&self) -> Option<&Arc<OwnedFd>> {
+        self.pin.as_ref()
+    }
+
+    pub fn open_fd(&self) -> Option<Arc<OwnedFd>> {
+        self.open_fd.as_ref().and_then(Weak::upgrade)
+    }
+
     pub fn has_upper(&self) -> bool {
-        match &self.dir {
-            Some(d) => d.upper.is_some(),
-            None => self.upper.is_some(),
+        match &self.body {
+            Body::Dir(d) => d.upper.is_some(),
+            Body::File(c) => c.upper().is_some(),
         }
     }
 
     /// Data is served by the upper copy (not a lower file, not a metacopy).
     pub fn data_in_upper(&self) -> bool {
-        self.upper.is_some() && !self.metacopy
+        matches!(self.body, Body::File(Content::Upper { .. }))
+    }
+
+    // ---- transitions
+
+    /// Found at `name` in `parent` while unlinked (a name we did not count, in an upper
+    /// layer another tool wrote): linked again there, with the upper location found.
+    pub fn relinked(&mut self, parent: Parent, name: &OsStr, upper: Option<UpperLoc>) {
+        self.unlinked = false;
+        self.parent = Some(parent);
+        self.name = name.to_owned();
+        if let (Some(loc), Body::File(c)) = (upper, &mut self.body) {
+            let metacopy = c.is_metacopy();
+            c.with_upper(loc, metacopy);
+        }
+    }
+
+    /// Renamed to `name` in `parent` (upper directory `upper_parent`).
+    pub fn moved(&mut self, parent: Parent, upper_parent: &Arc<OwnedFd>, name: &OsStr) {
+        self.parent = Some(parent);
+        self.name = name.to_owned();
+        if let Body::File(c) = &mut self.body
+            && let Some(UpperLoc::Named { .. }) = c.upper()
+        {
+            c.relocate_upper(UpperLoc::Named {
+                parent: upper_parent.clone(),
+                name: name.to_owned(),
+            });
+        }
+    }
+
+    /// The last name is gone. A pin stays: open files reach the inode through it.
+    pub fn set_unlinked(&mut self) {
+        self.unlinked = true;
+    }
+
+    /// Holds the upper inode by `fd` (the caller checked it is this node's). Only a
+    /// non-directory with an upper copy is pinned; anything else keeps no pin.
+    pub fn pinned(&mut self, fd: Arc<OwnedFd>) {
+        debug_assert!(self.upper().is_some());
+        if self.upper().is_some() {
+            self.pin = Some(fd);
+        }
+    }
+
+    /// Lets a pin taken for the duration of an operation go, unless the node lost its
+    /// last name meanwhile (then the pin is what reaches it).
+    pub fn unpin_if_linked(&mut self) {
+        if !self.unlinked {
+            self.pin = None;
+        }
+    }
+
+    /// An open file of the node holds `fd`, a data fd of its upper inode.
+    pub fn open_fd_remembered(&mut self, fd: &Arc<OwnedFd>) {
+        debug_assert!(self.data_in_upper());
+        self.open_fd = Some(Arc::downgrade(fd));
+    }
+
+    /// A non-directory's copy-up is in place at `upper`: metadata only when `metacopy`.
+    pub fn copied_up(&mut self, upper: UpperLoc, metacopy: bool) {
+        if let Body::File(c) = &mut self.body {
+            debug_assert!(matches!(c, Content::Lower(_)));
+            c.with_upper(upper, metacopy);
+        }
+    }
+
+    /// The data of a metacopy is in its upper inode now (the mark is gone).
+    pub fn metacopy_completed(&mut self) {
+        if let Body::File(c) = &mut self.body {
+            let upper = c.upper().cloned();
+            if let Some(upper) = upper {
+                c.with_upper(upper, false);
+            }
+        }
+    }
+
+    /// The upper copy is reached through index entry `key` from now on.
+    pub fn indexed(&mut self, key: String) {
+        if let Body::File(c) = &mut self.body {
+            debug_assert!(c.upper().is_some());
+            c.relocate_upper(UpperLoc::Indexed { key });
+        }
+    }
+
+    /// A directory's upper directory is `fd` (made by copy-up, or found made).
+    pub fn dir_copied_up(&mut self, fd: Arc<OwnedFd>) {
+        if let Body::Dir(d) = &mut self.body {
+            d.upper = Some(fd);
+        }
+    }
+
+    /// The upper directory carries the `impure` mark now.
+    pub fn marked_impure(&mut self) {
+        if let Body::Dir(d) = &mut self.body {
+            d.impure = true;
+        }
+    }
+
+    /// The default ACL of the upper directory, as just read.
+    pub fn default_acl_read(&mut self, acl: Option<Arc<[u8]>>) {
+        if let Body::Dir(d) = &mut self.body {
+            d.default_acl = Some(acl);
+        }
+    }
+
+    /// The directory's ACLs changed: read the default one again when needed.
+    pub fn default_acl_changed(&mut self) {
+        if let Body::Dir(d) = &mut self.body {
+            d.default_acl = None;
+        }
+    }
+
+    /// A directory's listing cache, to change through its own methods (`readdir.rs`).
+    pub fn listing_mut(&mut self) -> Option<&mut ListingCache> {
+        match &mut self.body {
+            Body::Dir(d) => Some(&mut d.listing),
+            Body::File(_) => None,
+        }
     }
 }
 
@@ -265,10 +626,10 @@ impl Node {
     }
 
     pub fn is_dir(&self) -> bool {
-        self.read().kind.is_dir()
+        self.read().kind().is_dir()
     }
 
     pub fn is_unlinked(&self) -> bool {
-        self.read().unlinked
+        self.read().is_unlinked()
     }
 }

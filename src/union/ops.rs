@@ -27,7 +27,7 @@ use super::copyup::CopyMode;
 use super::error::{Context, FsError, Result};
 use super::file::OpenReply;
 use super::lookup::{Resolved, open_dir_at, stat_at};
-use super::node::{DevIno, DirInfo, DirSnapshot, Ident, Node, NodeId, UpperLoc};
+use super::node::{Body, Content, DevIno, DirInfo, DirSnapshot, Ident, Node, NodeId, UpperLoc};
 use super::upper::{Slot, Writer};
 use super::{Caller, Entry, Union};
 
@@ -241,19 +241,17 @@ impl Union {
                 upper: Some(DevIno::of(&st)),
                 lower: None,
             },
-            lower: None,
-            upper: (!kind.is_dir()).then(|| UpperLoc::Named {
-                parent: pfd.clone(),
-                name: name.to_owned(),
-            }),
-            metacopy: false,
-            dir: if kind.is_dir() {
-                Some(DirInfo {
-                    upper: Some(open_dir_at(&pfd, name)?),
-                    ..Default::default()
-                })
+            body: if kind.is_dir() {
+                let fd = open_dir_at(&pfd, name)?;
+                Body::Dir(DirInfo::new(Some(fd), Vec::new(), None, false))
             } else {
-                None
+                Body::File(Content::Upper {
+                    upper: UpperLoc::Named {
+                        parent: pfd.clone(),
+                        name: name.to_owned(),
+                    },
+                    lower: None,
+                })
             },
         };
         let file = matches!(kind, NewKind::File { .. }).then_some(fd);
@@ -264,8 +262,8 @@ impl Union {
     /// node: whether the umask applies to what is created in it, and what a staging
     /// directory must pass on.
     fn default_acl(&self, dir: &Node, pfd: &OwnedFd) -> Result<Option<Arc<[u8]>>> {
-        if let Some(d) = &dir.read().dir
-            && let Some(acl) = &d.default_acl
+        if let Some(d) = dir.read().dir()
+            && let Some(acl) = d.default_acl()
         {
             return Ok(acl.clone());
         }
@@ -282,9 +280,7 @@ impl Union {
             }
             Err(e) => return Err(FsError::from(e).with_ctx("read the default ACL")),
         };
-        if let Some(d) = dir.write().dir.as_mut() {
-            d.default_acl = Some(acl.clone());
-        }
+        dir.write().default_acl_read(acl.clone());
         Ok(acl)
     }
 
@@ -418,12 +414,10 @@ impl Union {
     /// count is kept there and no later copy-up is made at the removed name (the node's
     /// name is whichever of its names was looked up first); an upper copy is pinned.
     pub(crate) fn before_name_removal(&self, node: &Arc<Node>) -> Result<()> {
-        let hardlinked_lower = {
-            let s = node.read();
-            s.dir.is_none()
-                && s.upper.is_none()
-                && s.lower.as_ref().is_some_and(|l| l.stat.st_nlink > 1)
-        };
+        let hardlinked_lower = node
+            .read()
+            .lower_only()
+            .is_some_and(|l| l.stat.st_nlink > 1);
         if hardlinked_lower {
             self.copy_up(node, CopyMode::Full)?;
         }
@@ -432,19 +426,19 @@ impl Union {
 
     /// Bookkeeping once a name of `node` is gone.
     pub(crate) fn name_removed(&self, w: &Writer<'_>, node: &Arc<Node>) -> Result<()> {
-        let upper = node.read().upper.clone();
+        let upper = node.read().upper().cloned();
         if let Some(UpperLoc::Indexed { key }) = upper {
             if w.adjust_nlink(&key, -1)? > 0 {
                 return Ok(());
             }
         } else {
-            let s = node.read();
             // Other names of a hard-linked lower file may still show it.
-            if s.upper.is_none() && s.lower.as_ref().is_some_and(|l| l.stat.st_nlink > 1) {
+            let s = node.read();
+            if s.lower_only().is_some_and(|l| l.stat.st_nlink > 1) {
                 return Ok(());
             }
         }
-        node.write().unlinked = true;
+        node.write().set_unlinked();
         Ok(())
     }
 

@@ -1,9 +1,17 @@
 //! The merged listing of a directory: every layer's entries, top first, without
 //! duplicates, without what whiteouts hide and without the markers themselves.
 //!
-//! A listing is built once per open directory handle (and cached on the node until the
-//! directory changes), so offsets are plain indexes into it: stable across getdents
-//! calls, telldir/seekdir, and entries created or removed meanwhile.
+//! A listing is built once per open directory handle, so offsets are plain indexes into
+//! it: stable across getdents calls, telldir/seekdir, and entries created or removed
+//! meanwhile.
+//!
+//! This module also owns the listing cache of a directory node ([`ListingCache`], kept in
+//! its state): the last listing built, until the directory changes, and its number of
+//! subdirectories (a merged directory's nlink). Every change of a directory's entries
+//! calls [`Union::dir_changed`], which drops the listing and bumps a generation, so a
+//! listing built while the change happened is not cached; the subdirectory count is kept
+//! up to date by the change itself rather than recounted, so a create in a big directory
+//! costs no listing.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -15,13 +23,48 @@ use crate::sys::At;
 use crate::whiteout::{self, NameKind};
 
 use super::attr::FileKind;
-use super::error::Result;
+use super::error::{FsError, Result};
 use super::layer::open_listing_dir;
 use super::listing::{DirEntry, Listing};
 use super::lookup::stat_at;
-use super::node::DirSnapshot;
+use super::node::{DirSnapshot, Node};
 use super::xattr;
 use super::{Atime, Union};
+
+/// What is cached about a directory's merged listing (in its node's state, changed only
+/// here).
+#[derive(Debug, Default)]
+pub(crate) struct ListingCache {
+    /// The last listing built, while the directory has not changed since.
+    listing: Option<Arc<Listing>>,
+    /// Bumped on every change, so a listing built meanwhile is not cached.
+    generation: u64,
+    /// Number of subdirectories in the merged view, once counted.
+    subdirs: Option<u32>,
+}
+
+impl ListingCache {
+    /// Number of subdirectories in the merged view, if counted.
+    pub fn subdirs(&self) -> Option<u32> {
+        self.subdirs
+    }
+
+    /// Keeps `listing`, built from the directory as it was at `generation`, unless the
+    /// directory changed since.
+    fn store(&mut self, generation: u64, listing: &Arc<Listing>) {
+        if self.generation == generation {
+            self.listing = Some(listing.clone());
+            self.subdirs = Some(listing.subdirs);
+        }
+    }
+
+    /// The directory changed, with `subdirs` more (or fewer) subdirectories.
+    fn changed(&mut self, subdirs: i32) {
+        self.listing = None;
+        self.generation += 1;
+        self.subdirs = self.subdirs.map(|n| n.saturating_add_signed(subdirs));
+    }
+}
 
 /// The raw entries of one layer directory.
 fn read_layer_dir(dir: &OwnedFd, noatime: bool) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
@@ -145,6 +188,32 @@ impl Union {
         }
         let subdirs = entries.iter().filter(|e| e.kind.is_dir()).count() as u32;
         Ok(Listing { entries, subdirs })
+    }
+
+    /// The merged listing of a directory node, cached until the directory changes.
+    pub(crate) fn dir_listing(&self, node: &Node) -> Result<Arc<Listing>> {
+        let (snap, impure, generation) = {
+            let s = node.read();
+            let d = s.dir().ok_or(FsError::ENOTDIR)?;
+            if let Some(l) = &d.listing().listing {
+                return Ok(l.clone());
+            }
+            (d.snapshot(), d.impure(), d.listing().generation)
+        };
+        // Built unlocked: the generation says whether it is still the directory's.
+        let listing = Arc::new(self.build_listing(&snap, impure)?);
+        if let Some(cache) = node.write().listing_mut() {
+            cache.store(generation, &listing);
+        }
+        Ok(listing)
+    }
+
+    /// Forgets the cached listing of a directory node after a change in it; `subdirs`
+    /// is how its number of subdirectories changed.
+    pub(crate) fn dir_changed(&self, node: &Node, subdirs: i32) {
+        if let Some(cache) = node.write().listing_mut() {
+            cache.changed(subdirs);
+        }
     }
 
     /// True when the merged directory has no visible entry.

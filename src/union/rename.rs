@@ -22,7 +22,7 @@ use super::attr::FileKind;
 use super::copyup::CopyMode;
 use super::error::{FsError, Result};
 use super::lookup::stat_at;
-use super::node::{Node, NodeId, UpperLoc};
+use super::node::{Body, Node, NodeId, UpperLoc};
 use super::upper::Writer;
 use super::xattr;
 
@@ -38,11 +38,11 @@ struct TempPin<'a> {
 
 impl<'a> TempPin<'a> {
     fn new(u: &Union, node: &'a Node) -> Result<TempPin<'a>> {
-        let had = node.read().pin.is_some();
+        let had = node.read().pin().is_some();
         u.pin(node)?;
         Ok(TempPin {
             node,
-            added: !had && node.read().pin.is_some(),
+            added: !had && node.read().pin().is_some(),
         })
     }
 }
@@ -50,10 +50,7 @@ impl<'a> TempPin<'a> {
 impl Drop for TempPin<'_> {
     fn drop(&mut self) {
         if self.added {
-            let mut s = self.node.write();
-            if !s.unlinked {
-                s.pin = None;
-            }
+            self.node.write().unpin_if_linked();
         }
     }
 }
@@ -69,7 +66,7 @@ impl Union {
         pfd: &OwnedFd,
         name: &OsStr,
     ) -> Result<()> {
-        let key = match &node.read().upper {
+        let key = match node.read().upper() {
             Some(UpperLoc::Indexed { key }) => key.clone(),
             _ => return Ok(()),
         };
@@ -90,9 +87,9 @@ impl Union {
             let (parent, name, upper) = {
                 let s = cur.read();
                 (
-                    s.parent.clone(),
-                    s.name.clone(),
-                    s.dir.as_ref().and_then(|d| d.upper.clone()),
+                    s.parent().cloned(),
+                    s.name().to_owned(),
+                    s.dir().and_then(|d| d.upper().cloned()),
                 )
             };
             let Some(parent) = parent else {
@@ -123,11 +120,7 @@ impl Union {
             return self.copy_up(node, CopyMode::Full);
         }
         let fd = self.copy_up_dir(node)?;
-        let has_lowers = node
-            .read()
-            .dir
-            .as_ref()
-            .is_some_and(|d| !d.lowers.is_empty());
+        let has_lowers = node.read().dir().is_some_and(|d| !d.lowers().is_empty());
         let marks = xattr::read_marks(At::Fd(fd.as_fd()))?;
         if has_lowers {
             if marks.redirect.is_none() {
@@ -142,15 +135,7 @@ impl Union {
 
     /// Points `node` at its new name after a rename.
     fn moved(&self, node: &Arc<Node>, parent: &Arc<Node>, pfd: &Arc<OwnedFd>, name: &OsStr) {
-        let mut s = node.write();
-        s.parent = Some(self.parent_ref(parent));
-        s.name = name.to_owned();
-        if let Some(UpperLoc::Named { .. }) = s.upper {
-            s.upper = Some(UpperLoc::Named {
-                parent: pfd.clone(),
-                name: name.to_owned(),
-            });
-        }
+        node.write().moved(self.parent_ref(parent), pfd, name);
     }
 
     /// rename(2) and renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE.
@@ -183,7 +168,10 @@ impl Union {
                     (true, false) => return Err(FsError::ENOTDIR),
                     (false, true) => return Err(FsError::EISDIR),
                     (true, true) => {
-                        let ds = d.dir.as_ref().map(|di| di.snapshot()).unwrap_or_default();
+                        let ds = match &d.body {
+                            Body::Dir(di) => di.snapshot(),
+                            Body::File(_) => Default::default(),
+                        };
                         let live = self
                             .nodes
                             .find(d.ino, &d.ident)

@@ -287,9 +287,9 @@ impl NodeTable {
         let (parent, name, unlinked) = {
             let s = node.read();
             (
-                s.parent.as_ref().map(|p| p.id()),
-                s.name.clone(),
-                s.unlinked,
+                s.parent().map(|p| p.id()),
+                s.name().to_owned(),
+                s.is_unlinked(),
             )
         };
         if unlinked || id.0 >= SYNTHETIC_BASE {
@@ -360,19 +360,16 @@ impl NodeTable {
 /// A bare state for tests.
 #[cfg(test)]
 pub(crate) fn empty_state(kind: super::attr::FileKind) -> NodeState {
-    NodeState {
-        parent: None,
-        name: Default::default(),
-        kind,
-        ino: 0,
-        lower: None,
-        upper: None,
-        metacopy: false,
-        dir: None,
-        pin: None,
-        open_fd: None,
-        unlinked: false,
-    }
+    use super::node::{Body, Content, DirInfo, UpperLoc};
+    let body = if kind.is_dir() {
+        Body::Dir(DirInfo::default())
+    } else {
+        Body::File(Content::Upper {
+            upper: UpperLoc::Indexed { key: String::new() },
+            lower: None,
+        })
+    };
+    NodeState::new(None, Default::default(), kind, 0, body)
 }
 
 #[cfg(test)]
