@@ -113,7 +113,7 @@ fn scan(
     out: &mut Extra,
 ) -> std::io::Result<()> {
     let mut subdirs = Vec::new();
-    for (name, ino, kind) in super::raw_entries(dir)? {
+    for crate::sys::DirEntry { name, ino, kind } in super::raw_entries(dir)? {
         let is_dir = match kind {
             Some(t) => t == nix::dir::Type::Directory,
             None => fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)

@@ -134,28 +134,19 @@ enum Source {
 
 /// The raw entries of a directory (name, inode number, type when the filesystem gives
 /// it), `.` and `..` left out.
-fn raw_entries(dir: &OwnedFd) -> io::Result<Vec<(OsString, u64, Option<nix::dir::Type>)>> {
+fn raw_entries(dir: &OwnedFd) -> io::Result<Vec<crate::sys::DirEntry>> {
     let fd = openat(
         dir,
         ".",
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push((OsStr::from_bytes(n).to_owned(), e.ino(), e.file_type()));
-        }
-    }
-    Ok(out)
+    crate::sys::dir_entries(fd)
 }
 
 /// The raw names of a directory, `.` and `..` left out.
 fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
-    Ok(raw_entries(dir)?.into_iter().map(|(n, ..)| n).collect())
+    Ok(raw_entries(dir)?.into_iter().map(|e| e.name).collect())
 }
 
 fn absent_ok<T>(r: union::Result<T>) -> union::Result<Option<T>> {

@@ -162,29 +162,23 @@ impl Tree for LayerDirTree {
     fn children(&self, dir: &LayerNode) -> io::Result<Vec<(OsString, LayerNode)>> {
         let fd = Self::dir_fd(dir)?;
         let mut out = Vec::new();
-        let mut d = nix::dir::Dir::from_fd(fd.as_fd().try_clone_to_owned()?)?;
-        for e in d.iter() {
-            let e = e?;
-            let name = OsStr::from_bytes(e.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
+        for e in sys::dir_entries(fd.as_fd().try_clone_to_owned()?)? {
             let st = nix::sys::stat::fstatat(
                 fd.as_fd(),
-                name,
+                e.name.as_os_str(),
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             )?;
             if whiteout::is_whiteout_device(&st) {
                 // (mode 0600, as Docker writes whiteouts from overlay2)
-                let wh = whiteout::whiteout_file_name(name);
+                let wh = whiteout::whiteout_file_name(&e.name);
                 out.push((wh, LayerNode::Marker(marker(&st, 0o600))));
                 continue;
             }
             out.push((
-                name.to_os_string(),
+                e.name.clone(),
                 LayerNode::Entry {
                     dir: Rc::clone(&fd),
-                    name: name.to_os_string(),
+                    name: e.name,
                     st,
                 },
             ));

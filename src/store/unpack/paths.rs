@@ -2,7 +2,7 @@
 //! directories resolved beneath the layer root without following any symlink, and
 //! removal of an earlier entry of the same name.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -221,19 +221,8 @@ pub fn remove_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut names: Vec<OsString> = Vec::new();
-    {
-        let mut d = nix::dir::Dir::from_fd(fd.try_clone()?)?;
-        for e in d.iter() {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(OsStr::from_bytes(n).to_os_string());
-            }
-        }
-    }
-    for n in names {
-        remove_entry(fd.as_fd(), &n)?;
+    for e in crate::sys::dir_entries(fd.try_clone()?)? {
+        remove_entry(fd.as_fd(), &e.name)?;
     }
     Ok(nix::unistd::unlinkat(
         dir,
