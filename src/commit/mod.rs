@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 use crate::changes::{Views, container_image};
 use crate::digest::{Digest, Hashing, chain_ids};
 use crate::error::{Error, Result};
-use crate::image::{self, Reference, files::DirFiles};
+use crate::image::{self, Compression, Reference, files::DirFiles};
 use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
@@ -40,7 +40,7 @@ pub use layer::{LayerOptions, LayerStats};
 
 /// The media type of the layers commit makes: an uncompressed OCI layer (the blob is
 /// the tar, so its digest is the diff_id).
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const LAYER_MEDIA_TYPE: &str = Compression::None.media_type();
 
 /// What to commit, and how.
 #[derive(Debug, Clone, Default)]

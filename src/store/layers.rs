@@ -22,7 +22,7 @@ use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, Hashing, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
-use crate::image::{self, Compression, ImageFiles, LayerPlan};
+use crate::image::{Compression, ImageFiles, LayerPlan};
 use crate::whiteout::Styles;
 
 pub const LAYER_JSON: &str = "layer.json";
@@ -163,14 +163,9 @@ fn stage_into(
         let mut buffered = BufReader::with_capacity(BLOB_BUF, &mut blob_r);
         let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
         let compression = Compression::sniff(head);
-        let decompressed: Box<dyn Read + Send + '_> = match compression {
-            Compression::None => Box::new(buffered),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(buffered)
-                    .map_err(|e| Error::io_what("starting zstd decompression", e))?,
-            ),
-        };
+        let decompressed = compression
+            .reader(buffered)
+            .map_err(|e| Error::io_what("starting zstd decompression", e))?;
         let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
         let layout_rel = dir.join(tarsplit::TAR_SPLIT);
         let layout_path = store.shown(&layout_rel);
@@ -249,7 +244,7 @@ fn stage_into(
     };
     let media_type = match &plan.media_type {
         Some(m) => {
-            if image::layer_compression(m) != Some(compression) {
+            if Compression::of_media_type(m) != Some(compression) {
                 log::debug!(
                     "layer {}: media type {m} but content is {compression:?}",
                     label(plan)
@@ -257,12 +252,7 @@ fn stage_into(
             }
             m.clone()
         }
-        None => match compression {
-            Compression::None => image::DOCKER_LAYER_TAR,
-            Compression::Gzip => image::DOCKER_LAYER_GZIP,
-            Compression::Zstd => image::DOCKER_LAYER_ZSTD,
-        }
-        .to_string(),
+        None => compression.docker_media_type().to_string(),
     };
     let info = LayerInfo {
         diff_id: plan.diff_id,
@@ -426,14 +416,9 @@ pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) ->
     let mut buffered = BufReader::with_capacity(BLOB_BUF, blob);
     let location = files.location(&plan.path);
     let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
-    let decompressed: Box<dyn Read> = match Compression::sniff(head) {
-        Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered)
-                .map_err(|e| Error::io_what("starting zstd decompression", e))?,
-        ),
-    };
+    let decompressed = Compression::sniff(head)
+        .reader(buffered)
+        .map_err(|e| Error::io_what("starting zstd decompression", e))?;
     let diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
     let stage = store.staging_dir(&format!("layout-{}", plan.diff_id.short()))?;
     let staged = stage.join(tarsplit::TAR_SPLIT);

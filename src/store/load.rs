@@ -292,13 +292,17 @@ fn describe_present(
     };
     let mut head = [0u8; 4];
     let n = r.read(&mut head).unwrap_or(0);
-    let (media_type, digest) = match Compression::sniff(&head[..n]) {
+    let compression = Compression::sniff(&head[..n]);
+    let digest = match compression {
         // An uncompressed blob is the tar itself: its digest is the diff_id.
-        Compression::None => (image::DOCKER_LAYER_TAR, Some(l.diff_id)),
-        Compression::Gzip => (image::DOCKER_LAYER_GZIP, l.digest),
-        Compression::Zstd => (image::DOCKER_LAYER_ZSTD, l.digest),
+        Compression::None => Some(l.diff_id),
+        _ => l.digest,
     };
-    Ok((digest, media_type.to_string(), Some(size)))
+    Ok((
+        digest,
+        compression.docker_media_type().to_string(),
+        Some(size),
+    ))
 }
 
 /// Stages the layers `todo` (indexes into `plan.layers`) with up to `available_parallelism`
