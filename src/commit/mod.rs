@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::image::{self, Compression, Reference, files::DirFiles};
 use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo};
+use crate::store::progress::{LayerProgress, Quiet};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
 use crate::store::{Store, at, containers, gc};
 use crate::union::{LayerSpec, WorkSpec};
@@ -200,7 +201,10 @@ fn install_layer(
         &files,
         &plan,
         &opts,
-        &indicatif::ProgressBar::hidden(),
+        LayerProgress {
+            of: &Quiet,
+            layer: 0,
+        },
     )?;
     let info = layers::install(store, staged)?;
     Ok((info, true))

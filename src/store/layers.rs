@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+use super::progress::LayerProgress;
 use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, Hashing, Mismatch, VerifyingReader, mismatch_in};
@@ -96,13 +97,13 @@ pub fn label(plan: &LayerPlan) -> String {
 }
 
 /// Streams one layer blob into a new staging directory and verifies it. `progress` is
-/// fed the blob bytes as they are read.
+/// told the blob's size and fed its bytes as they are read.
 pub fn stage(
     store: &Store,
     files: &dyn ImageFiles,
     plan: &LayerPlan,
     opts: &UnpackOptions,
-    progress: &indicatif::ProgressBar,
+    progress: LayerProgress<'_>,
 ) -> Result<Staged> {
     let layer = label(plan);
     let in_layer = |e: Error| Error::Layer {
@@ -116,9 +117,10 @@ pub fn stage(
             location: files.location(&plan.path),
         })
     })?;
-    progress.set_length(blob_size);
+    progress.start(blob_size);
     let dir = store.staging_dir(&format!("layer-{}", plan.diff_id.short()))?;
-    let res = stage_into(store, &dir, files, plan, opts, progress, blob, blob_size);
+    let blob = progress.counting(blob);
+    let res = stage_into(store, &dir, files, plan, opts, blob, blob_size);
     match res {
         Ok(info) => Ok(Staged { dir, info }),
         Err(e) => {
@@ -128,15 +130,13 @@ pub fn stage(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn stage_into(
     store: &Store,
     dir: &Path,
     files: &dyn ImageFiles,
     plan: &LayerPlan,
     opts: &UnpackOptions,
-    progress: &indicatif::ProgressBar,
-    blob: Box<dyn Read + Send>,
+    blob: impl Read + Send,
     blob_size: u64,
 ) -> Result<LayerInfo> {
     let diff = dir.join(DIFF_DIR);
@@ -145,10 +145,9 @@ fn stage_into(
     let diff_fd = store.dir().open_dir(&diff)?;
     let location = files.location(&plan.path);
 
-    let counted = progress.wrap_read(blob);
     let mut blob_r = match plan.digest {
-        Some(d) => BlobReader::Verify(VerifyingReader::new(counted, d, plan.size)),
-        None => BlobReader::Hash(Hashing::new(counted)),
+        Some(d) => BlobReader::Verify(VerifyingReader::new(blob, d, plan.size)),
+        None => BlobReader::Hash(Hashing::new(blob)),
     };
     let blob_mismatch = |m: &Mismatch| Error::DigestMismatch {
         what: format!("blob {location}"),
