@@ -7,8 +7,8 @@
 //! loaded as, played back from its recorded layout ([`super::tarsplit`]) and checked
 //! against its diff_id on the way out, then compressed as asked ([`crate::image::compress`]:
 //! in parallel chunks, streamed). A layer shared by several images is written once.
-//! Layers `commit` made are recorded as they are installed (through `layers::stage`, as
-//! loaded ones). A layer without a recorded layout (unpacked by an older layerfs) is
+//! Layers `commit` made are recorded as they are installed (through `layers::stage_tar`,
+//! as loaded ones). A layer without a recorded layout (unpacked by an older layerfs) is
 //! written again: one `commit` made by `commit`'s own writer over the layers below it,
 //! any other from its directory; either counts only if it gives the diff_id.
 //!
