@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Context;
 use crate::image::Source;
-use crate::store::progress::Progress;
+use crate::store::progress::{LayerEvent, Progress};
 use crate::store::{ImageRecord, Store, load};
 
 #[derive(Debug, clap::Args)]
@@ -167,32 +167,17 @@ impl Progress for Bars {
         *image = Some((multi, bars));
     }
 
-    fn present(&self, i: usize) {
-        if let Some(b) = self.bar(i) {
-            b.finish_with_message("already present");
-        }
-    }
-
-    fn start(&self, i: usize, size: u64) {
-        if let Some(b) = self.bar(i) {
-            b.set_message("unpacking");
-            b.set_length(size);
-        }
-    }
-
-    fn advance(&self, i: usize, n: u64) {
-        if let Some(b) = self.bar(i) {
-            b.inc(n);
-        }
-    }
-
-    fn done(&self, i: usize, ok: bool) {
-        if let Some(b) = self.bar(i) {
-            if ok {
-                b.finish_with_message("done");
-            } else {
-                b.abandon_with_message("failed");
+    fn layer(&self, i: usize, event: LayerEvent) {
+        let Some(b) = self.bar(i) else { return };
+        match event {
+            LayerEvent::Present => b.finish_with_message("already present"),
+            LayerEvent::Start(size) => {
+                b.set_message("unpacking");
+                b.set_length(size);
             }
+            LayerEvent::Read(n) => b.inc(n),
+            LayerEvent::Done => b.finish_with_message("done"),
+            LayerEvent::Failed => b.abandon_with_message("failed"),
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use super::progress::LayerProgress;
+use super::progress::{LayerEvent, LayerProgress};
 use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, Hashing, Mismatch, VerifyingReader, mismatch_in};
@@ -129,7 +129,7 @@ pub fn stage(
                 },
             )
         })?;
-    progress.start(blob_size);
+    progress.report(LayerEvent::Start(blob_size));
     staging(store, &plan.diff_id, &layer, |dir| {
         let blob = progress.counting(blob);
         stage_blob(store, dir, files, plan, opts, blob, blob_size)

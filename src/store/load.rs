@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use super::Store;
 use super::images::{self, ImageRecord, LayerRecord};
 use super::layers::{self, LayerInfo, LayerSource, Staged};
-use super::progress::{LayerProgress, Progress};
+use super::progress::{LayerEvent, LayerProgress, Progress};
 use super::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
 use crate::digest::{Digest, chain_ids};
 use crate::error::{Error, Result};
@@ -155,7 +155,7 @@ fn load_one(
     let labels: Vec<String> = plan.layers.iter().map(layers::label).collect();
     progress.image(&labels);
     for i in (0..plan.layers.len()).filter(|i| !todo.contains(i)) {
-        progress.present(i);
+        progress.layer(i, LayerEvent::Present);
     }
 
     let staged = stage_parallel(store, &plan, &todo, unpack_opts, progress)?;
@@ -312,8 +312,10 @@ fn stage_parallel(
                         layer: i,
                     };
                     let r = layers::stage(store, plan.files.as_ref(), layer, unpack_opts, shown);
-                    progress.done(i, r.is_ok());
-                    if r.is_err() {
+                    if r.is_ok() {
+                        progress.layer(i, LayerEvent::Done);
+                    } else {
+                        progress.layer(i, LayerEvent::Failed);
                         failed.store(true, Ordering::Relaxed);
                     }
                     if let Ok(mut v) = results.lock() {

@@ -4,27 +4,39 @@
 
 use std::io::{self, Read};
 
+/// What happens to one layer of the image being loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerEvent {
+    /// In the store already: nothing to do.
+    Present,
+    /// Unpacking starts, from a blob of this many bytes.
+    Start(u64),
+    /// This many more bytes of the blob were read.
+    Read(u64),
+    /// Staged, verified.
+    Done,
+    /// Not staged: the load fails.
+    Failed,
+}
+
 /// What a load reports as it goes. Layers are numbered bottom first within their image;
 /// an image's layers are staged in parallel, so calls come from several threads.
 pub trait Progress: Sync {
     /// An image's layers, before any is looked at: `labels[i]` names layer `i` as its
     /// errors do (its blob digest, else its diff_id).
-    fn image(&self, _labels: &[String]) {}
-    /// Layer `i` is in the store already: nothing to do.
-    fn present(&self, _i: usize) {}
-    /// Layer `i` starts unpacking, from a blob of `size` bytes.
-    fn start(&self, _i: usize, _size: u64) {}
-    /// `n` more bytes of layer `i`'s blob were read.
-    fn advance(&self, _i: usize, _n: u64) {}
-    /// Layer `i` is staged (`ok`), or failed.
-    fn done(&self, _i: usize, _ok: bool) {}
+    fn image(&self, labels: &[String]);
+    /// Something happened to layer `i` of that image.
+    fn layer(&self, i: usize, event: LayerEvent);
 }
 
 /// Reports nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quiet;
 
-impl Progress for Quiet {}
+impl Progress for Quiet {
+    fn image(&self, _: &[String]) {}
+    fn layer(&self, _: usize, _: LayerEvent) {}
+}
 
 /// Layer `layer` of a [`Progress`]: what staging that one layer reports.
 #[derive(Clone, Copy)]
@@ -34,9 +46,8 @@ pub struct LayerProgress<'a> {
 }
 
 impl<'a> LayerProgress<'a> {
-    /// The layer starts unpacking, from a blob of `size` bytes.
-    pub fn start(self, size: u64) {
-        self.of.start(self.layer, size);
+    pub fn report(self, event: LayerEvent) {
+        self.of.layer(self.layer, event);
     }
 
     /// `r`, reporting every byte read from it.
@@ -58,7 +69,7 @@ impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n > 0 {
-            self.progress.of.advance(self.progress.layer, n as u64);
+            self.progress.report(LayerEvent::Read(n as u64));
         }
         Ok(n)
     }
