@@ -68,14 +68,8 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
     )
 }
 
-/// A directory entry as readdir gives it.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub name: OsString,
-    pub ino: u64,
-    /// Its type, when the filesystem says it.
-    pub kind: Option<Type>,
-}
+/// A directory entry as readdir gives it (the one reader is [`crate::sys::dir_entries`]).
+pub use crate::sys::DirEntry as Entry;
 
 /// One directory the walk is in: its name, identity and the entries still to visit.
 struct Frame {
@@ -93,20 +87,7 @@ pub fn entries(fd: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let mut d = nix::dir::Dir::from_fd(own)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(Entry {
-                name: OsStr::from_bytes(n).to_owned(),
-                ino: e.ino(),
-                kind: e.file_type(),
-            });
-        }
-    }
-    Ok(out)
+    crate::sys::dir_entries(own)
 }
 
 fn frame(name: OsString, fd: BorrowedFd<'_>) -> io::Result<Frame> {

@@ -1,9 +1,14 @@
 //! `layerfs load`: load an image source into the store; print its id last.
 
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
 use anyhow::Context as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Context;
 use crate::image::Source;
+use crate::store::progress::{LayerEvent, Progress};
 use crate::store::{ImageRecord, Store, load};
 
 #[derive(Debug, clap::Args)]
@@ -72,11 +77,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
     let opts = load::LoadOptions {
         tag: args.tag,
-        quiet: ctx.quiet,
         max_layer_size: args.max_layer_size,
     };
-    let loaded =
-        load::load_all(&store, &source, &opts).with_context(|| format!("cannot load {source}"))?;
+    // The bars are gone (drawn for the last time) before anything is printed.
+    let loaded = load::load_all(&store, &source, &opts, &Bars::new(ctx.quiet))
+        .with_context(|| format!("cannot load {source}"))?;
     for l in loaded {
         if !ctx.quiet {
             for n in &l.names {
@@ -94,16 +99,87 @@ pub(crate) fn image_arg(ctx: &Context, store: &Store, arg: &str) -> anyhow::Resu
     if let Some(source) = Source::parse(arg)? {
         let opts = load::LoadOptions {
             tag: None,
-            quiet: ctx.quiet,
             max_layer_size: max_layer_size_from_env()?,
         };
-        let id =
-            load::load(store, &source, &opts).with_context(|| format!("cannot load {source}"))?;
+        let id = load::load(store, &source, &opts, &Bars::new(ctx.quiet))
+            .with_context(|| format!("cannot load {source}"))?;
         return store
             .image(&id)?
             .ok_or_else(|| anyhow::anyhow!("image {id} vanished from the store"));
     }
     Ok(store.resolve_image(arg)?)
+}
+
+/// A load's progress on stderr when it is a terminal (and `-q` was not given): one bar
+/// per layer of the image being loaded, in image order.
+struct Bars {
+    shown: bool,
+    /// The current image's bars, each image under a display of its own.
+    image: Mutex<Option<(MultiProgress, Vec<ProgressBar>)>>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Bars {
+        Bars {
+            shown: !quiet && std::io::stderr().is_terminal(),
+            image: Mutex::new(None),
+        }
+    }
+
+    fn bar(&self, i: usize) -> Option<ProgressBar> {
+        if !self.shown {
+            return None;
+        }
+        let image = self.image.lock().ok()?;
+        image.as_ref()?.1.get(i).cloned()
+    }
+}
+
+impl Progress for Bars {
+    fn image(&self, labels: &[String]) {
+        if !self.shown {
+            return;
+        }
+        let Ok(mut image) = self.image.lock() else {
+            return;
+        };
+        // The previous image's display ends before this one's starts.
+        *image = None;
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30.cyan/blue}] {bytes:>10}/{total_bytes:<10} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let total = labels.len();
+        let bars = labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                let pb = multi.add(ProgressBar::new(0));
+                pb.set_style(style.clone());
+                // `sha256:` left out, 12 hex digits as Docker shows ids.
+                let short: String = label.chars().skip(7).take(12).collect();
+                pb.set_prefix(format!("layer {}/{total} {short}", i + 1));
+                pb
+            })
+            .collect();
+        *image = Some((multi, bars));
+    }
+
+    fn layer(&self, i: usize, event: LayerEvent) {
+        let Some(b) = self.bar(i) else { return };
+        match event {
+            LayerEvent::Present => b.finish_with_message("already present"),
+            LayerEvent::Start(size) => {
+                b.set_message("unpacking");
+                b.set_length(size);
+            }
+            LayerEvent::Read(n) => b.inc(n),
+            LayerEvent::Done => b.finish_with_message("done"),
+            LayerEvent::Failed => b.abandon_with_message("failed"),
+        }
+    }
 }
 
 /// Docker's `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.

@@ -11,9 +11,10 @@
 //! 3. the layer is written as a tar into `tmp/` ([`layer`]), its sha256 (the diff_id)
 //!    computed on the way; then the container is let go, and a daemon that stopped
 //!    holding it before (killed) fails the commit;
-//! 4. a layer the store lacks is unpacked and installed as a loaded one (`store::layers`:
-//!    verified against its diff_id, staged in `tmp/`, renamed into place); one it has is
-//!    used as it is (the same changes give the same diff_id);
+//! 4. a layer the store lacks is unpacked and installed as a loaded one
+//!    (`store::layers::stage_tar`: verified against its diff_id, its layout recorded,
+//!    staged in `tmp/`, renamed into place); one it has is used as it is (the same
+//!    changes give the same diff_id);
 //! 5. the image (the base config with the new `rootfs.diff_ids` entry, a `history` entry,
 //!    `created`, `author` and the changes; the base's layers plus the new one) is staged
 //!    and renamed into `images/`, then tagged. A name taken meanwhile undoes 5 and 4.
@@ -32,9 +33,9 @@ use serde_json::{Map, Value, json};
 use crate::changes::{Views, container_image};
 use crate::digest::{Digest, Hashing, chain_ids};
 use crate::error::{Error, Result};
-use crate::image::{self, Reference, files::DirFiles};
+use crate::image::{Compression, Reference};
 use crate::store::images::{self, ImageRecord, LayerRecord};
-use crate::store::layers::{self, LayerInfo};
+use crate::store::layers::{self, LayerInfo, LayerSource};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
 use crate::store::{Store, at, containers, gc};
 use crate::union::{LayerSpec, WorkSpec};
@@ -43,7 +44,7 @@ pub use layer::{LayerOptions, LayerStats};
 
 /// The media type of the layers commit makes: an uncompressed OCI layer (the blob is
 /// the tar, so its digest is the diff_id).
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const LAYER_MEDIA_TYPE: &str = Compression::None.media_type();
 
 /// What to commit, and how.
 #[derive(Debug, Clone, Default)]
@@ -193,10 +194,11 @@ fn read_layer(
     Ok((diff_id, size, stats))
 }
 
-/// Unpacks and installs the layer tar at `dir/layer.tar` unless the store has it.
+/// Unpacks and installs the layer tar at `tar` (`size` bytes, `data` of them file
+/// contents) unless the store has it.
 fn install_layer(
     store: &Store,
-    dir: &std::path::Path,
+    tar: &std::path::Path,
     diff_id: Digest,
     size: u64,
     data: u64,
@@ -204,27 +206,23 @@ fn install_layer(
     if let Some(info) = store.layer_info(&diff_id)? {
         return Ok((info, false));
     }
-    let plan = image::LayerPlan {
-        path: "layer.tar".into(),
-        digest: Some(diff_id),
-        size: Some(size),
-        media_type: Some(LAYER_MEDIA_TYPE.into()),
-        diff_id,
-    };
     let opts = UnpackOptions {
         styles: store.styles()?,
         ownership: store.ownership(),
         // Our own tar: its files add up to what we wrote.
         max_size: DEFAULT_MAX_LAYER_SIZE.max(data),
     };
-    let files = DirFiles::from_fd(store.dir().open_dir(dir)?, store.shown(dir));
-    let staged = layers::stage(
-        store,
-        &files,
-        &plan,
-        &opts,
-        &indicatif::ProgressBar::hidden(),
-    )?;
+    let file = store
+        .dir()
+        .open_read(tar)?
+        .ok_or_else(|| Error::io(store.shown(tar), std::io::ErrorKind::NotFound.into()))?;
+    // The blob of an uncompressed layer is its tar: its digest is the diff_id.
+    let source = LayerSource {
+        digest: Some(diff_id),
+        media_type: LAYER_MEDIA_TYPE.into(),
+        size,
+    };
+    let staged = layers::stage_tar(store, file, diff_id, &opts, source)?;
     let info = layers::install(store, staged)?;
     Ok((info, true))
 }
@@ -294,7 +292,7 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committ
         };
         let tar = staging.join("layer.tar");
         let (diff_id, size, stats) = write_tar(store, &c, &tar, &layer_opts)?;
-        let (info, unpacked) = install_layer(store, &staging, diff_id, size, stats.data)?;
+        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.data)?;
         Ok::<_, Error>((diff_id, size, stats, info, unpacked))
     })();
     let _ = store.dir().remove_tree(&staging);

@@ -27,16 +27,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A decompressing reader of file `path` (a regular file, opened without blocking, as
 /// every source file is: [`super::open::open_file`]).
-fn decoder(path: &Path, c: Compression) -> Result<Box<dyn Read>> {
+fn decoder(path: &Path, c: Compression) -> Result<Box<dyn Read + Send>> {
     let (f, _) = super::open::open_file(path)?;
-    let r = BufReader::with_capacity(256 << 10, f);
-    Ok(match c {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::io(path, e))?)
-        }
-    })
+    c.reader(BufReader::with_capacity(256 << 10, f))
+        .map_err(|e| Error::io(path, e))
 }
 
 /// A scratch directory (held open) and its path for messages.

@@ -1,4 +1,5 @@
-//! Layer compression for writing images: streamed, on every core, deterministic.
+//! Layer compression: the one table of what each [`Compression`] is (magic bytes, media
+//! types, reader, writer), and the streamed, parallel, deterministic writer of blobs.
 //!
 //! [`compress`] cuts the input into fixed-size chunks, compresses each on a pool of
 //! threads into a self-contained gzip member or zstd frame, and writes them in order,
@@ -11,10 +12,9 @@
 //! the same bytes (the same blob digest) on any machine.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, Mutex, mpsc};
 
-use super::Compression;
 use crate::digest::{Digest, Hashing};
 
 /// Input bytes per gzip member: large enough that restarting the 32 KiB window costs
@@ -30,6 +30,95 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// or waiting for their turn to be written).
 const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
+/// Magic bytes that start a gzip member and a zstd frame.
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// How a layer blob (or an archive) is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+
+    /// Recognises compression from the first bytes of a blob.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(GZIP_MAGIC) {
+            Compression::Gzip
+        } else if head.starts_with(ZSTD_MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The OCI media type of a layer blob compressed so: what `save` writes.
+    pub const fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// Docker's media type of a layer blob compressed so: recorded for layers whose source
+    /// names none (a docker-archive).
+    pub const fn docker_media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
+            Compression::Gzip => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            Compression::Zstd => "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        }
+    }
+
+    /// The compression a layer media type (OCI's or Docker's) names, or `None` when we
+    /// cannot unpack it (foreign layers, unknown types).
+    pub fn of_media_type(media_type: &str) -> Option<Compression> {
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.media_type() == media_type || c.docker_media_type() == media_type)
+    }
+
+    /// A reader of `r`'s bytes decompressed (`r` itself when uncompressed). gzip: every
+    /// member, as a layer compressed in parallel has several.
+    pub fn reader<'a>(self, r: impl BufRead + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(r),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        })
+    }
+
+    /// `chunk` compressed into one self-contained gzip member or zstd frame (a copy when
+    /// uncompressed): the writer's unit, see [`compress`].
+    fn compress_chunk(self, chunk: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            Compression::None => Ok(chunk.to_vec()),
+            Compression::Gzip => {
+                let mut enc = flate2::GzBuilder::new().mtime(0).write(
+                    Vec::with_capacity(chunk.len() / 2),
+                    flate2::Compression::new(GZIP_LEVEL),
+                );
+                enc.write_all(chunk)?;
+                enc.finish()
+            }
+            Compression::Zstd => zstd::bulk::compress(chunk, ZSTD_LEVEL),
+        }
+    }
+
+    /// Input bytes per member/frame of [`compress`].
+    fn chunk_size(self) -> usize {
+        match self {
+            Compression::Zstd => ZSTD_CHUNK,
+            _ => GZIP_CHUNK,
+        }
+    }
+}
+
 /// What was written: the digest and size of the blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
@@ -37,37 +126,14 @@ pub struct Written {
     pub size: u64,
 }
 
-fn chunk_size(c: Compression) -> usize {
-    match c {
-        Compression::Zstd => ZSTD_CHUNK,
-        _ => GZIP_CHUNK,
-    }
-}
-
 /// How many chunks one compression keeps in memory at most.
 pub fn max_in_flight(c: Compression, threads: usize) -> usize {
-    (2 * threads + 2).clamp(4, (MAX_IN_FLIGHT_BYTES / chunk_size(c)).max(4))
+    (2 * threads + 2).clamp(4, (MAX_IN_FLIGHT_BYTES / c.chunk_size()).max(4))
 }
 
 /// The number of compression threads: every core.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Compresses one chunk into a self-contained member/frame.
-pub fn compress_chunk(c: Compression, chunk: &[u8]) -> io::Result<Vec<u8>> {
-    match c {
-        Compression::None => Ok(chunk.to_vec()),
-        Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new().mtime(0).write(
-                Vec::with_capacity(chunk.len() / 2),
-                flate2::Compression::new(GZIP_LEVEL),
-            );
-            enc.write_all(chunk)?;
-            enc.finish()
-        }
-        Compression::Zstd => zstd::bulk::compress(chunk, ZSTD_LEVEL),
-    }
 }
 
 /// Reads `src` to its end, filling `buf` as far as it goes.
@@ -126,7 +192,7 @@ pub fn compress<R: Read + Send>(
     }
     let threads = threads.max(1);
     let in_flight = max_in_flight(c, threads);
-    let chunk = chunk_size(c);
+    let chunk = c.chunk_size();
     let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
     // Owned by the workers alone: when they are all gone, the reader's sends fail.
     let work_rx = Arc::new(Mutex::new(work_rx));
@@ -175,7 +241,7 @@ pub fn compress<R: Read + Send>(
                         Err(_) => return,
                     };
                     let Ok((seq, data)) = job else { return };
-                    let piece = match compress_chunk(c, &data) {
+                    let piece = match c.compress_chunk(&data) {
                         Ok(z) => Piece::Data(z),
                         Err(e) => Piece::Failed(e),
                     };
@@ -249,23 +315,28 @@ mod tests {
                 assert_eq!(wa.size, a.len() as u64);
                 assert_eq!(wa.digest, Digest::of(&a));
                 let mut back = Vec::new();
-                match c {
-                    Compression::Gzip => {
-                        flate2::read::MultiGzDecoder::new(&a[..])
-                            .read_to_end(&mut back)
-                            .unwrap();
-                    }
-                    Compression::Zstd => {
-                        zstd::stream::read::Decoder::new(&a[..])
-                            .unwrap()
-                            .read_to_end(&mut back)
-                            .unwrap();
-                    }
-                    Compression::None => back = a.clone(),
-                }
+                c.reader(&a[..]).unwrap().read_to_end(&mut back).unwrap();
                 assert!(back == input, "{c:?} {n}: round trip differs");
             }
         }
+    }
+
+    #[test]
+    fn one_table() {
+        for c in Compression::ALL {
+            assert_eq!(Compression::of_media_type(c.media_type()), Some(c));
+            assert_eq!(Compression::of_media_type(c.docker_media_type()), Some(c));
+        }
+        assert_eq!(
+            Compression::of_media_type("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
+            None
+        );
+        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::sniff(b"etc/"), Compression::None);
     }
 
     struct Failing(usize);

@@ -34,6 +34,7 @@ use oci_spec::image::ImageConfiguration;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+pub use compress::Compression;
 pub use files::ImageFiles;
 pub use reference::Reference;
 
@@ -78,9 +79,6 @@ impl fmt::Display for Source {
     }
 }
 
-/// Magic bytes of compressed files we recognise in order to say so.
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// Offset and value of the ustar magic in a tar header ("ustar\0" POSIX, "ustar " GNU).
 const USTAR_MAGIC_OFFSET: usize = 257;
 const USTAR_MAGIC: &[u8] = b"ustar";
@@ -370,65 +368,6 @@ pub fn name_hint(path: &Path) -> Option<String> {
     reference::sanitize_repo_name(&name)
 }
 
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// Recognises compression from the first bytes of a blob.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(GZIP_MAGIC) {
-            Compression::Gzip
-        } else if head.starts_with(ZSTD_MAGIC) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
-
-/// Layer media types we unpack, and the compression each names.
-pub const LAYER_MEDIA_TYPES: [(&str, Compression); 6] = [
-    ("application/vnd.oci.image.layer.v1.tar", Compression::None),
-    (
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Gzip,
-    ),
-    (
-        "application/vnd.oci.image.layer.v1.tar+zstd",
-        Compression::Zstd,
-    ),
-    (
-        "application/vnd.docker.image.rootfs.diff.tar",
-        Compression::None,
-    ),
-    (
-        "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        Compression::Gzip,
-    ),
-    (
-        "application/vnd.docker.image.rootfs.diff.tar.zstd",
-        Compression::Zstd,
-    ),
-];
-
-/// Media type recorded for docker-archive layers, which carry none: Docker's own.
-pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
-
-/// The compression a layer media type names, or `None` when we cannot unpack it.
-pub fn layer_compression(media_type: &str) -> Option<Compression> {
-    LAYER_MEDIA_TYPES
-        .iter()
-        .find(|(m, _)| *m == media_type)
-        .map(|(_, c)| *c)
-}
-
 /// One layer to unpack.
 #[derive(Debug, Clone)]
 pub struct LayerPlan {
@@ -519,19 +458,6 @@ pub fn name_from_ref(name: &str, hint: Option<&str>) -> Option<Reference> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_types() {
-        assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.v1.tar+zstd"),
-            Some(Compression::Zstd)
-        );
-        assert_eq!(
-            layer_compression("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
-            None
-        );
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-    }
 
     #[test]
     fn name_hints() {

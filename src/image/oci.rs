@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
-use super::{ImageFiles, ImagePlan, LayerPlan, Reference, layer_compression, name_from_ref};
+use super::{Compression, ImageFiles, ImagePlan, LayerPlan, Reference, name_from_ref};
 use crate::digest::{Digest, Mismatch};
 use crate::error::{Error, Result};
 
@@ -353,7 +353,7 @@ pub fn plan_from_manifest(
     for (desc, diff_id) in manifest.layers().iter().zip(diff_ids) {
         let digest = descriptor_digest(desc, &mloc)?;
         let media_type = desc.media_type().to_string();
-        if layer_compression(&media_type).is_none() {
+        if Compression::of_media_type(&media_type).is_none() {
             let kind = if FOREIGN_HINT.iter().any(|h| media_type.contains(h)) {
                 format!("{media_type} (foreign / non-distributable layers are not supported)")
             } else {

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Compression;
 use super::oci::{CONTAINERD_NAME, REF_NAME};
 use super::reference::Reference;
 use crate::digest::Digest;
@@ -20,15 +19,6 @@ pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// `oci-layout`.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-
-/// The OCI media type of a layer blob compressed with `c`.
-pub fn layer_media_type(c: Compression) -> &'static str {
-    match c {
-        Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-    }
-}
 
 /// A blob as a descriptor names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +208,7 @@ pub fn repositories(images: &[DockerImage]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::Compression;
 
     fn blob(mt: &str, b: &[u8]) -> Blob {
         Blob {
@@ -230,7 +221,7 @@ mod tests {
     #[test]
     fn documents_parse_as_what_they_claim() {
         let cfg = blob(MT_OCI_CONFIG, b"{}");
-        let l = blob(layer_media_type(Compression::Gzip), b"layer");
+        let l = blob(Compression::Gzip.media_type(), b"layer");
         let m = manifest(&cfg, std::slice::from_ref(&l));
         let parsed: oci_spec::image::ImageManifest = serde_json::from_slice(&m).unwrap();
         assert_eq!(parsed.layers().len(), 1);

@@ -1,28 +1,32 @@
 //! Layers: staged, verified, then installed by one rename.
 //!
-//! `layers/<diff_id hex>/` holds `diff/` (the unpacked layer, see [`super::unpack`]) and
-//! `layer.json` ([`LayerInfo`]). A layer is built in `tmp/layer-…/` by [`stage`], which
-//! streams the blob through: sha256 of the blob as stored (checked against the manifest
-//! digest and size when known) → decompression (gzip, zstd or none, recognised from the
-//! blob's first bytes) → sha256 of the tar (checked against the config's diff_id, after
-//! reading the stream to its very end) → the unpacker. Reading, hashing and decompressing
-//! run on a thread of their own, a few chunks ahead of the unpacker, so CPU work overlaps
-//! the filesystem work. [`install`] renames the staged
-//! directory into `layers/` with `RENAME_NOREPLACE`; when another load won the race the
-//! staged copy is discarded. A layer already installed is never staged again.
+//! `layers/<diff_id hex>/` holds `diff/` (the unpacked layer, see [`super::unpack`]),
+//! `tar-split.zst` (its tar's layout, see [`super::tarsplit`]) and `layer.json`
+//! ([`LayerInfo`]). A layer is built in `tmp/layer-…/` by [`stage`], which streams the
+//! blob through: sha256 of the blob as stored (checked against the manifest digest and
+//! size when known) → decompression (gzip, zstd or none, recognised from the blob's first
+//! bytes) → sha256 of the tar (checked against the config's diff_id, after reading the
+//! stream to its very end) → the unpacker and the layout recorder. [`stage_tar`] does the
+//! part from the tar on, for a layer made here (`commit`'s). Reading, hashing and
+//! decompressing run on a thread of their own, a few chunks ahead of the unpacker, so CPU
+//! work overlaps the filesystem work. [`install`] renames the staged directory into
+//! `layers/` with `RENAME_NOREPLACE`; when another load won the race the staged copy is
+//! discarded. A layer already installed is never staged again.
 
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+use super::progress::{LayerEvent, LayerProgress};
 use super::tarsplit;
 use super::unpack::{self, UnpackOptions, UnpackStats};
 use crate::digest::{Digest, Hashing, Mismatch, VerifyingReader, mismatch_in};
 use crate::error::{Error, Result};
-use crate::image::{self, Compression, ImageFiles, LayerPlan};
+use crate::image::{Compression, ImageFiles, LayerPlan};
 use crate::whiteout::Styles;
 
 pub const LAYER_JSON: &str = "layer.json";
@@ -95,144 +99,127 @@ pub fn label(plan: &LayerPlan) -> String {
     plan.digest.unwrap_or(plan.diff_id).to_string()
 }
 
+fn in_layer(layer: &str, e: Error) -> Error {
+    Error::Layer {
+        layer: layer.to_string(),
+        source: Box::new(e),
+    }
+}
+
 /// Streams one layer blob into a new staging directory and verifies it. `progress` is
-/// fed the blob bytes as they are read.
+/// told the blob's size and fed its bytes as they are read.
 pub fn stage(
     store: &Store,
     files: &dyn ImageFiles,
     plan: &LayerPlan,
     opts: &UnpackOptions,
-    progress: &indicatif::ProgressBar,
+    progress: LayerProgress<'_>,
 ) -> Result<Staged> {
     let layer = label(plan);
-    let in_layer = |e: Error| Error::Layer {
-        layer: layer.clone(),
-        source: Box::new(e),
-    };
-    let (blob, blob_size) = files.open(&plan.path).map_err(in_layer)?.ok_or_else(|| {
-        in_layer(Error::MissingBlob {
-            what: "layer".into(),
-            digest: layer.clone(),
-            location: files.location(&plan.path),
-        })
-    })?;
-    progress.set_length(blob_size);
-    let dir = store.staging_dir(&format!("layer-{}", plan.diff_id.short()))?;
-    let res = stage_into(store, &dir, files, plan, opts, progress, blob, blob_size);
-    match res {
+    let (blob, blob_size) = files
+        .open(&plan.path)
+        .map_err(|e| in_layer(&layer, e))?
+        .ok_or_else(|| {
+            in_layer(
+                &layer,
+                Error::MissingBlob {
+                    what: "layer".into(),
+                    digest: layer.clone(),
+                    location: files.location(&plan.path),
+                },
+            )
+        })?;
+    progress.report(LayerEvent::Start(blob_size));
+    staging(store, &plan.diff_id, &layer, |dir| {
+        let blob = progress.counting(blob);
+        stage_blob(store, dir, files, plan, opts, blob, blob_size)
+    })
+}
+
+/// Stages a layer from its uncompressed tar, which must hash to `diff_id`, as [`stage`]
+/// does from a blob (unpacked, verified, its layout recorded); `source` is the form
+/// `layer.json` records it came in. For layers made here (`commit`), not read from an
+/// image source.
+pub fn stage_tar(
+    store: &Store,
+    tar: impl Read + Send,
+    diff_id: Digest,
+    opts: &UnpackOptions,
+    source: LayerSource,
+) -> Result<Staged> {
+    staging(store, &diff_id, &diff_id.to_string(), |dir| {
+        let diff_fd = make_diff(store, dir)?;
+        let stats = unpack_tar(store, dir, &diff_fd, tar, &diff_id, opts).map_err(Failed::error)?;
+        write_info(store, dir, diff_id, &stats, opts, source)
+    })
+}
+
+/// Runs `build` in a new staging directory for layer `diff_id`, which is removed again
+/// when it fails; its errors name the layer as `layer`.
+fn staging(
+    store: &Store,
+    diff_id: &Digest,
+    layer: &str,
+    build: impl FnOnce(&Path) -> Result<LayerInfo>,
+) -> Result<Staged> {
+    let dir = store.staging_dir(&format!("layer-{}", diff_id.short()))?;
+    match build(&dir) {
         Ok(info) => Ok(Staged { dir, info }),
         Err(e) => {
             let _ = store.dir().remove_tree(&dir);
-            Err(in_layer(e))
+            Err(in_layer(layer, e))
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stage_into(
+/// Creates `dir/diff` (the layer root) and opens it.
+fn make_diff(store: &Store, dir: &Path) -> Result<OwnedFd> {
+    let diff = dir.join(DIFF_DIR);
+    // The mode of a layer root no tar entry describes (Docker's default); `./` sets it.
+    store.dir().mkdir(&diff, 0o755)?;
+    store.dir().open_dir(&diff)
+}
+
+/// The blob side of [`stage`]: its digest (checked when the source names it, else
+/// measured), its compression (recognised from its first bytes), then [`unpack_tar`].
+fn stage_blob(
     store: &Store,
     dir: &Path,
     files: &dyn ImageFiles,
     plan: &LayerPlan,
     opts: &UnpackOptions,
-    progress: &indicatif::ProgressBar,
-    blob: Box<dyn Read + Send>,
+    blob: impl Read + Send,
     blob_size: u64,
 ) -> Result<LayerInfo> {
-    let diff = dir.join(DIFF_DIR);
-    // The mode of a layer root no tar entry describes (Docker's default); `./` sets it.
-    store.dir().mkdir(&diff, 0o755)?;
-    let diff_fd = store.dir().open_dir(&diff)?;
+    let diff_fd = make_diff(store, dir)?;
     let location = files.location(&plan.path);
-
-    let counted = progress.wrap_read(blob);
     let mut blob_r = match plan.digest {
-        Some(d) => BlobReader::Verify(VerifyingReader::new(counted, d, plan.size)),
-        None => BlobReader::Hash(Hashing::new(counted)),
+        Some(d) => BlobReader::Verify(VerifyingReader::new(blob, d, plan.size)),
+        None => BlobReader::Hash(Hashing::new(blob)),
     };
     let blob_mismatch = |m: &Mismatch| Error::DigestMismatch {
         what: format!("blob {location}"),
         mismatch: m.clone(),
     };
-    let diff_mismatch = |m: &Mismatch| Error::DigestMismatch {
-        what: "uncompressed layer (diff_id listed in the image config)".into(),
-        mismatch: m.clone(),
-    };
 
-    let (stats, compression) = {
+    let (unpacked, compression) = {
         let mut buffered = BufReader::with_capacity(BLOB_BUF, &mut blob_r);
         let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
         let compression = Compression::sniff(head);
-        let decompressed: Box<dyn Read + Send + '_> = match compression {
-            Compression::None => Box::new(buffered),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(buffered)
-                    .map_err(|e| Error::io_what("starting zstd decompression", e))?,
-            ),
-        };
-        let mut diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
-        let layout_rel = dir.join(tarsplit::TAR_SPLIT);
-        let layout_path = store.shown(&layout_rel);
-        let layout_file = store.dir().open_write(&layout_rel, true)?;
-        let recorder = tarsplit::Recorder::new(layout_file)
-            .map_err(|e| Error::io(&layout_path, e))
-            .map(tarsplit::Shared::new)?;
-        // Reading, hashing and decompressing run on their own thread, a few chunks ahead
-        // of the unpacker (which mostly waits on the filesystem). The unpacker's side of
-        // the stream goes through the layout recorder.
-        let (unpacked, drained) = std::thread::scope(|scope| {
-            let (ahead, producer) = read_ahead(scope, &mut diff_r);
-            let mut tee = tarsplit::Tee::new(ahead, &recorder);
-            let unpacked = unpack::unpack_recording(
-                &mut tee,
-                std::os::fd::AsFd::as_fd(&diff_fd),
-                opts,
-                Some(&recorder),
-            );
-            // Read to the very end: bytes after the tar's end marker are part of the
-            // diff_id, and the digest checks happen at EOF.
-            let drained = match &unpacked {
-                Ok(_) => io::copy(&mut tee, &mut io::sink()).map(|_| ()),
-                Err(_) => Ok(()),
-            };
-            drop(tee);
-            let _ = producer.join();
-            (unpacked, drained)
-        });
-        let kept = match recorder.into_inner().finish() {
-            Ok(kept) => kept,
-            Err(e) => return Err(Error::io(&layout_path, e)),
-        };
-        if !kept {
-            let _ = store.dir().remove_file(&layout_rel);
-        }
-        let diff_failure = diff_r.failure().cloned();
-        drop(diff_r);
-        if let Some(m) = blob_r.failure() {
-            return Err(blob_mismatch(m));
-        }
-        if let Some(m) = diff_failure {
-            return Err(diff_mismatch(&m));
-        }
-        let stats: UnpackStats = match unpacked {
-            Ok(s) => s,
-            Err(Error::Tar { source }) => {
-                return Err(match mismatch_in(&source) {
-                    Some(m) => diff_mismatch(m),
-                    None => Error::Tar { source },
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        if let Err(e) = drained {
-            return Err(match mismatch_in(&e) {
-                Some(m) => diff_mismatch(m),
-                None => Error::io_what("decompressing the layer", e),
-            });
-        }
-        (stats, compression)
+        let tar = compression
+            .reader(buffered)
+            .map_err(|e| Error::io_what("starting zstd decompression", e))?;
+        let unpacked = unpack_tar(store, dir, &diff_fd, tar, &plan.diff_id, opts);
+        (unpacked, compression)
     };
+    // A blob that is not the one the manifest names explains whatever went wrong reading
+    // the tar out of it.
+    if !matches!(unpacked, Err(Failed::Store(_)))
+        && let Some(m) = blob_r.failure()
+    {
+        return Err(blob_mismatch(m));
+    }
+    let stats = unpacked.map_err(Failed::error)?;
     // The rest of the blob (after the compressed stream's end) counts for its digest.
     if let Err(e) = io::copy(&mut blob_r, &mut io::sink()) {
         return Err(match mismatch_in(&e) {
@@ -249,7 +236,7 @@ fn stage_into(
     };
     let media_type = match &plan.media_type {
         Some(m) => {
-            if image::layer_compression(m) != Some(compression) {
+            if Compression::of_media_type(m) != Some(compression) {
                 log::debug!(
                     "layer {}: media type {m} but content is {compression:?}",
                     label(plan)
@@ -257,23 +244,117 @@ fn stage_into(
             }
             m.clone()
         }
-        None => match compression {
-            Compression::None => image::DOCKER_LAYER_TAR,
-            Compression::Gzip => image::DOCKER_LAYER_GZIP,
-            Compression::Zstd => image::DOCKER_LAYER_ZSTD,
-        }
-        .to_string(),
+        None => compression.docker_media_type().to_string(),
     };
+    let source = LayerSource {
+        digest,
+        media_type,
+        size: blob_size,
+    };
+    write_info(store, dir, plan.diff_id, &stats, opts, source)
+}
+
+/// Why [`unpack_tar`] failed: while reading the tar (which a bad blob explains) or while
+/// finishing what it wrote in the store.
+enum Failed {
+    Stream(Error),
+    Store(Error),
+}
+
+impl Failed {
+    fn error(self) -> Error {
+        match self {
+            Failed::Stream(e) | Failed::Store(e) => e,
+        }
+    }
+}
+
+/// Unpacks the uncompressed tar `tar` into `diff_fd` (the root of `dir/diff`) while
+/// recording its layout into `dir`, and checks that it hashes to `diff_id`, read to its
+/// very end.
+fn unpack_tar(
+    store: &Store,
+    dir: &Path,
+    diff_fd: &OwnedFd,
+    tar: impl Read + Send,
+    diff_id: &Digest,
+    opts: &UnpackOptions,
+) -> std::result::Result<UnpackStats, Failed> {
+    let diff_mismatch = |m: &Mismatch| Error::DigestMismatch {
+        what: "uncompressed layer (diff_id listed in the image config)".into(),
+        mismatch: m.clone(),
+    };
+    let mut diff_r = VerifyingReader::new(tar, *diff_id, None);
+    let layout_rel = dir.join(tarsplit::TAR_SPLIT);
+    let layout_path = store.shown(&layout_rel);
+    let layout_file = store
+        .dir()
+        .open_write(&layout_rel, true)
+        .map_err(Failed::Store)?;
+    let recorder = tarsplit::Recorder::new(layout_file)
+        .map_err(|e| Failed::Store(Error::io(&layout_path, e)))
+        .map(tarsplit::Shared::new)?;
+    // Reading, hashing and decompressing run on their own thread, a few chunks ahead
+    // of the unpacker (which mostly waits on the filesystem). The unpacker's side of
+    // the stream goes through the layout recorder.
+    let (unpacked, drained) = std::thread::scope(|scope| {
+        let (ahead, producer) = read_ahead(scope, &mut diff_r);
+        let mut tee = tarsplit::Tee::new(ahead, &recorder);
+        let unpacked = unpack::unpack_recording(&mut tee, diff_fd.as_fd(), opts, Some(&recorder));
+        // Read to the very end: bytes after the tar's end marker are part of the
+        // diff_id, and the digest checks happen at EOF.
+        let drained = match &unpacked {
+            Ok(_) => io::copy(&mut tee, &mut io::sink()).map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        drop(tee);
+        let _ = producer.join();
+        (unpacked, drained)
+    });
+    let kept = match recorder.into_inner().finish() {
+        Ok(kept) => kept,
+        Err(e) => return Err(Failed::Store(Error::io(&layout_path, e))),
+    };
+    if !kept {
+        let _ = store.dir().remove_file(&layout_rel);
+    }
+    if let Some(m) = diff_r.failure() {
+        return Err(Failed::Stream(diff_mismatch(m)));
+    }
+    let stats = match unpacked {
+        Ok(s) => s,
+        Err(Error::Tar { source }) => {
+            return Err(Failed::Stream(match mismatch_in(&source) {
+                Some(m) => diff_mismatch(m),
+                None => Error::Tar { source },
+            }));
+        }
+        Err(e) => return Err(Failed::Stream(e)),
+    };
+    if let Err(e) = drained {
+        return Err(Failed::Stream(match mismatch_in(&e) {
+            Some(m) => diff_mismatch(m),
+            None => Error::io_what("decompressing the layer", e),
+        }));
+    }
+    Ok(stats)
+}
+
+/// Writes `dir/layer.json` for a layer staged there from `source`.
+fn write_info(
+    store: &Store,
+    dir: &Path,
+    diff_id: Digest,
+    stats: &UnpackStats,
+    opts: &UnpackOptions,
+    source: LayerSource,
+) -> Result<LayerInfo> {
     let info = LayerInfo {
-        diff_id: plan.diff_id,
+        diff_id,
         size: stats.size,
         entries: stats.entries,
         styles: opts.styles,
-        sources: vec![LayerSource {
-            digest,
-            media_type,
-            size: blob_size,
-        }],
+        sources: vec![source],
         created: crate::time::now_rfc3339(),
     };
     store
@@ -282,6 +363,7 @@ fn stage_into(
     Ok(info)
 }
 
+/// `layer.json`'s bytes: the one encoder, for new layers and for sources added later.
 fn info_json(info: &LayerInfo) -> Result<Vec<u8>> {
     let mut json = serde_json::to_vec_pretty(info)
         .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
@@ -432,14 +514,9 @@ pub fn record_layout(store: &Store, files: &dyn ImageFiles, plan: &LayerPlan) ->
     let mut buffered = BufReader::with_capacity(BLOB_BUF, blob);
     let location = files.location(&plan.path);
     let head = buffered.fill_buf().map_err(|e| Error::io(&location, e))?;
-    let decompressed: Box<dyn Read> = match Compression::sniff(head) {
-        Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered)
-                .map_err(|e| Error::io_what("starting zstd decompression", e))?,
-        ),
-    };
+    let decompressed = Compression::sniff(head)
+        .reader(buffered)
+        .map_err(|e| Error::io_what("starting zstd decompression", e))?;
     let diff_r = VerifyingReader::new(decompressed, plan.diff_id, None);
     let stage = store.staging_dir(&format!("layout-{}", plan.diff_id.short()))?;
     let staged = stage.join(tarsplit::TAR_SPLIT);

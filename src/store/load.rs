@@ -6,17 +6,17 @@
 //! as it was; (2) the staged layers are renamed into `layers/`; (3) the image directory is
 //! staged and renamed into `images/`; (4) the tags are written to `refs.json`. A kill
 //! between (2) and (3) leaves layers no image names, which `prune` removes. The store lock
-//! is held shared throughout, so `rmi`/`prune` never run in between.
+//! is held shared throughout, so `rmi`/`prune` never run in between. How it goes is
+//! reported to the caller's [`Progress`], never drawn here.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Store;
 use super::images::{self, ImageRecord, LayerRecord};
 use super::layers::{self, LayerInfo, LayerSource, Staged};
+use super::progress::{LayerEvent, LayerProgress, Progress};
 use super::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
 use crate::digest::{Digest, chain_ids};
 use crate::error::{Error, Result};
@@ -27,8 +27,6 @@ use crate::image::{self, Compression, ImagePlan, Reference, Source};
 pub struct LoadOptions {
     /// An extra name (`NAME[:TAG]`) for the loaded image.
     pub tag: Option<String>,
-    /// No progress bars.
-    pub quiet: bool,
     /// Most bytes one layer may unpack to (apparent sizes of its files).
     pub max_layer_size: u64,
 }
@@ -37,7 +35,6 @@ impl Default for LoadOptions {
     fn default() -> LoadOptions {
         LoadOptions {
             tag: None,
-            quiet: false,
             max_layer_size: DEFAULT_MAX_LAYER_SIZE,
         }
     }
@@ -53,9 +50,15 @@ pub struct Loaded {
     pub unpacked_layers: usize,
 }
 
-/// Loads the single image of `source` and returns its id. A source holding several
-/// images (a multi-image docker-archive) is an error: pick one with `docker-archive:PATH:REF`.
-pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest> {
+/// Loads the single image of `source` and returns its id, telling `progress` how it goes.
+/// A source holding several images (a multi-image docker-archive) is an error: pick one
+/// with `docker-archive:PATH:REF`.
+pub fn load(
+    store: &Store,
+    source: &Source,
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+) -> Result<Digest> {
     let plans = read(store, source, opts)?;
     if plans.len() > 1 {
         return Err(Error::Conflict(format!(
@@ -70,7 +73,7 @@ pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest
                 .unwrap_or_else(|| "@0".into())
         )));
     }
-    let loaded = load_plans(store, plans, opts)?;
+    let loaded = load_plans(store, plans, opts, progress)?;
     loaded
         .last()
         .map(|l| l.id)
@@ -78,9 +81,14 @@ pub fn load(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Digest
 }
 
 /// Loads every image of `source` (all of a docker-archive, as `docker load` does).
-pub fn load_all(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<Loaded>> {
+pub fn load_all(
+    store: &Store,
+    source: &Source,
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Loaded>> {
     let plans = read(store, source, opts)?;
-    load_plans(store, plans, opts)
+    load_plans(store, plans, opts, progress)
 }
 
 /// Reads `source`'s plans, with the store's `tmp/` as scratch space.
@@ -94,7 +102,12 @@ fn read(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<ImageP
     source.read_in(opts.tag.is_none(), scratch)
 }
 
-fn load_plans(store: &Store, plans: Vec<ImagePlan>, opts: &LoadOptions) -> Result<Vec<Loaded>> {
+fn load_plans(
+    store: &Store,
+    plans: Vec<ImagePlan>,
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Loaded>> {
     let extra = match &opts.tag {
         Some(t) => Some(Reference::parse(t)?),
         None => None,
@@ -112,38 +125,15 @@ fn load_plans(store: &Store, plans: Vec<ImagePlan>, opts: &LoadOptions) -> Resul
     };
     let mut out = Vec::new();
     for plan in plans {
-        out.push(load_one(store, plan, extra.as_ref(), &unpack_opts, opts)?);
+        out.push(load_one(
+            store,
+            plan,
+            extra.as_ref(),
+            &unpack_opts,
+            progress,
+        )?);
     }
     Ok(out)
-}
-
-/// Progress display: one bar per layer on a terminal, nothing otherwise.
-struct Progress {
-    multi: Option<MultiProgress>,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Progress {
-        let show = !quiet && std::io::stderr().is_terminal();
-        Progress {
-            multi: show.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-        }
-    }
-
-    fn bar(&self, prefix: String) -> ProgressBar {
-        let Some(m) = &self.multi else {
-            return ProgressBar::hidden();
-        };
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30.cyan/blue}] {bytes:>10}/{total_bytes:<10} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        let pb = m.add(ProgressBar::new(0));
-        pb.set_style(style);
-        pb.set_prefix(prefix);
-        pb
-    }
 }
 
 fn load_one(
@@ -151,10 +141,8 @@ fn load_one(
     plan: ImagePlan,
     extra: Option<&Reference>,
     unpack_opts: &UnpackOptions,
-    opts: &LoadOptions,
+    progress: &dyn Progress,
 ) -> Result<Loaded> {
-    let progress = Progress::new(opts.quiet);
-    let total = plan.layers.len();
     // Unique missing layers, in image order (an image may repeat a diff_id, e.g. empty layers).
     let mut todo: Vec<usize> = Vec::new();
     for (i, l) in plan.layers.iter().enumerate() {
@@ -164,28 +152,13 @@ fn load_one(
             todo.push(i);
         }
     }
-    let bars: Vec<ProgressBar> = plan
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let pb = progress.bar(format!(
-                "layer {}/{total} {}",
-                i + 1,
-                layers::label(l)
-                    .chars()
-                    .skip(7)
-                    .take(12)
-                    .collect::<String>()
-            ));
-            if !todo.contains(&i) {
-                pb.finish_with_message("already present");
-            }
-            pb
-        })
-        .collect();
+    let labels: Vec<String> = plan.layers.iter().map(layers::label).collect();
+    progress.image(&labels);
+    for i in (0..plan.layers.len()).filter(|i| !todo.contains(i)) {
+        progress.layer(i, LayerEvent::Present);
+    }
 
-    let staged = stage_parallel(store, &plan, &todo, unpack_opts, &bars)?;
+    let staged = stage_parallel(store, &plan, &todo, unpack_opts, progress)?;
     // Layers unpacked by an older layerfs get the tar layout `save` needs.
     for (i, l) in plan.layers.iter().enumerate() {
         if !todo.contains(&i) && !super::tarsplit::has_layout(store, &l.diff_id) {
@@ -292,13 +265,17 @@ fn describe_present(
     };
     let mut head = [0u8; 4];
     let n = r.read(&mut head).unwrap_or(0);
-    let (media_type, digest) = match Compression::sniff(&head[..n]) {
+    let compression = Compression::sniff(&head[..n]);
+    let digest = match compression {
         // An uncompressed blob is the tar itself: its digest is the diff_id.
-        Compression::None => (image::DOCKER_LAYER_TAR, Some(l.diff_id)),
-        Compression::Gzip => (image::DOCKER_LAYER_GZIP, l.digest),
-        Compression::Zstd => (image::DOCKER_LAYER_ZSTD, l.digest),
+        Compression::None => Some(l.diff_id),
+        _ => l.digest,
     };
-    Ok((digest, media_type.to_string(), Some(size)))
+    Ok((
+        digest,
+        compression.docker_media_type().to_string(),
+        Some(size),
+    ))
 }
 
 /// Stages the layers `todo` (indexes into `plan.layers`) with up to `available_parallelism`
@@ -309,7 +286,7 @@ fn stage_parallel(
     plan: &ImagePlan,
     todo: &[usize],
     unpack_opts: &UnpackOptions,
-    bars: &[ProgressBar],
+    progress: &dyn Progress,
 ) -> Result<Vec<Staged>> {
     if todo.is_empty() {
         return Ok(Vec::new());
@@ -330,15 +307,16 @@ fn stage_parallel(
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = todo.get(k) else { break };
                     let layer = &plan.layers[i];
-                    let bar = &bars[i];
-                    bar.set_message("unpacking");
-                    let r = layers::stage(store, plan.files.as_ref(), layer, unpack_opts, bar);
-                    match &r {
-                        Ok(_) => bar.finish_with_message("done"),
-                        Err(_) => {
-                            bar.abandon_with_message("failed");
-                            failed.store(true, Ordering::Relaxed);
-                        }
+                    let shown = LayerProgress {
+                        of: progress,
+                        layer: i,
+                    };
+                    let r = layers::stage(store, plan.files.as_ref(), layer, unpack_opts, shown);
+                    if r.is_ok() {
+                        progress.layer(i, LayerEvent::Done);
+                    } else {
+                        progress.layer(i, LayerEvent::Failed);
+                        failed.store(true, Ordering::Relaxed);
                     }
                     if let Ok(mut v) = results.lock() {
                         v.push((i, r));

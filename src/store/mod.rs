@@ -43,6 +43,7 @@ pub mod layers;
 pub mod load;
 pub mod lock;
 pub mod mounts;
+pub mod progress;
 pub mod root;
 pub mod save;
 pub mod tarsplit;

@@ -7,8 +7,8 @@
 //! loaded as, played back from its recorded layout ([`super::tarsplit`]) and checked
 //! against its diff_id on the way out, then compressed as asked ([`crate::image::compress`]:
 //! in parallel chunks, streamed). A layer shared by several images is written once.
-//! Layers `commit` made are recorded as they are installed (through `layers::stage`, as
-//! loaded ones). A layer without a recorded layout (unpacked by an older layerfs) is
+//! Layers `commit` made are recorded as they are installed (through `layers::stage_tar`,
+//! as loaded ones). A layer without a recorded layout (unpacked by an older layerfs) is
 //! written again: one `commit` made by `commit`'s own writer over the layers below it,
 //! any other from its directory; either counts only if it gives the diff_id.
 //!
@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::image::compress::{self, Written};
 use crate::image::sink::Sink;
 use crate::image::write::{self, Blob, DockerImage, IndexImage};
-use crate::image::{Compression, Reference, layer_compression};
+use crate::image::{Compression, Reference};
 
 /// The output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,7 @@ fn layer_compression_for(opts: &SaveOptions, media_type: &str) -> Compression {
     match (opts.compress, opts.format) {
         (Some(c), _) => c,
         (None, SaveFormat::DockerArchive) => Compression::None,
-        (None, _) => layer_compression(media_type).unwrap_or(Compression::Gzip),
+        (None, _) => Compression::of_media_type(media_type).unwrap_or(Compression::Gzip),
     }
 }
 
@@ -154,7 +154,7 @@ pub fn save(
             saved.layers += 1;
             saved.layer_bytes += w.size;
             let b = Blob {
-                media_type: write::layer_media_type(c).to_string(),
+                media_type: c.media_type().to_string(),
                 digest: w.digest,
                 size: w.size,
             };

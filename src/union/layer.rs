@@ -246,26 +246,19 @@ pub(crate) fn open_listing_dir(dir: impl AsFd, noatime: bool) -> nix::Result<Own
 
 /// Removes everything inside directory `dir` (an fd opened for reading).
 pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
-    let names: Vec<_> = {
-        let mut d = nix::dir::Dir::from_fd(open_readable_dir(dir)?)?;
-        d.iter()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_owned())
-            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-            .collect()
-    };
-    for n in names {
-        match nix::unistd::unlinkat(dir, n.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+    for e in crate::sys::dir_entries(open_readable_dir(dir)?)? {
+        let n = e.name.as_os_str();
+        match nix::unistd::unlinkat(dir, n, nix::unistd::UnlinkatFlags::NoRemoveDir) {
             Ok(()) => {}
             Err(nix::errno::Errno::EISDIR) | Err(nix::errno::Errno::EPERM) => {
                 let sub = openat(
                     dir,
-                    n.as_c_str(),
+                    n,
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )?;
                 empty_dir(sub.as_fd())?;
-                nix::unistd::unlinkat(dir, n.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)?;
+                nix::unistd::unlinkat(dir, n, nix::unistd::UnlinkatFlags::RemoveDir)?;
             }
             Err(e) => return Err(e.into()),
         }

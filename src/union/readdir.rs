@@ -14,12 +14,11 @@
 //! costs no listing.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use crate::sys::At;
+use crate::sys::{self, At};
 use crate::whiteout::{self, NameKind};
 
 use super::attr::FileKind;
@@ -66,25 +65,6 @@ impl ListingCache {
     }
 }
 
-/// The raw entries of one layer directory.
-fn read_layer_dir(dir: &OwnedFd, noatime: bool) -> Result<Vec<(OsString, Option<FileKind>, u64)>> {
-    let mut d = nix::dir::Dir::from_fd(open_listing_dir(dir, noatime)?)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let name = e.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        out.push((
-            OsStr::from_bytes(name).to_owned(),
-            FileKind::from_dirent(e.file_type()),
-            e.ino(),
-        ));
-    }
-    Ok(out)
-}
-
 impl Union {
     /// Builds the merged listing of the directory made of `snap`. `impure` says the upper
     /// directory may hold copied-up or renamed entries whose reported inode numbers are
@@ -117,7 +97,8 @@ impl Union {
             let wh_files = self.stack.wh_files(*layer);
             let mut layer_hidden: Vec<OsString> = Vec::new();
             let noatime = matches!(self.opts.atime, Atime::Never | Atime::NeverForDirs);
-            for (name, dtype, dino) in read_layer_dir(fd, noatime)? {
+            for e in sys::dir_entries(open_listing_dir(fd, noatime)?)? {
+                let (name, dtype, dino) = (e.name, FileKind::from_dirent(e.kind), e.ino);
                 if wh_files {
                     match whiteout::classify(&name) {
                         NameKind::Entry => {}
