@@ -11,22 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/mount.rs"]
-mod mount;
-#[path = "common/tools.rs"]
-mod tools;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tools::{Docker, run_ok};
 use common::*;
-use tools::{Docker, run_ok};
-
-fn bb() -> String {
-    format!("oci:{}:latest", fixtures().join("busybox/oci").display())
-}
 
 /// Unmounts what a test mounted, also when it fails half-way.
 struct Unmount(Vec<PathBuf>);
@@ -73,9 +65,9 @@ fn daemon_pid(root: &Path, name: &str) -> i32 {
 
 #[test]
 fn umount_touches_only_layerfs_mounts_and_mount_does_not_stack() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     let t = s.scratch("tmpfs");
     run_ok(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&t));
     let _u = Unmount(vec![t.clone()]);
@@ -112,9 +104,9 @@ fn umount_touches_only_layerfs_mounts_and_mount_does_not_stack() {
 
 #[test]
 fn a_mount_that_fails_leaves_no_container_and_names_the_fix() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("m");
     let bin = common::bin();
     let cmd = |setup: &str, name: &str| {
@@ -148,9 +140,9 @@ fn a_mount_that_fails_leaves_no_container_and_names_the_fix() {
 
 #[test]
 fn a_container_whose_daemon_died_is_stale_until_umount() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("m");
     let _u = Unmount(vec![mp.clone()]);
     s.ok(&["mount", "busybox", mp.to_str().unwrap(), "--name", "web"]);
@@ -213,7 +205,7 @@ fn a_container_whose_daemon_died_is_stale_until_umount() {
 #[test]
 fn load_reads_gzip_and_zstd_archives() {
     let s = TestStore::new();
-    let id = s.load(&bb());
+    let id = s.load(&bb("latest", Spelling::Oci));
     let dir = s.scratch("z");
     let f = fixtures().join("busybox");
     let gz = dir.join("bb.tar.gz");
@@ -314,8 +306,14 @@ fn concurrent_first_use_of_a_new_store() {
 #[test]
 fn docker_habits() {
     let s = TestStore::new();
-    let id = s.load(&bb());
-    s.ok(&["load", "-q", "--tag", "other:1", &bb()]);
+    let id = s.load(&bb("latest", Spelling::Oci));
+    s.ok(&[
+        "load",
+        "-q",
+        "--tag",
+        "other:1",
+        &bb("latest", Spelling::Oci),
+    ]);
     let q = s.ok(&["images", "-q"]);
     assert_eq!(q.lines().collect::<Vec<_>>(), [&id[7..19], &id[7..19]]);
     let full = s.ok(&["images", "-q", "--no-trunc"]);
@@ -458,7 +456,7 @@ fn help_completions_man_pages_and_install() {
     // `mount -t fuse.layerfs` through mount(8) with the installed binaries (in a
     // private namespace, where they stand in for /usr/local/bin), and through the
     // helper link as mount(8) runs it.
-    mount::require_fuse();
+    require_fuse();
     let lower = s.scratch("lower");
     fs::write(lower.join("x"), b"through mount(8)").unwrap();
     let mp = s.scratch("mp");

@@ -7,21 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lab::*;
 use common::*;
-use lab::*;
 use serde_json::Value;
-
-fn bb() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
 
 /// Every kind of change a container makes.
 const CHANGES: &str = "
@@ -67,12 +61,12 @@ fn top_diff_id(s: &TestStore, image: &str) -> String {
 fn the_new_image_shows_what_the_container_showed() {
     let lab = Lab::new();
     let s = &lab.s;
-    let base = s.load(&bb());
+    let base = s.load(&bb("latest", Spelling::Path));
     let base_layers = s.inspect(&base)["layers"].clone();
     let before = manifest(&lab.mount(&["busybox", "--read-only"], "base0"), &[]);
 
     let m = lab.mount(&["busybox", "--name", "web"], "m");
-    sh(&m, CHANGES);
+    sh_in(&m, CHANGES);
     let shown = manifest(&m, &[]);
     assert_ne!(shown, before);
 
@@ -167,17 +161,17 @@ fn a_hard_link_out_of_a_renamed_directory_stays_one_inode() {
     use std::os::unix::fs::MetadataExt;
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     // An image whose layer has the two names: keep/f and moveme/g.
     let m = lab.mount(&["busybox", "--name", "one"], "m");
-    sh(
+    sh_in(
         &m,
         "mkdir keep moveme; echo linked > keep/f; ln keep/f moveme/g; echo alone > moveme/h",
     );
     s.ok(&["commit", "one", "linked:1"]);
     // A container of it renames the directory holding one of the names.
     let n = lab.mount(&["linked:1", "--name", "two"], "n");
-    sh(&n, "mv moveme moved");
+    sh_in(&n, "mv moveme moved");
     let ino = |dir: &Path, p: &str| fs::metadata(dir.join(p)).unwrap().ino();
     assert_eq!(ino(&n, "moved/g"), ino(&n, "keep/f"));
     let shown = manifest(&n, &[]);
@@ -202,9 +196,9 @@ fn a_hard_link_out_of_a_renamed_directory_stays_one_inode() {
 fn the_same_changes_give_the_same_layer() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c1"], "m1");
-    sh(&m, CHANGES);
+    sh_in(&m, CHANGES);
     let a = image_id(&s.ok(&["commit", "c1"]));
     let b = image_id(&s.ok(&["commit", "c1"]));
     // Committing again: the same layer (not unpacked again), a new image (a new time).
@@ -219,7 +213,7 @@ fn the_same_changes_give_the_same_layer() {
     // clamped (SOURCE_DATE_EPOCH), and then the same image id too.
     std::thread::sleep(Duration::from_millis(1100));
     let m2 = lab.mount(&["busybox", "--name", "c2"], "m2");
-    sh(&m2, CHANGES);
+    sh_in(&m2, CHANGES);
     let epoch = |c: &str| {
         let out = s
             .cmd()
@@ -244,9 +238,9 @@ fn the_same_changes_give_the_same_layer() {
 fn a_container_mounted_read_only_is_committed_too() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c"], "m");
-    sh(&m, "echo hi > hello");
+    sh_in(&m, "echo hi > hello");
     lab.umount(&m);
     let r = lab.mount(&["busybox", "--read-only", "--name", "c"], "r");
     let shown = manifest(&r, &[]);
@@ -259,7 +253,7 @@ fn a_container_mounted_read_only_is_committed_too() {
 fn an_unchanged_container_commits_its_root_only() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c"], "m");
     let shown = manifest(&m, &[]);
     let id = image_id(&s.ok(&["commit", "c", "same:1"]));
@@ -279,10 +273,10 @@ fn an_unchanged_container_commits_its_root_only() {
 fn a_mounted_container_is_committed_as_one_snapshot() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "busy"], "m");
     // Between `a` and `b` in the layer: reading it takes a while.
-    sh(
+    sh_in(
         &m,
         "mkdir am; i=0; while [ $i -lt 3000 ]; do echo $i > am/$i; i=$((i+1)); done",
     );
@@ -341,10 +335,10 @@ fn a_mounted_container_is_committed_as_one_snapshot() {
 fn failed_commits_leave_the_store_unchanged() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     s.ok(&["tag", "busybox", "taken:1"]);
     let m = lab.mount(&["busybox", "--name", "web"], "m");
-    sh(&m, "echo x > new");
+    sh_in(&m, "echo x > new");
     lab.umount(&m);
     let before = s.listing();
 
@@ -396,7 +390,11 @@ fn a_full_disk_fails_cleanly() {
             .output()
             .unwrap()
     };
-    assert!(run(&["load", "-q", &bb()]).status.success());
+    assert!(
+        run(&["load", "-q", &bb("latest", Spelling::Path)])
+            .status
+            .success()
+    );
     let m = lab.dir("m");
     let out = run(&["mount", "busybox", m.to_str().unwrap(), "--name", "big"]);
     assert!(
@@ -460,7 +458,7 @@ fn spawn_commit(s: &TestStore, args: &[&str]) -> std::process::Child {
 fn a_commit_is_a_snapshot_across_umount_and_a_new_mount() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.dir("m");
     let tmp = s.root.join("tmp");
     for round in 0..12 {
@@ -547,7 +545,7 @@ fn a_commit_is_a_snapshot_across_umount_and_a_new_mount() {
 fn a_silent_control_client_blocks_no_commit() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c"], "m");
     fs::write(m.join("hello"), "hi").unwrap();
     let sock = s.root.join("containers/c/control.sock");
@@ -582,7 +580,7 @@ fn a_commit_waits_for_the_freeze_another_client_holds() {
     use std::io::{BufRead, BufReader, Write};
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c"], "m");
     fs::write(m.join("hello"), "hi").unwrap();
     let sock = s.root.join("containers/c/control.sock");
@@ -630,7 +628,7 @@ fn another_user_may_not_freeze_a_mount() {
     use std::os::unix::process::CommandExt;
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c"], "m");
     let sock = s.root.join("containers/c/control.sock");
     let mut d = sock.parent().unwrap().to_path_buf();

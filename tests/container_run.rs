@@ -2,15 +2,14 @@
 //! `layerfs mount`. Needs root, /dev/fuse and runc (installed by .ci/run).
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::mount::*;
+use common::require_fuse;
 
 #[test]
 fn runc_runs_busybox_on_a_layerfs_root() {

@@ -5,22 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
+use common::lab::*;
 use common::*;
-use lab::*;
 use serde_json::Value;
-
-fn bb(tag: &str) -> String {
-    format!("{}/busybox/oci:{tag}", fixtures().display())
-}
 
 #[test]
 fn rm_refuses_a_mounted_container_then_frees_its_image() {
     let lab = Lab::new();
     let s = &lab.s;
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
     std::fs::write(m.join("hello"), "hi").unwrap();
 
@@ -59,7 +53,7 @@ fn rm_refuses_a_mounted_container_then_frees_its_image() {
 fn rm_of_an_unmounted_container_and_prune() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb("latest"));
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c1"], "m");
     lab.umount(&m);
     // Untagged while the container holds it: the image stays, dangling.
@@ -84,8 +78,8 @@ fn rm_of_an_unmounted_container_and_prune() {
 #[test]
 fn tag_normalizes_names_and_refuses_clashes() {
     let s = TestStore::new();
-    let l3 = s.load(&bb("latest"));
-    let l1 = s.load(&bb("l1"));
+    let l3 = s.load(&bb("latest", Spelling::Path));
+    let l1 = s.load(&bb("l1", Spelling::Path));
     s.ok(&["tag", "busybox", "registry.local:5000/team/app:v2"]);
     s.ok(&["tag", &l3[7..19], "app"]);
     let refs: Value =
@@ -123,8 +117,8 @@ fn tag_normalizes_names_and_refuses_clashes() {
 fn mount_by_container_name_ps_sizes_and_df() {
     let lab = Lab::new();
     let s = &lab.s;
-    let l3 = s.load(&bb("latest"));
-    let l1 = s.load(&bb("l1"));
+    let l3 = s.load(&bb("latest", Spelling::Path));
+    let l1 = s.load(&bb("l1", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
     std::fs::write(m.join("blob"), vec![7u8; 10_000]).unwrap();
     std::os::unix::fs::symlink("blob", m.join("link")).unwrap();
@@ -200,7 +194,7 @@ fn mount_by_container_name_ps_sizes_and_df() {
 fn rm_and_mount_by_name_never_both_succeed() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb("latest"));
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.dir("m");
     let containers = s.root.join("containers");
     for round in 0..40u64 {

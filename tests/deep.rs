@@ -8,25 +8,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::lab::*;
 use common::*;
-use lab::*;
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::Mode;
 use serde_json::Value;
 
 const DEPTH: usize = 3000;
-
-fn bb() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
 
 /// Runs `layerfs ARGS` on `s` with at most 1024 open files, soft and hard.
 fn limited(s: &TestStore, args: &[&str]) -> Output {
@@ -179,7 +173,7 @@ fn a_container_3000_levels_deep_under_1024_open_files() {
     check_the_limit_holds();
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "deep"], "m");
     build_deep(&m, DEPTH);
     lab.umount(&m);
@@ -249,7 +243,7 @@ fn a_container_3000_levels_deep_under_1024_open_files() {
     );
     limited_ok(s, &["rmi", "deep:1"]);
     limited_ok(s, &["prune"]);
-    limited_ok(s, &["load", "-q", &bb()]);
+    limited_ok(s, &["load", "-q", &bb("latest", Spelling::Path)]);
     assert_eq!(s.layer_names().len(), 3);
 }
 
@@ -385,7 +379,7 @@ impl Drop for Tmpfs {
 fn a_removal_whose_deletion_cannot_finish_is_done_and_never_blocks_load_or_prune() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "stuck"], "m");
     std::fs::create_dir(m.join("busy")).unwrap();
     lab.umount(&m);
@@ -410,7 +404,7 @@ fn a_removal_whose_deletion_cannot_finish_is_done_and_never_blocks_load_or_prune
     assert!(is_mounted(&tmpfs.0), "the tmpfs moved with its directory");
 
     // What cannot be deleted fails neither load nor prune (each says so), ...
-    let out = s.run(&["load", "-q", &bb()]);
+    let out = s.run(&["load", "-q", &bb("latest", Spelling::Path)]);
     assert!(
         out.status.success(),
         "load failed on a leftover: {}",

@@ -5,21 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::lab::*;
 use common::*;
-use lab::*;
 use serde_json::Value;
-
-fn bb() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
     let out = Command::new("setfattr")
@@ -77,10 +71,10 @@ chown 1:1 data/sticky-dir
 fn diff_lists_what_docker_lists() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
     assert_eq!(s.ok(&["diff", "web"]), "");
-    sh(&m, SCRIPT);
+    sh_in(&m, SCRIPT);
     assert_eq!(s.ok(&["diff", "web"]), EXPECTED);
     let json: Value = serde_json::from_str(&s.ok(&["diff", "--json", "web"])).unwrap();
     assert_eq!(json[0], serde_json::json!({"kind": "C", "path": "/data"}));
@@ -96,11 +90,11 @@ fn diff_lists_what_docker_lists() {
 fn diff_follows_hard_links_metacopy_and_type_changes() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
     // data/original.txt is a second name of data/hardlink-to-lower: both change, though
     // only one is in the upper layer.
-    sh(
+    sh_in(
         &m,
         "echo more >> data/hardlink-to-lower
          chmod 600 data/random-1MiB+1
@@ -140,9 +134,9 @@ use std::os::unix::fs::MetadataExt;
 fn diff_reads_every_dialect_of_an_upper_layer() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
-    sh(&m, "touch etc/new-in-etc; rm bin/true");
+    sh_in(&m, "touch etc/new-in-etc; rm bin/true");
     lab.umount(&m);
     // `.wh.` files are marks in a container whose layer is spelled so (one made where
     // mknod and xattrs are refused); elsewhere they are files (tests/whiteout_names.rs).

@@ -10,17 +10,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
-#[path = "common/tools.rs"]
-mod tools;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use common::lab::*;
+use common::tools::Docker;
 use common::*;
-use lab::*;
-use tools::Docker;
 
 /// Changes both engines can make alike. Left out on purpose, where layerfs differs from
 /// Docker by design: writing through one name of a hard-linked image file (Docker's
@@ -101,10 +97,9 @@ fn layerfs_diff_lists_what_docker_diff_lists() {
         .collect();
 
     let lab = Lab::new();
-    lab.s
-        .load(&format!("{}/busybox/oci:latest", fixtures().display()));
+    lab.s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "lfs-diff"], "m");
-    sh(&m, SCRIPT);
+    sh_in(&m, SCRIPT);
     let ours: Vec<String> = lab
         .s
         .ok(&["diff", "lfs-diff"])

@@ -6,22 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/mount.rs"]
-mod mount;
-#[path = "common/tools.rs"]
-mod tools;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::tools::{Docker, run_ok};
 use common::*;
-use tools::{Docker, run_ok, tree};
-
-fn bb() -> String {
-    format!("oci:{}:latest", fixtures().join("busybox/oci").display())
-}
 
 /// Unmounts what a test mounted, also when it fails half-way.
 struct Unmount(Vec<PathBuf>);
@@ -53,40 +45,39 @@ fn extracted_tree(tar: &Path, into: &Path) -> Vec<String> {
                 "--same-owner",
             ]),
     );
-    tree(into)
+    manifest(into, &[])
 }
 
 /// Makes every kind of change through the mount of container `c`.
 fn change_everything(mp: &Path) {
-    let sh = |cmd: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(mp)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    sh("echo new > new-file && echo more >> etc/hostname 2>/dev/null || echo more > etc/hostname");
-    sh("rm -rf data && rm -f bin/ls");
-    sh("rm -rf opaque-dir && mkdir opaque-dir && echo again > opaque-dir/x");
-    sh("mv readd-dir renamed-dir && mkdir -p deep/a/b && echo d > deep/a/b/f");
-    sh("ln new-file new-link && ln bin/busybox busybox-link");
-    sh("chmod 4711 bin/busybox && chown 1234:5678 bin/busybox");
-    sh("setfattr -n user.export -v yes new-file && setfattr -n user.empty new-file");
-    sh("mkfifo fifo && mknod null-dev c 1 3");
+    sh_in(
+        mp,
+        "echo new > new-file && echo more >> etc/hostname 2>/dev/null || echo more > etc/hostname",
+    );
+    sh_in(mp, "rm -rf data && rm -f bin/ls");
+    sh_in(
+        mp,
+        "rm -rf opaque-dir && mkdir opaque-dir && echo again > opaque-dir/x",
+    );
+    sh_in(
+        mp,
+        "mv readd-dir renamed-dir && mkdir -p deep/a/b && echo d > deep/a/b/f",
+    );
+    sh_in(mp, "ln new-file new-link && ln bin/busybox busybox-link");
+    sh_in(mp, "chmod 4711 bin/busybox && chown 1234:5678 bin/busybox");
+    sh_in(
+        mp,
+        "setfattr -n user.export -v yes new-file && setfattr -n user.empty new-file",
+    );
+    sh_in(mp, "mkfifo fifo && mknod null-dev c 1 3");
     fs::set_permissions(mp.join("deep/a"), fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 #[test]
 fn export_is_the_merged_tree_of_a_mount() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
     let _u = Unmount(vec![mp.clone()]);
     s.ok(&[
@@ -97,7 +88,7 @@ fn export_is_the_merged_tree_of_a_mount() {
         "web",
     ]);
     change_everything(&mp);
-    let mounted = tree(&mp);
+    let mounted = manifest(&mp, &[]);
     // Exported while mounted, and after.
     let live = s.dir.path().join("live.tar");
     s.ok(&["export", "web", "-o", live.to_str().unwrap()]);
@@ -125,7 +116,7 @@ fn export_is_the_merged_tree_of_a_mount() {
         "--name",
         "web",
     ]);
-    assert_eq!(tree(&mp), mounted);
+    assert_eq!(manifest(&mp, &[]), mounted);
     s.ok(&["umount", "web"]);
     // To stdout when it is not a terminal.
     let piped = Command::new(common::bin())
@@ -142,9 +133,9 @@ fn export_is_the_merged_tree_of_a_mount() {
 
 #[test]
 fn docker_import_of_an_export_gives_the_same_tree() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
     let _u = Unmount(vec![mp.clone()]);
     s.ok(&[
@@ -155,7 +146,7 @@ fn docker_import_of_an_export_gives_the_same_tree() {
         "web",
     ]);
     change_everything(&mp);
-    let mounted = tree(&mp);
+    let mounted = manifest(&mp, &[]);
     s.ok(&["umount", "web"]);
     let out = s.dir.path().join("web.tar");
     s.ok(&["export", "web", "-o", out.to_str().unwrap()]);
@@ -205,8 +196,8 @@ fn export_errors_leave_nothing() {
     let err = s.fail(&["export", "nosuch", "-o", dir.to_str().unwrap()]);
     assert!(err.contains("is a directory"), "{err}");
     // A full disk: a clear error, nothing half-written, an older file left as it was.
-    mount::require_fuse();
-    s.load(&bb());
+    require_fuse();
+    s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
     s.ok(&[
         "mount",
@@ -233,9 +224,9 @@ fn export_errors_leave_nothing() {
 
 #[test]
 fn save_without_a_recorded_layout() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    let id = s.load(&bb());
+    let id = s.load(&bb("latest", Spelling::Oci));
     // A store from before layouts were recorded: saving says what to do ...
     for l in s.layer_dirs(&id) {
         fs::remove_file(l.parent().unwrap().join("tar-split.zst")).unwrap();
@@ -245,7 +236,7 @@ fn save_without_a_recorded_layout() {
     assert!(err.contains("load its image again"), "{err}");
     assert!(!out.exists());
     // ... and loading it again records them (nothing is unpacked again).
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     s.ok(&["save", &id, "-o", out.to_str().unwrap()]);
     assert_eq!(TestStore::new().load(out.to_str().unwrap()), id);
 

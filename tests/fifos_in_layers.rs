@@ -8,8 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/mount.rs"]
-mod mount;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

@@ -40,7 +40,7 @@ fn fixture_sources() -> Vec<String> {
 #[test]
 fn every_fixture_loads_in_every_form() {
     let s = TestStore::new();
-    let busybox_id = s.load(&format!("{}/busybox/oci:latest", fixtures().display()));
+    let busybox_id = s.load(&bb("latest", Spelling::Path));
     for src in fixture_sources() {
         let id = s.load(&src);
         // The same image through every transport and compression has the same config.
@@ -73,7 +73,7 @@ fn every_fixture_loads_in_every_form() {
 fn compressed_forms_share_their_layers() {
     let s = TestStore::new();
     let f = fixtures();
-    s.load(&format!("{}/busybox/oci:latest", f.display()));
+    s.load(&bb("latest", Spelling::Path));
     let layers = s.layer_names();
     assert_eq!(layers.len(), 3, "{layers:?}");
     let before = listing(&s.root.join("layers"));
@@ -333,7 +333,7 @@ fn check_fixture_layers(image_dir: &str, source: &str, mtime: Option<i64>) {
 fn busybox_layers_hold_what_the_listings_say() {
     check_fixture_layers(
         "busybox",
-        &format!("{}/busybox/oci:latest", fixtures().display()),
+        &bb("latest", Spelling::Path),
         Some(1_700_000_000),
     );
 }
@@ -343,7 +343,7 @@ fn umoci_layers_hold_what_the_listings_say() {
     // umoci keeps the real mtimes of the build: not checked.
     check_fixture_layers(
         "busybox-umoci",
-        &format!("{}/busybox-umoci/oci:latest", fixtures().display()),
+        &fixture_ref("busybox-umoci", "latest", Spelling::Path),
         None,
     );
 }
@@ -352,7 +352,7 @@ fn umoci_layers_hold_what_the_listings_say() {
 fn buildah_run_layers_hold_what_the_listings_say() {
     check_fixture_layers(
         "busybox-buildah-vfs-run-l4",
-        &format!("{}/busybox-buildah-vfs/oci:run-l4", fixtures().display()),
+        &fixture_ref("busybox-buildah-vfs", "run-l4", Spelling::Path),
         Some(1_700_000_000),
     );
 }
@@ -405,39 +405,18 @@ fn busybox_layer2_details() {
 /// Mounts `dirs` (bottom first) read-only with kernel overlayfs and returns the
 /// tree manifest of the merged view.
 fn overlay_manifest(dirs: &[PathBuf], scratch: &Path) -> String {
-    let mnt = scratch.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
     // Overlayfs wants two lower dirs without an upper: an empty one goes at the bottom.
     let empty = scratch.join("empty-lower");
     std::fs::create_dir_all(&empty).unwrap();
-    let lower: Vec<String> = dirs
+    let lowers: Vec<PathBuf> = dirs
         .iter()
         .rev()
         .chain(std::iter::once(&empty))
-        .map(|d| d.display().to_string())
+        .cloned()
         .collect();
-    let st = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!("ro,lowerdir={}", lower.join(":")))
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount -t overlay failed");
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py"))
-        .arg(&mnt)
-        .output();
-    let _ = Command::new("umount").arg(&mnt).status();
-    let out = out.unwrap();
-    assert!(
-        out.status.success(),
-        "tree-manifest.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with(".\t"))
+    let merged = common::mount::KernelOverlay::new(&lowers, false);
+    manifest(&merged.mp, &[])
+        .into_iter()
         .map(|l| format!("{l}\n"))
         .collect()
 }
@@ -471,7 +450,7 @@ fn merged_busybox_matches_expected_via_kernel_overlay() {
     // expected/busybox-zstd.manifest was made with kernel overlayfs and keeps the empty
     // xattr, so it is compared exactly.
     compare_merged(
-        &format!("{}/busybox/oci:latest", fixtures().display()),
+        &bb("latest", Spelling::Path),
         "busybox-zstd.manifest",
         false,
     );
@@ -480,18 +459,14 @@ fn merged_busybox_matches_expected_via_kernel_overlay() {
 #[test]
 fn merged_views_match_umoci_for_every_builder() {
     let f = fixtures();
+    compare_merged(&bb("latest", Spelling::Path), "busybox.manifest", true);
     compare_merged(
-        &format!("{}/busybox/oci:latest", f.display()),
-        "busybox.manifest",
-        true,
-    );
-    compare_merged(
-        &format!("{}/busybox-umoci/oci:latest", f.display()),
+        &fixture_ref("busybox-umoci", "latest", Spelling::Path),
         "busybox-umoci.manifest",
         true,
     );
     compare_merged(
-        &format!("{}/busybox-buildah-vfs/oci:latest", f.display()),
+        &fixture_ref("busybox-buildah-vfs", "latest", Spelling::Path),
         "busybox-buildah-vfs.manifest",
         true,
     );
@@ -500,16 +475,8 @@ fn merged_views_match_umoci_for_every_builder() {
         "busybox-uncompressed.manifest",
         true,
     );
-    compare_merged(
-        &format!("{}/busybox/oci:l1", f.display()),
-        "busybox-l1.manifest",
-        true,
-    );
-    compare_merged(
-        &format!("{}/busybox/oci:l2", f.display()),
-        "busybox-l2.manifest",
-        true,
-    );
+    compare_merged(&bb("l1", Spelling::Path), "busybox-l1.manifest", true);
+    compare_merged(&bb("l2", Spelling::Path), "busybox-l2.manifest", true);
 }
 
 /// The config and manifest blobs of a layout's tag.
@@ -694,7 +661,7 @@ fn load_names_and_tags() {
         "load",
         "--tag",
         "example.com/team/bb:v1",
-        &format!("{}/busybox/oci:l1", f.display()),
+        &bb("l1", Spelling::Path),
     ]);
     let last = out.lines().last().unwrap();
     assert!(last.starts_with("sha256:"), "{out}");
@@ -707,7 +674,7 @@ fn load_names_and_tags() {
     assert_eq!(s.inspect("example.com/team/bb:v1")["id"], last);
     s.fail(&["inspect", "busybox:l1"]);
     // Without --tag, the layout's directory names it.
-    s.ok(&["load", "-q", &format!("{}/busybox/oci:l1", f.display())]);
+    s.ok(&["load", "-q", &bb("l1", Spelling::Path)]);
     assert_eq!(s.inspect("docker.io/library/busybox:l1")["id"], last);
     // An image argument may be something to load.
     let hist = s.ok(&[

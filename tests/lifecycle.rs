@@ -9,15 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn bb(tag: &str) -> String {
-    format!("{}/busybox/oci:{tag}", fixtures().display())
-}
-
 #[test]
 fn rmi_keeps_shared_layers_and_drops_the_rest() {
     let s = TestStore::new();
-    let l1 = s.load(&bb("l1"));
-    let l3 = s.load(&bb("latest"));
+    let l1 = s.load(&bb("l1", Spelling::Path));
+    let l3 = s.load(&bb("latest", Spelling::Path));
     assert_eq!(s.layer_names().len(), 3);
     let base = s.layer_names();
     let out = s.ok(&["rmi", "busybox:latest"]);
@@ -47,8 +43,14 @@ fn rmi_keeps_shared_layers_and_drops_the_rest() {
 #[test]
 fn rmi_of_one_tag_keeps_an_image_with_other_tags() {
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
-    s.ok(&["load", "-q", "--tag", "other:1", &bb("latest")]);
+    let id = s.load(&bb("latest", Spelling::Path));
+    s.ok(&[
+        "load",
+        "-q",
+        "--tag",
+        "other:1",
+        &bb("latest", Spelling::Path),
+    ]);
     let out = s.ok(&["rmi", "busybox"]);
     assert!(
         out.contains("Untagged: busybox:latest") && !out.contains("Deleted"),
@@ -57,7 +59,13 @@ fn rmi_of_one_tag_keeps_an_image_with_other_tags() {
     assert_eq!(s.inspect("other:1")["id"], id.as_str());
     assert_eq!(s.layer_names().len(), 3);
     // By id with several names: refused without --force.
-    s.ok(&["load", "-q", "--tag", "third:1", &bb("latest")]);
+    s.ok(&[
+        "load",
+        "-q",
+        "--tag",
+        "third:1",
+        &bb("latest", Spelling::Path),
+    ]);
     let err = s.fail(&["rmi", &id]);
     assert!(err.contains("several names"), "{err}");
     let out = s.ok(&["rmi", "--force", &id]);
@@ -75,7 +83,7 @@ fn add_container(s: &TestStore, name: &str, image: &str) {
 #[test]
 fn containers_protect_their_images() {
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Path));
     add_container(&s, "c1", &id);
     let err = s.fail(&["rmi", "busybox"]);
     assert!(err.contains("c1"), "{err}");
@@ -100,7 +108,7 @@ fn containers_protect_their_images() {
 #[test]
 fn prune_removes_unreferenced_layers_and_leftovers() {
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Path));
     // A stray layer (as a load killed after installing layers leaves), and tmp leftovers.
     let stray = "ab".repeat(32);
     std::fs::create_dir_all(s.root.join("layers").join(&stray).join("diff/sub")).unwrap();
@@ -121,9 +129,9 @@ fn prune_removes_unreferenced_layers_and_leftovers() {
 fn concurrent_loads_of_one_image() {
     let s = TestStore::new();
     let sources = [
-        bb("latest"),
+        bb("latest", Spelling::Path),
         format!("{}/busybox-zstd/oci", fixtures().display()),
-        bb("latest"),
+        bb("latest", Spelling::Path),
     ];
     let children: Vec<_> = sources
         .iter()
@@ -178,7 +186,7 @@ fn killed_load_leaves_nothing_visible() {
     spec.diff_ids = Some(vec![diff_id]);
     let b = write_oci_blobs(&s.scratch("big"), &spec, &[blob], "latest");
     // Something else in the store that must survive.
-    s.load(&bb("l1"));
+    s.load(&bb("l1", Spelling::Path));
     let before_layers = s.layer_names();
     let before_refs = std::fs::read(s.root.join("refs.json")).unwrap();
 
@@ -245,8 +253,8 @@ fn killed_load_leaves_nothing_visible() {
 #[test]
 fn next_load_cleans_leftovers_when_idle() {
     let s = TestStore::new();
-    s.load(&bb("l1"));
+    s.load(&bb("l1", Spelling::Path));
     std::fs::create_dir_all(s.root.join("tmp/layer-0000-99999-0/diff")).unwrap();
-    s.load(&bb("l2"));
+    s.load(&bb("l2", Spelling::Path));
     assert!(names(&s.root.join("tmp")).is_empty());
 }

@@ -4,22 +4,14 @@
 //! Needs root and /dev/fuse.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::mount::*;
-
-fn fixtures() -> PathBuf {
-    match std::env::var_os("LAYERFS_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    }
-}
+use common::{Spelling, bb, fixtures, manifest, require_fuse};
 
 /// A store in a temp dir and the `layerfs` binary pointed at it.
 struct Store {
@@ -92,24 +84,6 @@ impl Drop for Unmount {
             }
         }
     }
-}
-
-fn manifest(dir: &Path) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py"))
-        .arg(dir)
-        .output()
-        .expect("python3 tree-manifest.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with(".\t"))
-        .map(String::from)
-        .collect()
 }
 
 /// umoci (which made the expected manifests) drops empty xattr values; tar, overlayfs and
@@ -199,7 +173,7 @@ fn every_fixture_mounts_to_its_expected_tree() {
         guard.0.push(mp.clone());
         s.ok(&["mount", source, mp.to_str().unwrap(), "--read-only"]);
         assert_same_tree(
-            manifest(&mp),
+            manifest(&mp, &[]),
             &expected(name),
             &format!("{source} (read-only)"),
         );
@@ -213,7 +187,7 @@ fn every_fixture_mounts_to_its_expected_tree() {
             &format!("c{i}"),
         ]);
         assert_same_tree(
-            manifest(&mp),
+            manifest(&mp, &[]),
             &expected(name),
             &format!("{source} (container)"),
         );
@@ -225,10 +199,10 @@ fn every_fixture_mounts_to_its_expected_tree() {
 #[test]
 fn containers_keep_their_writes_are_isolated_and_leave_the_image_alone() {
     let s = Store::new();
-    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let src = bb("latest", Spelling::Oci);
     let loaded = s.ok(&["load", &src, "--tag", "bb"]);
     let id = loaded.lines().last().unwrap().trim().to_string();
-    let layers_before = manifest(&s.root().join("layers"));
+    let layers_before = manifest(&s.root().join("layers"), &[]);
     let m1 = s.mountpoint("m1");
     let m2 = s.mountpoint("m2");
     let _g = Unmount(vec![m1.clone(), m2.clone()]);
@@ -298,11 +272,11 @@ fn containers_keep_their_writes_are_isolated_and_leave_the_image_alone() {
     s.ok(&["umount", m2.to_str().unwrap()]);
 
     // the image layers are byte for byte what they were
-    assert_eq!(manifest(&s.root().join("layers")), layers_before);
+    assert_eq!(manifest(&s.root().join("layers"), &[]), layers_before);
     // rmi drops the name, but the image and its layers stay while containers use them
     let _ = s.run(&["rmi", "bb"]);
     let _ = s.run(&["prune"]);
-    assert_eq!(manifest(&s.root().join("layers")), layers_before);
+    assert_eq!(manifest(&s.root().join("layers"), &[]), layers_before);
     s.ok(&["mount", &id, m1.to_str().unwrap(), "--name", "web"]);
     assert_eq!(read(&m1.join("new-file")), "new");
     s.ok(&["umount", "web"]);
@@ -311,7 +285,7 @@ fn containers_keep_their_writes_are_isolated_and_leave_the_image_alone() {
 #[test]
 fn sigterm_unmounts_cleanly_and_frees_the_container() {
     let s = Store::new();
-    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let src = bb("latest", Spelling::Oci);
     let mp = s.mountpoint("m");
     let _g = Unmount(vec![mp.clone()]);
     s.ok(&["mount", &src, mp.to_str().unwrap(), "--name", "t"]);
@@ -380,7 +354,7 @@ fn bad_input_fails_clearly_and_mounts_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-image"), "{err}");
     assert!(!is_mounted(&mp));
-    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let src = bb("latest", Spelling::Oci);
     let out = s.run(&["mount", &src, "/nonexistent/dir"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
@@ -399,7 +373,7 @@ fn bad_input_fails_clearly_and_mounts_nothing() {
 #[test]
 fn foreground_mount_stays_attached_and_stops_on_sigint() {
     let s = Store::new();
-    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let src = bb("latest", Spelling::Oci);
     let mp = s.mountpoint("m");
     let _g = Unmount(vec![mp.clone()]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_layerfs"))
@@ -444,7 +418,7 @@ fn foreground_mount_stays_attached_and_stops_on_sigint() {
 #[test]
 fn read_only_mount_of_a_container_shows_its_layer_and_writes_nothing() {
     let s = Store::new();
-    let src = format!("oci:{}:latest", fixtures().join("busybox/oci").display());
+    let src = bb("latest", Spelling::Oci);
     s.ok(&["load", &src, "--tag", "bb"]);
     let m = s.mountpoint("m");
     let _g = Unmount(vec![m.clone()]);
@@ -453,7 +427,7 @@ fn read_only_mount_of_a_container_shows_its_layer_and_writes_nothing() {
     fs::remove_file(m.join("etc/motd")).unwrap();
     s.ok(&["umount", "web"]);
     let upper = s.root().join("containers/web/upper");
-    let before = manifest(&upper);
+    let before = manifest(&upper, &[]);
     s.ok(&[
         "mount",
         "bb",
@@ -471,7 +445,11 @@ fn read_only_mount_of_a_container_shows_its_layer_and_writes_nothing() {
     let out = s.run(&["mount", "bb", m2.to_str().unwrap(), "--name", "web"]);
     assert!(!out.status.success());
     s.ok(&["umount", m.to_str().unwrap()]);
-    assert_eq!(manifest(&upper), before, "the upper layer was not written");
+    assert_eq!(
+        manifest(&upper, &[]),
+        before,
+        "the upper layer was not written"
+    );
     // a container that does not exist is an error, not a new container
     let out = s.run(&[
         "mount",

@@ -7,16 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/mount.rs"]
-mod mount;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::mount::{is_mounted, umount};
 use common::*;
-use mount::{is_mounted, require_fuse, sh_as_nobody, umount};
 
 /// Unmounts what a test mounted, also when it fails half-way.
 struct Unmount(Vec<PathBuf>);
@@ -98,7 +96,7 @@ fn a_default_mount_is_the_owners_alone_and_nosuid_nodev() {
         format!("ls {}", mp.display()),
         format!("{}/bin/id -u", mp.display()),
     ] {
-        let out = sh_as_nobody(&cmd);
+        let out = sh_as(NOBODY, &cmd);
         assert!(!out.status.success(), "{cmd} as nobody: {}", stdout(&out));
         assert!(
             stderr(&out).contains("Permission denied"),
@@ -116,7 +114,7 @@ fn a_default_mount_is_the_owners_alone_and_nosuid_nodev() {
         "{opts:?}"
     );
     assert!(
-        !sh_as_nobody(&format!("ls {}", ro.display()))
+        !sh_as(NOBODY, &format!("ls {}", ro.display()))
             .status
             .success()
     );
@@ -135,15 +133,15 @@ fn allow_other_lets_users_in_without_setuid_or_devices() {
         opts.contains(&"nosuid".to_string()) && opts.contains(&"nodev".to_string()),
         "{opts:?}"
     );
-    let out = sh_as_nobody(&format!("cat {}/etc/hostname", mp.display()));
+    let out = sh_as(NOBODY, &format!("cat {}/etc/hostname", mp.display()));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "exposed");
     // The setuid-root binary runs, without privilege.
-    let out = sh_as_nobody(&format!("{}/bin/id -u", mp.display()));
+    let out = sh_as(NOBODY, &format!("{}/bin/id -u", mp.display()));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "65534", "nosuid: no euid 0");
     // The device node cannot be opened, by anyone.
-    let out = sh_as_nobody(&format!("echo x > {}/dev/null", mp.display()));
+    let out = sh_as(NOBODY, &format!("echo x > {}/dev/null", mp.display()));
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("Permission denied"),
@@ -182,7 +180,7 @@ fn suid_and_dev_are_explicit_opt_ins() {
         "{opts:?}"
     );
     // What the defaults prevent: the test would catch them being dropped.
-    let out = sh_as_nobody(&format!("{}/bin/id -u", mp.display()));
+    let out = sh_as(NOBODY, &format!("{}/bin/id -u", mp.display()));
     assert_eq!(stdout(&out), "0", "suid: {}", stderr(&out));
     open_device(&mp).unwrap();
     s.ok(&["umount", mp.to_str().unwrap()]);
@@ -277,14 +275,10 @@ fn store_files_are_private_whatever_the_umask() {
     s.ok(&["umount", ro.to_str().unwrap()]);
 }
 
-fn busybox() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
-
 #[test]
 fn a_read_only_mount_holds_its_image_until_unmounted() {
     let (s, mp) = open_store();
-    let id = s.load(&busybox());
+    let id = s.load(&bb("latest", Spelling::Path));
     let _g = Unmount(vec![mp.clone()]);
     s.ok(&["mount", "busybox", mp.to_str().unwrap(), "--read-only"]);
     let hostname = mp.join("etc/hostname");
@@ -322,7 +316,7 @@ fn a_read_only_mount_holds_its_image_until_unmounted() {
 #[test]
 fn a_killed_read_only_daemon_holds_nothing() {
     let (s, mp) = open_store();
-    let id = s.load(&busybox());
+    let id = s.load(&bb("latest", Spelling::Path));
     let _g = Unmount(vec![mp.clone()]);
     s.ok(&["mount", &id, mp.to_str().unwrap(), "--read-only"]);
     let records = names(&s.root.join("mounts"));

@@ -8,8 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/mount.rs"]
-mod mount;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -19,15 +17,11 @@ use std::process::Command;
 use common::*;
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
-fn bb() -> String {
-    format!("oci:{}:latest", fixtures().join("busybox/oci").display())
-}
-
 /// A store with busybox and container `web` (mounted once, then unmounted).
 fn store_with_container() -> TestStore {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
     s.ok(&[
         "mount",
@@ -228,18 +222,9 @@ fn modes(root: &Path) -> Vec<(String, u32)> {
         String::from("."),
         fs::metadata(root).unwrap().mode() & 0o7777,
     )];
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-            out.push((rel, m.mode() & 0o7777));
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
+    walk_tree(root, &mut |rel, _, m| {
+        out.push((rel.to_string(), m.mode() & 0o7777))
+    });
     out.sort();
     out
 }

@@ -3,15 +3,14 @@
 //! through mount.fuse3, read-only without upperdir, and errors. Needs root and /dev/fuse.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use common::mount::*;
+use common::{require_fuse, sh};
 
 #[test]
 fn mount_program_contract_with_relative_lowers_and_unknown_options() {

@@ -3,9 +3,7 @@
 //! /dev/fuse.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

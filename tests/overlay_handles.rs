@@ -5,9 +5,7 @@
 //! wants CAP_DAC_READ_SEARCH), /dev/fuse and python3.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::process::Command;
 

@@ -9,9 +9,7 @@
 //! Needs root and /dev/fuse; the unprivileged steps run as uid 65534 through setpriv.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -19,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::mount::*;
+use common::{NOBODY, python_as};
 
 /// Everything about a host file that a stray chmod/chown/truncate/xattr/utime changes.
 fn host_state(p: &Path) -> (u32, u32, u32, u64, i64, Vec<u8>, Vec<String>) {
@@ -121,7 +120,7 @@ fn a_stale_fd_of_a_lower_file_does_not_reach_a_symlink_target() {
     let before = host_state(&victim);
     // Opened read-only (not copied up), then the name becomes a symlink.
     let out = python_as(
-        65534,
+        NOBODY,
         &format!(
             r#"
 import os

@@ -6,14 +6,13 @@
 //! kernel overlayfs, python3 and getfacl/setfacl (package acl).
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 
 use common::mount::*;
+use common::python_as;
 
 /// Creates entries under `root` as `uid` with several umasks and modes; prints what each
 /// got (mode, owner, group, ACL).

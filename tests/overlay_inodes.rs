@@ -4,9 +4,7 @@
 //! entries. Needs root and /dev/fuse.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -14,24 +12,18 @@ use std::os::unix::fs::{DirEntryExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::mount::*;
+use common::{sh, walk_tree};
 
 /// Every entry below `root` (relative path → (st_ino, d_ino from its parent's readdir,
 /// st_nlink, is_dir)).
 fn inodes(root: &Path) -> BTreeMap<String, (u64, u64, u64, bool)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, u64, u64, bool)>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let md = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            out.insert(rel, (md.ino(), e.ino(), md.nlink(), md.is_dir()));
-            if md.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    walk_tree(root, &mut |rel, e, md| {
+        out.insert(
+            rel.to_string(),
+            (md.ino(), e.ino(), md.nlink(), md.is_dir()),
+        );
+    });
     out
 }
 

@@ -4,9 +4,7 @@
 //! `--direct=1`. Needs root, /dev/fuse, kernel overlayfs, python3 and fio.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::path::Path;
 use std::process::Command;

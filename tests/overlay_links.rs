@@ -5,9 +5,7 @@
 //! one name keeps the others with a consistent link count. Needs root and /dev/fuse.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
 use std::io::Write;
@@ -15,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::mount::*;
+use common::sh;
 
 fn nlink(p: &Path) -> u64 {
     fs::symlink_metadata(p)

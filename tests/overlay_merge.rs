@@ -3,9 +3,7 @@
 //! included), symlinks and xattrs. Needs root and /dev/fuse.
 #![allow(unsafe_code, clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::ffi::CString;
 use std::fs;

@@ -7,13 +7,12 @@
 //! Needs root, /dev/fuse, kernel overlayfs and python3.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::ffi::OsStr;
 
 use common::mount::*;
+use common::require_fuse;
 
 fn run_seed(seed: u32, steps: u32) {
     require_fuse();

@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 #![allow(unsafe_code)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
 use std::io::Write;
 
 use common::mount::*;
+use common::{NOBODY, python_as, sh, sh_as};
 
 #[test]
 fn o_trunc_truncates_files_that_already_have_an_upper_copy() {
@@ -119,23 +118,6 @@ fn names_of_255_bytes_work_everywhere_and_256_is_enametoolong() {
     assert!(staged(&m).is_empty());
 }
 
-/// Runs a python3 script with the given arguments; panics with its output on failure.
-fn python(script: &str, args: &[&std::path::Path]) -> String {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Builds (or walks) a chain of 40 directories of 200-byte names below argv[1] with
 /// relative mkdir + chdir, so its depth (> 8000 bytes) is past PATH_MAX.
 const DEEP: &str = r#"
@@ -159,10 +141,11 @@ print(len(path))
 fn trees_deeper_than_path_max() {
     let mut l = Layers::new();
     let low = l.add();
-    python(DEEP, &[&low.path]);
+    python_as(0, DEEP, &[&low.path]);
     let mut m = Mount::new(&l.lowerdirs());
     // a deep lower tree: read, then write (copies up 40 parents), rename inside it
-    let out = python(
+    let out = python_as(
+        0,
         r#"
 import os, sys
 os.chdir(sys.argv[1])
@@ -185,10 +168,11 @@ print(len(os.getcwd()))
     assert!(depth > 4096, "deeper than PATH_MAX: {depth}");
     // a deep tree built through the mount
     fs::create_dir(m.p("new")).unwrap();
-    let out = python(DEEP, &[&m.p("new")]);
+    let out = python_as(0, DEEP, &[&m.p("new")]);
     assert!(out.starts_with("deep"), "{out}");
     m.remount();
-    let out = python(
+    let out = python_as(
+        0,
         r#"
 import os, sys
 os.chdir(sys.argv[1])
@@ -200,7 +184,7 @@ print(open("leaf2").read(), open("more/new").read())
         &[&m.p("")],
     );
     assert_eq!(out.trim(), "deep+up new");
-    let out = python(DEEP, &[&m.p("new"), std::path::Path::new("walk")]);
+    let out = python_as(0, DEEP, &[&m.p("new"), &"walk"]);
     assert!(out.starts_with("deep"), "{out}");
     // remove both trees with fd-relative calls (rm -rf does)
     let out = sh(&format!("cd {} && rm -rf new dddd*", m.p("").display()));
@@ -241,7 +225,7 @@ fn the_callers_umask_is_honoured_exactly() {
             let out = if who == "root" {
                 sh(&script)
             } else {
-                sh_as_nobody(&script)
+                sh_as(NOBODY, &script)
             };
             assert!(
                 out.status.success(),
@@ -409,7 +393,7 @@ fn write_and_truncate_by_a_non_owner_clear_setuid_and_setgid() {
     assert_eq!(perm(&m.p("u")), 0o6777);
 
     let run = |cmd: String| {
-        let out = sh_as_nobody(&cmd);
+        let out = sh_as(NOBODY, &cmd);
         assert!(
             out.status.success(),
             "{cmd}: {}",
@@ -478,7 +462,7 @@ fn sticky_directories_and_moving_directories_need_permission() {
         low.owner(d, 65534, 65534);
     }
     let m = Mount::new(&l.lowerdirs());
-    let as_nobody = |cmd: String| sh_as_nobody(&cmd);
+    let as_nobody = |cmd: String| sh_as(NOBODY, &cmd);
     let p = |r: &str| m.p(r).display().to_string();
 
     let out = as_nobody(format!("rm -f {}", p("tmp/roots")));

@@ -4,15 +4,14 @@
 //! `rm -rf` of a big tree merged from three layers. Needs root and /dev/fuse.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
 use common::mount::*;
+use common::sh;
 
 #[test]
 fn unlink_lower_file_leaves_a_whiteout_upper_file_leaves_nothing() {

@@ -5,37 +5,30 @@
 //! renames; everything checked again after a remount. Needs root and /dev/fuse.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
 use common::mount::*;
+use common::{sh, walk_tree};
 
 /// A whole tree below `root`: relative path → content ("<dir>" for directories,
 /// "-> target" for symlinks).
 fn tree(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                out.insert(rel, "<dir>".into());
-                walk(root, &p, out);
-            } else if ft.is_symlink() {
-                out.insert(rel, format!("-> {}", fs::read_link(&p).unwrap().display()));
-            } else {
-                out.insert(rel, fs::read_to_string(&p).unwrap());
-            }
-        }
-    }
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    walk_tree(root, &mut |rel, e, _| {
+        let ft = e.file_type().unwrap();
+        let shown = if ft.is_dir() {
+            "<dir>".into()
+        } else if ft.is_symlink() {
+            format!("-> {}", fs::read_link(e.path()).unwrap().display())
+        } else {
+            fs::read_to_string(e.path()).unwrap()
+        };
+        out.insert(rel.to_string(), shown);
+    });
     out
 }
 

@@ -3,15 +3,14 @@
 //! special files and permission checks. Needs root and /dev/fuse.
 #![allow(unsafe_code, clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use common::mount::*;
+use common::{NOBODY, sh, sh_as};
 
 fn staging_is_empty(m: &Mount) -> bool {
     ls(&m.work.as_ref().unwrap().join("layerfs-tmp")).is_empty()
@@ -324,24 +323,27 @@ fn modes_and_permission_checks_are_the_kernels() {
     assert_eq!(mode(&m.p("sticky")) & 0o7777, 0o1777);
     // The mount point directory is traversable by others.
     fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let out = sh_as_nobody(&format!("cat '{}'", m.p("secret").display()));
+    let out = sh_as(NOBODY, &format!("cat '{}'", m.p("secret").display()));
     assert!(
         !out.status.success(),
         "a non-root user cannot read a root 0600 file"
     );
-    let out = sh_as_nobody(&format!("cat '{}'", m.p("public").display()));
+    let out = sh_as(NOBODY, &format!("cat '{}'", m.p("public").display()));
     assert!(
         out.status.success(),
         "allow_other: others can use the mount"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "p");
-    let out = sh_as_nobody(&format!("echo x > '{}'", m.p("public").display()));
+    let out = sh_as(NOBODY, &format!("echo x > '{}'", m.p("public").display()));
     assert!(!out.status.success(), "no write permission");
-    let out = sh_as_nobody(&format!(
-        "echo x > '{}/mine' && cat '{}/mine'",
-        m.p("sticky").display(),
-        m.p("sticky").display()
-    ));
+    let out = sh_as(
+        NOBODY,
+        &format!(
+            "echo x > '{}/mine' && cat '{}/mine'",
+            m.p("sticky").display(),
+            m.p("sticky").display()
+        ),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -416,14 +418,14 @@ fn posix_acls_are_enforced_and_copied_up() {
     assert!(ok);
     let m = Mount::new(&l.lowerdirs());
     fs::set_permissions(m.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let out = sh_as_nobody(&format!("cat '{}'", m.p("acl-file").display()));
+    let out = sh_as(NOBODY, &format!("cat '{}'", m.p("acl-file").display()));
     assert!(
         out.status.success(),
         "the ACL grants read: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        !sh_as_nobody(&format!("cat '{}'", m.p("plain").display()))
+        !sh_as(NOBODY, &format!("cat '{}'", m.p("plain").display()))
             .status
             .success()
     );
@@ -437,7 +439,7 @@ fn posix_acls_are_enforced_and_copied_up() {
     assert!(ok);
     assert!(getxattr(&m.up("plain"), "system.posix_acl_access").is_some());
     assert!(
-        sh_as_nobody(&format!("cat '{}'", m.p("plain").display()))
+        sh_as(NOBODY, &format!("cat '{}'", m.p("plain").display()))
             .status
             .success()
     );

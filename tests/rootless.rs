@@ -10,9 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-/// The user the test drops to (nobody).
-const UID: u32 = 65534;
-
 fn getfattr(p: &std::path::Path, name: &str) -> String {
     let out = Command::new("getfattr")
         .args(["--absolute-names", "--only-values", "-h", "-n", name])
@@ -28,14 +25,12 @@ fn rootless_load_keeps_owners_in_xattrs() {
     let s = TestStore::new();
     nix::unistd::chown(
         s.dir.path(),
-        Some(nix::unistd::Uid::from_raw(UID)),
-        Some(nix::unistd::Gid::from_raw(UID)),
+        Some(nix::unistd::Uid::from_raw(NOBODY)),
+        Some(nix::unistd::Gid::from_raw(NOBODY)),
     )
     .unwrap();
-    let src = format!("{}/busybox/oci:latest", fixtures().display());
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(bin())
+    let src = bb("latest", Spelling::Path);
+    let out = command_as(NOBODY, bin())
         .args(["--root"])
         .arg(&s.root)
         .args(["load", "-q", &src])
@@ -55,7 +50,7 @@ fn rootless_load_keeps_owners_in_xattrs() {
         .find(|d| d.join("usr/local/bin/suid-script").exists())
         .unwrap();
     let m = std::fs::metadata(l2.join("home/user")).unwrap();
-    assert_eq!(m.uid(), UID, "files belong to the unprivileged user");
+    assert_eq!(m.uid(), NOBODY, "files belong to the unprivileged user");
     assert_eq!(
         getfattr(&l2.join("home/user"), "user.containers.override_stat"),
         "1000:1000:0750"

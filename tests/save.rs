@@ -7,21 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/mount.rs"]
-mod mount;
-#[path = "common/tools.rs"]
-mod tools;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::tools::{Docker, run_ok, without_empty_xattr};
 use common::*;
-use tools::{Docker, run_ok, tree, without_empty_xattr};
-
-fn bb(tag: &str) -> String {
-    format!("oci:{}:{tag}", fixtures().join("busybox/oci").display())
-}
 
 /// The skopeo name of a saved output.
 fn transport(format: &str, out: &Path, tag: &str) -> String {
@@ -49,7 +41,7 @@ fn skopeo_config_id(src: &str) -> String {
 #[test]
 fn every_format_reads_back_with_skopeo_and_layerfs_load() {
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Oci));
     let out_dir = s.scratch("out");
     for (format, compress) in [
         ("docker-archive", None),
@@ -151,12 +143,12 @@ fn an_uncompressed_layer_is_its_original_blob_and_output_is_reproducible() {
 
 #[test]
 fn umoci_unpacks_the_layout_into_the_mounted_tree() {
-    mount::require_fuse();
+    require_fuse();
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
     s.ok(&["mount", "--read-only", &id, mp.to_str().unwrap()]);
-    let mounted = without_empty_xattr(tree(&mp));
+    let mounted = without_empty_xattr(manifest(&mp, &[]));
     s.ok(&["umount", mp.to_str().unwrap()]);
     assert!(mounted.len() > 10, "{mounted:?}");
     for c in ["gzip", "none"] {
@@ -179,15 +171,19 @@ fn umoci_unpacks_the_layout_into_the_mounted_tree() {
                 .arg(format!("{}:latest", out.display()))
                 .arg(&bundle),
         );
-        assert_eq!(tree(&bundle.join("rootfs")), mounted, "umoci unpack ({c})");
+        assert_eq!(
+            manifest(&bundle.join("rootfs"), &[]),
+            mounted,
+            "umoci unpack ({c})"
+        );
     }
 }
 
 #[test]
 fn several_images_in_one_archive_share_layers_once() {
     let s = TestStore::new();
-    let l1 = s.load(&bb("l1"));
-    let l3 = s.load(&bb("latest"));
+    let l1 = s.load(&bb("l1", Spelling::Oci));
+    let l3 = s.load(&bb("latest", Spelling::Oci));
     let out = s.scratch("o").join("both.tar");
     s.ok(&[
         "save",
@@ -224,7 +220,7 @@ fn several_images_in_one_archive_share_layers_once() {
 #[test]
 fn docker_loads_and_runs_the_docker_archive() {
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Oci));
     let docker = Docker::start();
     for c in ["none", "gzip"] {
         let out = s.scratch(c).join("bb.tar");
@@ -261,7 +257,7 @@ fn docker_loads_and_runs_the_docker_archive() {
 #[test]
 fn failures_leave_nothing_and_the_store_unchanged() {
     let s = TestStore::new();
-    let id = s.load(&bb("latest"));
+    let id = s.load(&bb("latest", Spelling::Oci));
     let before = s.listing();
     let dir = s.scratch("o");
     let out = dir.join("x.tar");
@@ -278,7 +274,7 @@ fn failures_leave_nothing_and_the_store_unchanged() {
     assert_eq!(names(&dir), ["keep"]);
 
     // A full disk and a read-only one: a clear error, nothing half-written left.
-    mount::require_root();
+    require_root("mounts tmpfs");
     for (opts, want) in [("size=64k", "No space left"), ("ro", "Read-only")] {
         let small = s.scratch(&format!("fs-{opts}"));
         run_ok(

@@ -8,18 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
 use std::fs;
 use std::path::PathBuf;
 
+use common::lab::*;
 use common::*;
-use lab::*;
-
-fn bb() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
 
 /// Changes of every kind a changeset tar carries: new, changed and deleted files, an
 /// opaque directory, a renamed directory, hard links, modes, big owners, xattrs, a
@@ -100,13 +94,13 @@ fn save_every_format(s: &TestStore, image: &str, id: &str, label: &str) -> Vec<u
 fn committed_images_save_and_load_as_the_same_image() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
-    sh(&m, CHANGES);
+    sh_in(&m, CHANGES);
     // Committed while mounted, then once more on top of the committed image.
     let v2 = image_id(&s.ok(&["commit", "web", "myapp:v2", "-m", "first"]));
     let n = lab.mount(&["myapp:v2", "--name", "web2"], "n");
-    sh(&n, MORE_CHANGES);
+    sh_in(&n, MORE_CHANGES);
     let v3 = image_id(&s.ok(&["commit", "web2", "myapp:v3", "-m", "second"]));
     lab.umount(&m);
     lab.umount(&n);

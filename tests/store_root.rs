@@ -14,22 +14,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-const NOBODY: u32 = 65534;
-
-/// Runs `sh -c script` as nobody.
-fn as_nobody(script: &str) {
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .args(["sh", "-c", script])
-        .output()
-        .expect("setpriv (util-linux)");
-    assert!(
-        out.status.success(),
-        "as nobody: {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs `layerfs --root ROOT ARGS` as root.
 fn layerfs(root: &Path, args: &[&str]) -> Output {
     Command::new(bin())
@@ -105,7 +89,7 @@ fn a_root_another_user_owns_is_refused_and_nothing_outside_is_touched() {
     let t = sticky_tmp();
     let victim = Victim::new(t.path());
     let root = t.path().join("tmp/layerfs-demo");
-    as_nobody(&format!("mkdir -m 777 {}", root.display()));
+    sh_ok_as(NOBODY, &format!("mkdir -m 777 {}", root.display()));
 
     let o = layerfs(&root, &["images"]);
     assert!(
@@ -126,11 +110,14 @@ fn a_root_another_user_owns_is_refused_and_nothing_outside_is_touched() {
     assert!(names(&root).is_empty(), "a refused root was written into");
 
     // What the attacker does next (only possible when the store was made there).
-    as_nobody(&format!(
-        "rm -rf {r}/tmp && ln -s {v} {r}/tmp",
-        r = root.display(),
-        v = victim.dir.display()
-    ));
+    sh_ok_as(
+        NOBODY,
+        &format!(
+            "rm -rf {r}/tmp && ln -s {v} {r}/tmp",
+            r = root.display(),
+            v = victim.dir.display()
+        ),
+    );
     for args in [
         &["images"][..],
         &["prune"],
@@ -236,13 +223,16 @@ fn a_plain_users_store_follows_the_same_rule() {
     fs::create_dir(&foreign).unwrap();
     fs::set_permissions(&foreign, fs::Permissions::from_mode(0o777)).unwrap();
     let theirs = t.path().join("tmp/theirs");
-    as_nobody(&format!(
-        "! {bin} --root {f} images 2>{t}/err && grep -q 'owned by uid 0' {t}/err && \
+    sh_ok_as(
+        NOBODY,
+        &format!(
+            "! {bin} --root {f} images 2>{t}/err && grep -q 'owned by uid 0' {t}/err && \
          {bin} --root {n} images && [ \"$(stat -c %a {n})\" = 700 ]",
-        bin = bin().display(),
-        f = foreign.display(),
-        n = theirs.display(),
-        t = t.path().join("tmp").display(),
-    ));
+            bin = bin().display(),
+            f = foreign.display(),
+            n = theirs.display(),
+            t = t.path().join("tmp").display(),
+        ),
+    );
     assert!(names(&foreign).is_empty());
 }

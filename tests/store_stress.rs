@@ -26,19 +26,14 @@
 //! --release --test store_stress`.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mount::{is_mounted, require_fuse, tempdir, umount};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_layerfs"))
-}
+use common::mount::{is_mounted, tempdir, umount};
+use common::{bin, require_fuse};
 
 fn env_u32(name: &str, default: u32) -> u32 {
     std::env::var(name)

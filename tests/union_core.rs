@@ -4,9 +4,7 @@
 //! checked too. Needs root (trusted.* xattrs, char 0/0 whiteouts), not /dev/fuse.
 #![allow(clippy::unwrap_used)]
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -32,7 +30,7 @@ struct Fixture {
 /// A union over `layers` (top last) with a fresh upper layer; `wh_files`: the lower
 /// layers may spell whiteouts as `.wh.` files.
 fn union_over(layers: Layers, wh_files: bool) -> Fixture {
-    common::mount::require_root();
+    common::require_root("writes layers in the kernel's format: trusted.* xattrs, char 0/0");
     let upper = layers.root.path().join("upper");
     let work = layers.root.path().join("work");
     fs::create_dir_all(&upper).unwrap();

@@ -8,13 +8,12 @@
 //! `python3 tests/stress/union_stress.py target/release/layerfs-overlay DIR SEED 300`.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::ffi::OsStr;
 
 use common::mount::*;
+use common::require_fuse;
 
 fn run(seed: u32, seconds: u32) {
     require_fuse();

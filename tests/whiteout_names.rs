@@ -11,22 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
-#[path = "common/mount.rs"]
-mod mount;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::lab::*;
 use common::*;
-use lab::*;
-
-fn bb() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
 
 /// Runs `argv` under a seccomp filter that fails mknod(2) with EPERM, as a filesystem or
 /// sandbox that refuses device nodes does (dropping CAP_MKNOD is not enough: Linux lets
@@ -104,9 +96,9 @@ fn commit_refused(s: &TestStore, c: &str, path: &str) {
 fn whiteout_looking_files_are_files_to_the_mount_diff_and_export_and_commit_refuses_them() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "web"], "m");
-    sh(
+    sh_in(
         &m,
         "echo planted > etc/.wh.hostname; echo marker > bin/.wh..wh..opq",
     );
@@ -158,9 +150,9 @@ fn whiteout_looking_files_are_files_to_the_mount_diff_and_export_and_commit_refu
 
     // Renamed away, the next one is named; with none left the commit goes through.
     let m = lab.mount(&["web"], "m2");
-    sh(&m, "mv bin/.wh..wh..opq bin/opq-marker");
+    sh_in(&m, "mv bin/.wh..wh..opq bin/opq-marker");
     commit_refused(s, "web", "/etc/.wh.hostname");
-    sh(&m, "rm etc/.wh.hostname");
+    sh_in(&m, "rm etc/.wh.hostname");
     let id = s.ok(&["commit", "web", "clean:1"]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
     let img = lab.mount(&["clean:1", "--read-only"], "img");
@@ -190,13 +182,13 @@ fn nobody_cannot_make_roots_file_vanish_from_the_sticky_tmp() {
     let m = lab.mount(&[&image, "--name", "c", "--allow-other"], "m");
     let tmp = m.join("tmp");
     // The sticky bit keeps nobody from removing root's file...
-    let out = mount::sh_as_nobody(&format!("rm -f {}/rootfile", tmp.display()));
+    let out = sh_as(NOBODY, &format!("rm -f {}/rootfile", tmp.display()));
     assert!(
         !out.status.success(),
         "nobody removed root's file in sticky /tmp"
     );
     // ...and a file of a whiteout's name must not do it either.
-    let out = mount::sh_as_nobody(&format!("echo > {}/.wh.rootfile", tmp.display()));
+    let out = sh_as(NOBODY, &format!("echo > {}/.wh.rootfile", tmp.display()));
     assert!(
         out.status.success(),
         "{}",
@@ -222,7 +214,7 @@ fn nobody_cannot_make_roots_file_vanish_from_the_sticky_tmp() {
 fn a_container_keeps_the_whiteout_spelling_it_was_made_with() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     // Made where mknod is refused: whiteouts are `.wh.` files in its layer.
     let m = lab.dir("m");
     let out = without_mknod(s, &["mount", "busybox", m.to_str().unwrap(), "--name", "c"]);
@@ -234,7 +226,7 @@ fn a_container_keeps_the_whiteout_spelling_it_was_made_with() {
     let up = s.root.join("containers/c/upper");
     {
         let _g = Unmounted(&m);
-        sh(&m, "rm etc/hostname");
+        sh_in(&m, "rm etc/hostname");
         assert!(
             up.join("etc/.wh.hostname").is_file(),
             "not the .wh. spelling"
@@ -259,7 +251,7 @@ fn a_container_keeps_the_whiteout_spelling_it_was_made_with() {
     // Mounted again where mknod works, writable and read-only: the same spelling.
     let m2 = lab.mount(&["c"], "m2");
     gone(&m2);
-    sh(&m2, "rm etc/motd");
+    sh_in(&m2, "rm etc/motd");
     assert!(up.join("etc/.wh.motd").is_file(), "spelling changed");
     lab.umount(&m2);
     let ro = lab.mount(&["c", "--read-only"], "ro");
@@ -284,9 +276,9 @@ fn a_container_keeps_the_whiteout_spelling_it_was_made_with() {
 fn a_mount_that_cannot_keep_a_containers_spelling_is_refused() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let m = lab.mount(&["busybox", "--name", "c"], "m");
-    sh(&m, "echo planted > etc/.wh.hostname");
+    sh_in(&m, "echo planted > etc/.wh.hostname");
     lab.umount(&m);
     // Writing `.wh.` whiteouts here would turn the planted file into one.
     let m2 = lab.dir("m2");

@@ -32,6 +32,8 @@
 
 pub mod diff;
 mod links;
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use std::collections::HashSet;

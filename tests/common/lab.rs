@@ -1,27 +1,12 @@
-//! Containers through the real binary: a store (from `mod.rs`), `layerfs mount` of a
-//! container at a mount point that is unmounted when the test ends (also when it fails),
-//! and the tree manifest the shared fixtures' oracle prints, for comparing two trees.
+//! Containers through the real binary: a store (from `mod.rs`) and `layerfs mount` of a
+//! container at a mount point that is unmounted when the test ends (also when it fails).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::TestStore;
-
-/// Runs `sh -ec SCRIPT` in `dir`, asserting success.
-pub fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub use super::mount::is_mounted;
+use super::{TestStore, require_fuse};
 
 /// A store with mounted containers that are unmounted on drop.
 pub struct Lab {
@@ -31,11 +16,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        super::require_root("containers are mounted with FUSE");
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "this test mounts FUSE and needs /dev/fuse"
-        );
+        require_fuse();
         Lab {
             s: TestStore::new(),
             mounted: Default::default(),
@@ -75,58 +56,4 @@ impl Drop for Lab {
             }
         }
     }
-}
-
-pub fn is_mounted(p: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let want = p.to_string_lossy();
-    mounts
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want.as_ref()))
-}
-
-/// The oracle's manifest of a tree (path, type, mode, owner, size, sha256, link target,
-/// rdev, hard-link group, xattrs; no mtimes), root line and `excluded` paths left out.
-pub fn manifest(dir: &Path, excluded: &[&str]) -> Vec<String> {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py");
-    let mut c = Command::new("python3");
-    c.arg(&script);
-    for e in excluded {
-        c.arg("--exclude").arg(e);
-    }
-    let out = c.arg(dir).output().expect("python3 tree-manifest.py");
-    assert!(
-        out.status.success(),
-        "tree-manifest.py {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with(".\t"))
-        .map(String::from)
-        .collect()
-}
-
-/// Asserts two manifests are equal, printing only the lines that differ.
-pub fn assert_same_tree(a: &[String], b: &[String], what: &str) {
-    if a == b {
-        return;
-    }
-    let only_a: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
-    let only_b: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
-    panic!(
-        "{what}: trees differ\nonly in the first:\n  {}\nonly in the second:\n  {}",
-        only_a
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n  "),
-        only_b
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n  ")
-    );
 }

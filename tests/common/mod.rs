@@ -1,10 +1,22 @@
-//! Shared helpers of the integration tests: the built binary, the shared fixtures, a
-//! temporary store per test, running and capturing, and an in-code image builder
-//! (a compact list of entries → tar → gzip/zstd/plain blob → OCI layout or docker-archive)
-//! for edge cases no real tool produces.
+//! Shared helpers of the integration tests. Every test binary includes them whole with
+//! `mod common;` (what a binary leaves unused costs a type check, no code):
+//! - here: the built binary, the shared fixtures, what a test needs of its host (root,
+//!   FUSE) and running commands as root or as another user, a temporary store per test,
+//!   walking and comparing trees, and an in-code image builder (a compact list of entries
+//!   → tar → gzip/zstd/plain blob → OCI layout or docker-archive) for edge cases no real
+//!   tool produces;
+//! - [`mount`]: layer directories built in code and `layerfs-overlay` mounts of them;
+//! - [`lab`]: containers of a store mounted with `layerfs mount`;
+//! - [`tools`]: other tools as oracles (Docker, skopeo, umoci).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod lab;
+pub mod mount;
+pub mod tools;
+
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -17,6 +29,8 @@ use sha2::{Digest as _, Sha256};
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_layerfs"))
 }
+
+// ---------------------------------------------------------------- fixtures
 
 /// `$LAYERFS_FIXTURES`, else `<crate>/../shared/fixtures`; fails loudly when missing.
 pub fn fixtures() -> PathBuf {
@@ -31,12 +45,123 @@ pub fn fixtures() -> PathBuf {
     p
 }
 
+/// How a test names a fixture's OCI layout to `load` or `mount`: `load` parses a bare
+/// `PATH:TAG` and skopeo's transport spelling `oci:PATH:TAG` apart, and the tests use
+/// both on purpose, so that both stay covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// `PATH:TAG`
+    Path,
+    /// `oci:PATH:TAG`
+    Oci,
+}
+
+/// The OCI layout of fixture image `image` (`busybox`, `busybox-zstd`…) at `tag`.
+pub fn fixture_ref(image: &str, tag: &str, how: Spelling) -> String {
+    let layout = fixtures().join(image).join("oci");
+    match how {
+        Spelling::Path => format!("{}:{tag}", layout.display()),
+        Spelling::Oci => format!("oci:{}:{tag}", layout.display()),
+    }
+}
+
+/// The busybox fixture at `tag` (`latest`, or a layer of it: `l1`, `l2`).
+pub fn bb(tag: &str, how: Spelling) -> String {
+    fixture_ref("busybox", tag, how)
+}
+
+// ---------------------------------------------------------------- the host, other users
+
 /// Fails the test (never skips it) when not root; `what` says why root is needed.
 pub fn require_root(what: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test needs root ({what}); run the tests as root (CI does)"
     );
+}
+
+/// Fails the test unless this process may mount FUSE filesystems: root and /dev/fuse. A
+/// mount test that is skipped is a test that cannot fail.
+pub fn require_fuse() {
+    require_root("it mounts FUSE");
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "this test mounts FUSE and needs /dev/fuse"
+    );
+}
+
+/// The unprivileged user tests act as (nobody).
+pub const NOBODY: u32 = 65534;
+
+/// `program` to run as `uid`: as this process for 0 (root: the tests run as root), else
+/// through setpriv (util-linux) with that uid and gid and no supplementary groups.
+pub fn command_as(uid: u32, program: impl AsRef<OsStr>) -> Command {
+    if uid == 0 {
+        return Command::new(program);
+    }
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "--"])
+        .arg(program);
+    c
+}
+
+/// Runs `sh -c script` as `uid` (see [`command_as`]); its output, success not checked.
+pub fn sh_as(uid: u32, script: &str) -> Output {
+    command_as(uid, "sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh (as another user: setpriv, util-linux)")
+}
+
+/// Runs `sh -c script` as this process; its output, success not checked.
+pub fn sh(script: &str) -> Output {
+    sh_as(0, script)
+}
+
+/// Runs `sh -c script` as `uid`, failing the test unless it succeeds; returns stdout.
+pub fn sh_ok_as(uid: u32, script: &str) -> String {
+    let out = sh_as(uid, script);
+    assert!(
+        out.status.success(),
+        "as uid {uid}: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `sh -ec script` in `dir` (a mount, say), failing the test unless it succeeds.
+pub fn sh_in(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `python3 -c script args…` as `uid` (see [`command_as`]); returns its stdout and
+/// fails the test if it fails.
+pub fn python_as(uid: u32, script: &str, args: &[&dyn AsRef<OsStr>]) -> String {
+    let out = command_as(uid, "/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python (uid {uid}) failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// sha256 hex of bytes.
@@ -164,40 +289,105 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Every path under `root` with its type, mode, size (lock files excluded: they are
-/// created on first use and carry no state).
-pub fn listing(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
+// ---------------------------------------------------------------- trees
+
+/// Every entry below `root` (not `root` itself), depth first, a directory before what it
+/// holds, each directory's entries in readdir's order: `f` gets its path relative to
+/// `root`, its directory entry (`d_ino`, `d_type`) and its lstat. A `root` that does not
+/// exist has nothing; any other error fails the test.
+pub fn walk_tree(root: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata)) {
+    fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata)) {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if dir == root && e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => panic!("{}: {e}", dir.display()),
         };
-        for e in rd.flatten() {
+        for e in rd {
+            let e = e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
             let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if rel == "lock" || rel == "meta.lock" {
-                continue;
-            }
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let t = m.file_type();
-            let kind = if t.is_dir() {
-                "d"
-            } else if t.is_symlink() {
-                "l"
-            } else if t.is_char_device() {
-                "c"
-            } else {
-                "f"
-            };
-            let size = if t.is_file() { m.len() } else { 0 };
-            out.insert(rel, format!("{kind} {:o} {size}", m.mode() & 0o7777));
-            if t.is_dir() {
-                walk(root, &p, out);
+            let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            f(&rel, &e, &m);
+            if m.is_dir() {
+                walk(root, &p, f);
             }
         }
     }
+    walk(root, root, f);
+}
+
+/// Every path under `root` with its type, mode, size (lock files excluded: they are
+/// created on first use and carry no state).
+pub fn listing(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    walk_tree(root, &mut |rel, _, m| {
+        if rel == "lock" || rel == "meta.lock" {
+            return;
+        }
+        let t = m.file_type();
+        let kind = if t.is_dir() {
+            "d"
+        } else if t.is_symlink() {
+            "l"
+        } else if t.is_char_device() {
+            "c"
+        } else {
+            "f"
+        };
+        let size = if t.is_file() { m.len() } else { 0 };
+        out.insert(
+            rel.to_string(),
+            format!("{kind} {:o} {size}", m.mode() & 0o7777),
+        );
+    });
     out
+}
+
+/// The shared fixtures' oracle manifest of a tree (`../shared/scripts/lib/tree-manifest.py`:
+/// path, type, mode, owner, size, sha256, link target, rdev, hard-link group, xattrs; no
+/// mtimes), one line per path, the root line and `excluded` paths left out.
+pub fn manifest(dir: &Path, excluded: &[&str]) -> Vec<String> {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py");
+    let mut c = Command::new("python3");
+    c.arg(&script);
+    for e in excluded {
+        c.arg("--exclude").arg(e);
+    }
+    let out = c.arg(dir).output().expect("python3 tree-manifest.py");
+    assert!(
+        out.status.success(),
+        "tree-manifest.py {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(".\t"))
+        .map(String::from)
+        .collect()
+}
+
+/// Asserts two manifests are equal, printing only the lines that differ.
+pub fn assert_same_tree(a: &[String], b: &[String], what: &str) {
+    if a == b {
+        return;
+    }
+    let only_a: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_b: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    panic!(
+        "{what}: trees differ\nonly in the first:\n  {}\nonly in the second:\n  {}",
+        only_a
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  "),
+        only_b
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
 }
 
 // ---------------------------------------------------------------- image builder

@@ -3,7 +3,7 @@
 //! on drop, and small helpers to look at the result.
 //!
 //! These tests need root and /dev/fuse. They fail loudly without them: a mount test that
-//! is skipped is a test that cannot fail.
+//! is skipped is a test that cannot fail ([`require_fuse`]).
 #![allow(dead_code, unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
@@ -14,23 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Panics with a clear message unless this process can mount FUSE filesystems as root.
-pub fn require_fuse() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test mounts FUSE and needs root (run the suite as root, as CI does)"
-    );
-    assert!(Path::new("/dev/fuse").exists(), "this test needs /dev/fuse");
-}
-
-/// Panics with a clear message unless root: layers in the kernel's format need trusted.*
-/// xattrs and char 0/0 whiteouts.
-pub fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test writes layers in the kernel's format and needs root (as CI runs it)"
-    );
-}
+use super::require_fuse;
 
 pub fn overlay_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_layerfs-overlay"))
@@ -449,25 +433,6 @@ pub fn is_whiteout(p: &Path) -> bool {
     }
 }
 
-/// Runs a shell command as an unprivileged user (uid/gid 65534); returns its output.
-pub fn sh_as_nobody(cmd: &str) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            cmd,
-        ])
-        .output()
-        .expect("setpriv (util-linux)")
-}
-
-pub fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("sh")
-}
-
 pub fn os(s: &str) -> OsString {
     OsStr::from_bytes(s.as_bytes()).to_owned()
 }
@@ -572,36 +537,6 @@ impl Drop for KernelOverlay {
     fn drop(&mut self) {
         umount(&self.mp);
     }
-}
-
-/// Runs `python3 -c script args…` as `uid` (root, or 65534 through setpriv); returns its
-/// stdout and fails the test if it fails.
-pub fn python_as(uid: u32, script: &str, args: &[&OsStr]) -> String {
-    let mut c = if uid == 0 {
-        Command::new("/usr/bin/python3")
-    } else {
-        let mut c = Command::new("setpriv");
-        c.args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "/usr/bin/python3",
-        ]);
-        c
-    };
-    let out = c
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python (uid {uid}) failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// Runs a test driver (`python3 tests/DRIVER ARGS…`) that mounts under `dir` itself;

@@ -1,10 +1,10 @@
-//! Other tools as oracles: a private Docker engine, skopeo, umoci, and the shared tree
-//! manifest script. Each fails the test loudly when the tool is missing (`.ci/run`
-//! installs them all): a test that skips is a test that cannot fail.
+//! Other tools as oracles: a private Docker engine, skopeo, umoci (the shared tree
+//! manifest script is [`super::manifest`]). Each fails the test loudly when the tool is
+//! missing (`.ci/run` installs them all): a test that skips is a test that cannot fail.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,18 +21,6 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `tree-manifest.py DIR` without the root line: one line per path (type, mode, owner,
-/// size, sha256, link target, rdev, hard-link group, xattrs).
-pub fn tree(dir: &Path) -> Vec<String> {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py");
-    run_ok(Command::new("python3").arg(script).arg(dir))
-        .lines()
-        .filter(|l| !l.starts_with(".\t"))
-        .map(String::from)
-        .collect()
 }
 
 /// umoci drops xattrs with an empty value; layerfs, tar and overlayfs keep them. Drops
