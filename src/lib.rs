@@ -1,6 +1,7 @@
 //! layerfs: a union filesystem for container images.
 //!
-//! - [`image`] reads image formats (OCI layout, OCI archive, docker-archive) and references.
+//! - [`image`] reads and writes image formats (OCI layout, OCI archive, docker-archive),
+//!   image references, and the outputs of `save` and `export`.
 //! - [`store`] is the content-addressed store: layers unpacked once by diff_id, images,
 //!   containers (writable layers), locking, atomic installs, garbage collection.
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,

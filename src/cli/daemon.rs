@@ -29,8 +29,7 @@ const LOCK_ENV: &str = "LAYERFS_LOCK_FD";
 /// The container lock handed over by the `layerfs mount` that started this daemon, if
 /// any: the open lock file, whose lock this process now holds too.
 pub fn inherited_lock() -> Option<File> {
-    let fd = std::env::var(LOCK_ENV).ok()?.parse::<i32>().ok()?;
-    let file = File::from(crate::sys::inherited_fd(fd)?);
+    let file = File::from(crate::sys::inherited_fd(LOCK_ENV)?);
     // Not for the daemon's own children (fusermount3): they must not keep it locked.
     let _ = fcntl(&file, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     Some(file)
@@ -43,10 +42,7 @@ pub struct Ready(Option<File>);
 impl Ready {
     /// Takes the pipe named by `LAYERFS_READY_FD`, if this process was started detached.
     pub fn from_env() -> Ready {
-        let fd = std::env::var(READY_ENV)
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok());
-        let file = fd.and_then(crate::sys::inherited_fd).map(File::from);
+        let file = crate::sys::inherited_fd(READY_ENV).map(File::from);
         if let Some(f) = &file {
             // Not for the daemon's own children.
             let _ = fcntl(f, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
