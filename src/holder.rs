@@ -157,9 +157,33 @@ pub enum Take {
     Wait(Why),
 }
 
+/// How often [`ask`] asks again a daemon that serves as many control clients as it may.
+const BUSY_RETRIES: usize = 50;
+
 /// The daemon of `c`, asked what it does; `None` when no daemon listens (none runs, one
 /// is being set up, or one has just exited). [`Error::UnknownContainer`] when `c` is gone.
 pub fn ask(c: &Container) -> Result<Option<(Phase, Daemon)>> {
+    for _ in 0..BUSY_RETRIES {
+        match ask_once(c)? {
+            Answer::Busy => std::thread::sleep(POLL),
+            Answer::Said(a) => return Ok(a),
+        }
+    }
+    // A daemon that busy serves a mount: the one its record names.
+    Ok(Some((
+        Phase::Serving(PathBuf::new()),
+        Daemon { pidfd: None },
+    )))
+}
+
+/// One answer of a daemon to `state`.
+enum Answer {
+    Said(Option<(Phase, Daemon)>),
+    /// It serves as many control clients as it may: ask again.
+    Busy,
+}
+
+fn ask_once(c: &Container) -> Result<Answer> {
     let dir = c.open_dir()?;
     let failed = |e: io::Error| {
         Error::io_what(
@@ -169,7 +193,7 @@ pub fn ask(c: &Container) -> Result<Option<(Phase, Daemon)>> {
     };
     let mut s = match UnixStream::connect(control::socket_path(&dir)) {
         Ok(s) => s,
-        Err(e) if control::no_daemon(&e) => return Ok(None),
+        Err(e) if control::no_daemon(&e) => return Ok(Answer::Said(None)),
         Err(e) => return Err(failed(e)),
     };
     let daemon = Daemon {
@@ -185,18 +209,21 @@ pub fn ask(c: &Container) -> Result<Option<(Phase, Daemon)>> {
     let mut line = String::new();
     match BufReader::new(s).take(MAX_ANSWER).read_line(&mut line) {
         Ok(_) => {}
-        Err(e) if control::no_daemon(&e) => return Ok(None),
+        Err(e) if control::no_daemon(&e) => return Ok(Answer::Said(None)),
         Err(e) => return Err(failed(e)),
     }
     let line = line.trim();
     if line.is_empty() {
         // It exited between our connect and its answer.
-        return Ok(None);
+        return Ok(Answer::Said(None));
     }
-    // A daemon of an older layerfs does not know `state` (nor one that cannot serve us
-    // now): it serves the mount its record names.
+    if line.starts_with("busy:") {
+        return Ok(Answer::Busy);
+    }
+    // A daemon of an older layerfs does not know `state` (nor one that refuses us): it
+    // serves the mount its record names.
     let phase = Phase::parse(line).unwrap_or(Phase::Serving(PathBuf::new()));
-    Ok(Some((phase, daemon)))
+    Ok(Answer::Said(Some((phase, daemon))))
 }
 
 /// A pidfd of the process at the other end of `s`.
