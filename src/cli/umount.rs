@@ -173,6 +173,8 @@ pub(super) fn unmount_container(
     let mine = match mountinfo::at(&mp).context("reading /proc/self/mountinfo")? {
         None => false,
         Some(top) if top.source == container_source(&c.record.name) => true,
+        // Unmounted meanwhile by another command, and something else mounted there since.
+        Some(_) if ended_meanwhile(c, m, &mp) => false,
         Some(top) => bail!(
             "{} holds {}, not container {}'s mount: not unmounting it",
             mp.display(),
@@ -200,6 +202,30 @@ pub(super) fn unmount_container(
         );
     }
     Ok(())
+}
+
+/// How long [`ended_meanwhile`] watches a daemon that still says it serves a mount
+/// point that holds another mount.
+const ENDING_WAIT: Duration = Duration::from_secs(2);
+
+/// True when daemon `m` of `c`, which said it served `mp`, has stopped doing so (its
+/// mount was unmounted by another command: it exits, or says its mount has ended), within
+/// [`ENDING_WAIT`]; false when it goes on serving `mp` (a mount over its own).
+fn ended_meanwhile(c: &containers::Container, m: &holder::Mounted, mp: &Path) -> bool {
+    let end = std::time::Instant::now() + ENDING_WAIT;
+    loop {
+        if m.daemon.wait_exit(Duration::ZERO) == Some(true) {
+            return true;
+        }
+        match holder::mounted_now(c) {
+            Ok(Some(now)) if now.mountpoint.as_deref().is_none_or(|p| p == mp) => {}
+            _ => return true,
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Refuses anything at `dir` that is not a layerfs mount.
