@@ -233,6 +233,34 @@ fn umount_waits_for_the_daemon_it_unmounted_not_for_the_lock() {
     assert!(!s.root.join("containers/c").exists());
 }
 
+/// `umount C` whose daemon said it served DIR, where another command has unmounted it
+/// and mounted something else since: C is unmounted already (its daemon stops serving
+/// and exits), and the other mount is left alone. A daemon that goes on saying it serves
+/// DIR under another mount is refused.
+#[test]
+fn umount_leaves_alone_what_was_mounted_where_the_container_was() {
+    let lab = Lab::new();
+    let s = &lab.s;
+    s.load(&bb());
+    made(&lab, "c");
+    let ro = lab.mount(&["--read-only", "busybox"], "ro");
+    let answer = format!("mounted \"{}\"", ro.display());
+
+    let mut h = hold(s, "c", &answer, 0.5, 0.0);
+    let out = s.run(&["umount", "c"]);
+    h.wait().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(is_mounted(&ro), "the read-only mount was unmounted");
+
+    let mut h = hold(s, "c", &answer, 8.0, 0.0);
+    let err = s.fail(&["umount", "c"]);
+    h.kill().unwrap();
+    h.wait().unwrap();
+    assert!(err.contains("not container c's mount"), "{err}");
+    assert!(is_mounted(&ro));
+    lab.umount(&ro);
+}
+
 /// Two `mount IMAGE DIR --name C` of a C that does not exist yet: serially, the second
 /// mounts the container the first made (and finds it mounted): never "already exists".
 #[test]
