@@ -639,6 +639,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn state_answers_read_back() {
+        for p in [
+            Phase::Starting,
+            Phase::Ended,
+            Phase::Serving("/mnt/a dir/with \"quotes\"\nand a newline".into()),
+        ] {
+            let line = p.line();
+            assert!(!line.contains('\n'), "{line:?}");
+            assert_eq!(Phase::parse(&line), Some(p));
+        }
+        assert_eq!(Phase::parse("mounted /not/json"), None);
+        assert_eq!(Phase::parse("error: unknown command \"state\""), None);
+    }
+
+    #[test]
     fn one_freeze_at_a_time_and_none_after_close() {
         let gate = Arc::new(WriteGate::default());
         let first = gate.freeze(Duration::ZERO).ok();
