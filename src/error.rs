@@ -159,6 +159,10 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 
+    /// A container of that name exists already (made by another command meanwhile).
+    #[error("a container named {0} already exists")]
+    ContainerExists(String),
+
     /// A container another command holds (a commit reads it, a mount or `rm` is under way)
     /// for longer than we wait (see `store/containers.rs`).
     #[error("container {name} is busy: {detail}")]

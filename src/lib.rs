@@ -10,6 +10,8 @@
 //!   (`diff`, and what `commit` writes).
 //! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image;
 //!   [`control`] holds a mounted container's writes meanwhile.
+//! - [`holder`] tells who holds a container (its daemon serving it, or somebody for a
+//!   moment) and waits for it: what `mount`, `rm`, `umount`, `ps` and `df` go by.
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
@@ -31,6 +33,7 @@ pub mod digest;
 pub mod error;
 pub mod fdtree;
 pub mod fuse;
+pub mod holder;
 pub mod image;
 pub mod mountinfo;
 pub mod regular;

@@ -508,6 +508,16 @@ pub fn inherited_fd(var: &str) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// A pidfd of process `pid` (`pidfd_open(2)`, Linux 5.3): it refers to that process
+/// even once its number is reused, and polls readable when it has exited.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1; nothing is borrowed.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel has just returned this fd, which nothing else in this process owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// Logs a warning to syslog (LOG_DAEMON) as `layerfs-overlay`: for a daemon whose
 /// stderr is nobody's (or the caller's, which must not get it).
 pub fn syslog_warning(msg: &str) {

@@ -171,7 +171,7 @@ pub fn serve_with_control(
         // The mount works without it; only a commit of it while mounted is refused.
         log::warn!("no control socket: {e}");
     }
-    let session = FuseFs::with_gate(union, gate)
+    let session = FuseFs::with_gate(union, gate.clone())
         .mount(&s.mountpoint, &s.mount)
         .map_err(|e| {
             let hint = fuse_hint(&e);
@@ -190,6 +190,8 @@ pub fn serve_with_control(
         })
         .context("starting the signal thread")?;
     on_mounted();
+    // From now on `state` answers "mounted" (the record says where: `on_mounted`).
+    gate.set_serving(&mp);
     ready.ok();
     // fuser 0.18 unmounts the mount point *path* when a session ends, even after the
     // kernel has unmounted it (its `is_mounted` check is inverted, fixed upstream in
@@ -204,6 +206,8 @@ pub fn serve_with_control(
         Ok(r) => r.context("serving the mount"),
         Err(_) => Err(anyhow::anyhow!("the session thread panicked")),
     };
+    // Not mounted any more, whatever the caller still does before it lets go.
+    gate.set_ended();
     if result.is_err() {
         // The session died with the mount still there: do not leave it dead.
         let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);

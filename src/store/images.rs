@@ -13,7 +13,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{LockGuard, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
@@ -235,7 +235,18 @@ pub fn tag_checked(
     name: &Reference,
     force: bool,
 ) -> Result<Option<Digest>> {
-    let _meta = store.lock_meta()?;
+    let meta = store.lock_meta()?;
+    tag_checked_held(store, &meta, id, name, force)
+}
+
+/// [`tag_checked`], by a caller that holds `meta.lock` (`_meta`) already.
+pub fn tag_checked_held(
+    store: &Store,
+    _meta: &LockGuard,
+    id: &Digest,
+    name: &Reference,
+    force: bool,
+) -> Result<Option<Digest>> {
     let mut refs = store.refs()?;
     let key = name.to_string();
     let previous = refs.get(&key).copied().filter(|p| p != id);
