@@ -541,10 +541,10 @@ fn freeze(c: &Container) -> Result<Attempt> {
                         name: name.clone(),
                         detail: format!("{why}; commit it once that is done"),
                     },
-                    None => Error::Conflict(format!(
-                        "container {name} is mounted and its daemon refuses to hold its \
-                         writes for a snapshot: {l}"
-                    )),
+                    None => Error::SnapshotRefused {
+                        name: name.clone(),
+                        detail: l.to_string(),
+                    },
                 });
             }
         }

@@ -135,19 +135,17 @@ fn new_config(
     }
     history.push(Value::Object(h));
     cfg.insert("history".into(), Value::Array(history));
-    serde_json::to_vec(&Value::Object(cfg))
-        .map_err(|e| Error::io_what("encoding the config", std::io::Error::other(e)))
+    serde_json::to_vec(&Value::Object(cfg)).map_err(|e| Error::encode("the config", e))
 }
 
 /// Refuses a name another image has (before any work is done).
 fn check_name_free(store: &Store, name: &Reference) -> Result<()> {
     if let Some(id) = store.refs()?.get(&name.to_string()) {
-        return Err(Error::Conflict(format!(
-            "the name {} is taken by image {}: pick another, or move it afterwards with \
-             `layerfs tag --force`",
-            name.familiar(),
-            id.short()
-        )));
+        return Err(Error::NameTaken {
+            name: name.familiar(),
+            image: id.short(),
+            hint: ": pick another, or move it afterwards with `layerfs tag --force`",
+        });
     }
     Ok(())
 }

@@ -291,11 +291,12 @@ impl Container {
     pub fn adopt_lock(&self, file: std::fs::File) -> Result<LockGuard> {
         let path = self.root.shown(self.lock_path());
         let Some(g) = lock::adopt(file, &path, lock::Mode::Exclusive)? else {
-            return Err(Error::Conflict(format!(
-                "container {}: the lock handed over by `layerfs mount` is held by another \
-                 process",
-                self.record.name
-            )));
+            return Err(Error::LockHeld {
+                what: format!(
+                    "container {}: the lock handed over by `layerfs mount`",
+                    self.record.name
+                ),
+            });
         };
         self.check_held(&g)?;
         Ok(g)
@@ -328,7 +329,7 @@ impl Container {
         self.record.mountpoint = mp.map(|p| p.display().to_string());
         let rel = self.dir.join(CONTAINER_JSON);
         let bytes = serde_json::to_vec_pretty(&self.record)
-            .map_err(|e| Error::json(self.root.shown(&rel).display().to_string(), e))?;
+            .map_err(|e| Error::encode(self.root.shown(&rel).display().to_string(), e))?;
         store
             .write_atomic(&rel, &bytes)
             .map_err(|e| self.gone_if_missing(e))
@@ -476,16 +477,18 @@ pub fn create(
         copy_root_meta(&image_root, &store.dir().open_dir(&upper)?)
             .map_err(|e| Error::io(store.shown(&upper), e))?;
         let bytes =
-            serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::encode(CONTAINER_JSON, e))?;
         store.dir().write_new(stage.join(CONTAINER_JSON), &bytes)?;
         let Some(locked) = store
             .dir()
             .try_lock(stage.join(LOCK), lock::Mode::Exclusive)?
         else {
-            return Err(Error::Conflict(format!(
-                "{}: locked by another process while being made",
-                store.shown(stage.join(LOCK)).display()
-            )));
+            return Err(Error::LockHeld {
+                what: format!(
+                    "{} (the lock of a container being made)",
+                    store.shown(stage.join(LOCK)).display()
+                ),
+            });
         };
         store.dir().rename_noreplace(&stage, &dir)?;
         Ok(locked)
@@ -547,17 +550,13 @@ pub fn remove(store: &Store, c: &Container, _lock: LockGuard) -> Result<()> {
 /// somebody else took the lock meanwhile, or its writable layer has data.
 pub fn discard_new(store: &Store, c: Container, lock: LockGuard) -> Result<()> {
     if !lock.retake(&c.lock_path())? {
-        return Err(Error::Conflict(format!(
-            "container {} was taken by another command meanwhile",
-            c.record.name
-        )));
+        return Err(Error::LockHeld {
+            what: format!("container {} (taken meanwhile)", c.record.name),
+        });
     };
     c.check_held(&lock)?;
     if !store.dir().entries(c.dir.join(UPPER))?.is_empty() {
-        return Err(Error::Conflict(format!(
-            "container {} has data in its writable layer",
-            c.record.name
-        )));
+        return Err(Error::ContainerHasData(c.record.name.clone()));
     }
     remove(store, &c, lock)
 }

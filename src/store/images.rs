@@ -9,7 +9,6 @@
 //! the only place tags live, read-modify-written under `meta.lock` and replaced by rename.
 
 use std::collections::BTreeMap;
-use std::io;
 
 use serde::{Deserialize, Serialize};
 
@@ -206,8 +205,8 @@ pub fn install(
         if let Some(m) = manifest {
             w(MANIFEST_JSON, m)?;
         }
-        let mut json = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::io_what("encoding image.json", io::Error::other(e)))?;
+        let mut json =
+            serde_json::to_vec_pretty(record).map_err(|e| Error::encode("image.json", e))?;
         json.push(b'\n');
         w(IMAGE_JSON, &json)?;
         store.dir().rename_noreplace(&staging, &dest)
@@ -253,11 +252,11 @@ pub fn tag_checked_held(
     if let Some(p) = previous
         && !force
     {
-        return Err(Error::Conflict(format!(
-            "the name {} is taken by image {} (--force moves it)",
-            name.familiar(),
-            p.short()
-        )));
+        return Err(Error::NameTaken {
+            name: name.familiar(),
+            image: p.short(),
+            hint: " (--force moves it)",
+        });
     }
     if refs.get(&key) != Some(id) {
         refs.insert(key, *id);
