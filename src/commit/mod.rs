@@ -24,7 +24,6 @@
 
 pub mod config;
 pub mod layer;
-pub mod tar;
 
 use std::io::{BufWriter, Write};
 
@@ -292,7 +291,7 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committ
         };
         let tar = staging.join("layer.tar");
         let (diff_id, size, stats) = write_tar(store, &c, &tar, &layer_opts)?;
-        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.data)?;
+        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.content)?;
         Ok::<_, Error>((diff_id, size, stats, info, unpacked))
     })();
     let _ = store.dir().remove_tree(&staging);
