@@ -13,7 +13,8 @@
 //! - [`holder`] tells who holds a container (its daemon serving it, or somebody for a
 //!   moment) and waits for it: what `mount`, `rm`, `umount`, `ps` and `df` go by.
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
-//! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
+//! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded;
+//!   [`tar_writer`] writes every tar of files (export, commit, layers written again).
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
 //! - [`mountinfo`] reads what is mounted where (is a mount point ours, is it dead).
 //! - [`regular`] opens files that must be regular files in layer trees (never a FIFO).
@@ -40,6 +41,7 @@ pub mod regular;
 pub mod store;
 pub mod sys;
 pub mod tar_reader;
+pub mod tar_writer;
 pub mod time;
 pub mod union;
 pub mod whiteout;

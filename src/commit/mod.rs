@@ -25,7 +25,6 @@
 
 pub mod config;
 pub mod layer;
-pub mod tar;
 
 use std::io::{BufWriter, Write};
 
@@ -359,11 +358,11 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committ
         };
         let tar = staging.join("layer.tar");
         let (diff_id, size, stats) = write_tar(store, &c, &tar, &layer_opts)?;
-        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.data)?;
+        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.content)?;
         let mut layer = NewLayer {
             diff_id,
             size,
-            data: stats.data,
+            data: stats.content,
             unpacked,
         };
         let created = match opts.source_date_epoch {
