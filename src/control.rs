@@ -20,6 +20,12 @@
 //!   after `BUSY_WAIT`): what `umount` asks before it unmounts.
 //! - Either gets `closed` from a daemon whose mount has ended: it is letting go of the
 //!   container, whose lock the client takes instead.
+//! - `state`: what the daemon does with its mount, at once: `starting` (not mounted yet),
+//!   `mounted "DIR"` (mounted at DIR, a JSON string, and recorded so in the container's
+//!   record), or `ended` (its mount is gone; it lets go of the container once no commit
+//!   holds it). This is how `umount`, `rm`, `mount`, `ps` and `df` tell a container
+//!   really mounted from one whose lock a daemon holds while it starts or ends (see
+//!   `crate::holder`).
 //!
 //! Clients are served at once, each on a thread of its own (at most [`MAX_CLIENTS`]); one
 //! that says nothing for [`CLIENT_IDLE`] is sent away, so a silent client blocks nobody.
@@ -41,7 +47,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -88,6 +94,46 @@ struct GateState {
     frozen: bool,
     /// The mount has ended: no client gets the gate any more.
     closed: bool,
+    /// What the daemon does with its mount (answered to `state`).
+    phase: Phase,
+}
+
+/// What a daemon does with its mount: the answer to `state` (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Not mounted yet.
+    #[default]
+    Starting,
+    /// Mounted there, and recorded so in the container's record.
+    Serving(PathBuf),
+    /// The mount has ended: the daemon lets go of the container (once no commit holds it).
+    Ended,
+}
+
+impl Phase {
+    /// The answer line (without its newline).
+    fn line(&self) -> String {
+        match self {
+            Phase::Starting => "starting".into(),
+            Phase::Serving(mp) => format!(
+                "mounted {}",
+                serde_json::Value::String(mp.to_string_lossy().into_owned())
+            ),
+            Phase::Ended => "ended".into(),
+        }
+    }
+
+    /// Reads an answer line; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Phase> {
+        match line {
+            "starting" => Some(Phase::Starting),
+            "ended" => Some(Phase::Ended),
+            l => {
+                let mp: String = serde_json::from_str(l.strip_prefix("mounted ")?).ok()?;
+                Some(Phase::Serving(mp.into()))
+            }
+        }
+    }
 }
 
 /// Why a client does not get the gate.
@@ -125,6 +171,20 @@ impl WriteGate {
 
     fn is_frozen(&self) -> bool {
         self.state().frozen
+    }
+
+    /// The mount is live at `mp`, and the container's record says so.
+    pub fn set_serving(&self, mp: &Path) {
+        self.state().phase = Phase::Serving(mp.to_path_buf());
+    }
+
+    /// The mount has ended (the daemon lets go of the container after [`WriteGate::close`]).
+    pub fn set_ended(&self) {
+        self.state().phase = Phase::Ended;
+    }
+
+    fn phase(&self) -> Phase {
+        self.state().phase.clone()
     }
 
     /// Waits up to `wait` while another client holds the gate.
@@ -177,7 +237,8 @@ impl WriteGate {
     }
 }
 
-fn socket_path(fd: &OwnedFd) -> PathBuf {
+/// The socket's path through `fd`, an fd of the container directory.
+pub(crate) fn socket_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}/{SOCKET}", fd.as_raw_fd()))
 }
 
@@ -303,6 +364,7 @@ fn client(s: UnixStream, gate: &WriteGate) -> io::Result<()> {
                 Err(Refused::Busy) => writeln!(w, "{}", busy_line(BUSY_WAIT)),
             }
         }
+        "state" => writeln!(w, "{}", gate.phase().line()),
         "" => Ok(()),
         other => {
             let _ = writeln!(w, "error: unknown command {other:?}");
@@ -421,7 +483,8 @@ fn connect(c: &Container) -> io::Result<UnixStream> {
     Ok(s)
 }
 
-fn no_daemon(e: &io::Error) -> bool {
+/// Nobody listens on the socket (or the daemon went away while we talked to it).
+pub(crate) fn no_daemon(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::EPIPE) | Some(libc::ECONNRESET)
@@ -478,10 +541,10 @@ fn freeze(c: &Container) -> Result<Attempt> {
                         name: name.clone(),
                         detail: format!("{why}; commit it once that is done"),
                     },
-                    None => Error::Conflict(format!(
-                        "container {name} is mounted and its daemon refuses to hold its \
-                         writes for a snapshot: {l}"
-                    )),
+                    None => Error::SnapshotRefused {
+                        name: name.clone(),
+                        detail: l.to_string(),
+                    },
                 });
             }
         }
@@ -574,6 +637,21 @@ pub fn wait_idle(c: &Container) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_answers_read_back() {
+        for p in [
+            Phase::Starting,
+            Phase::Ended,
+            Phase::Serving("/mnt/a dir/with \"quotes\"\nand a newline".into()),
+        ] {
+            let line = p.line();
+            assert!(!line.contains('\n'), "{line:?}");
+            assert_eq!(Phase::parse(&line), Some(p));
+        }
+        assert_eq!(Phase::parse("mounted /not/json"), None);
+        assert_eq!(Phase::parse("error: unknown command \"state\""), None);
+    }
 
     #[test]
     fn one_freeze_at_a_time_and_none_after_close() {

@@ -47,6 +47,14 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A document of ours that cannot be encoded as JSON (`what` names it).
+    #[error("encoding {what}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A document that parses but breaks a rule of its format.
     #[error("{file}: {detail}")]
     Invalid { file: String, detail: String },
@@ -155,14 +163,68 @@ pub enum Error {
     )]
     WhiteoutName { path: String },
 
-    /// Refused without `--force` (Docker's rule for ids with several tags).
-    #[error("{0}")]
-    Conflict(String),
+    /// A name (`REPO:TAG`) another image has; `hint` says what to do instead.
+    #[error("the name {name} is taken by image {image}{hint}")]
+    NameTaken {
+        name: String,
+        image: String,
+        hint: &'static str,
+    },
+
+    /// `rmi NAME` of an image's last name while a container or a mount uses the image.
+    #[error("unable to remove {name}: its image {image} is in use by {} (--force removes the name only)", users.join(", "))]
+    NameInUse {
+        name: String,
+        image: String,
+        users: Vec<String>,
+    },
+
+    /// `rmi ID` of an image with several names (Docker's rule): refused without `--force`.
+    #[error("image {image} is referenced by several names ({}); remove them by name or use --force", names.join(", "))]
+    SeveralNames { image: String, names: Vec<String> },
+
+    /// A source with several images where one is wanted.
+    #[error("{from} holds {count} images; pick one, e.g. {example}")]
+    SeveralImages {
+        from: String,
+        count: usize,
+        example: String,
+    },
+
+    /// A source with no image at all.
+    #[error("{0} holds no image")]
+    NoImage(String),
+
+    /// `load --tag` of a source with several images.
+    #[error("--tag needs a single image; this source holds several")]
+    TagNeedsOneImage,
+
+    /// A container whose image was removed (with `rmi --force` of its names, then prune).
+    #[error("container {container} was made from image {image}, which is no longer in the store")]
+    ImageGone { container: String, image: String },
+
+    /// A container of that name exists already (made by another command meanwhile).
+    #[error("a container named {0} already exists")]
+    ContainerExists(String),
 
     /// A container another command holds (a commit reads it, a mount or `rm` is under way)
     /// for longer than we wait (see `store/containers.rs`).
     #[error("container {name} is busy: {detail}")]
     ContainerBusy { name: String, detail: String },
+
+    /// A container lock held by a process that should not hold it (`what` says which).
+    #[error("{what} is held by another process")]
+    LockHeld { what: String },
+
+    /// A container just made for a mount that failed, which turned out to have data.
+    #[error("container {0} has data in its writable layer")]
+    ContainerHasData(String),
+
+    /// A mounted container's daemon that will not hold its writes for a snapshot.
+    #[error(
+        "container {name} is mounted and its daemon refuses to hold its writes for a snapshot: {detail}"
+    )]
+    SnapshotRefused { name: String, detail: String },
 
     /// `--root` names something that is not a layerfs store.
     #[error("{}: not a layerfs store ({detail})", path.display())]
@@ -198,6 +260,14 @@ impl Error {
     pub fn json(file: impl Into<String>, source: serde_json::Error) -> Error {
         Error::BadJson {
             file: file.into(),
+            source,
+        }
+    }
+
+    /// `what` (a record of ours) could not be encoded as JSON.
+    pub fn encode(what: impl Into<String>, source: serde_json::Error) -> Error {
+        Error::Encode {
+            what: what.into(),
             source,
         }
     }

@@ -1,6 +1,7 @@
 //! layerfs: a union filesystem for container images.
 //!
-//! - [`image`] reads image formats (OCI layout, OCI archive, docker-archive) and references.
+//! - [`image`] reads and writes image formats (OCI layout, OCI archive, docker-archive),
+//!   image references, and the outputs of `save` and `export`.
 //! - [`store`] is the content-addressed store: layers unpacked once by diff_id, images,
 //!   containers (writable layers), locking, atomic installs, garbage collection.
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
@@ -9,8 +10,11 @@
 //!   (`diff`, and what `commit` writes).
 //! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image;
 //!   [`control`] holds a mounted container's writes meanwhile.
+//! - [`holder`] tells who holds a container (its daemon serving it, or somebody for a
+//!   moment) and waits for it: what `mount`, `rm`, `umount`, `ps` and `df` go by.
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
-//! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded.
+//! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded;
+//!   [`tar_writer`] writes every tar of files (export, commit, layers written again).
 //! - [`time`] formats and parses RFC 3339 timestamps and Docker's "3 weeks ago".
 //! - [`mountinfo`] reads what is mounted where (is a mount point ours, is it dead).
 //! - [`regular`] opens files that must be regular files in layer trees (never a FIFO).
@@ -30,12 +34,14 @@ pub mod digest;
 pub mod error;
 pub mod fdtree;
 pub mod fuse;
+pub mod holder;
 pub mod image;
 pub mod mountinfo;
 pub mod regular;
 pub mod store;
 pub mod sys;
 pub mod tar_reader;
+pub mod tar_writer;
 pub mod time;
 pub mod union;
 pub mod whiteout;

@@ -482,19 +482,40 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(hard)
 }
 
-/// Takes ownership of fd number `fd` inherited from our parent (named in an environment
-/// variable), after checking that it is open.
-pub fn inherited_fd(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+/// Takes ownership of the fd our parent handed us under the number that environment
+/// variable `var` holds, after checking that it is open; `None` when there is none, and
+/// for every call after the first with that number: an fd is adopted once per process, so
+/// two owners never close it twice.
+pub fn inherited_fd(var: &str) -> Option<std::os::fd::OwnedFd> {
+    static TAKEN: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+    let fd: RawFd = std::env::var(var).ok()?.parse().ok()?;
     if fd < 3 {
+        return None;
+    }
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    if taken.contains(&fd) {
         return None;
     }
     // SAFETY: F_GETFD on any integer is harmless; it only tells whether the fd is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return None;
     }
+    taken.push(fd);
     // SAFETY: the fd is open, and nothing else in this process owns it: the parent passed
-    // it for us alone and this is called once, at startup.
+    // it for us alone (the variable names it), and `TAKEN` makes this the only adoption of
+    // that number. Callers adopt at startup, before the process opens files of its own
+    // that could have reused the number had the parent's fd been closed.
     Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// A pidfd of process `pid` (`pidfd_open(2)`, Linux 5.3): it refers to that process
+/// even once its number is reused, and polls readable when it has exited.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1; nothing is borrowed.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) })?;
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel has just returned this fd, which nothing else in this process owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Logs a warning to syslog (LOG_DAEMON) as `layerfs-overlay`: for a daemon whose

@@ -405,3 +405,53 @@ fn link_replaces_an_index_name_that_is_not_an_index_entry() {
     assert_eq!(mark(&entry, "layerfs.origin"), Some(ino.to_string()));
     assert_eq!(read_all(u, walk(u, "up2").unwrap()), "data");
 }
+
+/// A frozen stack (`export`, `diff`, `commit` of a container whose mount may be live)
+/// reads an upper layer another process writes: a name looked up, then renamed over or
+/// removed by that process, is a file that changed meanwhile (ENOENT, and a new lookup
+/// finds what is there now), never EIO "the upper layer changed behind the mount"
+/// (issue 19, found by tests/store_stress.rs).
+#[test]
+fn a_frozen_stack_takes_a_name_changed_by_another_process_for_changed() {
+    use layerfs::union::{FsError, WorkSpec};
+    use layerfs::whiteout::Styles;
+    common::mount::require_root();
+    let mut l = Layers::new();
+    l.add().file("base", "x");
+    let upper = l.root.path().join("upper");
+    let work = l.root.path().join("work");
+    fs::create_dir_all(&upper).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    fs::write(upper.join("replaced"), "old").unwrap();
+    fs::write(upper.join("removed"), "old").unwrap();
+    let specs: Vec<LayerSpec> = l
+        .lowerdirs()
+        .into_iter()
+        .map(|p| LayerSpec::new(p, false))
+        .collect();
+    let open = |p: &Path| fs::File::open(p).unwrap().into();
+    let up = LayerSpec::written_with(open(&upper), upper.clone(), Styles::KERNEL);
+    let wk = WorkSpec::opened(open(&work), work.clone());
+    let stack = Stack::open_frozen(&specs, &up, &wk, Styles::KERNEL).unwrap();
+    let u = Union::new(stack, Options::default()).unwrap();
+    let replaced = walk(&u, "replaced").unwrap();
+    let removed = walk(&u, "removed").unwrap();
+    // The mount's daemon writes a new file and renames it over one name, removes another.
+    fs::write(upper.join(".tmp"), "new!").unwrap();
+    fs::rename(upper.join(".tmp"), upper.join("replaced")).unwrap();
+    fs::remove_file(upper.join("removed")).unwrap();
+    for id in [replaced, removed] {
+        let opened = u.open(id, libc::O_RDONLY).map(|o| o.fh);
+        assert_eq!(opened.err(), Some(FsError::ENOENT), "open");
+        assert_eq!(u.listxattr(id).err(), Some(FsError::ENOENT), "listxattr");
+        assert_eq!(
+            u.getattr(id, None).err().map(|e| e.errno()),
+            Some(libc::ENOENT)
+        );
+    }
+    // Looked up again, the name gives the file there now.
+    u.forget(replaced, 1);
+    let again = walk(&u, "replaced").unwrap();
+    assert_eq!(read_all(&u, again), "new!");
+    assert_eq!(walk(&u, "removed"), Err(libc::ENOENT));
+}

@@ -134,7 +134,8 @@ fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
         .collect())
 }
 
-fn absent_ok<T>(r: union::Result<T>) -> union::Result<Option<T>> {
+/// `Ok(None)` for a path that is not there (or no longer a directory on the way).
+fn if_present<T>(r: union::Result<T>) -> union::Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e) if e == FsError::ENOENT || e == FsError::ENOTDIR => Ok(None),
@@ -147,11 +148,9 @@ pub fn container_image(
     store: &crate::store::Store,
     c: &crate::store::containers::Container,
 ) -> Result<crate::store::ImageRecord> {
-    let gone = || {
-        Error::Conflict(format!(
-            "container {} was made from image {}, which is no longer in the store",
-            c.record.name, c.record.image
-        ))
+    let gone = || Error::ImageGone {
+        container: c.record.name.clone(),
+        image: c.record.image.clone(),
     };
     let id = crate::digest::Digest::parse(&c.record.image).map_err(|_| gone())?;
     store.image(&id)?.ok_or_else(gone)

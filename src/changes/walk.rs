@@ -20,7 +20,7 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use super::links::Extra;
-use super::{Found, Raw, Views, Visit, absent_ok, fs_err, listing, raw_names, show};
+use super::{Found, Raw, Views, Visit, fs_err, if_present, listing, raw_names, show};
 use crate::error::{Error, Result};
 use crate::sys::At;
 use crate::union::{self, FileKind, NodeId, Union};
@@ -106,7 +106,7 @@ fn lookup(u: &Union, dir: NodeId, name: &OsString, path: &[u8]) -> Result<Option
         s.push_str(&name.to_string_lossy());
         s
     };
-    Ok(absent_ok(u.lookup(dir, name))
+    Ok(if_present(u.lookup(dir, name))
         .map_err(|e| fs_err(at(), e))?
         .map(|e| Found {
             id: e.id,

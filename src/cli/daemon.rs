@@ -29,8 +29,7 @@ const LOCK_ENV: &str = "LAYERFS_LOCK_FD";
 /// The container lock handed over by the `layerfs mount` that started this daemon, if
 /// any: the open lock file, whose lock this process now holds too.
 pub fn inherited_lock() -> Option<File> {
-    let fd = std::env::var(LOCK_ENV).ok()?.parse::<i32>().ok()?;
-    let file = File::from(crate::sys::inherited_fd(fd)?);
+    let file = File::from(crate::sys::inherited_fd(LOCK_ENV)?);
     // Not for the daemon's own children (fusermount3): they must not keep it locked.
     let _ = fcntl(&file, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     Some(file)
@@ -43,10 +42,7 @@ pub struct Ready(Option<File>);
 impl Ready {
     /// Takes the pipe named by `LAYERFS_READY_FD`, if this process was started detached.
     pub fn from_env() -> Ready {
-        let fd = std::env::var(READY_ENV)
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok());
-        let file = fd.and_then(crate::sys::inherited_fd).map(File::from);
+        let file = crate::sys::inherited_fd(READY_ENV).map(File::from);
         if let Some(f) = &file {
             // Not for the daemon's own children.
             let _ = fcntl(f, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
@@ -175,7 +171,7 @@ pub fn serve_with_control(
         // The mount works without it; only a commit of it while mounted is refused.
         log::warn!("no control socket: {e}");
     }
-    let session = FuseFs::with_gate(union, gate)
+    let session = FuseFs::with_gate(union, gate.clone())
         .mount(&s.mountpoint, &s.mount)
         .map_err(|e| {
             let hint = fuse_hint(&e);
@@ -194,6 +190,8 @@ pub fn serve_with_control(
         })
         .context("starting the signal thread")?;
     on_mounted();
+    // From now on `state` answers "mounted" (the record says where: `on_mounted`).
+    gate.set_serving(&mp);
     ready.ok();
     // fuser 0.18 unmounts the mount point *path* when a session ends, even after the
     // kernel has unmounted it (its `is_mounted` check is inverted, fixed upstream in
@@ -208,6 +206,8 @@ pub fn serve_with_control(
         Ok(r) => r.context("serving the mount"),
         Err(_) => Err(anyhow::anyhow!("the session thread panicked")),
     };
+    // Not mounted any more, whatever the caller still does before it lets go.
+    gate.set_ended();
     if result.is_err() {
         // The session died with the mount still there: do not leave it dead.
         let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);

@@ -9,7 +9,14 @@
 //! The container is locked from the moment it is picked (looked up by name, or created
 //! locked) until its daemon is done with it: the detached daemon inherits the very lock
 //! this command took, so `rm` (or another mount) never finds it free in between (see
-//! `store/containers.rs`). A commit reading the container is waited for.
+//! `store/containers.rs`). A container its daemon serves is refused ("already mounted
+//! at DIR"); one held for a moment — a commit reading it, a mount being set up, a daemon
+//! starting or letting go, an `rm` — is waited for, without the store lock, and looked
+//! up again (`crate::holder`); so is a container made under the name asked for since it
+//! was looked up (then it is the one mounted, if it is of the image asked for). A detached
+//! daemon's error, whenever it comes before the mount is live, is this command's; a
+//! daemon that fails before it mounts leaves the lock to this command, which removes a
+//! container it made while still holding it.
 //!
 //! Without `--foreground` this re-runs itself detached (see `daemon.rs`) and returns once
 //! the mount is live, printing the container name.
@@ -32,7 +39,9 @@ use anyhow::{Context as _, bail};
 use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
+use crate::error::Error;
 use crate::fuse::{Access, MountConfig};
+use crate::holder::{self, Take, Waiter, Why};
 use crate::mountinfo;
 use crate::store::{ImageRecord, LockGuard, Store, containers, mounts};
 use crate::union::{Options, Stack};
@@ -127,12 +136,25 @@ impl Args {
 /// A container picked for a mount, with its lock held (see `store/containers.rs`).
 type Locked = (containers::Container, LockGuard);
 
-/// Takes the lock of container `c` for a mount; `None` when `c` was removed meanwhile.
-fn lock_for_mount(c: &containers::Container) -> anyhow::Result<Option<LockGuard>> {
-    match c.lock(containers::BUSY_WAIT) {
-        Ok(Some(g)) => Ok(Some(g)),
-        Ok(None) => Err(already_mounted(c)),
-        Err(crate::error::Error::UnknownContainer(_)) => Ok(None),
+/// What one look at the arguments gave (see [`resolve_once`]).
+enum Look<T> {
+    /// Found, and locked.
+    Ready(T),
+    /// The container was removed, or one was made under its name, meanwhile: look again,
+    /// as if this command had come after that one.
+    Again,
+    /// Container `name` is held for a moment by another command: wait (without the store
+    /// lock) and look again.
+    Wait(String, Why),
+}
+
+/// Takes the lock of container `c` for a mount.
+fn lock_for_mount(c: &containers::Container) -> anyhow::Result<Look<LockGuard>> {
+    match holder::try_take(c) {
+        Ok(Take::Got(g)) => Ok(Look::Ready(g)),
+        Ok(Take::Mounted(m)) => Err(already_mounted(c, &m)),
+        Ok(Take::Wait(why)) => Ok(Look::Wait(c.record.name.clone(), why)),
+        Err(Error::UnknownContainer(_)) => Ok(Look::Again),
         Err(e) => Err(e.into()),
     }
 }
@@ -150,13 +172,12 @@ fn check_image(c: &containers::Container, n: &str, image: &ImageRecord) -> anyho
     Ok(())
 }
 
-/// Container `name`, which must exist and be of `image`, locked; `None` when it was
-/// removed meanwhile.
+/// Container `name`, which must exist and be of `image`, locked.
 fn existing_container(
     store: &Store,
     name: &str,
     image: &ImageRecord,
-) -> anyhow::Result<Option<Locked>> {
+) -> anyhow::Result<Look<Locked>> {
     match containers::open(store, name)? {
         Some(c) => {
             check_image(&c, name, image)?;
@@ -170,19 +191,34 @@ fn existing_container(
 }
 
 /// The container to mount, locked: the named one (checked against the image), or a new
-/// one (`true`: created now). `None` when the named one was removed meanwhile.
+/// one (`true`: created now).
 fn container_for(
     store: &Store,
     name: Option<&str>,
     image: &ImageRecord,
-) -> anyhow::Result<Option<(Locked, bool)>> {
+) -> anyhow::Result<Look<(Locked, bool)>> {
     if let Some(n) = name
         && let Some(c) = containers::open(store, n)?
     {
         check_image(&c, n, image)?;
         return Ok(lock_for_mount(&c)?.map(|g| ((c, g), false)));
     }
-    Ok(Some((containers::create(store, name, image)?, true)))
+    match containers::create(store, name, image) {
+        Ok(l) => Ok(Look::Ready((l, true))),
+        // Made by another command since we looked: that one is mounted (or refused).
+        Err(Error::ContainerExists(_)) if name.is_some() => Ok(Look::Again),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl<T> Look<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Look<U> {
+        match self {
+            Look::Ready(t) => Look::Ready(f(t)),
+            Look::Again => Look::Again,
+            Look::Wait(n, why) => Look::Wait(n, why),
+        }
+    }
 }
 
 /// `mount NAME DIR` where NAME is an existing container: that container and its image.
@@ -208,9 +244,8 @@ fn container_by_name(
 /// mounted read-only; `true` when the container was created for this mount.
 type Resolved = (ImageRecord, Option<Locked>, bool);
 
-/// Looks the arguments up and locks the container. `None` when a container was removed
-/// while we took its lock: the caller looks again, as if it had come after the `rm`.
-fn resolve_once(ctx: &Context, store: &Store, args: &Args) -> anyhow::Result<Option<Resolved>> {
+/// Looks the arguments up and locks the container.
+fn resolve_once(ctx: &Context, store: &Store, args: &Args) -> anyhow::Result<Look<Resolved>> {
     let by_name = match args.name {
         None => container_by_name(store, &args.image)?,
         Some(_) => None,
@@ -222,7 +257,7 @@ fn resolve_once(ctx: &Context, store: &Store, args: &Args) -> anyhow::Result<Opt
     let image = image_arg(ctx, store, &args.image)?;
     Ok(match (args.read_only, args.name.as_deref()) {
         // The image alone.
-        (true, None) => Some((image, None, false)),
+        (true, None) => Look::Ready((image, None, false)),
         // An existing container's layer, read-only.
         (true, Some(n)) => existing_container(store, n, &image)?.map(|l| (image, Some(l), false)),
         (false, name) => {
@@ -231,56 +266,85 @@ fn resolve_once(ctx: &Context, store: &Store, args: &Args) -> anyhow::Result<Opt
     })
 }
 
-/// [`resolve_once`], again while containers vanish under it (each time, an `rm` won).
-/// A detached daemon takes over the lock `layerfs mount` took (`inherited`): its container
-/// exists, and is never created here.
-fn resolve(
+/// The lock `layerfs mount` took and handed to this detached daemon (`inherited`): its
+/// container exists, and is never created here.
+fn adopt(
+    ctx: &Context,
+    store: &Store,
+    args: &Args,
+    inherited: std::fs::File,
+) -> anyhow::Result<Resolved> {
+    let Some(name) = args.name.as_deref() else {
+        bail!("a container lock was handed over without a container name");
+    };
+    let image = image_arg(ctx, store, &args.image)?;
+    let Some(c) = containers::open(store, name)? else {
+        return Err(Error::UnknownContainer(name.into()).into());
+    };
+    check_image(&c, name, &image)?;
+    let g = c.adopt_lock(inherited)?;
+    Ok((image, Some((c, g)), false))
+}
+
+/// How often [`resolve`] looks again after a container vanished under it (each time, an
+/// `rm` won) or appeared (another mount made it).
+const RESOLVE_ATTEMPTS: usize = 5;
+
+/// Looks the arguments up and locks the container, with the store lock held shared (a
+/// concurrent rmi/prune cannot remove the image between the lookup and the container
+/// record, or, read-only, the mount record, that protects it); again while containers
+/// vanish or appear under it, and after waiting, without the store lock, while another
+/// command holds the container for a moment (see `crate::holder`). `hold` records a
+/// read-only mount of the image alone (by the process that serves it).
+fn resolve<H>(
     ctx: &Context,
     store: &Store,
     args: &Args,
     inherited: Option<std::fs::File>,
-) -> anyhow::Result<Resolved> {
+    hold: impl Fn(&Resolved) -> anyhow::Result<H>,
+) -> anyhow::Result<(Resolved, H)> {
     if let Some(file) = inherited {
-        let Some(name) = args.name.as_deref() else {
-            bail!("a container lock was handed over without a container name");
-        };
-        let image = image_arg(ctx, store, &args.image)?;
-        let Some(c) = containers::open(store, name)? else {
-            return Err(crate::error::Error::UnknownContainer(name.into()).into());
-        };
-        check_image(&c, name, &image)?;
-        let g = c.adopt_lock(file)?;
-        return Ok((image, Some((c, g)), false));
+        let _lock = store.lock_shared()?;
+        let r = adopt(ctx, store, args, file)?;
+        let h = hold(&r)?;
+        return Ok((r, h));
     }
-    for _ in 0..RESOLVE_ATTEMPTS {
-        if let Some(r) = resolve_once(ctx, store, args)? {
-            return Ok(r);
+    let mut again = 0;
+    let mut waiter: Option<Waiter> = None;
+    loop {
+        let look = {
+            let _lock = store.lock_shared()?;
+            match resolve_once(ctx, store, args)? {
+                Look::Ready(r) => {
+                    let h = hold(&r)?;
+                    return Ok((r, h));
+                }
+                other => other,
+            }
+        };
+        match look {
+            Look::Wait(name, why) => waiter.get_or_insert_with(|| Waiter::new(&name)).wait(why)?,
+            _ => {
+                again += 1;
+                if again >= RESOLVE_ATTEMPTS {
+                    bail!(
+                        "{}: the container was removed, or made by another command, each \
+                         time it was about to be mounted",
+                        args.image
+                    );
+                }
+            }
         }
     }
-    bail!(
-        "{}: the container was removed each time it was about to be mounted",
-        args.image
-    )
 }
 
-/// How often [`resolve`] looks again.
-const RESOLVE_ATTEMPTS: usize = 5;
-
-/// Container `c`'s lock is held exclusive by someone else: its daemon, or another
-/// command mounting or removing it.
-fn already_mounted(c: &containers::Container) -> anyhow::Error {
-    match &c.record.mountpoint {
-        Some(_) => anyhow::anyhow!(
-            "container {} is already mounted{}",
-            c.record.name,
-            c.at_mountpoint()
-        ),
-        None => anyhow::anyhow!(
-            "container {} is already mounted, or being mounted or removed by another \
-             layerfs command",
-            c.record.name
-        ),
-    }
+/// Container `c` is mounted (`m`): by its daemon, which says where.
+fn already_mounted(c: &containers::Container, m: &holder::Mounted) -> anyhow::Error {
+    let at = match &m.mountpoint {
+        Some(mp) => format!(" at {}", mp.display()),
+        None => c.at_mountpoint(),
+    };
+    anyhow::anyhow!("container {} is already mounted{at}", c.record.name)
 }
 
 /// The mount point, resolved; refused when it is not a directory, is a dead mount, or
@@ -348,37 +412,43 @@ const FUSE_DEVICE: &str = "/dev/fuse";
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut ready = Ready::from_env();
+    let result = run_with(ctx, &args, &mut ready);
+    if let Err(e) = &result {
+        // A detached daemon's error, whenever it comes before the mount is live, is what
+        // `layerfs mount` says (a no-op once the pipe has had its answer).
+        ready.fail(e);
+    }
+    result
+}
+
+fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
     let dir = check_dir(&args.dir, args.overmount)?;
-    let serving = args.foreground || ready.detached();
-    if !ready.detached() {
+    let detached = ready.detached();
+    let serving = args.foreground || detached;
+    if !detached {
         check_fuse()?;
     }
-    let inherited = if ready.detached() {
+    let inherited = if detached {
         daemon::inherited_lock()
     } else {
         None
     };
-    let (image, container, created, hold) = {
-        // Shared: a concurrent rmi/prune cannot remove the image between the lookup and
-        // the container record (or, read-only, the mount record) that protects it.
-        let _lock = store.lock_shared()?;
-        let (image, container, created) = resolve(ctx, &store, &args, inherited)?;
-        // Only the process that serves the mount holds its image (a container's record
-        // holds it otherwise).
-        let hold = if args.read_only && serving && container.is_none() {
-            Some(
+    let ((image, container, created), hold) =
+        resolve(ctx, &store, args, inherited, |(image, container, _)| {
+            // Only the process that serves the mount holds its image (a container's
+            // record holds it otherwise).
+            if args.read_only && serving && container.is_none() {
                 mounts::hold(&store, &image.id, &dir)
-                    .context("recording the read-only mount in the store")?,
-            )
-        } else {
-            None
-        };
-        (image, container, created, hold)
-    };
+                    .map(Some)
+                    .context("recording the read-only mount in the store")
+            } else {
+                Ok(None)
+            }
+        })?;
 
     if !serving {
-        warn_exposure(ctx, &args, &dir);
+        warn_exposure(ctx, args, &dir);
         let mut a: Vec<OsString> = vec!["--root".into(), ctx.root.clone().into()];
         for _ in 0..ctx.verbose {
             a.push("-v".into());
@@ -406,7 +476,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         // The daemon holds the container's lock from here on (this very lock).
         let spawned = daemon::spawn_detached(&a, log, container.as_ref().map(|(_, l)| l.file()));
         if let Err(e) = spawned {
-            // A container made for this mount does not outlive its failure.
+            // A container made for this mount does not outlive its failure. A daemon
+            // that failed before it mounted has left the lock to us (see
+            // `store/containers.rs`).
             if created && let Some((c, lock)) = container {
                 discard(&store, c, lock);
             }
@@ -426,15 +498,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let live = std::cell::Cell::new(false);
     // The container's lock is held until serving is over (see `store/containers.rs`).
     let served = container.as_ref().map(|(c, _)| c);
-    let result = serve_container(&store, &image, served, &dir, &args, &mut ready, &live);
+    let result = serve_container(&store, &image, served, &dir, args, ready, &live);
     if let Err(e) = &result {
         ready.fail(e);
-        // Only a mount that never went live leaves nothing worth keeping.
-        if created
-            && !live.get()
-            && let Some((c, lock)) = container
-        {
-            discard(&store, c, lock);
+        match container {
+            // Only a mount that never went live leaves nothing worth keeping.
+            Some((c, lock)) if created && !live.get() => discard(&store, c, lock),
+            // A detached daemon that never mounted leaves the lock to the `layerfs mount`
+            // that handed it over (it still holds the open file): unlocking it here would
+            // let another command in before that one has removed a container it made.
+            Some((_, lock)) if detached && !live.get() => lock.hand_over(),
+            _ => {}
         }
     }
     drop(hold);

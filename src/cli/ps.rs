@@ -12,6 +12,7 @@ use super::Context;
 use super::format::Template;
 use super::load::{human_size, print_table};
 use crate::digest::Digest;
+use crate::holder;
 use crate::mountinfo::{self, MountEntry};
 use crate::store::{Store, containers};
 
@@ -70,22 +71,40 @@ impl State {
     }
 }
 
-/// The state of container `c`, given what is mounted (`mounts`, read with `c`'s record
-/// before its lock is probed here). A daemon that unmounts and exits in between (it clears
-/// the record's mount point, then lets go of the lock) would look stale on those older
-/// reads, so a stale look is checked again on a fresh record and mount table.
-pub fn state(store: &Store, c: &containers::Container, mounts: &[MountEntry]) -> State {
-    if c.is_mounted() {
-        return State::Mounted;
+/// The state of container `c` and where it is mounted, given what is mounted (`mounts`,
+/// read with `c`'s record before its daemon is asked here). Mounted is what its daemon
+/// says (`crate::holder`): a daemon that is starting, or whose mount has ended, does not
+/// count. Stale is a mount of it left behind with no daemon: a daemon that unmounts and
+/// exits in between (it clears the record's mount point, then lets go of the lock) would
+/// look stale on those older reads, so a stale look is checked again on a fresh record
+/// and mount table.
+pub fn state(
+    store: &Store,
+    c: &containers::Container,
+    mounts: &[MountEntry],
+) -> (State, Option<String>) {
+    let daemon_says = |c: &containers::Container| {
+        holder::mounted_now(c).ok().flatten().map(|m| {
+            m.mountpoint
+                .map(|p| p.display().to_string())
+                .or_else(|| c.record.mountpoint.clone())
+        })
+    };
+    if let Some(mp) = daemon_says(c) {
+        return (State::Mounted, mp);
     }
     if !left_mounted(c, mounts) {
-        return State::Unmounted;
+        return (State::Unmounted, None);
     }
     let fresh = containers::open(store, &c.record.name).ok().flatten();
     let mounts = mountinfo::read().unwrap_or_default();
     match fresh {
-        Some(f) if !f.is_mounted() && left_mounted(&f, &mounts) => State::Stale,
-        _ => State::Unmounted,
+        Some(f)
+            if !f.held_exclusive() && daemon_says(&f).is_none() && left_mounted(&f, &mounts) =>
+        {
+            (State::Stale, f.record.mountpoint)
+        }
+        _ => (State::Unmounted, None),
     }
 }
 
@@ -122,7 +141,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let now = crate::time::now_unix();
     let mut rows: Vec<Value> = Vec::new();
     for c in containers::all(&store)? {
-        let st = state(&store, &c, &mounts);
+        let (st, mp) = state(&store, &c, &mounts);
         if !args.all && st == State::Unmounted {
             continue;
         }
@@ -132,10 +151,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let (image_name, image_size) = match &image {
             Some(i) => (i.display_name(), i.size()),
             None => (c.record.image.clone(), 0),
-        };
-        let mp = match st {
-            State::Unmounted => None,
-            _ => c.record.mountpoint.clone(),
         };
         let mut row = json!({
             "name": c.record.name,

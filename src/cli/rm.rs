@@ -1,13 +1,17 @@
 //! `layerfs rm NAME…`: removes containers, record and writable layer in one step, with
 //! the container's lock held (see `store/containers.rs`): a mount of it cannot start
-//! meanwhile, and a commit reading it is waited for. A mounted container is refused
-//! unless `--force`, which unmounts it first. Afterwards nothing holds its image: `rmi`
-//! of the image works, `prune` frees what nothing uses.
+//! meanwhile. A container held for a moment — a commit reading it, a mount being set up,
+//! a daemon starting or letting go, another `rm` — is waited for (`crate::holder`). A
+//! mounted container is refused unless `--force`, which unmounts it first and waits for
+//! its daemon to exit. Afterwards nothing holds its image: `rmi` of the image works,
+//! `prune` frees what nothing uses.
 
 use anyhow::bail;
 
 use super::Context;
-use super::umount::{container_mount, detach_stale, unmount_container};
+use super::umount::{detach_stale, is_unknown_container, unmount_container};
+use crate::error::Error;
+use crate::holder::{self, Take, Waiter};
 use crate::store::{Store, containers};
 
 #[derive(Debug, clap::Args)]
@@ -21,43 +25,67 @@ pub struct Args {
     pub force: bool,
 }
 
+/// How often `rm --force` unmounts a container that is mounted again each time before
+/// it gives up.
+const FORCED_UNMOUNTS: usize = 5;
+
 fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
-    let Some(mut c) = containers::open(store, name)? else {
-        bail!("no such container: {name} (see `layerfs ps -a`)");
-    };
-    // Held until the container is gone: no mount of it starts meanwhile (see
-    // `store/containers.rs`); a commit reading it is waited for.
-    let lock = match c.lock(containers::BUSY_WAIT)? {
-        Some(lock) => lock,
-        None if !force => match c.record.mountpoint {
-            Some(_) => bail!(
-                "container {name} is mounted{}: unmount it first, or use --force",
-                c.at_mountpoint()
-            ),
-            None => bail!(
-                "container {name} is mounted, or being mounted or removed by another layerfs \
-                 command: unmount it first, or use --force"
-            ),
-        },
-        None => {
-            let mp = container_mount(&c)?;
-            unmount_container(&c, &mp)?;
-            match c.lock(containers::BUSY_WAIT)? {
-                Some(lock) => lock,
-                None => bail!("container {name} was mounted again meanwhile"),
+    let mut waiter = Waiter::new(name);
+    let mut unmounts = 0;
+    loop {
+        let Some(mut c) = containers::open(store, name)? else {
+            bail!("no such container: {name} (see `layerfs ps -a`)");
+        };
+        let take = {
+            // Shared, for the removal only: rmi and prune (exclusive) see the container
+            // either whole or gone. Never held while waiting or unmounting.
+            let _lock = store.lock_shared()?;
+            match holder::try_take(&c) {
+                // The lock is held until the container is gone: no mount of it starts
+                // meanwhile (see `store/containers.rs`).
+                Ok(Take::Got(lock)) => {
+                    // A daemon killed with the mount left behind: the dead mount goes first.
+                    detach_stale(store, &mut c)?;
+                    containers::remove(store, &c, lock)?;
+                    return Ok(());
+                }
+                // Removed meanwhile: look again ("no such container").
+                Err(Error::UnknownContainer(_)) => continue,
+                Ok(other) => other,
+                Err(e) => return Err(e.into()),
             }
+        };
+        match take {
+            Take::Got(_) => {}
+            Take::Mounted(m) if !force => {
+                let at = match &m.mountpoint {
+                    Some(mp) => format!(" at {}", mp.display()),
+                    None => c.at_mountpoint(),
+                };
+                bail!("container {name} is mounted{at}: unmount it first, or use --force");
+            }
+            Take::Mounted(m) => {
+                unmounts += 1;
+                if unmounts > FORCED_UNMOUNTS {
+                    bail!(
+                        "container {name} was mounted again each time it was unmounted \
+                         ({FORCED_UNMOUNTS} times)"
+                    );
+                }
+                match unmount_container(store, &c, &m) {
+                    Err(e) if is_unknown_container(&e) => {}
+                    r => r?,
+                }
+            }
+            // A commit reads it, a mount or an `rm` is under way, its daemon starts or
+            // lets go: in a serial order that comes first.
+            Take::Wait(why) => waiter.wait(why)?,
         }
-    };
-    // A daemon killed with the mount left behind: the dead mount goes first.
-    detach_stale(store, &mut c)?;
-    containers::remove(store, &c, lock)?;
-    Ok(())
+    }
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
-    // Shared: rmi and prune (exclusive) see the container either whole or gone.
-    let _lock = store.lock_shared()?;
     let mut failed = 0;
     for name in &args.names {
         match remove_one(&store, name, args.force) {

@@ -17,14 +17,14 @@
 //!    changes give the same diff_id);
 //! 5. the image (the base config with the new `rootfs.diff_ids` entry, a `history` entry,
 //!    `created`, `author` and the changes; the base's layers plus the new one) is staged
-//!    and renamed into `images/`, then tagged. A name taken meanwhile undoes 5 and 4.
+//!    and renamed into `images/`, and tagged, in one step under the metadata lock: a name
+//!    taken meanwhile leaves no image, and undoes 4 (see [`install_image`]).
 //!
 //! The store lock is held shared throughout: `rmi`/`prune` cannot remove the base image
 //! or the new layer in between.
 
 pub mod config;
 pub mod layer;
-pub mod tar;
 
 use std::io::{BufWriter, Write};
 
@@ -37,7 +37,7 @@ use crate::image::{Compression, Reference};
 use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo, LayerSource};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
-use crate::store::{Store, at, containers, gc};
+use crate::store::{LockGuard, Store, at, containers, gc};
 use crate::union::{LayerSpec, WorkSpec};
 
 pub use layer::{LayerOptions, LayerStats};
@@ -134,19 +134,17 @@ fn new_config(
     }
     history.push(Value::Object(h));
     cfg.insert("history".into(), Value::Array(history));
-    serde_json::to_vec(&Value::Object(cfg))
-        .map_err(|e| Error::io_what("encoding the config", std::io::Error::other(e)))
+    serde_json::to_vec(&Value::Object(cfg)).map_err(|e| Error::encode("the config", e))
 }
 
 /// Refuses a name another image has (before any work is done).
 fn check_name_free(store: &Store, name: &Reference) -> Result<()> {
     if let Some(id) = store.refs()?.get(&name.to_string()) {
-        return Err(Error::Conflict(format!(
-            "the name {} is taken by image {}: pick another, or move it afterwards with \
-             `layerfs tag --force`",
-            name.familiar(),
-            id.short()
-        )));
+        return Err(Error::NameTaken {
+            name: name.familiar(),
+            image: id.short(),
+            hint: ": pick another, or move it afterwards with `layerfs tag --force`",
+        });
     }
     Ok(())
 }
@@ -227,6 +225,74 @@ fn install_layer(
     Ok((info, true))
 }
 
+/// How often [`install_image`] unpacks its layer again when a concurrent commit of the
+/// same changes removed it (undoing itself) before the image was installed.
+const LAYER_RETRIES: usize = 3;
+
+/// The layer a commit wrote and installed.
+struct NewLayer {
+    diff_id: Digest,
+    /// Its tar's size, and the bytes of data its files hold.
+    size: u64,
+    data: u64,
+    /// This commit unpacked it (the store did not have it): a failure removes it again.
+    unpacked: bool,
+}
+
+/// Removes `layer` again when this commit unpacked it and no installed image uses it;
+/// called with the metadata lock held (`_meta`), under which every commit installs its
+/// image, so an image of another commit is either installed (and keeps the layer) or
+/// checks for the layer before it installs (see [`install_image`]). Returns `e`.
+fn undo_layer(store: &Store, _meta: &LockGuard, layer: &NewLayer, e: Error) -> Error {
+    if layer.unpacked
+        && let Err(u) = gc::remove_layer_if_unused(store, &layer.diff_id)
+    {
+        log::warn!("removing layer {} again: {u}", layer.diff_id);
+    }
+    e
+}
+
+/// Installs image `record` (config `config`) over its new top layer `layer`, and names
+/// it, under the metadata lock, which every tag and every commit's install takes: the
+/// name is checked free and taken in one step with the install (so a name taken since
+/// the commit began leaves no image to undo), and the layer is checked to be there still
+/// — another commit of the same changes whose name was taken may have removed it, as
+/// its undo, after we found it installed: it is then unpacked again from its tar, `tar`.
+/// A failure removes the layer again if this commit unpacked it.
+fn install_image(
+    store: &Store,
+    tar: &std::path::Path,
+    layer: &mut NewLayer,
+    record: &ImageRecord,
+    config: &[u8],
+    opts: &CommitOptions,
+) -> Result<()> {
+    for _ in 0..LAYER_RETRIES {
+        let meta = store.lock_meta()?;
+        if !store.has_layer(&layer.diff_id) {
+            drop(meta);
+            install_layer(store, tar, layer.diff_id, layer.size, layer.data)?;
+            layer.unpacked = true;
+            continue;
+        }
+        let done = (|| {
+            if let Some(n) = &opts.name {
+                check_name_free(store, n)?;
+            }
+            images::install(store, record, config, None)?;
+            if let Some(n) = &opts.name {
+                images::tag_checked_held(store, &meta, &record.id, n, false)?;
+            }
+            Ok(())
+        })();
+        return done.map_err(|e| undo_layer(store, &meta, layer, e));
+    }
+    Err(Error::io_what(
+        format!("installing layer {}", layer.diff_id),
+        std::io::Error::other("removed again each time by concurrent commits"),
+    ))
+}
+
 /// Writes the tar of layer `index` (bottom first) of `image` again, from its unpacked
 /// directory over the layers below it. For a layer `commit` made, these are the very
 /// bytes it wrote (the same diff_id): the store keeps no blobs, and `save` needs them.
@@ -292,59 +358,53 @@ pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committ
         };
         let tar = staging.join("layer.tar");
         let (diff_id, size, stats) = write_tar(store, &c, &tar, &layer_opts)?;
-        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.data)?;
-        Ok::<_, Error>((diff_id, size, stats, info, unpacked))
+        let (info, unpacked) = install_layer(store, &tar, diff_id, size, stats.content)?;
+        let mut layer = NewLayer {
+            diff_id,
+            size,
+            data: stats.content,
+            unpacked,
+        };
+        let created = match opts.source_date_epoch {
+            Some(t) => crate::time::format_rfc3339(t),
+            None => crate::time::now_rfc3339(),
+        };
+        let config = match new_config(&base_config, &diff_id, &created, opts) {
+            Ok(c) => c,
+            Err(e) => return Err(undo_layer(store, &store.lock_meta()?, &layer, e)),
+        };
+        let id = Digest::of(&config);
+        let mut layers = base.layers.clone();
+        layers.push(LayerRecord {
+            digest: Some(diff_id),
+            diff_id,
+            chain_id: diff_id,
+            media_type: LAYER_MEDIA_TYPE.into(),
+            size: Some(size),
+            unpacked_size: info.size,
+        });
+        let chains = chain_ids(&layers.iter().map(|l| l.diff_id).collect::<Vec<_>>());
+        for (l, c) in layers.iter_mut().zip(chains) {
+            l.chain_id = c;
+        }
+        let record = ImageRecord {
+            id,
+            manifest_digest: None,
+            manifest_media_type: None,
+            layers,
+            loaded: crate::time::now_rfc3339(),
+            created: Some(created),
+            os: base.os.clone(),
+            architecture: base.architecture.clone(),
+            origin: format!("commit of container {name}"),
+            tags: Vec::new(),
+        };
+        install_image(store, &tar, &mut layer, &record, &config, opts)?;
+        Ok::<_, Error>((id, layer, stats))
     })();
     let _ = store.dir().remove_tree(&staging);
-    let (diff_id, size, stats, info, unpacked) = result?;
-
-    let undo_layer = |e: Error| -> Error {
-        if unpacked && let Err(u) = gc::remove_layer_if_unused(store, &diff_id) {
-            log::warn!("removing layer {diff_id} again: {u}");
-        }
-        e
-    };
-    let created = match opts.source_date_epoch {
-        Some(t) => crate::time::format_rfc3339(t),
-        None => crate::time::now_rfc3339(),
-    };
-    let config = new_config(&base_config, &diff_id, &created, opts).map_err(undo_layer)?;
-    let id = Digest::of(&config);
-    let mut layers = base.layers.clone();
-    layers.push(LayerRecord {
-        digest: Some(diff_id),
-        diff_id,
-        chain_id: diff_id,
-        media_type: LAYER_MEDIA_TYPE.into(),
-        size: Some(size),
-        unpacked_size: info.size,
-    });
-    let chains = chain_ids(&layers.iter().map(|l| l.diff_id).collect::<Vec<_>>());
-    for (l, c) in layers.iter_mut().zip(chains) {
-        l.chain_id = c;
-    }
-    let record = ImageRecord {
-        id,
-        manifest_digest: None,
-        manifest_media_type: None,
-        layers,
-        loaded: crate::time::now_rfc3339(),
-        created: Some(created),
-        os: base.os.clone(),
-        architecture: base.architecture.clone(),
-        origin: format!("commit of container {name}"),
-        tags: Vec::new(),
-    };
-    let existed = store.image(&id)?.is_some();
-    images::install(store, &record, &config, None).map_err(undo_layer)?;
-    if let Some(n) = &opts.name
-        && let Err(e) = images::tag_checked(store, &id, n, false)
-    {
-        if !existed {
-            let _ = gc::remove_atomically(store, &at::image(&id), "image");
-        }
-        return Err(undo_layer(e));
-    }
+    let (id, layer, stats) = result?;
+    let (diff_id, size, unpacked) = (layer.diff_id, layer.size, layer.unpacked);
     Ok(Committed {
         id,
         diff_id,

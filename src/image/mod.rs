@@ -22,7 +22,6 @@ pub mod open;
 pub mod output;
 pub mod reference;
 pub mod sink;
-pub mod tree_tar;
 pub mod write;
 
 use std::fmt;

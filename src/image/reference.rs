@@ -90,11 +90,6 @@ impl Reference {
         &self.tag
     }
 
-    /// The same repository with another tag.
-    pub fn with_tag(&self, tag: &str) -> Result<Reference> {
-        Reference::parse(&format!("{}:{tag}", self.name()))
-    }
-
     /// The repository as Docker shows it: `busybox`, `layerfs/busybox`, `quay.io/x/y`.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {

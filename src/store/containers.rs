@@ -16,14 +16,30 @@
 //! - **`layerfs mount`**, exclusive, from the moment it has picked the container — an
 //!   existing one by name, or a new one, which [`create`] makes already locked — to the
 //!   end: the daemon it starts inherits that very lock (the open file), so the container
-//!   is never free between the choice and the mount; a mount that fails removes a
-//!   container it created while still holding it ([`discard_new`]);
+//!   is never free between the choice and the mount. A daemon that fails before it
+//!   mounts leaves the lock to `layerfs mount` (it exits without unlocking), which then
+//!   removes a container it created while still holding it ([`discard_new`]);
 //! - **`rm`**, exclusive, while it removes the container ([`remove`]: renamed into `tmp/`
 //!   in one step, then deleted);
 //! - **`commit` of a container that is not mounted**, shared, while it reads the layer
 //!   (several commits may read at once; nobody mounts, writes or removes it meanwhile);
-//! - **"is it mounted?"** (`ps`, `df`, `umount`), shared, for an instant: a daemon holds
-//!   the lock exclusive.
+//! - **`umount` of a container whose daemon died**, shared, while it clears the record;
+//!   and `crate::holder`'s probe, for an instant.
+//!
+//! The lock held exclusive does not mean "mounted": only the daemon knows whether its
+//! mount is live, and says so on its control socket (`state`). `crate::holder` sets out
+//! what `mount`, `rm`, `umount`, `ps` and `df` make of the two: a container really
+//! mounted is refused (or, by `umount` and `rm --force`, unmounted); one held for a
+//! moment — a commit reading it, a daemon starting or letting go, a mount being set up,
+//! an `rm` — is waited for, up to [`BUSY_WAIT`], saying so on stderr, then
+//! [`Error::ContainerBusy`]. Exclusive takers never block on the flock itself: they try,
+//! and wait between tries without holding the store lock. So `rm NAME` and `mount NAME
+//! DIR` (by name, or `--name NAME` of an existing container) exclude each other: at most
+//! one of two racing ones succeeds, as in one of the two serial orders. After taking the
+//! lock, every taker checks that the file it locked is still `containers/<name>/lock`:
+//! one whose container was removed (or removed and made again) meanwhile gets
+//! [`Error::UnknownContainer`], as if it had come after the `rm`; `mount` then looks its
+//! argument up again.
 //!
 //! A commit of a mounted container takes no lock: its daemon holds it, and closes its
 //! write gate for the commit. `layerfs umount` (and `rm --force`) first wait for the
@@ -31,17 +47,6 @@
 //! unmount under a commit: an unmount would succeed (the daemon keeps the container until
 //! the commit is done) but then wait for the daemon, and a caller expects the container
 //! to be free when `umount` returns.
-//!
-//! Exclusive takers ([`Container::lock`]) never block on the flock: one that finds it held
-//! shared (a commit; an instant's probe) waits up to [`BUSY_WAIT`], saying so on stderr,
-//! and then fails with [`Error::ContainerBusy`]; one that finds it held exclusive (a
-//! daemon, a mount starting, an `rm`) gives up at once. So `rm NAME` and `mount NAME DIR`
-//! (by name, or `--name NAME` of an existing container) exclude each other: at most one
-//! of two racing ones succeeds, as in one of the two serial orders. After taking the
-//! lock, every taker checks that the file it locked is still `containers/<name>/lock`:
-//! one whose container was removed (or removed and made again) meanwhile gets
-//! [`Error::UnknownContainer`], as if it had come after the `rm`; `mount` then looks its
-//! argument up again.
 //!
 //! Order: the store lock (shared) may be held while a container lock is taken, and a
 //! mount daemon takes the store lock (shared) with its container's lock held; `rmi` and
@@ -113,16 +118,13 @@ use super::lock::{self, LockGuard};
 use crate::union::WorkSpec;
 use crate::union::layer::WORK_INDEX;
 
-/// How long a command waits for a commit that holds a container (its lock shared, or its
-/// daemon's write gate) before it gives up with [`Error::ContainerBusy`].
+/// How long a command waits for a container held for a moment — a commit reading it (its
+/// lock shared, or its daemon's write gate), a daemon starting or letting go, a mount
+/// being set up, an `rm` — before it gives up with [`Error::ContainerBusy`].
 pub const BUSY_WAIT: Duration = Duration::from_secs(60);
 
-/// How often a waiting exclusive taker tries the lock again.
+/// How often [`Container::wait_unlocked`] looks again.
 const POLL: Duration = Duration::from_millis(20);
-
-/// After this long a waiting exclusive taker says on stderr what it waits for (shorter
-/// waits are an instant's probe by `ps`, not worth a line).
-const SAY_WAITING_AFTER: Duration = Duration::from_millis(500);
 
 const UPPER: &str = "upper";
 const WORK: &str = "work";
@@ -181,7 +183,10 @@ impl Container {
     pub fn upper_spec(&self, store: &Store) -> Result<(LayerSpec, Styles)> {
         let styles = self.styles(store)?;
         let rel = self.dir.join(UPPER);
-        let fd = self.root.open_dir(&rel)?;
+        let fd = self
+            .root
+            .open_dir(&rel)
+            .map_err(|e| self.gone_if_missing(e))?;
         Ok((
             LayerSpec::written_with(fd, self.root.shown(&rel), styles),
             styles,
@@ -192,19 +197,40 @@ impl Container {
     pub fn work_spec(&self) -> Result<WorkSpec> {
         let rel = self.dir.join(WORK);
         Ok(WorkSpec::opened(
-            self.root.open_dir(&rel)?,
+            self.root
+                .open_dir(&rel)
+                .map_err(|e| self.gone_if_missing(e))?,
             self.root.shown(&rel),
         ))
     }
 
     /// The container's directory, opened (the control socket lives there).
     pub fn open_dir(&self) -> Result<std::os::fd::OwnedFd> {
-        self.root.open_dir(&self.dir)
+        self.root
+            .open_dir(&self.dir)
+            .map_err(|e| self.gone_if_missing(e))
     }
 
     /// The daemon's log file, opened for appending (created 0600).
     pub fn open_log(&self) -> Result<std::fs::File> {
-        self.root.open_write(self.dir.join(LOG), false)
+        self.root
+            .open_write(self.dir.join(LOG), false)
+            .map_err(|e| self.gone_if_missing(e))
+    }
+
+    /// `e`, or [`Error::UnknownContainer`] when it says that a file of the container is
+    /// not there: the container was removed meanwhile (in a serial order, the `rm` came
+    /// first). Its files are never removed one by one: `rm` renames the whole directory.
+    fn gone_if_missing(&self, e: Error) -> Error {
+        match &e {
+            Error::Io { source, .. } | Error::IoWhat { source, .. }
+                if source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                self.gone()
+            }
+            Error::NotFound(_) => self.gone(),
+            _ => e,
+        }
     }
 
     /// The full path of the daemon's log file, for messages.
@@ -223,10 +249,7 @@ impl Container {
             Ok(Some(g)) => g,
             Ok(None) => return Ok(None),
             // Its directory was renamed away by `rm`.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.gone());
-            }
-            Err(e) => return Err(e),
+            Err(e) => return Err(self.gone_if_missing(e)),
         };
         self.check_held(&g)?;
         Ok(Some(g))
@@ -251,41 +274,10 @@ impl Container {
         }
     }
 
-    /// Takes the container lock exclusive (mount, rm; see the module docs). `Ok(None)`
-    /// when a daemon, a mount starting or an `rm` holds it; while commits of the
-    /// unmounted container hold it, waits for them up to `wait`, then
-    /// [`Error::ContainerBusy`].
-    pub fn lock(&self, wait: Duration) -> Result<Option<LockGuard>> {
-        let start = Instant::now();
-        let mut said = false;
-        loop {
-            if let Some(g) = self.try_lock(lock::Mode::Exclusive)? {
-                return Ok(Some(g));
-            }
-            // Held shared (commits, or an instant's probe) or exclusive (given up on)?
-            if self.try_lock(lock::Mode::Shared)?.is_none() {
-                return Ok(None);
-            }
-            let waited = start.elapsed();
-            if waited >= wait {
-                return Err(Error::ContainerBusy {
-                    name: self.record.name.clone(),
-                    detail: format!(
-                        "a commit of it has been reading it for over {} s; try again once it \
-                         is done",
-                        wait.as_secs()
-                    ),
-                });
-            }
-            if !said && waited >= SAY_WAITING_AFTER {
-                eprintln!(
-                    "layerfs: waiting for the commit of container {} to finish",
-                    self.record.name
-                );
-                said = true;
-            }
-            std::thread::sleep(POLL);
-        }
+    /// Takes the container lock exclusive, without waiting (mount, rm: see the module
+    /// docs and `crate::holder`); `Ok(None)` when anybody else holds it.
+    pub fn try_exclusive(&self) -> Result<Option<LockGuard>> {
+        self.try_lock(lock::Mode::Exclusive)
     }
 
     /// Takes the container lock shared, for a commit of the unmounted container;
@@ -299,27 +291,30 @@ impl Container {
     pub fn adopt_lock(&self, file: std::fs::File) -> Result<LockGuard> {
         let path = self.root.shown(self.lock_path());
         let Some(g) = lock::adopt(file, &path, lock::Mode::Exclusive)? else {
-            return Err(Error::Conflict(format!(
-                "container {}: the lock handed over by `layerfs mount` is held by another \
-                 process",
-                self.record.name
-            )));
+            return Err(Error::LockHeld {
+                what: format!(
+                    "container {}: the lock handed over by `layerfs mount`",
+                    self.record.name
+                ),
+            });
         };
         self.check_held(&g)?;
         Ok(g)
     }
 
-    /// True while a daemon serves this container (or a mount of it is starting, or `rm`
-    /// removes it): its lock is held exclusive.
-    pub fn is_mounted(&self) -> bool {
+    /// True while somebody holds the lock exclusive: a daemon (serving the container,
+    /// starting, or letting go), a mount being set up, an `rm`. Whether it is mounted is
+    /// its daemon's to say (`crate::holder`).
+    pub fn held_exclusive(&self) -> bool {
         matches!(self.lock_shared(), Ok(None))
     }
 
-    /// Waits until no daemon holds the container (after an unmount), up to `timeout`.
+    /// Waits until nobody holds the lock exclusive any more, up to `timeout`: after an
+    /// unmount, where the daemon's own exit cannot be watched.
     pub fn wait_unlocked(&self, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
         loop {
-            if !self.is_mounted() {
+            if !self.held_exclusive() {
                 return true;
             }
             if Instant::now() > end {
@@ -334,8 +329,10 @@ impl Container {
         self.record.mountpoint = mp.map(|p| p.display().to_string());
         let rel = self.dir.join(CONTAINER_JSON);
         let bytes = serde_json::to_vec_pretty(&self.record)
-            .map_err(|e| Error::json(self.root.shown(&rel).display().to_string(), e))?;
-        store.write_atomic(&rel, &bytes)
+            .map_err(|e| Error::encode(self.root.shown(&rel).display().to_string(), e))?;
+        store
+            .write_atomic(&rel, &bytes)
+            .map_err(|e| self.gone_if_missing(e))
     }
 
     /// Bytes the writable layer holds (what `ps -s` shows as SIZE): its regular files, a
@@ -480,16 +477,18 @@ pub fn create(
         copy_root_meta(&image_root, &store.dir().open_dir(&upper)?)
             .map_err(|e| Error::io(store.shown(&upper), e))?;
         let bytes =
-            serde_json::to_vec_pretty(&record).map_err(|e| Error::json(CONTAINER_JSON, e))?;
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::encode(CONTAINER_JSON, e))?;
         store.dir().write_new(stage.join(CONTAINER_JSON), &bytes)?;
         let Some(locked) = store
             .dir()
             .try_lock(stage.join(LOCK), lock::Mode::Exclusive)?
         else {
-            return Err(Error::Conflict(format!(
-                "{}: locked by another process while being made",
-                store.shown(stage.join(LOCK)).display()
-            )));
+            return Err(Error::LockHeld {
+                what: format!(
+                    "{} (the lock of a container being made)",
+                    store.shown(stage.join(LOCK)).display()
+                ),
+            });
         };
         store.dir().rename_noreplace(&stage, &dir)?;
         Ok(locked)
@@ -507,9 +506,7 @@ pub fn create(
             let _ = store.dir().remove_tree(&stage);
             match e {
                 Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(Error::Conflict(format!(
-                        "a container named {name} already exists"
-                    )))
+                    Err(Error::ContainerExists(name))
                 }
                 e => Err(e),
             }
@@ -553,17 +550,13 @@ pub fn remove(store: &Store, c: &Container, _lock: LockGuard) -> Result<()> {
 /// somebody else took the lock meanwhile, or its writable layer has data.
 pub fn discard_new(store: &Store, c: Container, lock: LockGuard) -> Result<()> {
     if !lock.retake(&c.lock_path())? {
-        return Err(Error::Conflict(format!(
-            "container {} is mounted",
-            c.record.name
-        )));
+        return Err(Error::LockHeld {
+            what: format!("container {} (taken meanwhile)", c.record.name),
+        });
     };
     c.check_held(&lock)?;
     if !store.dir().entries(c.dir.join(UPPER))?.is_empty() {
-        return Err(Error::Conflict(format!(
-            "container {} has data in its writable layer",
-            c.record.name
-        )));
+        return Err(Error::ContainerHasData(c.record.name.clone()));
     }
     remove(store, &c, lock)
 }

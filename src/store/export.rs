@@ -6,7 +6,8 @@
 //! files and hard links come out exactly as a mount shows them and no overlay mark
 //! reaches the tar. No FUSE mount is needed, the core writes nothing (atimes included,
 //! nothing staged in the work directory), and the core never
-//! learns about tar: [`UnionTree`] adapts it to [`crate::image::tree_tar`]. A container
+//! learns about tar: [`UnionTree`] adapts it to [`crate::tar_writer`], which writes it as
+//! [`crate::tar_writer::Options::TREE`]. A container
 //! that is mounted meanwhile may be written to while it is read; as with `docker
 //! export` of a running container, the tar is then whatever each file held when read.
 
@@ -17,11 +18,12 @@ use std::os::unix::ffi::OsStrExt;
 use super::{Store, containers};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::tree_tar::{self, Kind, Stat, Tree};
-use crate::union::{Atime, Attr, FileKind, FsError, NodeId, Options, ROOT_ID, Stack, Union};
+use crate::tar_writer::union::{UnionFile, io_err};
+use crate::tar_writer::{self, Leaf, Source, Tree, Written};
+use crate::union::{Atime, Attr, FsError, NodeId, Options, ROOT_ID, Stack, Union};
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
-pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tree_tar::Written> {
+pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<Written> {
     let _lock = store.lock_shared()?;
     let c =
         containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
@@ -57,7 +59,7 @@ pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<tr
         inner: out,
         failed: None,
     };
-    match tree_tar::write(&UnionTree(&union), &mut out, tree_tar::Options::default()) {
+    match tar_writer::write_tree(&UnionTree(&union), &mut out, tar_writer::Options::TREE) {
         Ok(w) => Ok(w),
         // The output's own error (a full disk), not the entry being written.
         Err(_) if out.failed.is_some() => Err(Error::io_what(
@@ -94,15 +96,6 @@ impl<W: Write> Write for OutErrors<W> {
     }
 }
 
-/// An io::Error of a union error, with its context when it has one.
-fn io_err(e: FsError) -> io::Error {
-    let base = io::Error::from_raw_os_error(e.errno());
-    match e.context() {
-        Some(ctx) => io::Error::new(base.kind(), format!("{ctx}: {base}")),
-        None => base,
-    }
-}
-
 /// The union core as a [`Tree`]: nodes are looked up (and forgotten once written) as
 /// the kernel would; an open directory is its node.
 pub struct UnionTree<'u>(pub &'u Union);
@@ -116,11 +109,38 @@ pub struct UnionNode {
 
 /// Largest xattr value (XATTR_SIZE_MAX).
 const XATTR_MAX: u32 = 65536;
-/// Bytes asked per read of a file.
-const READ_CHUNK: u32 = 1 << 20;
+
+impl Source for UnionTree<'_> {
+    type Node = UnionNode;
+
+    fn read_link(&self, n: &UnionNode) -> io::Result<Vec<u8>> {
+        self.0.readlink(n.id).map_err(io_err)
+    }
+
+    fn xattrs(&self, n: &UnionNode) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        let list = match self.0.listxattr(n.id) {
+            Ok(l) => l,
+            Err(e) if e == FsError::EOPNOTSUPP => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut out = Vec::new();
+        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let name = OsStr::from_bytes(name);
+            match self.0.getxattr(n.id, name, XATTR_MAX) {
+                Ok(v) => out.push((name.to_os_string(), v)),
+                Err(e) if e == FsError::ENODATA => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self, n: &UnionNode) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(UnionFile::open(self.0, n.id)?))
+    }
+}
 
 impl Tree for UnionTree<'_> {
-    type Node = UnionNode;
     type Dir = UnionNode;
 
     fn root(&self) -> io::Result<UnionNode> {
@@ -131,30 +151,8 @@ impl Tree for UnionTree<'_> {
         })
     }
 
-    fn stat(&self, n: &UnionNode) -> io::Result<Stat> {
-        let a = &n.attr;
-        let kind = match a.kind {
-            FileKind::Regular => Kind::Regular,
-            FileKind::Directory => Kind::Directory,
-            FileKind::Symlink => Kind::Symlink,
-            FileKind::Fifo => Kind::Fifo,
-            FileKind::CharDevice => Kind::CharDevice,
-            FileKind::BlockDevice => Kind::BlockDevice,
-            FileKind::Socket => Kind::Socket,
-        };
-        let rdev = u64::from(a.rdev);
-        Ok(Stat {
-            kind,
-            perm: u32::from(a.perm),
-            uid: u64::from(a.uid),
-            gid: u64::from(a.gid),
-            size: a.size,
-            mtime: a.mtime.sec,
-            rdev_major: nix::sys::stat::major(rdev) as u32,
-            rdev_minor: nix::sys::stat::minor(rdev) as u32,
-            ino: a.ino,
-            nlink: u64::from(a.nlink),
-        })
+    fn stat(&self, n: &UnionNode) -> io::Result<Leaf> {
+        Ok(Leaf::of_attr(&n.attr))
     }
 
     fn open_dir(&self, n: UnionNode) -> io::Result<UnionNode> {
@@ -193,37 +191,6 @@ impl Tree for UnionTree<'_> {
         self.0.stack.layers.len().max(1)
     }
 
-    fn read_link(&self, n: &UnionNode) -> io::Result<Vec<u8>> {
-        self.0.readlink(n.id).map_err(io_err)
-    }
-
-    fn xattrs(&self, n: &UnionNode) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-        let list = match self.0.listxattr(n.id) {
-            Ok(l) => l,
-            Err(e) if e == FsError::EOPNOTSUPP => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(e)),
-        };
-        let mut out = Vec::new();
-        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            let name = OsStr::from_bytes(name);
-            match self.0.getxattr(n.id, name, XATTR_MAX) {
-                Ok(v) => out.push((name.to_os_string(), v)),
-                Err(e) if e == FsError::ENODATA => {}
-                Err(e) => return Err(io_err(e)),
-            }
-        }
-        Ok(out)
-    }
-
-    fn open(&self, n: &UnionNode) -> io::Result<Box<dyn Read + '_>> {
-        let reply = self.0.open(n.id, libc::O_RDONLY).map_err(io_err)?;
-        Ok(Box::new(UnionFile {
-            union: self.0,
-            fh: reply.fh,
-            offset: 0,
-        }))
-    }
-
     fn release(&self, n: UnionNode) {
         if n.counted {
             self.0.forget(n.id, 1);
@@ -232,34 +199,5 @@ impl Tree for UnionTree<'_> {
 
     fn close_dir(&self, d: UnionNode) {
         self.release(d);
-    }
-}
-
-/// An open file of the union, read in order; closed on drop.
-struct UnionFile<'u> {
-    union: &'u Union,
-    fh: crate::union::Fh,
-    offset: u64,
-}
-
-impl Read for UnionFile<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = u32::try_from(buf.len())
-            .unwrap_or(READ_CHUNK)
-            .min(READ_CHUNK);
-        let data = self
-            .union
-            .read(self.fh, self.offset, want)
-            .map_err(io_err)?;
-        let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-impl Drop for UnionFile<'_> {
-    fn drop(&mut self) {
-        self.union.release(self.fh);
     }
 }

@@ -99,12 +99,11 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
                     && let Some(cs) = users.get(&id.to_string())
                     && !force
                 {
-                    return Err(Error::Conflict(format!(
-                        "unable to remove {}: its image {} is in use by {} (--force removes the name only)",
-                        r.familiar(),
-                        id.short(),
-                        cs.join(", ")
-                    )));
+                    return Err(Error::NameInUse {
+                        name: r.familiar(),
+                        image: id.short(),
+                        users: cs.clone(),
+                    });
                 }
                 (id, vec![key])
             }
@@ -112,15 +111,14 @@ pub fn rmi(store: &Store, references: &[String], force: bool) -> Result<RmiRepor
                 let rec = images::resolve(store, reference)?;
                 let tags = tags_of(&refs, &rec.id);
                 if tags.len() > 1 && !force {
-                    return Err(Error::Conflict(format!(
-                        "image {} is referenced by several names ({}); remove them by name or use --force",
-                        rec.id.short(),
-                        tags.iter()
+                    return Err(Error::SeveralNames {
+                        image: rec.id.short(),
+                        names: tags
+                            .iter()
                             .filter_map(|t| Reference::parse(t).ok())
                             .map(|r| r.familiar())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
+                            .collect(),
+                    });
                 }
                 if let Some(cs) = users.get(&rec.id.to_string())
                     && !force

@@ -9,11 +9,10 @@
 //! the only place tags live, read-modify-written under `meta.lock` and replaced by rename.
 
 use std::collections::BTreeMap;
-use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{LockGuard, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
@@ -206,8 +205,8 @@ pub fn install(
         if let Some(m) = manifest {
             w(MANIFEST_JSON, m)?;
         }
-        let mut json = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::io_what("encoding image.json", io::Error::other(e)))?;
+        let mut json =
+            serde_json::to_vec_pretty(record).map_err(|e| Error::encode("image.json", e))?;
         json.push(b'\n');
         w(IMAGE_JSON, &json)?;
         store.dir().rename_noreplace(&staging, &dest)
@@ -235,18 +234,29 @@ pub fn tag_checked(
     name: &Reference,
     force: bool,
 ) -> Result<Option<Digest>> {
-    let _meta = store.lock_meta()?;
+    let meta = store.lock_meta()?;
+    tag_checked_held(store, &meta, id, name, force)
+}
+
+/// [`tag_checked`], by a caller that holds `meta.lock` (`_meta`) already.
+pub fn tag_checked_held(
+    store: &Store,
+    _meta: &LockGuard,
+    id: &Digest,
+    name: &Reference,
+    force: bool,
+) -> Result<Option<Digest>> {
     let mut refs = store.refs()?;
     let key = name.to_string();
     let previous = refs.get(&key).copied().filter(|p| p != id);
     if let Some(p) = previous
         && !force
     {
-        return Err(Error::Conflict(format!(
-            "the name {} is taken by image {} (--force moves it)",
-            name.familiar(),
-            p.short()
-        )));
+        return Err(Error::NameTaken {
+            name: name.familiar(),
+            image: p.short(),
+            hint: " (--force moves it)",
+        });
     }
     if refs.get(&key) != Some(id) {
         refs.insert(key, *id);

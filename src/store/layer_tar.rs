@@ -3,7 +3,7 @@
 //!
 //! The store keeps whiteouts and opaque directories in the kernel's spelling; a layer tar
 //! spells them as files (image-spec layer.md). [`LayerDirTree`] presents `diff/` to
-//! [`crate::image::tree_tar`] with that translation, asking [`crate::whiteout`] for every
+//! [`crate::tar_writer`] (as [`crate::tar_writer::Options::TREE`]) with that translation, asking [`crate::whiteout`] for every
 //! spelling: a char 0/0 device `NAME` becomes an empty file `.wh.NAME`, a directory marked
 //! opaque gets an empty `.wh..wh..opq` inside it, `.wh.` files of a layer stored in that
 //! dialect stay as they are, the union's own xattrs are left out, and ownership kept
@@ -22,11 +22,12 @@ use std::path::Path;
 use std::rc::Rc;
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::sys::stat::{FileStat, Mode};
 
 use super::unpack::OVERRIDE_STAT_XATTR;
-use crate::image::tree_tar::{Kind, Stat, Tree};
 use crate::sys::{self, At};
+use crate::tar_writer::{self, Leaf, Source, Tree};
+use crate::union::FileKind;
 use crate::whiteout;
 
 /// A node: the layer root, an entry of a directory, or a marker made up for the tar.
@@ -37,7 +38,7 @@ pub enum LayerNode {
         name: OsString,
         st: FileStat,
     },
-    Marker(Stat),
+    Marker(Leaf),
 }
 
 /// `diff/` of a layer, read as a layer tar's entries.
@@ -64,50 +65,17 @@ impl LayerDirTree {
     }
 }
 
-fn kind_of(st: &FileStat) -> Kind {
-    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-        SFlag::S_IFDIR => Kind::Directory,
-        SFlag::S_IFLNK => Kind::Symlink,
-        SFlag::S_IFIFO => Kind::Fifo,
-        SFlag::S_IFCHR => Kind::CharDevice,
-        SFlag::S_IFBLK => Kind::BlockDevice,
-        SFlag::S_IFSOCK => Kind::Socket,
-        _ => Kind::Regular,
-    }
-}
-
-fn stat_of(st: &FileStat) -> Stat {
-    let kind = kind_of(st);
-    Stat {
-        kind,
-        perm: st.st_mode & 0o7777,
-        uid: u64::from(st.st_uid),
-        gid: u64::from(st.st_gid),
-        size: if kind == Kind::Regular {
-            st.st_size as u64
-        } else {
-            0
-        },
-        mtime: st.st_mtime,
-        rdev_major: nix::sys::stat::major(st.st_rdev) as u32,
-        rdev_minor: nix::sys::stat::minor(st.st_rdev) as u32,
-        ino: st.st_ino,
-        nlink: st.st_nlink,
-    }
-}
-
 /// An empty regular file standing for a whiteout or an opaque marker, with the owner,
 /// mode and time of what it stands for.
-fn marker(like: &FileStat, perm: u32) -> Stat {
-    Stat {
-        kind: Kind::Regular,
+fn marker(like: &FileStat, perm: u32) -> Leaf {
+    Leaf {
+        kind: FileKind::Regular,
         perm,
         size: 0,
-        rdev_major: 0,
-        rdev_minor: 0,
+        rdev: (0, 0),
         ino: 0,
         nlink: 1,
-        ..stat_of(like)
+        ..Leaf::of_stat(like)
     }
 }
 
@@ -122,22 +90,21 @@ fn parse_override(v: &[u8]) -> Option<(u64, u64, u32)> {
 }
 
 impl Tree for LayerDirTree {
-    type Node = LayerNode;
     type Dir = Rc<OwnedFd>;
 
     fn root(&self) -> io::Result<LayerNode> {
         Ok(LayerNode::Root(Rc::clone(&self.root)))
     }
 
-    fn stat(&self, n: &LayerNode) -> io::Result<Stat> {
+    fn stat(&self, n: &LayerNode) -> io::Result<Leaf> {
         let st = match n {
             LayerNode::Marker(s) => return Ok(*s),
             LayerNode::Root(fd) => nix::sys::stat::fstat(fd.as_fd())?,
             LayerNode::Entry { st, .. } => *st,
         };
-        let mut out = stat_of(&st);
+        let mut out = Leaf::of_stat(&st);
         if let Some(at) = Self::at(n)
-            && matches!(out.kind, Kind::Regular | Kind::Directory)
+            && matches!(out.kind, FileKind::Regular | FileKind::Directory)
             && let Ok(Some(v)) = sys::getxattr(at, OsStr::new(OVERRIDE_STAT_XATTR))
             && let Some((uid, gid, perm)) = parse_override(&v)
         {
@@ -218,6 +185,10 @@ impl Tree for LayerDirTree {
             _ => None,
         })
     }
+}
+
+impl Source for LayerDirTree {
+    type Node = LayerNode;
 
     fn read_link(&self, n: &LayerNode) -> io::Result<Vec<u8>> {
         match n {
@@ -264,7 +235,7 @@ impl Tree for LayerDirTree {
     }
 }
 
-/// The layer tar of directory `diff` as a stream: written by [`crate::image::tree_tar`]
+/// The layer tar of directory `diff` as a stream: written by [`crate::tar_writer`]
 /// on a thread of its own into a bounded pipe, so it is never whole in memory.
 pub fn stream(diff: OwnedFd) -> io::Result<impl Read + Send + use<>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
@@ -275,7 +246,7 @@ pub fn stream(diff: OwnedFd) -> io::Result<impl Read + Send + use<>> {
                 let tree = LayerDirTree {
                     root: Rc::new(diff),
                 };
-                crate::image::tree_tar::write(&tree, w, Default::default()).map(|_| ())
+                tar_writer::write_tree(&tree, w, tar_writer::Options::TREE).map(|_| ())
             })
         })?;
     Ok(PipeReader::new(rx))
@@ -417,7 +388,7 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let tree = LayerDirTree::open(d).unwrap();
-        crate::image::tree_tar::write(&tree, &mut out, Default::default()).unwrap();
+        tar_writer::write_tree(&tree, &mut out, tar_writer::Options::TREE).unwrap();
         let mut names = Vec::new();
         for e in tar::Archive::new(&out[..]).entries().unwrap() {
             let mut e = e.unwrap();

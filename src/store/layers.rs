@@ -365,8 +365,7 @@ fn write_info(
 
 /// `layer.json`'s bytes: the one encoder, for new layers and for sources added later.
 fn info_json(info: &LayerInfo) -> Result<Vec<u8>> {
-    let mut json = serde_json::to_vec_pretty(info)
-        .map_err(|e| Error::io_what("encoding layer.json", io::Error::other(e)))?;
+    let mut json = serde_json::to_vec_pretty(info).map_err(|e| Error::encode("layer.json", e))?;
     json.push(b'\n');
     Ok(json)
 }

@@ -61,23 +61,23 @@ pub fn load(
 ) -> Result<Digest> {
     let plans = read(store, source, opts)?;
     if plans.len() > 1 {
-        return Err(Error::Conflict(format!(
-            "{source} holds {} images; pick one, e.g. {}:{}",
-            plans.len(),
-            source,
-            plans
-                .iter()
-                .flat_map(|p| p.names.first())
-                .map(|n| n.familiar())
-                .next()
-                .unwrap_or_else(|| "@0".into())
-        )));
+        let first = plans
+            .iter()
+            .flat_map(|p| p.names.first())
+            .map(|n| n.familiar())
+            .next()
+            .unwrap_or_else(|| "@0".into());
+        return Err(Error::SeveralImages {
+            from: source.to_string(),
+            count: plans.len(),
+            example: format!("{source}:{first}"),
+        });
     }
     let loaded = load_plans(store, plans, opts, progress)?;
     loaded
         .last()
         .map(|l| l.id)
-        .ok_or_else(|| Error::Conflict(format!("{source} holds no image")))
+        .ok_or_else(|| Error::NoImage(source.to_string()))
 }
 
 /// Loads every image of `source` (all of a docker-archive, as `docker load` does).
@@ -113,9 +113,7 @@ fn load_plans(
         None => None,
     };
     if extra.is_some() && plans.len() > 1 {
-        return Err(Error::Conflict(
-            "--tag needs a single image; this source holds several".into(),
-        ));
+        return Err(Error::TagNeedsOneImage);
     }
     let _lock = store.lock_for_load()?;
     let unpack_opts = UnpackOptions {

@@ -348,8 +348,8 @@ impl Store {
 
     /// Replaces `refs.json` (callers hold `meta.lock`).
     pub fn write_refs(&self, refs: &BTreeMap<String, Digest>) -> Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(refs)
-            .map_err(|e| Error::io_what("encoding refs.json", io::Error::other(e)))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(refs).map_err(|e| Error::encode("refs.json", e))?;
         bytes.push(b'\n');
         self.write_atomic(at::REFS, &bytes)
     }

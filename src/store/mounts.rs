@@ -91,7 +91,7 @@ pub fn hold(store: &Store, image: &Digest, mountpoint: &Path) -> Result<Hold> {
         let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| Error::io(store.shown(&stage), e.into()))?;
         let mut bytes =
-            serde_json::to_vec_pretty(&record).map_err(|e| Error::json(name.clone(), e))?;
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::encode(name.clone(), e))?;
         bytes.push(b'\n');
         lock.write_all(&bytes)
             .map_err(|e| Error::io(store.shown(&stage), e))?;

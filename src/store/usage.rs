@@ -145,12 +145,16 @@ pub fn usage(store: &Store) -> Result<Usage> {
 
     let mut out_ctrs = Vec::new();
     for c in &ctrs {
-        let mounted = c.is_mounted();
+        // Mounted: as its daemon says (see `crate::holder`).
+        let mounted = crate::holder::mounted_now(c).ok().flatten();
         out_ctrs.push(ContainerUsage {
             name: c.record.name.clone(),
             image: c.record.image.clone(),
             created: c.record.created.clone(),
-            mountpoint: c.record.mountpoint.clone().filter(|_| mounted),
+            mountpoint: mounted.map(|m| match m.mountpoint {
+                Some(p) => p.display().to_string(),
+                None => c.record.mountpoint.clone().unwrap_or_default(),
+            }),
             size: c.size(),
         });
     }

@@ -27,7 +27,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Whence, lseek};
@@ -278,13 +278,7 @@ impl Union {
         };
         let pst = fstat(pfd)?;
         self.nodes.set_upper(node, Some(ident));
-        if let Err(e) = renameat2(
-            &*w.up.tmp,
-            tmpname,
-            pfd,
-            name.as_os_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        if let Err(e) = w.place_staged(tmpname, pfd, &name) {
             w.discard_staged(tmpname, true);
             // Copied up already, through another node object of this directory (one
             // found again by a file handle): that copy is this directory's.
@@ -410,13 +404,7 @@ impl Union {
             loc = UpperLoc::Indexed { key: k.clone() };
             key = Some(k);
         }
-        if let Err(e) = renameat2(
-            &*w.up.tmp,
-            tmpname,
-            &**pfd,
-            name,
-            RenameFlags::RENAME_NOREPLACE,
-        ) {
+        if let Err(e) = w.place_staged(tmpname, pfd, name) {
             if let Some(k) = key
                 && let Err(undo) = w.drop_index_entry(&k)
             {

@@ -11,6 +11,12 @@
 //! `f*xattr` family, and for data a reopen through the fd's `/proc/self/fd` link.
 //! Lower entries are not the core's to change, so they are reached by (directory fd,
 //! name); their data only once [`crate::regular`] has checked it is a regular file.
+//!
+//! A frozen stack (`Stack::open_frozen`: `export`, `diff`, `commit` reading a container
+//! whose mount may be live) reads an upper layer another process writes, whose
+//! operations hold none of our locks: there a name that no longer holds the node's inode
+//! means the file changed meanwhile, and is ENOENT (looked up again, the name gives the
+//! new file), never the EIO of a layer changed behind a mount.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -115,6 +121,17 @@ impl Union {
                     if DevIno::of(&st) == want {
                         return Ok((Arc::new(fd), st));
                     }
+                    if self.frozen_upper() {
+                        return Err(FsError::ENOENT);
+                    }
+                }
+                // Another process writes the layer of a frozen stack (a mounted
+                // container's): the node's inode was removed or replaced there since it
+                // was looked up. It changed meanwhile; nothing is damaged: ENOENT, and a
+                // reader looks the name up again if it wants what is there now (the
+                // node's attributes, read at the lookup, are not that file's).
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) if self.frozen_upper() => {
+                    return Err(FsError::ENOENT);
                 }
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
                 Err(e) => return Err(e).ctx(|| format!("open upper {name:?}")),
@@ -132,6 +149,12 @@ impl Union {
              (the upper layer changed behind the mount?)",
             node.id.0
         )))
+    }
+
+    /// True for a stack that reads an upper layer another process writes
+    /// ([`super::Stack::open_frozen`]): a name there may change between two looks.
+    fn frozen_upper(&self) -> bool {
+        self.stack.upper.as_ref().is_some_and(|u| u.frozen)
     }
 
     /// An fd of the node's upper inode: an open file's while there is one, else the

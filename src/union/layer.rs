@@ -418,10 +418,6 @@ impl Stack {
         })
     }
 
-    pub fn has_upper(&self) -> bool {
-        self.upper.is_some()
-    }
-
     /// Index of the topmost lower layer.
     pub fn first_lower(&self) -> usize {
         usize::from(self.upper.is_some())

@@ -393,21 +393,6 @@ impl Union {
         self.nodes.forget(id, n);
     }
 
-    /// Which layer serves node `id`: 0 is the upper layer when there is one, then the
-    /// lower layers top first (for inspection: "which layer does this file come from").
-    pub fn serving_layer(&self, id: NodeId) -> Result<usize> {
-        let node = self.node(id)?;
-        let s = node.read();
-        if s.has_upper() {
-            return Ok(0);
-        }
-        match (s.dir(), s.lower()) {
-            (Some(d), _) => d.lowers().first().map(|ld| ld.layer).ok_or(FsError::EIO),
-            (None, Some(l)) => Ok(l.layer),
-            _ => Err(FsError::EIO),
-        }
-    }
-
     /// Number of live nodes (for diagnostics).
     pub fn live_nodes(&self) -> usize {
         self.nodes.len()

@@ -1,12 +1,15 @@
 //! The one writer of the upper layer: every change an operation makes to the upper and
 //! work directories goes through a [`Writer`], which exists only when the mount has an
-//! upper layer (so "read-only" is answered once, by [`Union::writer`]).
+//! upper layer (so "read-only" is answered once, by [`Union::writer`]). A copy-up builds
+//! its copy in the writer's staging directory (content and metadata are the copy-up's
+//! business, in `copyup.rs`) and puts it in place with [`Writer::place_staged`]; hard
+//! links go through the index ([`Writer::make_index_entry`]).
 //!
 //! It owns the spellings and the staging: fresh staging names in `WORK/layerfs-tmp`
 //! (never derived from a user's name, so 255-byte names stay creatable), whiteouts (links
 //! of one shared whiteout inode, kernel overlayfs' trick: a link costs far less than a
 //! mknod), the state of a name about to be taken ([`Slot`]), moving an entry aside,
-//! renaming with a whiteout left behind, and dropping what was staged.
+//! renaming with a whiteout left behind, placing and dropping what was staged.
 
 use std::ffi::OsStr;
 use std::ops::Deref;
@@ -184,6 +187,18 @@ impl Writer<'_> {
         renameat(from_dir, from, to_dir, to)?;
         whiteout::create_whiteout(from_dir.as_fd(), from, self.up.styles.whiteout)
             .ctx(|| format!("whiteout {from:?}"))
+    }
+
+    /// Puts staged entry `staged` in place as `name` in upper directory `pfd`, never over
+    /// an existing entry (the atomic step of a copy-up: until here the copy is invisible).
+    pub fn place_staged(&self, staged: &OsStr, pfd: &OwnedFd, name: &OsStr) -> nix::Result<()> {
+        renameat2(
+            &*self.up.tmp,
+            staged,
+            pfd,
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        )
     }
 
     /// Removes a staged entry (a file, or a directory that only holds whiteouts).
