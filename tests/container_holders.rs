@@ -11,20 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lab::*;
 use common::*;
-use lab::*;
-
-fn bb() -> String {
-    format!("{}/busybox/oci:latest", fixtures().display())
-}
 
 /// Stands in for a holder of container `dir`'s lock: takes it exclusive, and, when
 /// `answer` is given, answers `state` on the container's control socket with it (and
@@ -114,7 +108,7 @@ fn made(lab: &Lab, name: &str) {
 fn mount_rm_and_umount_wait_for_a_container_held_for_a_moment() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     made(&lab, "c");
     let m = lab.dir("m");
 
@@ -163,7 +157,7 @@ fn mount_rm_and_umount_wait_for_a_container_held_for_a_moment() {
 fn a_container_its_daemon_serves_is_mounted_and_refused() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     made(&lab, "c");
     let elsewhere = lab.dir("elsewhere");
     let answer = format!("mounted \"{}\"", elsewhere.display());
@@ -200,7 +194,7 @@ fn a_container_its_daemon_serves_is_mounted_and_refused() {
 fn umount_waits_for_the_daemon_it_unmounted_not_for_the_lock() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     made(&lab, "c");
     // Mounted, it says, at a directory where nothing is mounted any more.
     let gone = lab.dir("gone");
@@ -241,7 +235,7 @@ fn umount_waits_for_the_daemon_it_unmounted_not_for_the_lock() {
 fn umount_leaves_alone_what_was_mounted_where_the_container_was() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     made(&lab, "c");
     let ro = lab.mount(&["--read-only", "busybox"], "ro");
     let answer = format!("mounted \"{}\"", ro.display());
@@ -267,7 +261,7 @@ fn umount_leaves_alone_what_was_mounted_where_the_container_was() {
 fn racing_mounts_of_a_new_container_name_never_say_it_exists() {
     let lab = Lab::new();
     let s = &lab.s;
-    s.load(&bb());
+    s.load(&bb("latest", Spelling::Path));
     let (a, b) = (lab.dir("a"), lab.dir("b"));
     for round in 0..20 {
         let name = format!("n{round}");

@@ -5,11 +5,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::mount::*;
-use common::require_fuse;
+use common::{Spelling, bb, require_fuse};
 
 #[test]
 fn runc_runs_busybox_on_a_layerfs_root() {
@@ -23,10 +22,6 @@ fn runc_runs_busybox_on_a_layerfs_root() {
     );
     let t = tempdir();
     let root = t.path().join("store");
-    let fixtures = match std::env::var_os("LAYERFS_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    };
     let bundle = t.path().join("bundle");
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).unwrap();
@@ -43,7 +38,7 @@ fn runc_runs_busybox_on_a_layerfs_root() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let src = format!("oci:{}:latest", fixtures.join("busybox/oci").display());
+    let src = bb("latest", Spelling::Oci);
     layerfs(&[
         "-q",
         "mount",
@@ -52,13 +47,7 @@ fn runc_runs_busybox_on_a_layerfs_root() {
         "--name",
         "run1",
     ]);
-    struct G(PathBuf);
-    impl Drop for G {
-        fn drop(&mut self) {
-            umount(&self.0);
-        }
-    }
-    let _g = G(rootfs.clone());
+    let _g = Unmount(vec![rootfs.clone()]);
     let out = Command::new("runc")
         .arg("spec")
         .current_dir(&bundle)

@@ -9,24 +9,11 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::tools::{Docker, run_ok};
 use common::*;
-
-/// Unmounts what a test mounted, also when it fails half-way.
-struct Unmount(Vec<PathBuf>);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for p in self.0.iter().rev() {
-            if mount::is_mounted(p) {
-                mount::umount(p);
-            }
-        }
-    }
-}
 
 /// Extracts `tar` into a new directory the way a container runtime would (owners,
 /// modes, xattrs, devices, hard links) and returns its tree manifest.
@@ -79,7 +66,7 @@ fn export_is_the_merged_tree_of_a_mount() {
     let s = TestStore::new();
     s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
-    let _u = Unmount(vec![mp.clone()]);
+    let _u = mount::Unmount(vec![mp.clone()]);
     s.ok(&[
         "mount",
         "busybox:latest",
@@ -137,7 +124,7 @@ fn docker_import_of_an_export_gives_the_same_tree() {
     let s = TestStore::new();
     s.load(&bb("latest", Spelling::Oci));
     let mp = s.scratch("mnt");
-    let _u = Unmount(vec![mp.clone()]);
+    let _u = mount::Unmount(vec![mp.clone()]);
     s.ok(&[
         "mount",
         "busybox:latest",
@@ -213,7 +200,7 @@ fn export_errors_leave_nothing() {
             .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
             .arg(&small),
     );
-    let _u = Unmount(vec![small.clone()]);
+    let _u = mount::Unmount(vec![small.clone()]);
     fs::write(small.join("web.tar"), b"old").unwrap();
     let out = small.join("web.tar");
     let err = s.fail(&["export", "web", "-o", out.to_str().unwrap()]);
@@ -243,7 +230,7 @@ fn save_without_a_recorded_layout() {
     // A layer whose tar was written the way layerfs writes trees (an export) is
     // written again byte for byte from its files, layout or not.
     let mp = s.scratch("mnt");
-    let _u = Unmount(vec![mp.clone()]);
+    let _u = mount::Unmount(vec![mp.clone()]);
     s.ok(&["mount", &id, mp.to_str().unwrap(), "--name", "c"]);
     change_everything(&mp);
     s.ok(&["umount", "c"]);

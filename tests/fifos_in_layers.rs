@@ -11,7 +11,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,21 +52,6 @@ fn run_bounded(cmd: &mut Command, fifo: &Path) -> Output {
 
 fn mkfifo(p: &Path) {
     nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o644)).unwrap();
-}
-
-/// The first non-empty regular file under `dir` (names in byte order, files first).
-fn first_file(dir: &Path) -> Option<PathBuf> {
-    let mut entries: Vec<_> = fs::read_dir(dir).ok()?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in &entries {
-        if e.file_type().ok()?.is_file() && e.metadata().ok()?.len() > 0 {
-            return Some(e.path());
-        }
-    }
-    entries
-        .iter()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .find_map(|e| first_file(&e.path()))
 }
 
 #[test]

@@ -73,19 +73,6 @@ impl Store {
     }
 }
 
-/// Unmounts everything the test mounted, even when it fails half-way.
-struct Unmount(Vec<PathBuf>);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for p in self.0.iter().rev() {
-            if is_mounted(p) {
-                umount(p);
-            }
-        }
-    }
-}
-
 /// umoci (which made the expected manifests) drops empty xattr values; tar, overlayfs and
 /// layerfs keep `user.layerfs.empty`. Drop it from our side when the oracle lacks it.
 fn normalize(ours: Vec<String>, expected: &[String]) -> Vec<String> {

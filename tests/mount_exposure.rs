@@ -13,21 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mount::{is_mounted, umount};
+use common::mount::Unmount;
 use common::*;
-
-/// Unmounts what a test mounted, also when it fails half-way.
-struct Unmount(Vec<PathBuf>);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for p in self.0.iter().rev() {
-            if is_mounted(p) {
-                umount(p);
-            }
-        }
-    }
-}
 
 /// A store whose temporary directory other users may traverse (so that only the mount's
 /// own options keep them out), and a mount point in it.
@@ -236,38 +223,33 @@ fn store_files_are_private_whatever_the_umask() {
     s.ok(&["umount", "u"]);
     use std::os::unix::fs::MetadataExt;
     let mut seen = 0;
-    let mut walk = vec![s.root.clone()];
-    while let Some(d) = walk.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(&s.root).unwrap().to_path_buf();
-            // Inside layers and the writable layer, modes are the image's; the work
-            // directory's insides are the union's (the work directory itself is 0700).
-            let in_layer = rel.starts_with("layers")
-                && rel
-                    .components()
-                    .nth(2)
-                    .is_some_and(|c| c.as_os_str() == "diff");
-            if in_layer
-                || rel.starts_with("containers/u/upper")
-                || rel.starts_with("containers/u/work") && rel != Path::new("containers/u/work")
-            {
-                continue;
-            }
-            let m = fs::symlink_metadata(&p).unwrap();
-            let mode = m.mode() & 0o7777;
-            if m.is_dir() {
-                if rel.starts_with("empty") {
-                    continue;
-                }
-                assert_eq!(mode, 0o700, "{}", rel.display());
-                walk.push(p);
-            } else {
-                assert_eq!(mode, 0o600, "{}", rel.display());
-            }
-            seen += 1;
+    walk_tree(&s.root, &mut |rel, _, m| {
+        let rel = Path::new(rel);
+        // Inside layers and the writable layer, modes are the image's; the work
+        // directory's insides are the union's (the work directory itself is 0700).
+        let in_layer = rel.starts_with("layers")
+            && rel
+                .components()
+                .nth(2)
+                .is_some_and(|c| c.as_os_str() == "diff");
+        if in_layer
+            || rel.starts_with("containers/u/upper")
+            || rel.starts_with("containers/u/work") && rel != Path::new("containers/u/work")
+        {
+            return false;
         }
-    }
+        let mode = m.mode() & 0o7777;
+        if m.is_dir() {
+            if rel.starts_with("empty") {
+                return false;
+            }
+            assert_eq!(mode, 0o700, "{}", rel.display());
+        } else {
+            assert_eq!(mode, 0o600, "{}", rel.display());
+        }
+        seen += 1;
+        true
+    });
     assert!(seen > 10, "walked the store");
     for f in ["containers/u/container.json", "containers/u/daemon.log"] {
         assert!(s.root.join(f).is_file(), "{f}");

@@ -223,7 +223,8 @@ fn modes(root: &Path) -> Vec<(String, u32)> {
         fs::metadata(root).unwrap().mode() & 0o7777,
     )];
     walk_tree(root, &mut |rel, _, m| {
-        out.push((rel.to_string(), m.mode() & 0o7777))
+        out.push((rel.to_string(), m.mode() & 0o7777));
+        true
     });
     out.sort();
     out

@@ -23,6 +23,7 @@ fn inodes(root: &Path) -> BTreeMap<String, (u64, u64, u64, bool)> {
             rel.to_string(),
             (md.ino(), e.ino(), md.nlink(), md.is_dir()),
         );
+        true
     });
     out
 }

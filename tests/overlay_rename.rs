@@ -28,6 +28,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             fs::read_to_string(e.path()).unwrap()
         };
         out.insert(rel.to_string(), shown);
+        true
     });
     out
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::tools::{Docker, run_ok, without_empty_xattr};
@@ -282,7 +282,7 @@ fn failures_leave_nothing_and_the_store_unchanged() {
                 .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
                 .arg(&small),
         );
-        let _g = Umount(small.clone());
+        let _g = mount::Unmount(vec![small.clone()]);
         for format in ["docker-archive", "oci"] {
             let o = small.join("out");
             let err = s.fail(&["save", &id, "--format", format, "-o", o.to_str().unwrap()]);
@@ -315,32 +315,4 @@ fn failures_leave_nothing_and_the_store_unchanged() {
     let err = s.fail(&["save", &id, "-o", out.to_str().unwrap()]);
     assert!(err.contains("changed on disk"), "{err}");
     assert_eq!(fs::read(&out).unwrap(), b"old");
-}
-
-/// Unmounts on drop.
-struct Umount(PathBuf);
-
-impl Drop for Umount {
-    fn drop(&mut self) {
-        mount::umount(&self.0);
-    }
-}
-
-fn first_file(dir: &Path) -> Option<PathBuf> {
-    let mut entries: Vec<_> = fs::read_dir(dir).ok()?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in &entries {
-        let t = e.file_type().ok()?;
-        if t.is_file() && e.metadata().ok()?.len() > 0 {
-            return Some(e.path());
-        }
-    }
-    for e in entries {
-        if e.file_type().ok()?.is_dir()
-            && let Some(f) = first_file(&e.path())
-        {
-            return Some(f);
-        }
-    }
-    None
 }

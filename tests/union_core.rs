@@ -415,7 +415,7 @@ fn link_replaces_an_index_name_that_is_not_an_index_entry() {
 fn a_frozen_stack_takes_a_name_changed_by_another_process_for_changed() {
     use layerfs::union::{FsError, WorkSpec};
     use layerfs::whiteout::Styles;
-    common::mount::require_root();
+    common::require_root("writes layers in the kernel's format: trusted.* xattrs, char 0/0");
     let mut l = Layers::new();
     l.add().file("base", "x");
     let upper = l.root.path().join("upper");

@@ -293,10 +293,15 @@ pub fn names(dir: &Path) -> Vec<String> {
 
 /// Every entry below `root` (not `root` itself), depth first, a directory before what it
 /// holds, each directory's entries in readdir's order: `f` gets its path relative to
-/// `root`, its directory entry (`d_ino`, `d_type`) and its lstat. A `root` that does not
-/// exist has nothing; any other error fails the test.
-pub fn walk_tree(root: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata)) {
-    fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata)) {
+/// `root`, its directory entry (`d_ino`, `d_type`) and its lstat, and says whether to go
+/// on below it (a directory's entries are walked only when it says true). A `root` that
+/// does not exist has nothing; any other error fails the test.
+pub fn walk_tree(root: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata) -> bool) {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata) -> bool,
+    ) {
         let rd = match fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if dir == root && e.kind() == std::io::ErrorKind::NotFound => return,
@@ -307,13 +312,29 @@ pub fn walk_tree(root: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metada
             let p = e.path();
             let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            f(&rel, &e, &m);
-            if m.is_dir() {
+            if f(&rel, &e, &m) && m.is_dir() {
                 walk(root, &p, f);
             }
         }
     }
     walk(root, root, f);
+}
+
+/// The first non-empty regular file below `dir`: at each level the files in byte order
+/// of their names, then the directories' in the same order. None when there is none or
+/// `dir` cannot be read.
+pub fn first_file(dir: &Path) -> Option<PathBuf> {
+    let mut entries: Vec<_> = fs::read_dir(dir).ok()?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in &entries {
+        if e.file_type().ok()?.is_file() && e.metadata().ok()?.len() > 0 {
+            return Some(e.path());
+        }
+    }
+    entries
+        .iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .find_map(|e| first_file(&e.path()))
 }
 
 /// Every path under `root` with its type, mode, size (lock files excluded: they are
@@ -322,7 +343,7 @@ pub fn listing(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk_tree(root, &mut |rel, _, m| {
         if rel == "lock" || rel == "meta.lock" {
-            return;
+            return true;
         }
         let t = m.file_type();
         let kind = if t.is_dir() {
@@ -339,6 +360,7 @@ pub fn listing(root: &Path) -> BTreeMap<String, String> {
             rel.to_string(),
             format!("{kind} {:o} {size}", m.mode() & 0o7777),
         );
+        true
     });
     out
 }

@@ -337,6 +337,20 @@ fn unescape_mount(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// Unmounts what a test mounted (the last first) when dropped, also when the test fails
+/// half-way.
+pub struct Unmount(pub Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            if is_mounted(p) {
+                umount(p);
+            }
+        }
+    }
+}
+
 /// Unmounts, waiting out a busy mount for a while, then detaching it.
 pub fn umount(p: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
