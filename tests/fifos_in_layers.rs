@@ -58,10 +58,7 @@ fn mkfifo(p: &Path) {
 fn save_refuses_a_fifo_in_a_layer_without_blocking() {
     require_root("writes into the store's layer directories");
     let s = TestStore::new();
-    let id = s.load(&format!(
-        "oci:{}:latest",
-        fixtures().join("busybox/oci").display()
-    ));
+    let id = s.load(&bb("latest", Spelling::Oci));
     let diff = s.layer_dirs(&id).pop().unwrap();
     let victim = first_file(&diff).expect("a regular file in the top layer");
     let rel = victim.strip_prefix(&diff).unwrap().display().to_string();

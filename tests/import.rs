@@ -18,11 +18,11 @@ fn fixture_sources() -> Vec<String> {
     let f = f.display();
     let mut v = Vec::new();
     for t in ["l1", "l2", "l3", "latest"] {
-        v.push(format!("{f}/busybox/oci:{t}"));
-        v.push(format!("oci:{f}/busybox-umoci/oci:{t}"));
+        v.push(bb(t, Spelling::Path));
+        v.push(fixture_ref("busybox-umoci", t, Spelling::Oci));
     }
     for t in ["l1", "l2", "l3", "latest", "run-l4"] {
-        v.push(format!("oci:{f}/busybox-buildah-vfs/oci:{t}"));
+        v.push(fixture_ref("busybox-buildah-vfs", t, Spelling::Oci));
     }
     v.extend([
         format!("{f}/busybox-zstd/oci"),
@@ -505,7 +505,7 @@ fn inspect_matches_the_fixture_config() {
     let s = TestStore::new();
     let layout = fixtures().join("busybox/oci");
     let (manifest, config, config_digest) = fixture_blobs(&layout, "latest");
-    let id = s.load(&format!("{}:latest", layout.display()));
+    let id = s.load(&bb("latest", Spelling::Path));
     assert_eq!(id, config_digest);
     let v = s.inspect("busybox");
     assert_eq!(v["id"], config_digest);
@@ -548,7 +548,7 @@ fn history_is_like_docker() {
     let s = TestStore::new();
     let layout = fixtures().join("busybox/oci");
     let (_, config, _) = fixture_blobs(&layout, "latest");
-    let id = s.load(&format!("{}:latest", layout.display()));
+    let id = s.load(&bb("latest", Spelling::Path));
     let out = s.ok(&["history", "busybox"]);
     let lines: Vec<&str> = out.lines().collect();
     assert!(
@@ -692,9 +692,6 @@ fn tag_required_for_multi_image_layouts() {
     for t in ["l1", "l2", "l3", "latest"] {
         assert!(err.contains(t), "tag {t} not listed: {err}");
     }
-    let err = s.fail(&[
-        "load",
-        &format!("{}/busybox/oci:nope", fixtures().display()),
-    ]);
+    let err = s.fail(&["load", &bb("nope", Spelling::Path)]);
     assert!(err.contains("nope") && err.contains("latest"), "{err}");
 }

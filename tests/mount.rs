@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::mount::*;
-use common::{Spelling, bb, fixtures, manifest, require_fuse};
+use common::{Spelling, bb, fixture_ref, fixtures, manifest, require_fuse};
 
 /// A store in a temp dir and the `layerfs` binary pointed at it.
 struct Store {
@@ -111,18 +111,9 @@ fn every_fixture_mounts_to_its_expected_tree() {
     let s = Store::new();
     let f = fixtures();
     let cases: Vec<(String, &str)> = vec![
-        (
-            format!("oci:{}:latest", f.join("busybox/oci").display()),
-            "busybox",
-        ),
-        (
-            format!("oci:{}:l1", f.join("busybox/oci").display()),
-            "busybox-l1",
-        ),
-        (
-            format!("oci:{}:l2", f.join("busybox/oci").display()),
-            "busybox-l2",
-        ),
+        (bb("latest", Spelling::Oci), "busybox"),
+        (bb("l1", Spelling::Oci), "busybox-l1"),
+        (bb("l2", Spelling::Oci), "busybox-l2"),
         (
             f.join("busybox/busybox.docker.tar").display().to_string(),
             "busybox",
@@ -135,7 +126,7 @@ fn every_fixture_mounts_to_its_expected_tree() {
             "busybox",
         ),
         (
-            format!("oci:{}:latest", f.join("busybox-zstd/oci").display()),
+            fixture_ref("busybox-zstd", "latest", Spelling::Oci),
             "busybox-zstd",
         ),
         (
@@ -146,11 +137,11 @@ fn every_fixture_mounts_to_its_expected_tree() {
             "busybox-uncompressed",
         ),
         (
-            format!("oci:{}:latest", f.join("busybox-umoci/oci").display()),
+            fixture_ref("busybox-umoci", "latest", Spelling::Oci),
             "busybox-umoci",
         ),
         (
-            format!("oci:{}:latest", f.join("busybox-buildah-vfs/oci").display()),
+            fixture_ref("busybox-buildah-vfs", "latest", Spelling::Oci),
             "busybox-buildah-vfs",
         ),
     ];
