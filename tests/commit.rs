@@ -625,7 +625,6 @@ fn a_commit_waits_for_the_freeze_another_client_holds() {
 #[test]
 fn another_user_may_not_freeze_a_mount() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let lab = Lab::new();
     let s = &lab.s;
     s.load(&bb("latest", Spelling::Path));
@@ -644,22 +643,9 @@ fn another_user_may_not_freeze_a_mount() {
         try: s.sendall(b'freeze\\n')\n\
         except OSError: pass\n\
         print(s.makefile().readline().strip())\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&sock)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&out.stdout);
+    let answer = python_as(NOBODY, script, &[&sock]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        answer.starts_with("error:") && answer.contains("uid 65534"),
+        answer.starts_with("error:") && answer.contains(&format!("uid {NOBODY}")),
         "another user got {answer:?}"
     );
     // Writes flow, and the owner still commits.
