@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tools::{Docker, run_ok};
+use common::tools::Docker;
 use common::*;
 
 /// Unmounts what a test mounted, also when it fails half-way.

@@ -8,7 +8,7 @@ use std::fs;
 use std::process::Command;
 
 use common::mount::*;
-use common::{Spelling, bb, require_fuse};
+use common::{Spelling, bb, bin, require_fuse, run_ok};
 
 #[test]
 fn runc_runs_busybox_on_a_layerfs_root() {
@@ -26,17 +26,7 @@ fn runc_runs_busybox_on_a_layerfs_root() {
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(&rootfs).unwrap();
     let layerfs = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_layerfs"))
-            .arg("--root")
-            .arg(&root)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "layerfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new(bin()).arg("--root").arg(&root).args(args));
     };
     let src = bb("latest", Spelling::Oci);
     layerfs(&[

@@ -16,16 +16,11 @@ use common::*;
 use serde_json::Value;
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
-    let out = Command::new("setfattr")
-        .args(["-n", name, "-v"])
-        .arg(format!("0x{}", hex::encode(value)))
-        .arg(p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", name, "-v"])
+            .arg(format!("0x{}", hex::encode(value)))
+            .arg(p),
     );
 }
 

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::tools::{Docker, run_ok};
+use common::tools::Docker;
 use common::*;
 
 /// Extracts `tar` into a new directory the way a container runtime would (owners,

@@ -10,21 +10,11 @@ use std::path::Path;
 use std::process::Command;
 
 use common::mount::*;
+use common::run_ok;
 
 fn io_ops(mp: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/io_ops.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(mp)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "io_ops.py on {} failed: {}",
-        mp.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_ok(Command::new("python3").arg(script).arg(mp))
 }
 
 #[test]
@@ -75,34 +65,24 @@ fn fio_with_direct_io_runs_to_completion() {
     let mut l = Layers::new();
     l.add().file("readme", "x");
     let m = Mount::new(&l.lowerdirs());
-    let out = Command::new("fio")
-        .args([
-            "--name=direct",
-            "--rw=randrw",
-            "--bs=4k",
-            "--size=8m",
-            "--direct=1",
-            "--ioengine=psync",
-            "--numjobs=2",
-            "--time_based=0",
-            "--group_reporting",
-            "--output-format=terse",
-        ])
-        .arg(format!("--directory={}", m.mp.display()))
-        .output()
-        .expect("fio (apt-get install fio)");
-    assert!(
-        out.status.success(),
-        "fio failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("fio")
+            .args([
+                "--name=direct",
+                "--rw=randrw",
+                "--bs=4k",
+                "--size=8m",
+                "--direct=1",
+                "--ioengine=psync",
+                "--numjobs=2",
+                "--time_based=0",
+                "--group_reporting",
+                "--output-format=terse",
+            ])
+            .arg(format!("--directory={}", m.mp.display())),
     );
     // terse v3: field 6 is the read KiB, field 47 the write KiB; both moved data
-    let fields: Vec<&str> = std::str::from_utf8(&out.stdout)
-        .unwrap()
-        .trim()
-        .split(';')
-        .collect();
+    let fields: Vec<&str> = out.trim().split(';').collect();
     let read_kib: u64 = fields[5].parse().unwrap();
     let write_kib: u64 = fields[46].parse().unwrap();
     assert!(read_kib > 0 && write_kib > 0, "{fields:?}");

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::tools::{Docker, run_ok, without_empty_xattr};
+use common::tools::{Docker, without_empty_xattr};
 use common::*;
 
 /// The skopeo name of a saved output.

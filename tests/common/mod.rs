@@ -107,6 +107,21 @@ pub fn command_as(uid: u32, program: impl AsRef<OsStr>) -> Command {
     c
 }
 
+/// Runs a command and asserts success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `sh -c script` as `uid` (see [`command_as`]); its output, success not checked.
 pub fn sh_as(uid: u32, script: &str) -> Output {
     command_as(uid, "sh")
@@ -122,46 +137,23 @@ pub fn sh(script: &str) -> Output {
 
 /// Runs `sh -c script` as `uid`, failing the test unless it succeeds; returns stdout.
 pub fn sh_ok_as(uid: u32, script: &str) -> String {
-    let out = sh_as(uid, script);
-    assert!(
-        out.status.success(),
-        "as uid {uid}: {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_ok(command_as(uid, "sh").args(["-c", script]))
 }
 
 /// Runs `sh -ec script` in `dir` (a mount, say), failing the test unless it succeeds.
 pub fn sh_in(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
 }
 
 /// Runs `python3 -c script args…` as `uid` (see [`command_as`]); returns its stdout and
 /// fails the test if it fails.
 pub fn python_as(uid: u32, script: &str, args: &[&dyn AsRef<OsStr>]) -> String {
-    let out = command_as(uid, "/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python (uid {uid}) failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    run_ok(
+        command_as(uid, "/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .args(args.iter().map(|a| a.as_ref())),
+    )
 }
 
 /// sha256 hex of bytes.
@@ -205,15 +197,7 @@ impl TestStore {
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "layerfs {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_ok(self.cmd().args(args))
     }
 
     /// Runs and asserts a clean failure (exit 1, no panic); returns stderr.

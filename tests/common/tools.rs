@@ -6,22 +6,9 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-/// Runs a command and asserts success; returns stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use super::run_ok;
+use std::time::{Duration, Instant};
 
 /// umoci drops xattrs with an empty value; layerfs, tar and overlayfs keep them. Drops
 /// `user.layerfs.empty` from a manifest for comparisons with umoci's trees.
