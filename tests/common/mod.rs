@@ -278,19 +278,15 @@ pub fn names(dir: &Path) -> Vec<String> {
 /// Every entry below `root` (not `root` itself), depth first, a directory before what it
 /// holds, each directory's entries in readdir's order: `f` gets its path relative to
 /// `root`, its directory entry (`d_ino`, `d_type`) and its lstat, and says whether to go
-/// on below it (a directory's entries are walked only when it says true). A `root` that
-/// does not exist has nothing; any other error fails the test.
+/// on below it (a directory's entries are walked only when it says true). Any error,
+/// `root` missing too, fails the test.
 pub fn walk_tree(root: &Path, f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata) -> bool) {
     fn walk(
         root: &Path,
         dir: &Path,
         f: &mut dyn FnMut(&str, &fs::DirEntry, &fs::Metadata) -> bool,
     ) {
-        let rd = match fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if dir == root && e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => panic!("{}: {e}", dir.display()),
-        };
+        let rd = fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for e in rd {
             let e = e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
             let p = e.path();
@@ -322,9 +318,13 @@ pub fn first_file(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Every path under `root` with its type, mode, size (lock files excluded: they are
-/// created on first use and carry no state).
+/// created on first use and carry no state); nothing when `root` does not exist (a store
+/// before its first use).
 pub fn listing(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    if !root.exists() {
+        return out;
+    }
     walk_tree(root, &mut |rel, _, m| {
         if rel == "lock" || rel == "meta.lock" {
             return true;
