@@ -208,7 +208,7 @@ fn layer_bytes_are_what_commit_wrote() {
     }
     let mut w = Writer::new(Vec::new(), Options::layer(None));
     for (i, (path, l, ..)) in m.0.iter().enumerate() {
-        w.node(&m, path, &i, l).unwrap();
+        assert_eq!(w.node(&m, path, &i, l).unwrap(), Put::Written);
     }
     w.marker(b".wh.gone").unwrap();
     w.marker(b"d/.wh..wh..opq").unwrap();
@@ -491,7 +491,7 @@ fn links_follow_the_options() {
     ] {
         let mut w = Writer::new(Vec::new(), opts);
         for (i, (path, l, ..)) in m.0.iter().enumerate() {
-            w.node(&m, path, &i, l).unwrap();
+            assert_eq!(w.node(&m, path, &i, l).unwrap(), Put::Written);
         }
         let (out, _) = w.finish().unwrap();
         let mut a = ::tar::Archive::new(&out[..]);
