@@ -23,13 +23,13 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::changes::{Found, Views, Visit, show};
 use crate::error::{Error, Result};
 use crate::tar_writer::union::{UnionFile, io_err};
-use crate::tar_writer::{self, Leaf, Source, Written};
+use crate::tar_writer::{self, Content, Leaf, Source, Written};
 use crate::union::{FileKind, NodeId};
 use crate::whiteout::{self, NameKind};
 
@@ -59,8 +59,8 @@ impl Source for Container<'_> {
         self.0.ctr.readlink(*id).map_err(io_err)
     }
 
-    fn open(&self, id: &NodeId) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(UnionFile::open(&self.0.ctr, *id)?))
+    fn open(&self, id: &NodeId) -> io::Result<Content<'_>> {
+        UnionFile::content(&self.0.ctr, *id)
     }
 }
 
@@ -83,9 +83,18 @@ impl<W: Write> Writer<'_, W> {
     /// Writes `f` at `path` (the root's as `./`).
     fn node(&mut self, path: &[u8], f: &Found) -> Result<()> {
         let name: &[u8] = if path.is_empty() { b"./" } else { path };
-        self.tar
+        match self
+            .tar
             .node(&self.src, name, &f.id, &Leaf::of_attr(&f.attr))
-            .map_err(|e| written(path, e))
+        {
+            Ok(tar_writer::Put::Written) => Ok(()),
+            // (the container is held still: nothing may go while its layer is written)
+            Ok(tar_writer::Put::Gone) => Err(written(
+                path,
+                io::Error::new(io::ErrorKind::NotFound, "gone while it was read"),
+            )),
+            Err(e) => Err(written(path, e)),
+        }
     }
 
     /// An empty `.wh.` file: a whiteout or an opaque marker.

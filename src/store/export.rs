@@ -12,14 +12,14 @@
 //! export` of a running container, the tar is then whatever each file held when read.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 
 use super::{Store, containers};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::tar_writer::union::{UnionFile, io_err};
-use crate::tar_writer::{self, Leaf, Source, Tree, Written};
+use crate::tar_writer::{self, Content, Leaf, Source, Tree, Written};
 use crate::union::{Atime, Attr, FsError, NodeId, Options, ROOT_ID, Stack, Union};
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
@@ -135,8 +135,8 @@ impl Source for UnionTree<'_> {
         Ok(out)
     }
 
-    fn open(&self, n: &UnionNode) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(UnionFile::open(self.0, n.id)?))
+    fn open(&self, n: &UnionNode) -> io::Result<Content<'_>> {
+        UnionFile::content(self.0, n.id)
     }
 }
 

@@ -26,7 +26,7 @@ use nix::sys::stat::{FileStat, Mode};
 
 use super::unpack::OVERRIDE_STAT_XATTR;
 use crate::sys::{self, At};
-use crate::tar_writer::{self, Leaf, Source, Tree};
+use crate::tar_writer::{self, Content, Leaf, Source, Tree};
 use crate::union::FileKind;
 use crate::whiteout;
 
@@ -222,15 +222,21 @@ impl Source for LayerDirTree {
         Ok(out)
     }
 
-    fn open(&self, n: &LayerNode) -> io::Result<Box<dyn Read + '_>> {
+    fn open(&self, n: &LayerNode) -> io::Result<Content<'_>> {
         match n {
             // (listed as a regular file; what is there now is checked before it is opened,
             // so a FIFO cannot hang `save`; the tree writer names the entry)
             LayerNode::Entry { dir, name, .. } => {
-                let (f, _) = crate::regular::open_at(dir.as_fd(), name)?;
-                Ok(Box::new(io::BufReader::with_capacity(256 << 10, f)))
+                let (f, st) = crate::regular::open_at(dir.as_fd(), name)?;
+                Ok(Content {
+                    data: Box::new(io::BufReader::with_capacity(256 << 10, f)),
+                    size: st.st_size as u64,
+                })
             }
-            _ => Ok(Box::new(io::empty())),
+            _ => Ok(Content {
+                data: Box::new(io::empty()),
+                size: 0,
+            }),
         }
     }
 }

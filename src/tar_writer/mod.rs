@@ -14,9 +14,13 @@
 //! - hard links: an inode met again (same `ino`, more than one link) is written as a link
 //!   to the first name it was written at ([`Links`] says which kinds);
 //! - sockets: a tar cannot hold one; they are left out, counted in [`Written::skipped`];
-//! - the type of an entry, from [`FileKind`], and its data: a regular file's content read
-//!   through [`Source::open`], exactly the size the header announced (a file that shrank
-//!   while it was read fails; one that grew is cut);
+//! - the type of an entry, from [`FileKind`], and its data: a regular file is opened
+//!   before its header is written, the header announces the size of what was opened
+//!   ([`Content::size`], not the size its lookup saw: the file may have been rewritten
+//!   between), and exactly that many bytes follow (one that grew is cut; one that shrank
+//!   while it was read fails, or is padded with zeros, [`Options::pad_shrunk`]);
+//! - entries that vanish between their listing and their reading: nothing is written of
+//!   them and [`Put::Gone`] says so (a tree looks the name up again);
 //! - xattrs as PAX `SCHILY.xattr.*` records in name order.
 //!
 //! Export, commit and layer re-creation are [`Options`] of it ([`Options::TREE`],
@@ -91,7 +95,23 @@ pub trait Source {
     fn xattrs(&self, node: &Self::Node) -> io::Result<Vec<(OsString, Vec<u8>)>>;
     fn read_link(&self, node: &Self::Node) -> io::Result<Vec<u8>>;
     /// The content of a regular file.
-    fn open(&self, node: &Self::Node) -> io::Result<Box<dyn Read + '_>>;
+    fn open(&self, node: &Self::Node) -> io::Result<Content<'_>>;
+}
+
+/// A regular file opened for reading.
+pub struct Content<'a> {
+    pub data: Box<dyn Read + 'a>,
+    /// Its size when opened (fstat of the open file): what its header announces.
+    pub size: u64,
+}
+
+/// What [`Writer::node`] did.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Written,
+    /// The entry was gone when it was read (ENOENT before its header): nothing written.
+    Gone,
 }
 
 /// How headers are spelled. The two differ only where ustar's fields fall short, and in
@@ -135,6 +155,10 @@ pub struct Options {
     pub link_xattrs: bool,
     /// `SOURCE_DATE_EPOCH`: no entry's mtime later than this (not markers': theirs is 0).
     pub clamp_mtime: Option<i64>,
+    /// A file that shrank while it was read is padded with zeros to the size its header
+    /// announced (as GNU tar does), with a warning: an export of a container written to
+    /// meanwhile. Otherwise it is an error: a layer must hold what the file held.
+    pub pad_shrunk: bool,
     /// How a socket left out is logged: a warning where the result is meant to be the
     /// same files (a layer), debug where a tar is known to leave them out (an export,
     /// as `docker export` and GNU tar do silently).
@@ -148,6 +172,7 @@ impl Options {
         links: Links::NonDirectories,
         link_xattrs: false,
         clamp_mtime: None,
+        pad_shrunk: true,
         socket_log: log::Level::Debug,
     };
 
@@ -159,6 +184,7 @@ impl Options {
             links: Links::Regular,
             link_xattrs: true,
             clamp_mtime,
+            pad_shrunk: false,
             socket_log: log::Level::Warn,
         }
     }
@@ -212,8 +238,26 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes `node` of `src` at `path` (relative, `/`-separated; a directory's gets a
-    /// trailing `/` if it lacks one), as `leaf` says it is.
+    /// trailing `/` if it lacks one), as `leaf` says it is. Everything read of the node
+    /// (xattrs, target, open file) is read before any of it is written, so an entry gone
+    /// meanwhile leaves nothing behind ([`Put::Gone`]).
     pub fn node<S: Source + ?Sized>(
+        &mut self,
+        src: &S,
+        path: &[u8],
+        node: &S::Node,
+        leaf: &Leaf,
+    ) -> io::Result<Put> {
+        match self.node_or_gone(src, path, node, leaf) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Put::Gone),
+            Err(e) => Err(e),
+            Ok(()) => Ok(Put::Written),
+        }
+    }
+
+    /// [`Writer::node`]; a NotFound error comes only before anything is written (once
+    /// the header is out, a read's NotFound is passed on as another kind).
+    fn node_or_gone<S: Source + ?Sized>(
         &mut self,
         src: &S,
         path: &[u8],
@@ -244,58 +288,63 @@ impl<W: Write> Writer<W> {
             dev: None,
             xattrs: &[],
         };
-        if leaf.nlink > 1 && self.opts.links(leaf.kind) {
-            if let Some(first) = self.links.get(&leaf.ino).cloned() {
-                let xattrs = match self.opts.link_xattrs {
-                    true => sorted(src.xattrs(node)?),
-                    false => Vec::new(),
-                };
-                f.flag = header::HARD_LINK;
-                f.link = &first;
-                f.xattrs = &xattrs;
-                return self.put(&f, None);
-            }
-            self.links.insert(leaf.ino, path.to_vec());
+        let linked = leaf.nlink > 1 && self.opts.links(leaf.kind);
+        if linked && let Some(first) = self.links.get(&leaf.ino).cloned() {
+            let xattrs = match self.opts.link_xattrs {
+                true => sorted(src.xattrs(node)?),
+                false => Vec::new(),
+            };
+            f.flag = header::HARD_LINK;
+            f.link = &first;
+            f.xattrs = &xattrs;
+            return self.put(&f, None);
         }
         let xattrs = sorted(src.xattrs(node)?);
         f.xattrs = &xattrs;
+        let name;
+        let target;
+        let mut content = None;
         match leaf.kind {
             FileKind::Regular => {
-                f.size = leaf.size;
-                let mut data = src.open(node)?;
-                self.put(&f, Some(&mut data))?;
-                self.written.content += leaf.size;
-                Ok(())
+                let c = src.open(node)?;
+                f.size = c.size;
+                content = Some(c);
             }
             FileKind::Directory => {
-                let mut name = path.to_vec();
-                if !name.ends_with(b"/") {
-                    name.push(b'/');
+                let mut n = path.to_vec();
+                if !n.ends_with(b"/") {
+                    n.push(b'/');
                 }
+                name = n;
                 f.name = &name;
                 f.flag = header::DIR;
-                self.put(&f, None)
             }
             FileKind::Symlink => {
-                let target = src.read_link(node)?;
+                target = src.read_link(node)?;
                 f.flag = header::SYMLINK;
                 f.link = &target;
-                self.put(&f, None)
             }
-            FileKind::Fifo => {
-                f.flag = header::FIFO;
-                self.put(&f, None)
-            }
+            FileKind::Fifo => f.flag = header::FIFO,
             FileKind::CharDevice | FileKind::BlockDevice => {
                 f.flag = match leaf.kind {
                     FileKind::CharDevice => header::CHAR,
                     _ => header::BLOCK_DEV,
                 };
                 f.dev = Some(leaf.rdev);
-                self.put(&f, None)
             }
-            FileKind::Socket => Ok(()),
+            FileKind::Socket => return Ok(()),
         }
+        match content {
+            Some(mut c) => {
+                self.put(&f, Some(&mut c.data))?;
+                self.written.content += c.size;
+            }
+            None => self.put(&f, None)?,
+        }
+        if linked {
+            self.links.insert(leaf.ino, path.to_vec());
+        }
+        Ok(())
     }
 
     /// An empty regular file with mode, owner and time 0: a whiteout (`.wh.NAME`) or an
@@ -321,7 +370,12 @@ impl<W: Write> Writer<W> {
     fn put(&mut self, f: &header::Fields<'_>, data: Option<&mut dyn Read>) -> io::Result<()> {
         header::write(&mut self.out, self.opts.dialect, f)?;
         if let Some(data) = data {
-            self.copy(data, f.size)?;
+            self.copy(data, f.size, f.name)
+                .map_err(|e| match e.kind() {
+                    // (not taken for an entry gone before it was written)
+                    io::ErrorKind::NotFound => io::Error::other(e),
+                    _ => e,
+                })?;
             header::pad(&mut self.out, f.size)?;
         }
         self.written.entries += 1;
@@ -329,8 +383,9 @@ impl<W: Write> Writer<W> {
     }
 
     /// Copies exactly `size` bytes of `data`: a file that shrank meanwhile is an error,
-    /// never a damaged archive (the header announced its size already).
-    fn copy(&mut self, data: &mut dyn Read, size: u64) -> io::Result<()> {
+    /// or padded with zeros ([`Options::pad_shrunk`]), never a damaged archive (the header
+    /// announced its size already).
+    fn copy(&mut self, data: &mut dyn Read, size: u64, name: &[u8]) -> io::Result<()> {
         if size > 0 && self.buf.is_empty() {
             self.buf = vec![0u8; 1 << 20];
         }
@@ -341,6 +396,22 @@ impl<W: Write> Writer<W> {
                 .len()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = match data.read(&mut self.buf[..want]) {
+                Ok(0) if self.opts.pad_shrunk => {
+                    log::warn!(
+                        "{}: the file shrank by {left} bytes while it was read; padded with zeros",
+                        shown(name)
+                    );
+                    self.buf.fill(0);
+                    while left > 0 {
+                        let n = self
+                            .buf
+                            .len()
+                            .min(usize::try_from(left).unwrap_or(usize::MAX));
+                        self.out.write_all(&self.buf[..n])?;
+                        left -= n as u64;
+                    }
+                    return Ok(());
+                }
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

@@ -20,8 +20,12 @@ impl Source for Mem {
     fn read_link(&self, n: &usize) -> io::Result<Vec<u8>> {
         Ok(self.0[*n].2.clone())
     }
-    fn open(&self, n: &usize) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(&self.0[*n].2[..]))
+    /// Its size as its leaf says (as if by fstat), whatever its content.
+    fn open(&self, n: &usize) -> io::Result<Content<'_>> {
+        Ok(Content {
+            data: Box::new(&self.0[*n].2[..]),
+            size: self.0[*n].1.size,
+        })
     }
 }
 
@@ -204,7 +208,7 @@ fn layer_bytes_are_what_commit_wrote() {
     }
     let mut w = Writer::new(Vec::new(), Options::layer(None));
     for (i, (path, l, ..)) in m.0.iter().enumerate() {
-        w.node(&m, path, &i, l).unwrap();
+        assert_eq!(w.node(&m, path, &i, l).unwrap(), Put::Written);
     }
     w.marker(b".wh.gone").unwrap();
     w.marker(b"d/.wh..wh..opq").unwrap();
@@ -487,7 +491,7 @@ fn links_follow_the_options() {
     ] {
         let mut w = Writer::new(Vec::new(), opts);
         for (i, (path, l, ..)) in m.0.iter().enumerate() {
-            w.node(&m, path, &i, l).unwrap();
+            assert_eq!(w.node(&m, path, &i, l).unwrap(), Put::Written);
         }
         let (out, _) = w.finish().unwrap();
         let mut a = ::tar::Archive::new(&out[..]);
@@ -511,6 +515,7 @@ fn links_follow_the_options() {
 
 #[test]
 fn clamped_times_and_short_files() {
+    // Opened at 10 bytes, 3 read: it shrank while it was read.
     let m = Mem(vec![(
         b"f".to_vec(),
         Leaf {
@@ -520,20 +525,137 @@ fn clamped_times_and_short_files() {
         b"abc".to_vec(),
         vec![],
     )]);
+    // In a layer that is an error.
     let mut w = Writer::new(Vec::new(), Options::layer(Some(1_000)));
-    // A file that shrank is an error.
     let err = w.node(&m, b"f", &0, &m.0[0].1).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    // In a tree it is padded with zeros to the size announced.
+    let mut w = Writer::new(Vec::new(), Options::TREE);
+    assert_eq!(w.node(&m, b"f", &0, &m.0[0].1).unwrap(), Put::Written);
+    let (out, _) = w.finish().unwrap();
+    let mut a = ::tar::Archive::new(&out[..]);
+    let mut e = a.entries().unwrap().next().unwrap().unwrap();
+    let mut data = Vec::new();
+    e.read_to_end(&mut data).unwrap();
+    assert_eq!(data, b"abc\0\0\0\0\0\0\0");
+    // The size comes from the open file, not from the leaf the lookup saw.
+    let m = Mem(vec![(
+        b"f".to_vec(),
+        Leaf {
+            size: 3,
+            ..m.0[0].1
+        },
+        b"abc".to_vec(),
+        vec![],
+    )]);
     let mut w = Writer::new(Vec::new(), Options::layer(Some(1_000)));
-    let l = Leaf {
-        size: 3,
+    let seen = Leaf {
+        size: 7,
         ..m.0[0].1
     };
-    w.node(&m, b"f", &0, &l).unwrap();
-    let (out, _) = w.finish().unwrap();
+    assert_eq!(w.node(&m, b"f", &0, &seen).unwrap(), Put::Written);
+    let (out, written) = w.finish().unwrap();
+    assert_eq!(written.content, 3);
     let mut a = ::tar::Archive::new(&out[..]);
     let e = a.entries().unwrap().next().unwrap().unwrap();
     assert_eq!(e.header().mtime().unwrap(), 1_000);
+    assert_eq!(e.header().size().unwrap(), 3);
+}
+
+/// A tree whose nodes in `gone` are not found when opened, as many times as the count
+/// says (a file replaced by a rename between its lookup and its reading).
+struct Flaky {
+    mem: Mem,
+    gone: std::cell::RefCell<std::collections::HashMap<usize, usize>>,
+}
+
+impl Source for Flaky {
+    type Node = usize;
+    fn xattrs(&self, n: &usize) -> io::Result<Xattrs> {
+        self.mem.xattrs(n)
+    }
+    fn read_link(&self, n: &usize) -> io::Result<Vec<u8>> {
+        self.mem.read_link(n)
+    }
+    fn open(&self, n: &usize) -> io::Result<Content<'_>> {
+        if let Some(left) = self.gone.borrow_mut().get_mut(n)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        self.mem.open(n)
+    }
+}
+
+impl Tree for Flaky {
+    type Dir = usize;
+    fn root(&self) -> io::Result<usize> {
+        self.mem.root()
+    }
+    fn stat(&self, n: &usize) -> io::Result<Leaf> {
+        self.mem.stat(n)
+    }
+    fn open_dir(&self, n: usize) -> io::Result<usize> {
+        Ok(n)
+    }
+    fn names(&self, dir: &usize) -> io::Result<Vec<OsString>> {
+        self.mem.names(dir)
+    }
+    fn child(&self, dir: &usize, name: &OsStr) -> io::Result<Option<usize>> {
+        self.mem.child(dir, name)
+    }
+}
+
+#[test]
+fn entries_gone_while_read_are_looked_up_again_or_left_out() {
+    let file = |ino, nlink| Leaf {
+        size: 2,
+        ..leaf(FileKind::Regular, 0o644, 0, 0, ino, nlink)
+    };
+    let m = Mem(vec![
+        (
+            vec![],
+            leaf(FileKind::Directory, 0o755, 0, 0, 1, 2),
+            vec![],
+            vec![],
+        ),
+        (b"a".to_vec(), file(2, 2), b"aa".to_vec(), vec![]),
+        (b"b".to_vec(), file(2, 2), b"aa".to_vec(), vec![]),
+        (b"c".to_vec(), file(3, 1), b"cc".to_vec(), vec![]),
+    ]);
+    let names = |gone: &[(usize, usize)]| {
+        let t = Flaky {
+            mem: Mem(m.0.clone()),
+            gone: std::cell::RefCell::new(gone.iter().copied().collect()),
+        };
+        let mut out = Vec::new();
+        write_tree(&t, &mut out, Options::TREE).unwrap();
+        let mut a = ::tar::Archive::new(&out[..]);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e.link_name_bytes().map(|l| l.into_owned());
+                (String::from_utf8_lossy(&e.path_bytes()).into_owned(), link)
+            })
+            .collect::<Vec<_>>()
+    };
+    let s = |n: &str| n.to_string();
+    // Gone once: found again at the next lookup.
+    assert_eq!(
+        names(&[(3, 1)]),
+        vec![
+            (s("a"), None),
+            (s("b"), Some(b"a".to_vec())),
+            (s("c"), None)
+        ]
+    );
+    // Gone for good: left out, and not the first name of its links either.
+    assert_eq!(
+        names(&[(1, tree::LOOKUPS)]),
+        vec![(s("b"), None), (s("c"), None)]
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use super::{Leaf, Options, Source, Writer, Written};
+use super::{Leaf, Options, Put, Source, Writer, Written};
 use crate::union::FileKind;
 
 /// A tree to write: a [`Source`] whose nodes are found from a root, directory by
@@ -99,23 +99,62 @@ fn sorted_names<T: Tree>(
     Ok(names.into_iter())
 }
 
-/// Writes one entry; an error names it.
+/// How many times an entry gone between its lookup and its reading is looked up again
+/// (a file replaced by a rename while the tree is written) before it is left out.
+pub(super) const LOOKUPS: usize = 3;
+
+/// Writes entry `name` of `dir` (its path: `path` and the name); an error names it. A
+/// directory written is given back, to be walked; `path` is left with the name and, for
+/// a directory, a `/` after it.
 fn entry<T: Tree, W: Write>(
     w: &mut Writer<W>,
     tree: &T,
-    path: &[u8],
-    node: &T::Node,
-    leaf: &Leaf,
-) -> io::Result<()> {
-    w.node(tree, path, node, leaf).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "{}: {e}",
-                String::from_utf8_lossy(path).trim_end_matches('/')
-            ),
-        )
-    })
+    dir: &T::Dir,
+    name: &OsStr,
+    path: &mut Vec<u8>,
+) -> io::Result<Option<T::Node>> {
+    let len = path.len();
+    for _ in 0..LOOKUPS {
+        path.truncate(len);
+        path.extend_from_slice(name.as_bytes());
+        let Some(child) = tree.child(dir, name)? else {
+            return Ok(None);
+        };
+        let leaf = match tree.stat(&child) {
+            Ok(l) => l,
+            Err(e) => {
+                tree.release(child);
+                return Err(e);
+            }
+        };
+        let is_dir = leaf.kind == FileKind::Directory;
+        if is_dir {
+            path.push(b'/');
+        }
+        match w.node(tree, path, &child, &leaf) {
+            Ok(Put::Written) if is_dir => return Ok(Some(child)),
+            Ok(Put::Written) => {
+                tree.release(child);
+                return Ok(None);
+            }
+            Ok(Put::Gone) => tree.release(child),
+            Err(e) => {
+                tree.release(child);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: {e}",
+                        String::from_utf8_lossy(path).trim_end_matches('/')
+                    ),
+                ));
+            }
+        }
+    }
+    log::debug!(
+        "{} went away while it was read: left out",
+        String::from_utf8_lossy(path)
+    );
+    Ok(None)
 }
 
 /// Writes the entries below the directories of `stack` (their own entries written),
@@ -139,30 +178,11 @@ fn walk<T: Tree, W: Write>(
         let Some(dir) = stack.last().and_then(|f| f.dir.as_ref()) else {
             continue; // gone meanwhile
         };
-        let Some(child) = tree.child(dir, &name)? else {
-            continue;
-        };
         let len = path.len();
-        path.extend_from_slice(name.as_bytes());
-        let leaf = match tree.stat(&child) {
-            Ok(l) => l,
-            Err(e) => {
-                tree.release(child);
-                return Err(e);
-            }
-        };
-        if leaf.kind != FileKind::Directory {
-            let r = entry(w, tree, &path, &child, &leaf);
-            tree.release(child);
+        let Some(child) = entry(w, tree, dir, &name, &mut path)? else {
             path.truncate(len);
-            r?;
             continue;
-        }
-        path.push(b'/');
-        if let Err(e) = entry(w, tree, &path, &child, &leaf) {
-            tree.release(child);
-            return Err(e);
-        }
+        };
         let dir = tree.open_dir(child)?;
         let names = match sorted_names(tree, &dir, &path) {
             Ok(n) => n,

@@ -58,6 +58,18 @@ impl UnionFile<'_> {
     }
 }
 
+impl UnionFile<'_> {
+    /// File `id` of `union` opened, as the writer reads a regular file.
+    pub fn content(union: &Union, id: NodeId) -> io::Result<super::Content<'_>> {
+        let f = UnionFile::open(union, id)?;
+        let size = union.open_size(f.fh).map_err(io_err)?;
+        Ok(super::Content {
+            data: Box::new(f),
+            size,
+        })
+    }
+}
+
 impl Read for UnionFile<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = u32::try_from(buf.len())

@@ -213,6 +213,14 @@ impl Union {
         Ok(h.fd())
     }
 
+    /// The size of the file open at `fh`, now: what its reads read (a name may have been
+    /// given to another file since it was looked up).
+    pub fn open_size(&self, fh: Fh) -> Result<u64> {
+        let h = self.handles.file(fh)?;
+        let fd = self.read_fd(&h)?;
+        Ok(nix::sys::stat::fstat(&*fd)?.st_size as u64)
+    }
+
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
         let h = self.handles.file(fh)?;
