@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::mount::*;
-use common::{Spelling, bb, fixture_ref, fixtures, manifest, require_fuse};
+use common::{Spelling, bb, bin, fixture_ref, fixtures, manifest, require_fuse};
 
 /// A store in a temp dir and the `layerfs` binary pointed at it.
 struct Store {
@@ -29,7 +29,7 @@ impl Store {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_layerfs"))
+        Command::new(bin())
             .arg("--root")
             .arg(self.root())
             .arg("-q")
@@ -51,7 +51,7 @@ impl Store {
 
     /// `layerfs ps ARGS` (without the `-q` of [`Store::run`]).
     fn ps(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_layerfs"))
+        let out = Command::new(bin())
             .arg("--root")
             .arg(self.root())
             .arg("ps")
@@ -354,7 +354,7 @@ fn foreground_mount_stays_attached_and_stops_on_sigint() {
     let src = bb("latest", Spelling::Oci);
     let mp = s.mountpoint("m");
     let _g = Unmount(vec![mp.clone()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_layerfs"))
+    let mut child = Command::new(bin())
         .arg("--root")
         .arg(s.root())
         .args(["-q", "mount", &src])

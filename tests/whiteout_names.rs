@@ -225,7 +225,7 @@ fn a_container_keeps_the_whiteout_spelling_it_was_made_with() {
     );
     let up = s.root.join("containers/c/upper");
     {
-        let _g = Unmounted(&m);
+        let _g = mount::Unmount(vec![m.clone()]);
         sh_in(&m, "rm etc/hostname");
         assert!(
             up.join("etc/.wh.hostname").is_file(),
@@ -297,22 +297,11 @@ fn a_mount_that_cannot_keep_a_containers_spelling_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _g = Unmounted(&m2);
+    let _g = mount::Unmount(vec![m2.clone()]);
     let etc = names(&m2.join("etc"));
     assert!(
         etc.contains(&"hostname".into()) && etc.contains(&".wh.hostname".into()),
         "{etc:?}"
     );
     lab.umount(&m2);
-}
-
-/// Unmounts a mount made outside [`Lab::mount`] when dropped.
-struct Unmounted<'a>(&'a Path);
-
-impl Drop for Unmounted<'_> {
-    fn drop(&mut self) {
-        if is_mounted(self.0) {
-            mount::umount(self.0);
-        }
-    }
 }
