@@ -6,6 +6,9 @@
 //!   containers (writable layers), locking, atomic installs, garbage collection.
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
 //!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
+//! - [`container`] owns a container above the store: its record with its image id typed,
+//!   the one builder of its layer stacks (writable, frozen), and the read adapters over
+//!   a frozen union that `changes`, `commit` and `export` share.
 //! - [`changes`] compares a container with its image, reading its upper layer only
 //!   (`diff`, and what `commit` writes).
 //! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image;
@@ -29,6 +32,7 @@
 pub mod changes;
 pub mod cli;
 pub mod commit;
+pub mod container;
 pub mod control;
 pub mod digest;
 pub mod error;

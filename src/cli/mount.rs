@@ -39,6 +39,7 @@ use anyhow::{Context as _, bail};
 use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
+use crate::container::Layers;
 use crate::error::Error;
 use crate::fuse::{Access, MountConfig};
 use crate::holder::{self, Take, Waiter, Why};
@@ -550,11 +551,10 @@ fn serve_container(
     ready: &mut Ready,
     live: &std::cell::Cell<bool>,
 ) -> anyhow::Result<()> {
-    let lowers = store.lower_specs(image)?;
-    let mut lowers = lowers;
     let mut mount = args.mount_config(format!("layerfs:{}", image.display_name()), args.read_only);
     let Some(c) = container else {
-        let stack = Stack::open(&lowers, None).context("opening the image layers")?;
+        let stack =
+            Stack::open(&store.lower_specs(image)?, None).context("opening the image layers")?;
         let serve = Serve {
             stack,
             options: Options::default(),
@@ -568,17 +568,17 @@ fn serve_container(
     };
     let mut c = c.clone();
     mount.fsname = format!("layerfs:{}", c.record.name);
-    let (upper, styles) = c.upper_spec(store)?;
+    let layers = Layers::of(store, &c, image)?;
     // Kept from now on (a record of an older version has none yet).
-    c.record.styles = Some(styles);
-    let work = c.work_spec()?;
+    c.record.styles = Some(layers.styles);
     let stack = if args.read_only {
-        // The container's layer is read, not written: the topmost lower layer.
-        lowers.insert(0, upper);
-        Stack::open(&lowers, None)
+        // Read as every reader of the container reads it (`diff`, `export`, `commit`):
+        // its hard-link index included, nothing written.
+        layers
+            .frozen()
             .with_context(|| format!("opening the layers of container {}", c.record.name))
     } else {
-        Stack::open_styled(&lowers, &upper, &work, styles).with_context(|| {
+        layers.writable().with_context(|| {
             format!(
                 "opening the layers of container {} for writing",
                 c.record.name

@@ -31,6 +31,7 @@ use std::io::{BufWriter, Write};
 use serde_json::{Map, Value, json};
 
 use crate::changes::{Views, container_image};
+use crate::container::Layers;
 use crate::digest::{Digest, Hashing, chain_ids};
 use crate::error::{Error, Result};
 use crate::image::{Compression, Reference};
@@ -329,7 +330,12 @@ pub fn layer_tar<W: Write>(
             info.styles,
         );
         let work = WorkSpec::opened(store.dir().open_dir(&work)?, store.shown(&work));
-        let views = Views::open(&lowers, &upper, &work, info.styles)?;
+        let views = Views::open(&Layers {
+            lowers,
+            upper,
+            work,
+            styles: info.styles,
+        })?;
         let (out, _) = layer::write_layer(&views, Hashing::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
         Ok((out.into_inner(), digest, size))

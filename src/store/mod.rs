@@ -34,7 +34,6 @@
 //! (the mount daemon runs with umask 0); the files inside layers keep the images' modes.
 
 pub mod containers;
-pub mod export;
 pub mod fsops;
 pub mod gc;
 pub mod images;

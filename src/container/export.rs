@@ -15,45 +15,31 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use super::{Store, containers};
-use crate::digest::Digest;
+use super::{Layers, walker_options};
 use crate::error::{Error, Result};
+use crate::store::{Store, containers};
 use crate::tar_writer::union::{UnionFile, io_err};
 use crate::tar_writer::{self, Leaf, Source, Tree, Written};
-use crate::union::{Atime, Attr, FsError, NodeId, Options, ROOT_ID, Stack, Union};
+use crate::union::{Attr, FsError, NodeId, ROOT_ID, Union};
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
 pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<Written> {
     let _lock = store.lock_shared()?;
     let c =
         containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
-    let id = Digest::parse(&c.record.image).map_err(|e| Error::Invalid {
-        file: c
-            .shown()
-            .join(containers::CONTAINER_JSON)
-            .display()
-            .to_string(),
-        detail: e.to_string(),
-    })?;
+    let id = super::image_of(&c)?;
     let image = store.image(&id)?.ok_or_else(|| Error::Invalid {
         file: c.shown().display().to_string(),
         detail: format!("its image {id} is not in the store"),
     })?;
-    let lowers = store.lower_specs(&image)?;
     // Its whiteouts are what its mount takes for whiteouts; any other `.wh.` name is a
     // file, which a flat tree (not a layer) carries as it is.
-    let (upper, styles) = c.upper_spec(store)?;
-    let stack = Stack::open_frozen(&lowers, &upper, &c.work_spec()?, styles)
+    let stack = Layers::of(store, &c, &image)?
+        .frozen()
         .map_err(|e| Error::io_what(format!("opening the layers of container {name}"), e))?;
-    let opts = Options {
-        atime: Atime::Never,
-        // Directories go out without their link counts.
-        dir_nlink: false,
-        // The writer lets directories go as it leaves them: bounded fds at any depth.
-        hold_parents: false,
-        ..Options::default()
-    };
-    let union = Union::new(stack, opts)
+    // Directories go out without their link counts; the writer lets directories go as it
+    // leaves them: bounded fds at any depth.
+    let union = Union::new(stack, walker_options())
         .map_err(|e| Error::io_what(format!("reading container {name}"), io_err(e)))?;
     let mut out = OutErrors {
         inner: out,

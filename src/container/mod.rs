@@ -1,0 +1,93 @@
+//! A container, above the store: what it is made of and every way it is read.
+//!
+//! - its directory, record and lock ([`Container`], kept by [`crate::store::containers`],
+//!   whose `container.json` stays as it is on disk), with its image id typed
+//!   ([`Container::image`] via [`image_of`]);
+//! - the one builder of its layer stacks ([`Layers`]): writable (its mount), and frozen
+//!   (its read-only mount, `diff`, `commit`, `export`). Every one of them opens the
+//!   writable layer in the whiteout spellings the container recorded, and every read-only
+//!   one with its hard-link index, so they all show what its mount shows;
+//! - the read adapters over a frozen union ([`read`]): a file reader, xattrs, listings,
+//!   and a guard that gives lookup counts back.
+//!
+//! `changes`, `commit`, `export` and the mount use it; the store never does (it keeps the
+//! records, which is all `rmi`, `prune` and `df` need of a container).
+
+pub mod export;
+pub mod read;
+
+use std::io;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::store::{ImageRecord, Store};
+use crate::union::{self, LayerSpec, Stack, WorkSpec};
+use crate::whiteout::Styles;
+
+pub use crate::store::containers::{BUSY_WAIT, CONTAINER_JSON, Container, ContainerRecord};
+
+/// The image id of container `c`, as its record names it; a record whose id does not
+/// parse is an invalid `container.json`.
+pub fn image_of(c: &Container) -> Result<Digest> {
+    Digest::parse(&c.record.image).map_err(|e| Error::Invalid {
+        file: c.shown().join(CONTAINER_JSON).display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// The image record of container `c`; `None` when its image is no longer in the store.
+pub fn image_record(store: &Store, c: &Container) -> Result<Option<ImageRecord>> {
+    store.image(&image_of(c)?)
+}
+
+/// A container's layers, opened beneath the store's root and not yet stacked: its
+/// writable layer and work directory over its image's layers.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    /// The image's layer directories, top first.
+    pub lowers: Vec<LayerSpec>,
+    pub upper: LayerSpec,
+    pub work: WorkSpec,
+    /// The writable layer's spellings (see [`Container::styles`]).
+    pub styles: Styles,
+}
+
+impl Layers {
+    /// The layers of container `c` of `image`.
+    pub fn of(store: &Store, c: &Container, image: &ImageRecord) -> Result<Layers> {
+        let lowers = store.lower_specs(image)?;
+        let (upper, styles) = c.upper_spec(store)?;
+        Ok(Layers {
+            lowers,
+            upper,
+            work: c.work_spec()?,
+            styles,
+        })
+    }
+
+    /// Stacked for its mount: the writable layer is written, in its own spellings only.
+    pub fn writable(&self) -> io::Result<Stack> {
+        Stack::open_styled(&self.lowers, &self.upper, &self.work, self.styles)
+    }
+
+    /// Stacked to be read as its mount shows it, writing nothing, also while it is
+    /// mounted: its read-only mount, `diff`, `commit`, `export`. Its hard-link index is
+    /// read as its mount reads it (a lower name of a hard-linked file copied up shows the
+    /// copy), and its `.wh.` names are marks exactly in its spellings.
+    pub fn frozen(&self) -> io::Result<Stack> {
+        Stack::open_frozen(&self.lowers, &self.upper, &self.work, self.styles)
+    }
+}
+
+/// The union options of a walker over a frozen stack (`diff`, `commit`, `export`):
+/// nothing written (atimes included), no directory link counts (a lookup in a big
+/// directory costs no listing), and directories let go as the walk leaves them, so the
+/// fds it holds do not grow with the depth.
+pub fn walker_options() -> union::Options {
+    union::Options {
+        atime: union::Atime::Never,
+        dir_nlink: false,
+        hold_parents: false,
+        ..union::Options::default()
+    }
+}
