@@ -35,13 +35,13 @@ mod links;
 mod walk;
 
 use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::stat::fstatat;
 
+use crate::container::read::{fs_err, listing};
 use crate::container::{Container, Layers, walker_options};
 use crate::error::{Error, Result};
 use crate::store::ImageRecord;
@@ -50,15 +50,6 @@ use crate::union::{self, Attr, FsError, LayerSpec, NodeId, Stack, Union, WorkSpe
 use crate::whiteout;
 
 pub use links::Extra;
-
-/// The error of a union operation on `what`.
-pub(crate) fn fs_err(what: impl std::fmt::Display, e: FsError) -> Error {
-    let what = match e.context() {
-        Some(c) => format!("{what}: {c}"),
-        None => what.to_string(),
-    };
-    Error::io_what(what, io::Error::from_raw_os_error(e.errno()))
-}
 
 /// `/a/b` for the walk's path `a/b` (`/` for the root), for messages.
 pub fn show(path: &[u8]) -> String {
@@ -257,38 +248,4 @@ impl Views {
             )
             .is_ok()
     }
-
-    /// The user-visible xattrs of `id` in `u`, sorted by name (the union's own marks and
-    /// the store's rootless ownership record left out).
-    pub fn xattrs(u: &Union, id: NodeId) -> union::Result<Vec<(OsString, Vec<u8>)>> {
-        let list = u.listxattr(id)?;
-        let mut out = Vec::new();
-        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            let name = OsStr::from_bytes(name);
-            if name == crate::store::unpack::OVERRIDE_STAT_XATTR {
-                continue;
-            }
-            match u.getxattr(id, name, u32::MAX) {
-                Ok(v) => out.push((name.to_owned(), v)),
-                Err(e) if e == FsError::ENODATA => {}
-                Err(e) => return Err(e),
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-}
-
-/// The names a directory node shows in union `u`.
-fn listing(u: &Union, id: NodeId) -> union::Result<Vec<OsString>> {
-    let fh = u.opendir(id)?;
-    let mut names = Vec::new();
-    let r = u.readdir(fh, 0, |_, e| {
-        if e.name != "." && e.name != ".." {
-            names.push(e.name.clone());
-        }
-        false
-    });
-    u.releasedir(fh);
-    r.map(|()| names)
 }

@@ -13,14 +13,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 
+use super::read::{self, Looked, UnionFile, io_err};
 use super::{Layers, walker_options};
 use crate::error::{Error, Result};
 use crate::store::{Store, containers};
-use crate::tar_writer::union::{UnionFile, io_err};
 use crate::tar_writer::{self, Leaf, Source, Tree, Written};
-use crate::union::{Attr, FsError, NodeId, ROOT_ID, Union};
+use crate::union::Union;
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
 pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<Written> {
@@ -86,39 +85,18 @@ impl<W: Write> Write for OutErrors<W> {
 /// the kernel would; an open directory is its node.
 pub struct UnionTree<'u>(pub &'u Union);
 
-/// A node: its id, attributes, and whether a lookup count must be given back.
-pub struct UnionNode {
-    id: NodeId,
-    attr: Attr,
-    counted: bool,
-}
+/// A node: looked up, its count given back when the writer lets it go.
+pub type UnionNode<'u> = Looked<'u>;
 
-/// Largest xattr value (XATTR_SIZE_MAX).
-const XATTR_MAX: u32 = 65536;
-
-impl Source for UnionTree<'_> {
-    type Node = UnionNode;
+impl<'u> Source for UnionTree<'u> {
+    type Node = UnionNode<'u>;
 
     fn read_link(&self, n: &UnionNode) -> io::Result<Vec<u8>> {
         self.0.readlink(n.id).map_err(io_err)
     }
 
     fn xattrs(&self, n: &UnionNode) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-        let list = match self.0.listxattr(n.id) {
-            Ok(l) => l,
-            Err(e) if e == FsError::EOPNOTSUPP => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(e)),
-        };
-        let mut out = Vec::new();
-        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            let name = OsStr::from_bytes(name);
-            match self.0.getxattr(n.id, name, XATTR_MAX) {
-                Ok(v) => out.push((name.to_os_string(), v)),
-                Err(e) if e == FsError::ENODATA => {}
-                Err(e) => return Err(io_err(e)),
-            }
-        }
-        Ok(out)
+        read::xattrs(self.0, n.id).map_err(io_err)
     }
 
     fn open(&self, n: &UnionNode) -> io::Result<Box<dyn Read + '_>> {
@@ -126,50 +104,28 @@ impl Source for UnionTree<'_> {
     }
 }
 
-impl Tree for UnionTree<'_> {
-    type Dir = UnionNode;
+impl<'u> Tree for UnionTree<'u> {
+    type Dir = UnionNode<'u>;
 
-    fn root(&self) -> io::Result<UnionNode> {
-        Ok(UnionNode {
-            id: ROOT_ID,
-            attr: self.0.getattr(ROOT_ID, None).map_err(io_err)?,
-            counted: false,
-        })
+    fn root(&self) -> io::Result<UnionNode<'u>> {
+        Looked::root(self.0).map_err(io_err)
     }
 
     fn stat(&self, n: &UnionNode) -> io::Result<Leaf> {
         Ok(Leaf::of_attr(&n.attr))
     }
 
-    fn open_dir(&self, n: UnionNode) -> io::Result<UnionNode> {
+    fn open_dir(&self, n: UnionNode<'u>) -> io::Result<UnionNode<'u>> {
         Ok(n)
     }
 
     fn names(&self, dir: &UnionNode) -> io::Result<Vec<OsString>> {
-        let fh = self.0.opendir(dir.id).map_err(io_err)?;
-        let mut names: Vec<OsString> = Vec::new();
-        let listed = self.0.readdir(fh, 0, |_, e| {
-            if e.name != "." && e.name != ".." {
-                names.push(e.name.clone());
-            }
-            false
-        });
-        self.0.releasedir(fh);
-        listed.map_err(io_err)?;
-        Ok(names)
+        read::listing(self.0, dir.id).map_err(io_err)
     }
 
-    fn child(&self, dir: &UnionNode, name: &OsStr) -> io::Result<Option<UnionNode>> {
-        match self.0.lookup(dir.id, name) {
-            Ok(e) => Ok(Some(UnionNode {
-                id: e.id,
-                attr: e.attr,
-                counted: true,
-            })),
-            // Gone since the listing (a mounted container being written).
-            Err(e) if e == FsError::ENOENT => Ok(None),
-            Err(e) => Err(io_err(e)),
-        }
+    fn child(&self, dir: &UnionNode, name: &OsStr) -> io::Result<Option<UnionNode<'u>>> {
+        // `None`: gone since the listing (a mounted container being written).
+        Looked::lookup(self.0, dir.id, name).map_err(io_err)
     }
 
     fn dir_fds(&self) -> usize {
@@ -178,12 +134,10 @@ impl Tree for UnionTree<'_> {
     }
 
     fn release(&self, n: UnionNode) {
-        if n.counted {
-            self.0.forget(n.id, 1);
-        }
+        drop(n);
     }
 
     fn close_dir(&self, d: UnionNode) {
-        self.release(d);
+        drop(d);
     }
 }

@@ -1,5 +1,5 @@
 //! Reading a frozen union (a container's view, or an image's), as `diff`, `commit` and
-//! `export` do: a file's bytes ([`File`]), its xattrs, a directory's names, errors with
+//! `export` do: a file's bytes ([`UnionFile`]), its xattrs, a directory's names, errors with
 //! their context, and lookup counts given back ([`Looked`]). The core answers the kernel's
 //! questions; these say them in the terms of a reader that is not the kernel.
 
@@ -35,16 +35,16 @@ pub fn io_err(e: FsError) -> io::Error {
 }
 
 /// A file of the union opened for reading, read in order; closed on drop.
-pub struct File<'u> {
+pub struct UnionFile<'u> {
     union: &'u Union,
     fh: Fh,
     offset: u64,
 }
 
-impl File<'_> {
-    pub fn open(union: &Union, id: NodeId) -> io::Result<File<'_>> {
+impl UnionFile<'_> {
+    pub fn open(union: &Union, id: NodeId) -> io::Result<UnionFile<'_>> {
         let reply = union.open(id, libc::O_RDONLY).map_err(io_err)?;
-        Ok(File {
+        Ok(UnionFile {
             union,
             fh: reply.fh,
             offset: 0,
@@ -52,7 +52,7 @@ impl File<'_> {
     }
 }
 
-impl Read for File<'_> {
+impl Read for UnionFile<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = u32::try_from(buf.len())
             .unwrap_or(READ_CHUNK)
@@ -68,7 +68,7 @@ impl Read for File<'_> {
     }
 }
 
-impl Drop for File<'_> {
+impl Drop for UnionFile<'_> {
     fn drop(&mut self) {
         self.union.release(self.fh);
     }
@@ -119,11 +119,13 @@ pub fn listing(u: &Union, id: NodeId) -> union::Result<Vec<OsString>> {
 }
 
 /// A node looked up in a union, its lookup count given back (the kernel's `forget`) when
-/// dropped: a walker holds only the nodes it still needs, whatever way it leaves.
+/// dropped: a walker holds only the nodes it still needs, whatever way it leaves. The
+/// root, never looked up, has no count to give back.
 pub struct Looked<'u> {
     union: &'u Union,
     pub id: NodeId,
     pub attr: Attr,
+    counted: bool,
 }
 
 impl<'u> Looked<'u> {
@@ -134,15 +136,28 @@ impl<'u> Looked<'u> {
                 union,
                 id: e.id,
                 attr: e.attr,
+                counted: true,
             })),
             Err(e) if e == FsError::ENOENT => Ok(None),
             Err(e) => Err(e),
         }
     }
+
+    /// The root directory.
+    pub fn root(union: &'u Union) -> union::Result<Self> {
+        Ok(Looked {
+            union,
+            id: union::ROOT_ID,
+            attr: union.getattr(union::ROOT_ID, None)?,
+            counted: false,
+        })
+    }
 }
 
 impl Drop for Looked<'_> {
     fn drop(&mut self) {
-        self.union.forget(self.id, 1);
+        if self.counted {
+            self.union.forget(self.id, 1);
+        }
     }
 }
