@@ -344,6 +344,17 @@ pub fn layer_tar<W: Write>(
     result
 }
 
+/// [`layer_tar`] as `save` takes it ([`crate::store::save::RewriteLayer`]): the store
+/// cannot call up into `commit` itself.
+pub fn rewrite_layer(
+    store: &Store,
+    image: &ImageRecord,
+    index: usize,
+    out: &mut dyn Write,
+) -> Result<(Digest, u64)> {
+    layer_tar(store, image, index, out).map(|(_, digest, size)| (digest, size))
+}
+
 /// Commits container `name` (see the module docs).
 pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committed> {
     let c =
