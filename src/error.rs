@@ -208,7 +208,7 @@ pub enum Error {
     ContainerExists(String),
 
     /// A container another command holds (a commit reads it, a mount or `rm` is under way)
-    /// for longer than we wait (see `store/containers.rs`).
+    /// for longer than we wait (see `container/dir.rs`).
     #[error("container {name} is busy: {detail}")]
     ContainerBusy { name: String, detail: String },
 

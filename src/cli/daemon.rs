@@ -23,7 +23,7 @@ use crate::union::{Options, Stack, Union};
 const READY_ENV: &str = "LAYERFS_READY_FD";
 
 /// Names the container lock a detached daemon inherits from `layerfs mount` (see
-/// `store/containers.rs`).
+/// `container/dir.rs`).
 const LOCK_ENV: &str = "LAYERFS_LOCK_FD";
 
 /// The container lock handed over by the `layerfs mount` that started this daemon, if

@@ -9,10 +9,10 @@
 //! The container is locked from the moment it is picked (looked up by name, or created
 //! locked) until its daemon is done with it: the detached daemon inherits the very lock
 //! this command took, so `rm` (or another mount) never finds it free in between (see
-//! `store/containers.rs`). A container its daemon serves is refused ("already mounted
+//! `container/dir.rs`). A container its daemon serves is refused ("already mounted
 //! at DIR"); one held for a moment — a commit reading it, a mount being set up, a daemon
 //! starting or letting go, an `rm` — is waited for, without the store lock, and looked
-//! up again (`crate::holder`); so is a container made under the name asked for since it
+//! up again (`crate::container::holder`); so is a container made under the name asked for since it
 //! was looked up (then it is the one mounted, if it is of the image asked for). A detached
 //! daemon's error, whenever it comes before the mount is live, is this command's; a
 //! daemon that fails before it mounts leaves the lock to this command, which removes a
@@ -39,12 +39,13 @@ use anyhow::{Context as _, bail};
 use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
+use crate::container;
 use crate::container::Layers;
+use crate::container::holder::{self, Take, Waiter, Why};
 use crate::error::Error;
 use crate::fuse::{Access, MountConfig};
-use crate::holder::{self, Take, Waiter, Why};
 use crate::mountinfo;
-use crate::store::{ImageRecord, LockGuard, Store, containers, mounts};
+use crate::store::{ImageRecord, LockGuard, Store, mounts};
 use crate::union::{Options, Stack};
 
 #[derive(Debug, clap::Args)]
@@ -134,8 +135,8 @@ impl Args {
     }
 }
 
-/// A container picked for a mount, with its lock held (see `store/containers.rs`).
-type Locked = (containers::Container, LockGuard);
+/// A container picked for a mount, with its lock held (see `container/dir.rs`).
+type Locked = (container::Container, LockGuard);
 
 /// What one look at the arguments gave (see [`resolve_once`]).
 enum Look<T> {
@@ -150,7 +151,7 @@ enum Look<T> {
 }
 
 /// Takes the lock of container `c` for a mount.
-fn lock_for_mount(c: &containers::Container) -> anyhow::Result<Look<LockGuard>> {
+fn lock_for_mount(c: &container::Container) -> anyhow::Result<Look<LockGuard>> {
     match holder::try_take(c) {
         Ok(Take::Got(g)) => Ok(Look::Ready(g)),
         Ok(Take::Mounted(m)) => Err(already_mounted(c, &m)),
@@ -161,7 +162,7 @@ fn lock_for_mount(c: &containers::Container) -> anyhow::Result<Look<LockGuard>> 
 }
 
 /// Refuses container `c` (named `n`) for `image` unless it was made from it.
-fn check_image(c: &containers::Container, n: &str, image: &ImageRecord) -> anyhow::Result<()> {
+fn check_image(c: &container::Container, n: &str, image: &ImageRecord) -> anyhow::Result<()> {
     if c.record.image != image.id.to_string() {
         bail!(
             "container {n} was made from image {}, not {} ({})",
@@ -179,7 +180,7 @@ fn existing_container(
     name: &str,
     image: &ImageRecord,
 ) -> anyhow::Result<Look<Locked>> {
-    match containers::open(store, name)? {
+    match container::open(store, name)? {
         Some(c) => {
             check_image(&c, name, image)?;
             Ok(lock_for_mount(&c)?.map(|g| (c, g)))
@@ -199,12 +200,12 @@ fn container_for(
     image: &ImageRecord,
 ) -> anyhow::Result<Look<(Locked, bool)>> {
     if let Some(n) = name
-        && let Some(c) = containers::open(store, n)?
+        && let Some(c) = container::open(store, n)?
     {
         check_image(&c, n, image)?;
         return Ok(lock_for_mount(&c)?.map(|g| ((c, g), false)));
     }
-    match containers::create(store, name, image) {
+    match container::create(store, name, image) {
         Ok(l) => Ok(Look::Ready((l, true))),
         // Made by another command since we looked: that one is mounted (or refused).
         Err(Error::ContainerExists(_)) if name.is_some() => Ok(Look::Again),
@@ -226,11 +227,11 @@ impl<T> Look<T> {
 fn container_by_name(
     store: &Store,
     arg: &str,
-) -> anyhow::Result<Option<(containers::Container, ImageRecord)>> {
-    if !containers::valid_name(arg) {
+) -> anyhow::Result<Option<(container::Container, ImageRecord)>> {
+    if !container::valid_name(arg) {
         return Ok(None);
     }
-    let Some(c) = containers::open(store, arg)? else {
+    let Some(c) = container::open(store, arg)? else {
         return Ok(None);
     };
     let id = crate::digest::Digest::parse(&c.record.image)
@@ -279,7 +280,7 @@ fn adopt(
         bail!("a container lock was handed over without a container name");
     };
     let image = image_arg(ctx, store, &args.image)?;
-    let Some(c) = containers::open(store, name)? else {
+    let Some(c) = container::open(store, name)? else {
         return Err(Error::UnknownContainer(name.into()).into());
     };
     check_image(&c, name, &image)?;
@@ -295,7 +296,7 @@ const RESOLVE_ATTEMPTS: usize = 5;
 /// concurrent rmi/prune cannot remove the image between the lookup and the container
 /// record, or, read-only, the mount record, that protects it); again while containers
 /// vanish or appear under it, and after waiting, without the store lock, while another
-/// command holds the container for a moment (see `crate::holder`). `hold` records a
+/// command holds the container for a moment (see `crate::container::holder`). `hold` records a
 /// read-only mount of the image alone (by the process that serves it).
 fn resolve<H>(
     ctx: &Context,
@@ -340,7 +341,7 @@ fn resolve<H>(
 }
 
 /// Container `c` is mounted (`m`): by its daemon, which says where.
-fn already_mounted(c: &containers::Container, m: &holder::Mounted) -> anyhow::Error {
+fn already_mounted(c: &container::Container, m: &holder::Mounted) -> anyhow::Error {
     let at = match &m.mountpoint {
         Some(mp) => format!(" at {}", mp.display()),
         None => c.at_mountpoint(),
@@ -479,7 +480,7 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
         if let Err(e) = spawned {
             // A container made for this mount does not outlive its failure. A daemon
             // that failed before it mounted has left the lock to us (see
-            // `store/containers.rs`).
+            // `container/dir.rs`).
             if created && let Some((c, lock)) = container {
                 discard(&store, c, lock);
             }
@@ -497,7 +498,7 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
     }
 
     let live = std::cell::Cell::new(false);
-    // The container's lock is held until serving is over (see `store/containers.rs`).
+    // The container's lock is held until serving is over (see `container/dir.rs`).
     let served = container.as_ref().map(|(c, _)| c);
     let result = serve_container(&store, &image, served, &dir, args, ready, &live);
     if let Err(e) = &result {
@@ -518,9 +519,9 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
 
 /// Removes a container that was created for a mount that failed (nothing was written
 /// to it); a failure to do so is only logged, the mount's error is what matters.
-fn discard(store: &Store, c: containers::Container, lock: LockGuard) {
+fn discard(store: &Store, c: container::Container, lock: LockGuard) {
     let name = c.record.name.clone();
-    if let Err(e) = containers::discard_new(store, c, lock) {
+    if let Err(e) = container::discard_new(store, c, lock) {
         log::warn!("removing container {name} after its mount failed: {e}");
     }
 }
@@ -545,7 +546,7 @@ fn warn_exposure(ctx: &Context, args: &Args, dir: &Path) {
 fn serve_container(
     store: &Store,
     image: &ImageRecord,
-    container: Option<&containers::Container>,
+    container: Option<&container::Container>,
     dir: &Path,
     args: &Args,
     ready: &mut Ready,

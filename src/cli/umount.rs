@@ -5,7 +5,7 @@
 //! `BUSY_WAIT`, else refused as busy, the mount left alone): its daemon would keep the
 //! container until the commit is done anyway (see `crate::control`).
 //!
-//! Mounted is what the container's daemon says (`crate::holder`): the daemon unmounted
+//! Mounted is what the container's daemon says (`crate::container::holder`): the daemon unmounted
 //! is the one waited for (by its pidfd), never a daemon that mounts the container again
 //! right after. A container held for a moment (a daemon starting or letting go, a mount
 //! being set up, an `rm`) is waited for, then looked at again; a mount that another
@@ -22,9 +22,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::Context;
-use crate::holder::{self, Held, Waiter, Why};
+use crate::container;
+use crate::container::holder::{self, Held, Waiter, Why};
 use crate::mountinfo::{self, MountEntry};
-use crate::store::{Store, containers, mounts};
+use crate::store::{Store, mounts};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -89,7 +90,7 @@ fn container_source(name: &str) -> String {
 /// Returns the mount point detached.
 pub(super) fn detach_stale(
     store: &Store,
-    c: &mut containers::Container,
+    c: &mut container::Container,
 ) -> anyhow::Result<Option<PathBuf>> {
     let Some(mp) = c.record.mountpoint.clone().map(PathBuf::from) else {
         return Ok(None);
@@ -122,14 +123,14 @@ enum Step {
 
 /// Container `c`, which no daemon serves: cleans up after a daemon that died with its
 /// mount left behind (the record says mounted), else "not mounted".
-fn clean_stale(store: &Store, mut c: containers::Container) -> anyhow::Result<Step> {
+fn clean_stale(store: &Store, mut c: container::Container) -> anyhow::Result<Step> {
     // Shared: no mount starts while the record is cleared (a commit may read on).
     let Some(_lock) = c.lock_shared()? else {
         // Mounted (or being mounted or removed) since we looked: look again.
         return Ok(Step::Wait(c.record.name.clone(), Why::Changing));
     };
     // The record as it is now, under the lock.
-    if let Some(now) = containers::open(store, &c.record.name)? {
+    if let Some(now) = container::open(store, &c.record.name)? {
         c.record = now.record;
     }
     match detach_stale(store, &mut c)? {
@@ -141,14 +142,14 @@ fn clean_stale(store: &Store, mut c: containers::Container) -> anyhow::Result<St
 /// Where mounted container `c` is mounted, as its daemon (`m`), else its record, says.
 fn mount_point_of(
     store: &Store,
-    c: &containers::Container,
+    c: &container::Container,
     m: &holder::Mounted,
 ) -> anyhow::Result<PathBuf> {
     if let Some(mp) = &m.mountpoint {
         return Ok(mp.clone());
     }
     // A daemon of an older layerfs: its record says (it writes it once mounted).
-    let now = containers::open(store, &c.record.name)?;
+    let now = container::open(store, &c.record.name)?;
     match now.and_then(|n| n.record.mountpoint) {
         Some(mp) => Ok(PathBuf::from(mp)),
         None => bail!(
@@ -166,7 +167,7 @@ fn mount_point_of(
 /// for all the same. Only `c`'s own layerfs mount is ever unmounted in its name.
 pub(super) fn unmount_container(
     store: &Store,
-    c: &containers::Container,
+    c: &container::Container,
     m: &holder::Mounted,
 ) -> anyhow::Result<()> {
     let mp = mount_point_of(store, c, m)?;
@@ -211,7 +212,7 @@ const ENDING_WAIT: Duration = Duration::from_secs(2);
 /// True when daemon `m` of `c`, which said it served `mp`, has stopped doing so (its
 /// mount was unmounted by another command: it exits, or says its mount has ended), within
 /// [`ENDING_WAIT`]; false when it goes on serving `mp` (a mount over its own).
-fn ended_meanwhile(c: &containers::Container, m: &holder::Mounted, mp: &Path) -> bool {
+fn ended_meanwhile(c: &container::Container, m: &holder::Mounted, mp: &Path) -> bool {
     let end = std::time::Instant::now() + ENDING_WAIT;
     loop {
         if m.daemon.wait_exit(Duration::ZERO) == Some(true) {
@@ -245,7 +246,7 @@ fn layerfs_mount_at(dir: &Path) -> anyhow::Result<MountEntry> {
 }
 
 /// `umount NAME` of container `c`.
-fn by_name(store: &Store, c: containers::Container) -> anyhow::Result<Step> {
+fn by_name(store: &Store, c: container::Container) -> anyhow::Result<Step> {
     match holder::probe(&c)? {
         Held::Mounted(m) => unmount_container(store, &c, &m).map(|()| Step::Done),
         Held::Free | Held::Read => clean_stale(store, c),
@@ -264,9 +265,9 @@ fn by_dir(store: &Store, target: &str) -> anyhow::Result<Step> {
         .source
         .strip_prefix(mountinfo::LAYERFS_SOURCE_PREFIX)
         .and_then(|s| s.strip_prefix(':'))
-        .filter(|n| containers::valid_name(n));
+        .filter(|n| container::valid_name(n));
     if let Some(name) = name
-        && let Some(c) = containers::open(store, name)?
+        && let Some(c) = container::open(store, name)?
     {
         let recorded = c.record.mountpoint.as_deref() == Some(at.as_ref());
         match holder::probe(&c) {
@@ -309,8 +310,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut waiter: Option<Waiter> = None;
     loop {
         // A container of that name first (names never hold a '/'), else a path.
-        let by_name_now = if containers::valid_name(&args.target) {
-            containers::open(&store, &args.target)?
+        let by_name_now = if container::valid_name(&args.target) {
+            container::open(&store, &args.target)?
         } else {
             None
         };

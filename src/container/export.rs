@@ -17,15 +17,14 @@ use std::io::{self, Read, Write};
 use super::read::{self, Looked, UnionFile, io_err};
 use super::{Layers, walker_options};
 use crate::error::{Error, Result};
-use crate::store::{Store, containers};
+use crate::store::Store;
 use crate::tar_writer::{self, Leaf, Source, Tree, Written};
 use crate::union::Union;
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
 pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<Written> {
     let _lock = store.lock_shared()?;
-    let c =
-        containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
+    let c = super::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
     let id = super::image_of(&c)?;
     let image = store.image(&id)?.ok_or_else(|| Error::Invalid {
         file: c.shown().display().to_string(),

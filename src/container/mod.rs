@@ -1,8 +1,8 @@
 //! A container, above the store: what it is made of and every way it is read.
 //!
-//! - its directory, record and lock ([`Container`], kept by [`crate::store::containers`],
-//!   whose `container.json` stays as it is on disk), with its image id typed
-//!   ([`Container::image`] via [`image_of`]);
+//! - its directory, its lock and who holds it ([`Container`], [`holder`], and
+//!   [`hold_still`] for a snapshot), and its record, read and written in the format of
+//!   [`crate::store::containers`], with its image id typed ([`image_of`]);
 //! - the one builder of its layer stacks ([`Layers`]): writable (its mount), and frozen
 //!   (its read-only mount, `diff`, `commit`, `export`). Every one of them opens the
 //!   writable layer in the whiteout spellings the container recorded, and every read-only
@@ -13,7 +13,9 @@
 //! `changes`, `commit`, `export` and the mount use it; the store never does (it keeps the
 //! records, which is all `rmi`, `prune` and `df` need of a container).
 
+mod dir;
 pub mod export;
+pub mod holder;
 pub mod read;
 
 use std::io;
@@ -24,7 +26,9 @@ use crate::store::{ImageRecord, Store};
 use crate::union::{self, LayerSpec, Stack, WorkSpec};
 use crate::whiteout::Styles;
 
-pub use crate::store::containers::{BUSY_WAIT, CONTAINER_JSON, Container, ContainerRecord};
+pub use crate::control::{Hold, hold_still};
+pub use crate::store::containers::{CONTAINER_JSON, ContainerRecord, valid_name};
+pub use dir::{BUSY_WAIT, Container, all, create, discard_new, open, remove};
 
 /// The image id of container `c`, as its record names it; a record whose id does not
 /// parse is an invalid `container.json`.
@@ -90,4 +94,23 @@ pub fn walker_options() -> union::Options {
         hold_parents: false,
         ..union::Options::default()
     }
+}
+
+/// What `df` shows of the store, each container measured here: its writable layer's size,
+/// and where it is mounted as its daemon says.
+pub fn usage(store: &Store) -> Result<crate::store::usage::Usage> {
+    crate::store::usage::usage(store, |record| {
+        let c = Container::of_record(store, record.clone());
+        let mounted = holder::mounted_now(&c).ok().flatten();
+        crate::store::usage::ContainerUsage {
+            name: c.record.name.clone(),
+            image: c.record.image.clone(),
+            created: c.record.created.clone(),
+            mountpoint: mounted.map(|m| match m.mountpoint {
+                Some(p) => p.display().to_string(),
+                None => c.record.mountpoint.clone().unwrap_or_default(),
+            }),
+            size: c.size(),
+        }
+    })
 }
