@@ -13,28 +13,9 @@ mod lab;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::Command;
 
 use common::*;
 use lab::*;
-
-/// `layerfs export C`, unpacked into a fresh directory.
-fn export(s: &TestStore, c: &str, into: &str) -> PathBuf {
-    let tar = s.dir.path().join(format!("{into}.tar"));
-    s.ok(&["export", c, "-o", tar.to_str().unwrap()]);
-    let out = s.scratch(into);
-    let x = Command::new("tar")
-        .arg("-xpf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(&out)
-        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner"])
-        .output()
-        .unwrap();
-    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
-    out
-}
 
 #[test]
 fn read_only_mount_export_and_commit_show_what_the_mount_shows() {
@@ -66,7 +47,7 @@ fn read_only_mount_export_and_commit_show_what_the_mount_shows() {
     assert_same_tree(&manifest(&ro, &[]), &mounted, "read-only mount vs mount");
     lab.umount(&ro);
 
-    let tree = export(s, "web", "exported");
+    let (_, tree) = export(s, "web", "exported");
     assert_same_tree(&manifest(&tree, &[]), &mounted, "export vs mount");
 
     s.ok(&["commit", "web", "web:1"]);
