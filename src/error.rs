@@ -203,6 +203,33 @@ pub enum Error {
     #[error("container {container} was made from image {image}, which is no longer in the store")]
     ImageGone { container: String, image: String },
 
+    /// A container asked for by name with an image it was not made from.
+    #[error("container {name} was made from image {image}, not {wanted} ({wanted_name})")]
+    OtherImage {
+        name: String,
+        image: String,
+        wanted: String,
+        wanted_name: String,
+    },
+
+    /// `mount --read-only --name NAME` of a container that does not exist.
+    #[error(
+        "no container {0}: --read-only --name mounts an existing container's layer read-only \
+         (without --name, the image alone)"
+    )]
+    NoContainerToMount(String),
+
+    /// A container its daemon serves (`at`: " at DIR" when known).
+    #[error("container {name} is already mounted{at}")]
+    AlreadyMounted { name: String, at: String },
+
+    /// A mount that found its container removed, or made by another command, each time.
+    #[error(
+        "{0}: the container was removed, or made by another command, each time it was about \
+         to be mounted"
+    )]
+    MountRaced(String),
+
     /// A container of that name exists already (made by another command meanwhile).
     #[error("a container named {0} already exists")]
     ContainerExists(String),

@@ -16,6 +16,7 @@
 mod dir;
 pub mod export;
 pub mod holder;
+pub mod mount;
 pub mod read;
 
 use std::io;
