@@ -140,7 +140,7 @@ pub fn container_image(store: &crate::store::Store, c: &Container) -> Result<Ima
         container: c.record.name.clone(),
         image: c.record.image.clone(),
     };
-    let id = crate::digest::Digest::parse(&c.record.image).map_err(|_| gone())?;
+    let id = crate::container::image_of(c).map_err(|_| gone())?;
     store.image(&id)?.ok_or_else(gone)
 }
 

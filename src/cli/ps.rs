@@ -13,7 +13,6 @@ use super::format::Template;
 use super::load::{human_size, print_table};
 use crate::container;
 use crate::container::holder;
-use crate::digest::Digest;
 use crate::mountinfo::{self, MountEntry};
 use crate::store::Store;
 
@@ -146,7 +145,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         if !args.all && st == State::Unmounted {
             continue;
         }
-        let image = Digest::parse(&c.record.image)
+        let image = container::image_of(&c)
             .ok()
             .and_then(|id| store.image(&id).ok().flatten());
         let (image_name, image_size) = match &image {
