@@ -230,6 +230,42 @@ pub enum Error {
     )]
     MountRaced(String),
 
+    /// `umount` of a container no daemon serves and no dead mount is left of.
+    #[error("container {0} is not mounted")]
+    NotMounted(String),
+
+    /// A container its daemon says is mounted, whose record names no mount point.
+    #[error("container {0} is mounted but its record names no mount point")]
+    NoMountPointRecorded(String),
+
+    /// Another mount sits where a container's daemon says it serves.
+    #[error("{} holds {what}, not container {name}'s mount: not unmounting it", dir.display())]
+    OtherMount {
+        dir: PathBuf,
+        what: String,
+        name: String,
+    },
+
+    /// A container unmounted whose daemon does not exit.
+    #[error(
+        "{} is unmounted but the daemon of {name} has not let go of it within {secs} s (a \
+         commit of it may still be reading it)",
+        dir.display()
+    )]
+    DaemonKeeps {
+        dir: PathBuf,
+        name: String,
+        secs: u64,
+    },
+
+    /// `fusermount3 -u DIR` failed.
+    #[error("fusermount3 -u {} failed", .0.display())]
+    UnmountFailed(PathBuf),
+
+    /// A mount point a process still uses.
+    #[error("{} is busy (a process uses it)", .0.display())]
+    MountPointBusy(PathBuf),
+
     /// A container of that name exists already (made by another command meanwhile).
     #[error("a container named {0} already exists")]
     ContainerExists(String),

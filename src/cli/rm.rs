@@ -9,9 +9,9 @@
 use anyhow::bail;
 
 use super::Context;
-use super::umount::{detach_stale, is_unknown_container, unmount_container};
 use crate::container;
 use crate::container::holder::{self, Take, Waiter};
+use crate::container::umount::{detach_stale, unmount_container};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -74,7 +74,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
                     );
                 }
                 match unmount_container(store, &c, &m) {
-                    Err(e) if is_unknown_container(&e) => {}
+                    Err(Error::UnknownContainer(_)) => {}
                     r => r?,
                 }
             }

@@ -7,6 +7,8 @@
 //!   (its read-only mount, `diff`, `commit`, `export`). Every one of them opens the
 //!   writable layer in the whiteout spellings the container recorded, and every read-only
 //!   one with its hard-link index, so they all show what its mount shows;
+//! - its mount lifecycle: picking and locking it for a mount, and the stack its daemon
+//!   serves ([`mount`]); unmounting it and waiting for its daemon ([`umount`]);
 //! - the read adapters over a frozen union ([`read`]): a file reader, xattrs, listings,
 //!   and a guard that gives lookup counts back.
 //!
@@ -18,6 +20,7 @@ pub mod export;
 pub mod holder;
 pub mod mount;
 pub mod read;
+pub mod umount;
 
 use std::io;
 
