@@ -11,8 +11,8 @@
 //!   a frozen union that `changes`, `commit` and `export` share.
 //! - [`changes`] compares a container with its image, reading its upper layer only
 //!   (`diff`, and what `commit` writes).
-//! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image;
-//!   [`control`] holds a mounted container's writes meanwhile.
+//! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image
+//!   (`container::control` holds a mounted container's writes meanwhile).
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded;
 //!   [`tar_writer`] writes every tar of files (export, commit, layers written again).
@@ -31,7 +31,6 @@ pub mod changes;
 pub mod cli;
 pub mod commit;
 pub mod container;
-pub mod control;
 pub mod digest;
 pub mod error;
 pub mod fdtree;

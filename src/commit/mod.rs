@@ -3,7 +3,7 @@
 //! Order, so that a failure at any point leaves the store as it was:
 //! 1. checks that cost nothing: the container, its image (still in the store), the
 //!    `--change` instructions (applied to a copy of the config), the new name (free);
-//! 2. the container is held still (see [`crate::control`], and `container/dir.rs` for
+//! 2. the container is held still (see [`crate::container::control`], and `container/dir.rs` for
 //!    the container lock): not mounted, its lock is taken shared, so no mount or `rm`
 //!    starts; mounted, its daemon holds every write, and keeps the container from other
 //!    mounts and `rm` even when its mount ends, until we are done — a consistent
@@ -159,7 +159,7 @@ fn write_tar(
     path: &std::path::Path,
     opts: &LayerOptions,
 ) -> Result<(Digest, u64, LayerStats)> {
-    let still = crate::control::hold_still(c)?;
+    let still = crate::container::hold_still(c)?;
     // The container held is the one checked before (not one removed and made again
     // under its name, of another image, meanwhile).
     match container::open(store, &c.record.name)? {

@@ -8,7 +8,7 @@
 //!
 //! - **the mount daemon**, exclusive, for as long as it serves the container, and after
 //!   its mount has ended (`layerfs umount`, `umount DIR`, `fusermount3 -u`, a signal)
-//!   until no commit holds its write gate any more (`crate::control`): a commit reading
+//!   until no commit holds its write gate any more (`crate::container::control`): a commit reading
 //!   the layer of a mounted container keeps the container from being mounted anew or
 //!   removed until it is done, however the mount ended;
 //! - **`layerfs mount`**, exclusive, from the moment it has picked the container — an
@@ -69,7 +69,7 @@ use crate::whiteout::Styles;
 //                    layer's whiteout spellings, fixed when it is made)
 //   upper/ work/     the writable layer, kernel overlay format (see union/)
 //   lock             the container lock (see the module docs)
-//   control.sock     the mount daemon's control socket (`crate::control`)
+//   control.sock     the mount daemon's control socket (`crate::container::control`)
 //   daemon.log       the detached daemon's stderr
 
 /// How long a command waits for a container held for a moment — a commit reading it (its

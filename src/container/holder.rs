@@ -1,6 +1,6 @@
 //! Who holds a container, and waiting for it: what `mount`, `rm`, `umount`, `ps` and `df`
 //! make of a container's lock (`container/dir.rs`) and of its daemon's answer to
-//! `state` (`crate::control`).
+//! `state` (`crate::container::control`).
 //!
 //! A container lock held exclusive says only that *someone* holds the container: its
 //! daemon serving the mount, but also a daemon still starting or letting go after its
@@ -29,8 +29,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::container::control::{self, Phase};
 use crate::container::{BUSY_WAIT, Container};
-use crate::control::{self, Phase};
 use crate::error::{Error, Result};
 use crate::store::LockGuard;
 

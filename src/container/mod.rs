@@ -1,20 +1,24 @@
 //! A container, above the store: what it is made of and every way it is read.
 //!
-//! - its directory, its lock and who holds it ([`Container`], [`holder`], and
-//!   [`hold_still`] for a snapshot), and its record, read and written in the format of
-//!   [`crate::store::containers`], with its image id typed ([`image_of`]);
+//! - its directory and lock ([`Container`], `dir.rs`), who holds it ([`holder`]), its
+//!   mount daemon's control socket ([`control`]; [`hold_still`] for a snapshot), and its
+//!   record, read and written in the format of [`crate::store::containers`], with its
+//!   image id typed ([`image_of`]);
 //! - the one builder of its layer stacks ([`Layers`]): writable (its mount), and frozen
 //!   (its read-only mount, `diff`, `commit`, `export`). Every one of them opens the
 //!   writable layer in the whiteout spellings the container recorded, and every read-only
 //!   one with its hard-link index, so they all show what its mount shows;
 //! - its mount lifecycle: picking and locking it for a mount, and the stack its daemon
 //!   serves ([`mount`]); unmounting it and waiting for its daemon ([`umount`]);
-//! - the read adapters over a frozen union ([`read`]): a file reader, xattrs, listings,
-//!   and a guard that gives lookup counts back.
+//! - `export` ([`export`]), and the read adapters over a frozen union ([`read`]) that
+//!   `changes` and `commit` share with it: a file reader, xattrs, listings, and a guard
+//!   that gives lookup counts back.
 //!
-//! `changes`, `commit`, `export` and the mount use it; the store never does (it keeps the
-//! records, which is all `rmi`, `prune` and `df` need of a container).
+//! Above `store` (records, layers, images) and `union` (the core), below `cli`; `changes`
+//! and `commit` use it. The store never imports it: it keeps the records, which is all
+//! `rmi`, `prune` and `df`'s totals need of a container.
 
+pub mod control;
 mod dir;
 pub mod export;
 pub mod holder;
@@ -30,8 +34,8 @@ use crate::store::{ImageRecord, Store};
 use crate::union::{self, LayerSpec, Stack, WorkSpec};
 use crate::whiteout::Styles;
 
-pub use crate::control::{Hold, hold_still};
 pub use crate::store::containers::{CONTAINER_JSON, ContainerRecord, valid_name};
+pub use control::{Hold, hold_still};
 pub use dir::{BUSY_WAIT, Container, all, create, discard_new, open, remove};
 
 /// The image id of container `c`, as its record names it; a record whose id does not

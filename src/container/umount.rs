@@ -5,7 +5,7 @@
 //! is the one waited for (by its pidfd), never a daemon that mounts the container again
 //! right after. A commit of the container under way is waited for first (up to
 //! [`super::BUSY_WAIT`], else refused as busy, the mount left alone): its daemon would
-//! keep the container until the commit is done anyway (see `crate::control`). Only the
+//! keep the container until the commit is done anyway (see `crate::container::control`). Only the
 //! container's own layerfs mount is ever unmounted in its name. A container whose daemon
 //! was killed leaves a dead mount behind ("Transport endpoint is not connected"):
 //! [`detach_stale`] detaches it and clears the record.
@@ -157,7 +157,7 @@ pub fn unmount_container(store: &Store, c: &Container, m: &holder::Mounted) -> R
         }
     };
     if mine {
-        crate::control::wait_idle(c)?;
+        crate::container::control::wait_idle(c)?;
         // (`WasNot`: unmounted by another command since we looked)
         unmount(&mp)?;
     }

@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::stat::Mode;
 
-use crate::container::{BUSY_WAIT, Container};
+use super::{BUSY_WAIT, Container};
 use crate::error::{Error, Result};
 use crate::store::LockGuard;
 
