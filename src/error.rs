@@ -203,12 +203,75 @@ pub enum Error {
     #[error("container {container} was made from image {image}, which is no longer in the store")]
     ImageGone { container: String, image: String },
 
+    /// A container asked for by name with an image it was not made from.
+    #[error("container {name} was made from image {image}, not {wanted} ({wanted_name})")]
+    OtherImage {
+        name: String,
+        image: String,
+        wanted: String,
+        wanted_name: String,
+    },
+
+    /// `mount --read-only --name NAME` of a container that does not exist.
+    #[error(
+        "no container {0}: --read-only --name mounts an existing container's layer read-only \
+         (without --name, the image alone)"
+    )]
+    NoContainerToMount(String),
+
+    /// A container its daemon serves (`at`: " at DIR" when known).
+    #[error("container {name} is already mounted{at}")]
+    AlreadyMounted { name: String, at: String },
+
+    /// A mount that found its container removed, or made by another command, each time.
+    #[error(
+        "{0}: the container was removed, or made by another command, each time it was about \
+         to be mounted"
+    )]
+    MountRaced(String),
+
+    /// `umount` of a container no daemon serves and no dead mount is left of.
+    #[error("container {0} is not mounted")]
+    NotMounted(String),
+
+    /// A container its daemon says is mounted, whose record names no mount point.
+    #[error("container {0} is mounted but its record names no mount point")]
+    NoMountPointRecorded(String),
+
+    /// Another mount sits where a container's daemon says it serves.
+    #[error("{} holds {what}, not container {name}'s mount: not unmounting it", dir.display())]
+    OtherMount {
+        dir: PathBuf,
+        what: String,
+        name: String,
+    },
+
+    /// A container unmounted whose daemon does not exit.
+    #[error(
+        "{} is unmounted but the daemon of {name} has not let go of it within {secs} s (a \
+         commit of it may still be reading it)",
+        dir.display()
+    )]
+    DaemonKeeps {
+        dir: PathBuf,
+        name: String,
+        secs: u64,
+    },
+
+    /// `fusermount3 -u DIR` failed.
+    #[error("fusermount3 -u {} failed", .0.display())]
+    UnmountFailed(PathBuf),
+
+    /// A mount point a process still uses.
+    #[error("{} is busy (a process uses it)", .0.display())]
+    MountPointBusy(PathBuf),
+
     /// A container of that name exists already (made by another command meanwhile).
     #[error("a container named {0} already exists")]
     ContainerExists(String),
 
     /// A container another command holds (a commit reads it, a mount or `rm` is under way)
-    /// for longer than we wait (see `store/containers.rs`).
+    /// for longer than we wait (see `container/dir.rs`).
     #[error("container {name} is busy: {detail}")]
     ContainerBusy { name: String, detail: String },
 

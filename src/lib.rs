@@ -3,15 +3,16 @@
 //! - [`image`] reads and writes image formats (OCI layout, OCI archive, docker-archive),
 //!   image references, and the outputs of `save` and `export`.
 //! - [`store`] is the content-addressed store: layers unpacked once by diff_id, images,
-//!   containers (writable layers), locking, atomic installs, garbage collection.
+//!   container records, locking, atomic installs, garbage collection.
 //! - [`union`] is the union filesystem core: the layer stack, lookup and readdir merge,
 //!   the inode table, copy-up and whiteouts. It knows nothing of tar, clap or FUSE.
+//! - [`container`] owns a container above the store: its directory, lock and holders
+//!   (what `mount`, `rm`, `umount`, `ps` and `df` go by), its image id typed, the one builder of its layer stacks (writable, frozen), and the read adapters over
+//!   a frozen union that `changes`, `commit` and `export` share.
 //! - [`changes`] compares a container with its image, reading its upper layer only
 //!   (`diff`, and what `commit` writes).
-//! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image;
-//!   [`control`] holds a mounted container's writes meanwhile.
-//! - [`holder`] tells who holds a container (its daemon serving it, or somebody for a
-//!   moment) and waits for it: what `mount`, `rm`, `umount`, `ps` and `df` go by.
+//! - [`commit`] writes a container's layer as an OCI changeset tar and makes it an image
+//!   (`container::control` holds a mounted container's writes meanwhile).
 //! - [`fuse`] adapts the core to `fuser`: decode a request, call the core, reply once.
 //! - [`tar_reader`] frames tar streams (layers and archives) with every record bounded;
 //!   [`tar_writer`] writes every tar of files (export, commit, layers written again).
@@ -29,12 +30,11 @@
 pub mod changes;
 pub mod cli;
 pub mod commit;
-pub mod control;
+pub mod container;
 pub mod digest;
 pub mod error;
 pub mod fdtree;
 pub mod fuse;
-pub mod holder;
 pub mod image;
 pub mod mountinfo;
 pub mod regular;

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::union::{Attr, FileKind, Time};
 
 use super::{Found, Views, Visit, fs_err, show};
+use crate::container::read::user_xattrs;
 
 /// What happened to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -67,8 +68,8 @@ fn differs(v: &Views, path: &[u8], img: &Found, ctr: &Found) -> Result<bool> {
     if attr_differs(&img.attr, &ctr.attr) {
         return Ok(true);
     }
-    let a = Views::xattrs(&v.img, img.id).map_err(|e| fs_err(show(path), e))?;
-    let b = Views::xattrs(&v.ctr, ctr.id).map_err(|e| fs_err(show(path), e))?;
+    let a = user_xattrs(&v.img, img.id).map_err(|e| fs_err(show(path), e))?;
+    let b = user_xattrs(&v.ctr, ctr.id).map_err(|e| fs_err(show(path), e))?;
     Ok(a != b)
 }
 

@@ -37,28 +37,21 @@ mod tests;
 mod walk;
 
 use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::stat::fstatat;
 
+use crate::container::read::{fs_err, listing};
+use crate::container::{Container, Layers, walker_options};
 use crate::error::{Error, Result};
+use crate::store::ImageRecord;
 use crate::sys::At;
-use crate::union::{self, Attr, FsError, LayerSpec, NodeId, Options, Stack, Union, WorkSpec};
-use crate::whiteout::{self, Styles};
+use crate::union::{self, Attr, FsError, LayerSpec, NodeId, Stack, Union, WorkSpec};
+use crate::whiteout;
 
 pub use links::Extra;
-
-/// The error of a union operation on `what`.
-pub(crate) fn fs_err(what: impl std::fmt::Display, e: FsError) -> Error {
-    let what = match e.context() {
-        Some(c) => format!("{what}: {c}"),
-        None => what.to_string(),
-    };
-    Error::io_what(what, io::Error::from_raw_os_error(e.errno()))
-}
 
 /// `/a/b` for the walk's path `a/b` (`/` for the root), for messages.
 pub fn show(path: &[u8]) -> String {
@@ -144,62 +137,44 @@ fn if_present<T>(r: union::Result<T>) -> union::Result<Option<T>> {
 }
 
 /// The image record of container `c`: an error naming it when the image is gone.
-pub fn container_image(
-    store: &crate::store::Store,
-    c: &crate::store::containers::Container,
-) -> Result<crate::store::ImageRecord> {
+pub fn container_image(store: &crate::store::Store, c: &Container) -> Result<ImageRecord> {
     let gone = || Error::ImageGone {
         container: c.record.name.clone(),
         image: c.record.image.clone(),
     };
-    let id = crate::digest::Digest::parse(&c.record.image).map_err(|_| gone())?;
+    let id = crate::container::image_of(c).map_err(|_| gone())?;
     store.image(&id)?.ok_or_else(gone)
 }
 
 impl Views {
     /// Opens the views of container `c` of `store`.
-    pub fn of_container(
-        store: &crate::store::Store,
-        c: &crate::store::containers::Container,
-    ) -> Result<Views> {
+    pub fn of_container(store: &crate::store::Store, c: &Container) -> Result<Views> {
         let image = container_image(store, c)?;
-        let lowers = store.lower_specs(&image)?;
-        let (upper, styles) = c.upper_spec(store)?;
-        Views::open(&lowers, &upper, &c.work_spec()?, styles)
+        Views::open(&Layers::of(store, c, &image)?)
     }
 
-    /// Opens the views of a container whose upper layer is `upper`, written in `styles`,
-    /// with work directory `work`, over image layers `lowers` (top first). Nothing is
-    /// written, not even a probe. The upper layer's `.wh.` names are marks exactly when
-    /// `upper` says so, as for its mount; otherwise they are files (which a layer cannot
-    /// carry: `commit` refuses them).
-    pub fn open(
-        lowers: &[LayerSpec],
-        upper: &LayerSpec,
-        work: &WorkSpec,
-        styles: Styles,
-    ) -> Result<Views> {
-        let opts = Options {
-            atime: union::Atime::Never,
-            dir_nlink: false,
-            // The walk lets directories go as it leaves them (see `walk`).
-            hold_parents: false,
-            ..Options::default()
-        };
-        let stack = Stack::open_frozen(lowers, upper, work, styles)
+    /// Opens the views of a container's `layers` (see [`Layers::frozen`]). Nothing is
+    /// written, not even a probe. The upper layer's `.wh.` names are marks exactly in its
+    /// spellings, as for its mount; otherwise they are files (which a layer cannot carry:
+    /// `commit` refuses them).
+    pub fn open(layers: &Layers) -> Result<Views> {
+        let stack = layers
+            .frozen()
             .map_err(|e| Error::io_what("opening the container's layers", e))?;
         let wh_files = stack.wh_files(0);
-        let ctr = Union::new(stack, opts.clone())
+        // The walk lets directories go as it leaves them (see `walk`).
+        let ctr = Union::new(stack, walker_options())
             .map_err(|e| fs_err("reading the container's layers", e))?;
-        let stack = Stack::open(lowers, None)
+        let stack = Stack::open(&layers.lowers, None)
             .map_err(|e| Error::io_what("opening the image's layers", e))?;
-        let img = Union::new(stack, opts).map_err(|e| fs_err("reading the image's layers", e))?;
+        let img = Union::new(stack, walker_options())
+            .map_err(|e| fs_err("reading the image's layers", e))?;
         Ok(Views {
             ctr,
             img,
-            upper: upper.clone(),
-            work: work.clone(),
-            lowers: lowers.to_vec(),
+            upper: layers.upper.clone(),
+            work: layers.work.clone(),
+            lowers: layers.lowers.clone(),
             wh_files,
         })
     }
@@ -275,38 +250,4 @@ impl Views {
             )
             .is_ok()
     }
-
-    /// The user-visible xattrs of `id` in `u`, sorted by name (the union's own marks and
-    /// the store's rootless ownership record left out).
-    pub fn xattrs(u: &Union, id: NodeId) -> union::Result<Vec<(OsString, Vec<u8>)>> {
-        let list = u.listxattr(id)?;
-        let mut out = Vec::new();
-        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            let name = OsStr::from_bytes(name);
-            if name == crate::store::unpack::OVERRIDE_STAT_XATTR {
-                continue;
-            }
-            match u.getxattr(id, name, u32::MAX) {
-                Ok(v) => out.push((name.to_owned(), v)),
-                Err(e) if e == FsError::ENODATA => {}
-                Err(e) => return Err(e),
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-}
-
-/// The names a directory node shows in union `u`.
-fn listing(u: &Union, id: NodeId) -> union::Result<Vec<OsString>> {
-    let fh = u.opendir(id)?;
-    let mut names = Vec::new();
-    let r = u.readdir(fh, 0, |_, e| {
-        if e.name != "." && e.name != ".." {
-            names.push(e.name.clone());
-        }
-        false
-    });
-    u.releasedir(fh);
-    r.map(|()| names)
 }

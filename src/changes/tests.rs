@@ -210,7 +210,13 @@ impl Fixture {
     /// marks exactly when those write them, as `Container::upper_spec` says).
     fn views(&self, styles: Styles) -> Views {
         let upper = LayerSpec::new(self.upper().0, styles.writes_wh_files());
-        Views::open(&self.lowers(), &upper, &self.work(), styles).unwrap()
+        Views::open(&crate::container::Layers {
+            lowers: self.lowers(),
+            upper,
+            work: self.work(),
+            styles,
+        })
+        .unwrap()
     }
 
     /// What `layerfs diff` prints for the container.

@@ -23,7 +23,7 @@ use crate::union::{Options, Stack, Union};
 const READY_ENV: &str = "LAYERFS_READY_FD";
 
 /// Names the container lock a detached daemon inherits from `layerfs mount` (see
-/// `store/containers.rs`).
+/// `container/dir.rs`).
 const LOCK_ENV: &str = "LAYERFS_LOCK_FD";
 
 /// The container lock handed over by the `layerfs mount` that started this daemon, if
@@ -137,7 +137,7 @@ pub fn serve(s: Serve, ready: &mut Ready, on_mounted: impl FnOnce()) -> anyhow::
 }
 
 /// [`serve`], with the control socket of the container in `control` (its directory,
-/// opened): `commit` asks there for writes to be held (see `crate::control`).
+/// opened): `commit` asks there for writes to be held (see `crate::container::control`).
 pub fn serve_with_control(
     s: Serve,
     control: Option<std::os::fd::OwnedFd>,
@@ -161,12 +161,12 @@ pub fn serve_with_control(
         Union::new(s.stack, s.options).map_err(|e| anyhow::anyhow!("setting up the union: {e}"))?;
     let union = Arc::new(union);
     let mp = s.mountpoint.clone();
-    let gate = Arc::new(crate::control::WriteGate::default());
+    let gate = Arc::new(crate::container::control::WriteGate::default());
     // However serving ends, the caller lets go of the container only after this: once no
-    // commit holds the gate (see `crate::control`).
+    // commit holds the gate (see `crate::container::control`).
     let _close = CloseGate(gate.clone());
     if let Some(dir) = control
-        && let Err(e) = crate::control::serve(dir, gate.clone())
+        && let Err(e) = crate::container::control::serve(dir, gate.clone())
     {
         // The mount works without it; only a commit of it while mounted is refused.
         log::warn!("no control socket: {e}");
@@ -215,8 +215,8 @@ pub fn serve_with_control(
     result
 }
 
-/// Closes the write gate for good when dropped (see [`crate::control::WriteGate::close`]).
-struct CloseGate(Arc<crate::control::WriteGate>);
+/// Closes the write gate for good when dropped (see [`crate::container::control::WriteGate::close`]).
+struct CloseGate(Arc<crate::container::control::WriteGate>);
 
 impl Drop for CloseGate {
     fn drop(&mut self) {

@@ -4,7 +4,7 @@
 
 use super::Context;
 use super::load::{human_size, print_table};
-use crate::store::{Store, usage};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -27,7 +27,7 @@ fn reclaimable(part: u64, total: u64) -> String {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
-    let u = usage::usage(&store)?;
+    let u = crate::container::usage(&store)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&u)?);
         return Ok(());

@@ -7,7 +7,8 @@ use anyhow::bail;
 
 use super::Context;
 use crate::changes::{Views, diff};
-use crate::store::{Store, containers};
+use crate::container;
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -24,7 +25,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
-    let Some(c) = containers::open(&store, &args.container)? else {
+    let Some(c) = container::open(&store, &args.container)? else {
         bail!(
             "no such container: {} (see `layerfs ps -a`)",
             args.container

@@ -1,5 +1,5 @@
 //! `layerfs export CONTAINER [-o FILE]`: the container's merged view as one tar, like
-//! `docker export` (see `store/export.rs`).
+//! `docker export` (see `container/export.rs`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 use super::Context;
+use crate::container::export;
 use crate::image::output::{AtomicFile, Target};
-use crate::store::{Store, export};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\

@@ -1,6 +1,7 @@
 //! The command line: parse, set up logging, run one subcommand, turn errors into a
-//! message and an exit code. Each subcommand lives in its own file and only wires the
-//! library together.
+//! message and an exit code. Each subcommand lives in its own file and wires the library
+//! together (a container's mount lifecycle is `crate::container`'s); `daemon.rs` runs a
+//! FUSE daemon for `mount` and `layerfs-overlay` alike: detached, with its readiness pipe.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,17 +6,11 @@
 //! (unless `--overmount`), and `/dev/fuse` must be usable (else the message says how to
 //! make it so). A container created for a mount that then fails is removed again.
 //!
-//! The container is locked from the moment it is picked (looked up by name, or created
-//! locked) until its daemon is done with it: the detached daemon inherits the very lock
-//! this command took, so `rm` (or another mount) never finds it free in between (see
-//! `store/containers.rs`). A container its daemon serves is refused ("already mounted
-//! at DIR"); one held for a moment — a commit reading it, a mount being set up, a daemon
-//! starting or letting go, an `rm` — is waited for, without the store lock, and looked
-//! up again (`crate::holder`); so is a container made under the name asked for since it
-//! was looked up (then it is the one mounted, if it is of the image asked for). A detached
-//! daemon's error, whenever it comes before the mount is live, is this command's; a
-//! daemon that fails before it mounts leaves the lock to this command, which removes a
-//! container it made while still holding it.
+//! The container is picked and locked by [`crate::container::mount`] (which says how a
+//! container held by another command is waited for); the detached daemon inherits the
+//! very lock this command took. A detached daemon's error, whenever it comes before the
+//! mount is live, is this command's; a daemon that fails before it mounts leaves the
+//! lock to this command, which removes a container it made while still holding it.
 //!
 //! Without `--foreground` this re-runs itself detached (see `daemon.rs`) and returns once
 //! the mount is live, printing the container name.
@@ -39,11 +33,11 @@ use anyhow::{Context as _, bail};
 use super::Context;
 use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
-use crate::error::Error;
+use crate::container::mount::Request;
+use crate::container::{self, mount};
 use crate::fuse::{Access, MountConfig};
-use crate::holder::{self, Take, Waiter, Why};
 use crate::mountinfo;
-use crate::store::{ImageRecord, LockGuard, Store, containers, mounts};
+use crate::store::{ImageRecord, Store, mounts};
 use crate::union::{Options, Stack};
 
 #[derive(Debug, clap::Args)]
@@ -133,220 +127,6 @@ impl Args {
     }
 }
 
-/// A container picked for a mount, with its lock held (see `store/containers.rs`).
-type Locked = (containers::Container, LockGuard);
-
-/// What one look at the arguments gave (see [`resolve_once`]).
-enum Look<T> {
-    /// Found, and locked.
-    Ready(T),
-    /// The container was removed, or one was made under its name, meanwhile: look again,
-    /// as if this command had come after that one.
-    Again,
-    /// Container `name` is held for a moment by another command: wait (without the store
-    /// lock) and look again.
-    Wait(String, Why),
-}
-
-/// Takes the lock of container `c` for a mount.
-fn lock_for_mount(c: &containers::Container) -> anyhow::Result<Look<LockGuard>> {
-    match holder::try_take(c) {
-        Ok(Take::Got(g)) => Ok(Look::Ready(g)),
-        Ok(Take::Mounted(m)) => Err(already_mounted(c, &m)),
-        Ok(Take::Wait(why)) => Ok(Look::Wait(c.record.name.clone(), why)),
-        Err(Error::UnknownContainer(_)) => Ok(Look::Again),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Refuses container `c` (named `n`) for `image` unless it was made from it.
-fn check_image(c: &containers::Container, n: &str, image: &ImageRecord) -> anyhow::Result<()> {
-    if c.record.image != image.id.to_string() {
-        bail!(
-            "container {n} was made from image {}, not {} ({})",
-            c.record.image,
-            image.id,
-            image.display_name()
-        );
-    }
-    Ok(())
-}
-
-/// Container `name`, which must exist and be of `image`, locked.
-fn existing_container(
-    store: &Store,
-    name: &str,
-    image: &ImageRecord,
-) -> anyhow::Result<Look<Locked>> {
-    match containers::open(store, name)? {
-        Some(c) => {
-            check_image(&c, name, image)?;
-            Ok(lock_for_mount(&c)?.map(|g| (c, g)))
-        }
-        None => bail!(
-            "no container {name}: --read-only --name mounts an existing container's layer \
-             read-only (without --name, the image alone)"
-        ),
-    }
-}
-
-/// The container to mount, locked: the named one (checked against the image), or a new
-/// one (`true`: created now).
-fn container_for(
-    store: &Store,
-    name: Option<&str>,
-    image: &ImageRecord,
-) -> anyhow::Result<Look<(Locked, bool)>> {
-    if let Some(n) = name
-        && let Some(c) = containers::open(store, n)?
-    {
-        check_image(&c, n, image)?;
-        return Ok(lock_for_mount(&c)?.map(|g| ((c, g), false)));
-    }
-    match containers::create(store, name, image) {
-        Ok(l) => Ok(Look::Ready((l, true))),
-        // Made by another command since we looked: that one is mounted (or refused).
-        Err(Error::ContainerExists(_)) if name.is_some() => Ok(Look::Again),
-        Err(e) => Err(e.into()),
-    }
-}
-
-impl<T> Look<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Look<U> {
-        match self {
-            Look::Ready(t) => Look::Ready(f(t)),
-            Look::Again => Look::Again,
-            Look::Wait(n, why) => Look::Wait(n, why),
-        }
-    }
-}
-
-/// `mount NAME DIR` where NAME is an existing container: that container and its image.
-fn container_by_name(
-    store: &Store,
-    arg: &str,
-) -> anyhow::Result<Option<(containers::Container, ImageRecord)>> {
-    if !containers::valid_name(arg) {
-        return Ok(None);
-    }
-    let Some(c) = containers::open(store, arg)? else {
-        return Ok(None);
-    };
-    let id = crate::digest::Digest::parse(&c.record.image)
-        .map_err(|e| anyhow::anyhow!("container {arg}: bad image id {}: {e}", c.record.image))?;
-    let Some(image) = store.image(&id)? else {
-        bail!("container {arg} was made from image {id}, which is no longer in the store",);
-    };
-    Ok(Some((c, image)))
-}
-
-/// What a mount serves: the image, and the container (locked) unless the image alone is
-/// mounted read-only; `true` when the container was created for this mount.
-type Resolved = (ImageRecord, Option<Locked>, bool);
-
-/// Looks the arguments up and locks the container.
-fn resolve_once(ctx: &Context, store: &Store, args: &Args) -> anyhow::Result<Look<Resolved>> {
-    let by_name = match args.name {
-        None => container_by_name(store, &args.image)?,
-        Some(_) => None,
-    };
-    if let Some((c, image)) = by_name {
-        // A container named alone: mounted again (read-only with --read-only).
-        return Ok(lock_for_mount(&c)?.map(|g| (image, Some((c, g)), false)));
-    }
-    let image = image_arg(ctx, store, &args.image)?;
-    Ok(match (args.read_only, args.name.as_deref()) {
-        // The image alone.
-        (true, None) => Look::Ready((image, None, false)),
-        // An existing container's layer, read-only.
-        (true, Some(n)) => existing_container(store, n, &image)?.map(|l| (image, Some(l), false)),
-        (false, name) => {
-            container_for(store, name, &image)?.map(|(l, created)| (image, Some(l), created))
-        }
-    })
-}
-
-/// The lock `layerfs mount` took and handed to this detached daemon (`inherited`): its
-/// container exists, and is never created here.
-fn adopt(
-    ctx: &Context,
-    store: &Store,
-    args: &Args,
-    inherited: std::fs::File,
-) -> anyhow::Result<Resolved> {
-    let Some(name) = args.name.as_deref() else {
-        bail!("a container lock was handed over without a container name");
-    };
-    let image = image_arg(ctx, store, &args.image)?;
-    let Some(c) = containers::open(store, name)? else {
-        return Err(Error::UnknownContainer(name.into()).into());
-    };
-    check_image(&c, name, &image)?;
-    let g = c.adopt_lock(inherited)?;
-    Ok((image, Some((c, g)), false))
-}
-
-/// How often [`resolve`] looks again after a container vanished under it (each time, an
-/// `rm` won) or appeared (another mount made it).
-const RESOLVE_ATTEMPTS: usize = 5;
-
-/// Looks the arguments up and locks the container, with the store lock held shared (a
-/// concurrent rmi/prune cannot remove the image between the lookup and the container
-/// record, or, read-only, the mount record, that protects it); again while containers
-/// vanish or appear under it, and after waiting, without the store lock, while another
-/// command holds the container for a moment (see `crate::holder`). `hold` records a
-/// read-only mount of the image alone (by the process that serves it).
-fn resolve<H>(
-    ctx: &Context,
-    store: &Store,
-    args: &Args,
-    inherited: Option<std::fs::File>,
-    hold: impl Fn(&Resolved) -> anyhow::Result<H>,
-) -> anyhow::Result<(Resolved, H)> {
-    if let Some(file) = inherited {
-        let _lock = store.lock_shared()?;
-        let r = adopt(ctx, store, args, file)?;
-        let h = hold(&r)?;
-        return Ok((r, h));
-    }
-    let mut again = 0;
-    let mut waiter: Option<Waiter> = None;
-    loop {
-        let look = {
-            let _lock = store.lock_shared()?;
-            match resolve_once(ctx, store, args)? {
-                Look::Ready(r) => {
-                    let h = hold(&r)?;
-                    return Ok((r, h));
-                }
-                other => other,
-            }
-        };
-        match look {
-            Look::Wait(name, why) => waiter.get_or_insert_with(|| Waiter::new(&name)).wait(why)?,
-            _ => {
-                again += 1;
-                if again >= RESOLVE_ATTEMPTS {
-                    bail!(
-                        "{}: the container was removed, or made by another command, each \
-                         time it was about to be mounted",
-                        args.image
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// Container `c` is mounted (`m`): by its daemon, which says where.
-fn already_mounted(c: &containers::Container, m: &holder::Mounted) -> anyhow::Error {
-    let at = match &m.mountpoint {
-        Some(mp) => format!(" at {}", mp.display()),
-        None => c.at_mountpoint(),
-    };
-    anyhow::anyhow!("container {} is already mounted{at}", c.record.name)
-}
-
 /// The mount point, resolved; refused when it is not a directory, is a dead mount, or
 /// is a mount point already (unless `overmount`).
 fn check_dir(dir: &Path, overmount: bool) -> anyhow::Result<PathBuf> {
@@ -434,8 +214,22 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
     } else {
         None
     };
-    let ((image, container, created), hold) =
-        resolve(ctx, &store, args, inherited, |(image, container, _)| {
+    let inherited = match (inherited, args.name.as_deref()) {
+        (Some(file), Some(name)) => Some((name, file)),
+        (Some(_), None) => bail!("a container lock was handed over without a container name"),
+        (None, _) => None,
+    };
+    let req = Request {
+        image: &args.image,
+        name: args.name.as_deref(),
+        read_only: args.read_only,
+    };
+    let ((image, container, created), hold) = mount::pick(
+        &store,
+        &req,
+        inherited,
+        |arg| image_arg(ctx, &store, arg),
+        |(image, container, _)| {
             // Only the process that serves the mount holds its image (a container's
             // record holds it otherwise).
             if args.read_only && serving && container.is_none() {
@@ -445,7 +239,8 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
             } else {
                 Ok(None)
             }
-        })?;
+        },
+    )?;
 
     if !serving {
         warn_exposure(ctx, args, &dir);
@@ -478,9 +273,9 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
         if let Err(e) = spawned {
             // A container made for this mount does not outlive its failure. A daemon
             // that failed before it mounted has left the lock to us (see
-            // `store/containers.rs`).
+            // `container/dir.rs`).
             if created && let Some((c, lock)) = container {
-                discard(&store, c, lock);
+                mount::discard(&store, c, lock);
             }
             return Err(e);
         }
@@ -496,14 +291,14 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
     }
 
     let live = std::cell::Cell::new(false);
-    // The container's lock is held until serving is over (see `store/containers.rs`).
+    // The container's lock is held until serving is over (see `container/dir.rs`).
     let served = container.as_ref().map(|(c, _)| c);
     let result = serve_container(&store, &image, served, &dir, args, ready, &live);
     if let Err(e) = &result {
         ready.fail(e);
         match container {
             // Only a mount that never went live leaves nothing worth keeping.
-            Some((c, lock)) if created && !live.get() => discard(&store, c, lock),
+            Some((c, lock)) if created && !live.get() => mount::discard(&store, c, lock),
             // A detached daemon that never mounted leaves the lock to the `layerfs mount`
             // that handed it over (it still holds the open file): unlocking it here would
             // let another command in before that one has removed a container it made.
@@ -513,15 +308,6 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
     }
     drop(hold);
     result
-}
-
-/// Removes a container that was created for a mount that failed (nothing was written
-/// to it); a failure to do so is only logged, the mount's error is what matters.
-fn discard(store: &Store, c: containers::Container, lock: LockGuard) {
-    let name = c.record.name.clone();
-    if let Err(e) = containers::discard_new(store, c, lock) {
-        log::warn!("removing container {name} after its mount failed: {e}");
-    }
 }
 
 /// Says on stderr what the opt-in flags expose (unless `-q`).
@@ -544,17 +330,16 @@ fn warn_exposure(ctx: &Context, args: &Args, dir: &Path) {
 fn serve_container(
     store: &Store,
     image: &ImageRecord,
-    container: Option<&containers::Container>,
+    container: Option<&container::Container>,
     dir: &Path,
     args: &Args,
     ready: &mut Ready,
     live: &std::cell::Cell<bool>,
 ) -> anyhow::Result<()> {
-    let lowers = store.lower_specs(image)?;
-    let mut lowers = lowers;
     let mut mount = args.mount_config(format!("layerfs:{}", image.display_name()), args.read_only);
     let Some(c) = container else {
-        let stack = Stack::open(&lowers, None).context("opening the image layers")?;
+        let stack =
+            Stack::open(&store.lower_specs(image)?, None).context("opening the image layers")?;
         let serve = Serve {
             stack,
             options: Options::default(),
@@ -568,23 +353,7 @@ fn serve_container(
     };
     let mut c = c.clone();
     mount.fsname = format!("layerfs:{}", c.record.name);
-    let (upper, styles) = c.upper_spec(store)?;
-    // Kept from now on (a record of an older version has none yet).
-    c.record.styles = Some(styles);
-    let work = c.work_spec()?;
-    let stack = if args.read_only {
-        // The container's layer is read, not written: the topmost lower layer.
-        lowers.insert(0, upper);
-        Stack::open(&lowers, None)
-            .with_context(|| format!("opening the layers of container {}", c.record.name))
-    } else {
-        Stack::open_styled(&lowers, &upper, &work, styles).with_context(|| {
-            format!(
-                "opening the layers of container {} for writing",
-                c.record.name
-            )
-        })
-    }?;
+    let stack = container::mount::stack(store, &mut c, image, args.read_only)?;
     let serve = Serve {
         stack,
         options: Options::default(),

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use super::Context;
 use super::format::Template;
 use super::load::{human_size, print_table};
-use crate::digest::Digest;
-use crate::holder;
+use crate::container;
+use crate::container::holder;
 use crate::mountinfo::{self, MountEntry};
-use crate::store::{Store, containers};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -73,17 +73,17 @@ impl State {
 
 /// The state of container `c` and where it is mounted, given what is mounted (`mounts`,
 /// read with `c`'s record before its daemon is asked here). Mounted is what its daemon
-/// says (`crate::holder`): a daemon that is starting, or whose mount has ended, does not
+/// says (`crate::container::holder`): a daemon that is starting, or whose mount has ended, does not
 /// count. Stale is a mount of it left behind with no daemon: a daemon that unmounts and
 /// exits in between (it clears the record's mount point, then lets go of the lock) would
 /// look stale on those older reads, so a stale look is checked again on a fresh record
 /// and mount table.
 pub fn state(
     store: &Store,
-    c: &containers::Container,
+    c: &container::Container,
     mounts: &[MountEntry],
 ) -> (State, Option<String>) {
-    let daemon_says = |c: &containers::Container| {
+    let daemon_says = |c: &container::Container| {
         holder::mounted_now(c).ok().flatten().map(|m| {
             m.mountpoint
                 .map(|p| p.display().to_string())
@@ -96,7 +96,7 @@ pub fn state(
     if !left_mounted(c, mounts) {
         return (State::Unmounted, None);
     }
-    let fresh = containers::open(store, &c.record.name).ok().flatten();
+    let fresh = container::open(store, &c.record.name).ok().flatten();
     let mounts = mountinfo::read().unwrap_or_default();
     match fresh {
         Some(f)
@@ -109,7 +109,7 @@ pub fn state(
 }
 
 /// True when `c`'s record names a mount point that holds a layerfs mount of `c`.
-fn left_mounted(c: &containers::Container, mounts: &[MountEntry]) -> bool {
+fn left_mounted(c: &container::Container, mounts: &[MountEntry]) -> bool {
     let source = format!("{}:{}", mountinfo::LAYERFS_SOURCE_PREFIX, c.record.name);
     c.record.mountpoint.as_ref().is_some_and(|mp| {
         mounts
@@ -140,12 +140,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mounts = mountinfo::read().unwrap_or_default();
     let now = crate::time::now_unix();
     let mut rows: Vec<Value> = Vec::new();
-    for c in containers::all(&store)? {
+    for c in container::all(&store)? {
         let (st, mp) = state(&store, &c, &mounts);
         if !args.all && st == State::Unmounted {
             continue;
         }
-        let image = Digest::parse(&c.record.image)
+        let image = container::image_of(&c)
             .ok()
             .and_then(|id| store.image(&id).ok().flatten());
         let (image_name, image_size) = match &image {

@@ -1,7 +1,7 @@
 //! `layerfs rm NAME…`: removes containers, record and writable layer in one step, with
-//! the container's lock held (see `store/containers.rs`): a mount of it cannot start
+//! the container's lock held (see `container/dir.rs`): a mount of it cannot start
 //! meanwhile. A container held for a moment — a commit reading it, a mount being set up,
-//! a daemon starting or letting go, another `rm` — is waited for (`crate::holder`). A
+//! a daemon starting or letting go, another `rm` — is waited for (`crate::container::holder`). A
 //! mounted container is refused unless `--force`, which unmounts it first and waits for
 //! its daemon to exit. Afterwards nothing holds its image: `rmi` of the image works,
 //! `prune` frees what nothing uses.
@@ -9,10 +9,11 @@
 use anyhow::bail;
 
 use super::Context;
-use super::umount::{detach_stale, is_unknown_container, unmount_container};
+use crate::container;
+use crate::container::holder::{self, Take, Waiter};
+use crate::container::umount::{detach_stale, unmount_container};
 use crate::error::Error;
-use crate::holder::{self, Take, Waiter};
-use crate::store::{Store, containers};
+use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  layerfs rm web\n  layerfs rm --force web db")]
@@ -33,7 +34,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
     let mut waiter = Waiter::new(name);
     let mut unmounts = 0;
     loop {
-        let Some(mut c) = containers::open(store, name)? else {
+        let Some(mut c) = container::open(store, name)? else {
             bail!("no such container: {name} (see `layerfs ps -a`)");
         };
         let take = {
@@ -42,11 +43,11 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
             let _lock = store.lock_shared()?;
             match holder::try_take(&c) {
                 // The lock is held until the container is gone: no mount of it starts
-                // meanwhile (see `store/containers.rs`).
+                // meanwhile (see `container/dir.rs`).
                 Ok(Take::Got(lock)) => {
                     // A daemon killed with the mount left behind: the dead mount goes first.
                     detach_stale(store, &mut c)?;
-                    containers::remove(store, &c, lock)?;
+                    container::remove(store, &c, lock)?;
                     return Ok(());
                 }
                 // Removed meanwhile: look again ("no such container").
@@ -73,7 +74,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
                     );
                 }
                 match unmount_container(store, &c, &m) {
-                    Err(e) if is_unknown_container(&e) => {}
+                    Err(Error::UnknownContainer(_)) => {}
                     r => r?,
                 }
             }

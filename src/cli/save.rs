@@ -130,6 +130,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         threads: args
             .threads
             .unwrap_or_else(crate::image::compress::default_threads),
+        rewrite_commit: Some(crate::commit::rewrite_layer),
     };
     let saved = save::save(&store, requests, &args.output, &opts)
         .with_context(|| format!("cannot save to {}", args.output.display()))?;

@@ -27,8 +27,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::changes::{Found, Views, Visit, show};
+use crate::container::read::{UnionFile, io_err, user_xattrs};
 use crate::error::{Error, Result};
-use crate::tar_writer::union::{UnionFile, io_err};
 use crate::tar_writer::{self, Content, Leaf, Source, Written};
 use crate::union::{FileKind, NodeId};
 use crate::whiteout::{self, NameKind};
@@ -45,14 +45,14 @@ pub struct LayerOptions {
 pub type LayerStats = Written;
 
 /// The container's view as the writer reads it (the user-visible xattrs only, see
-/// [`Views::xattrs`]).
+/// [`user_xattrs`]).
 struct Container<'v>(&'v Views);
 
 impl Source for Container<'_> {
     type Node = NodeId;
 
     fn xattrs(&self, id: &NodeId) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-        Views::xattrs(&self.0.ctr, *id).map_err(io_err)
+        user_xattrs(&self.0.ctr, *id).map_err(io_err)
     }
 
     fn read_link(&self, id: &NodeId) -> io::Result<Vec<u8>> {

@@ -3,7 +3,7 @@
 //! Order, so that a failure at any point leaves the store as it was:
 //! 1. checks that cost nothing: the container, its image (still in the store), the
 //!    `--change` instructions (applied to a copy of the config), the new name (free);
-//! 2. the container is held still (see [`crate::control`], and `store/containers.rs` for
+//! 2. the container is held still (see [`crate::container::control`], and `container/dir.rs` for
 //!    the container lock): not mounted, its lock is taken shared, so no mount or `rm`
 //!    starts; mounted, its daemon holds every write, and keeps the container from other
 //!    mounts and `rm` even when its mount ends, until we are done — a consistent
@@ -31,13 +31,15 @@ use std::io::{BufWriter, Write};
 use serde_json::{Map, Value, json};
 
 use crate::changes::{Views, container_image};
+use crate::container;
+use crate::container::Layers;
 use crate::digest::{Digest, Hashing, chain_ids};
 use crate::error::{Error, Result};
 use crate::image::{Compression, Reference};
 use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo, LayerSource};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
-use crate::store::{LockGuard, Store, at, containers, gc};
+use crate::store::{LockGuard, Store, at, gc};
 use crate::union::{LayerSpec, WorkSpec};
 
 pub use layer::{LayerOptions, LayerStats};
@@ -153,14 +155,14 @@ fn check_name_free(store: &Store, name: &Reference) -> Result<()> {
 /// container still meanwhile. Returns (diff_id, size, stats).
 fn write_tar(
     store: &Store,
-    c: &containers::Container,
+    c: &container::Container,
     path: &std::path::Path,
     opts: &LayerOptions,
 ) -> Result<(Digest, u64, LayerStats)> {
-    let still = crate::control::hold_still(c)?;
+    let still = crate::container::hold_still(c)?;
     // The container held is the one checked before (not one removed and made again
     // under its name, of another image, meanwhile).
-    match containers::open(store, &c.record.name)? {
+    match container::open(store, &c.record.name)? {
         Some(now)
             if now.record.image == c.record.image && now.record.created == c.record.created => {}
         _ => return Err(Error::UnknownContainer(c.record.name.clone())),
@@ -174,7 +176,7 @@ fn write_tar(
 /// [`write_tar`]'s work, with the container held.
 fn read_layer(
     store: &Store,
-    c: &containers::Container,
+    c: &container::Container,
     path: &std::path::Path,
     opts: &LayerOptions,
 ) -> Result<(Digest, u64, LayerStats)> {
@@ -329,7 +331,12 @@ pub fn layer_tar<W: Write>(
             info.styles,
         );
         let work = WorkSpec::opened(store.dir().open_dir(&work)?, store.shown(&work));
-        let views = Views::open(&lowers, &upper, &work, info.styles)?;
+        let views = Views::open(&Layers {
+            lowers,
+            upper,
+            work,
+            styles: info.styles,
+        })?;
         let (out, _) = layer::write_layer(&views, Hashing::new(out), &LayerOptions::default())?;
         let (digest, size) = (out.digest(), out.count());
         Ok((out.into_inner(), digest, size))
@@ -338,10 +345,21 @@ pub fn layer_tar<W: Write>(
     result
 }
 
+/// [`layer_tar`] as `save` takes it ([`crate::store::save::RewriteLayer`]): the store
+/// cannot call up into `commit` itself.
+pub fn rewrite_layer(
+    store: &Store,
+    image: &ImageRecord,
+    index: usize,
+    out: &mut dyn Write,
+) -> Result<(Digest, u64)> {
+    layer_tar(store, image, index, out).map(|(_, digest, size)| (digest, size))
+}
+
 /// Commits container `name` (see the module docs).
 pub fn commit(store: &Store, name: &str, opts: &CommitOptions) -> Result<Committed> {
     let c =
-        containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
+        container::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
     let _lock = store.lock_shared()?;
     let base = container_image(store, &c)?;
     let base_config = store.image_config_bytes(&base.id)?;

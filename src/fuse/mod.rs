@@ -25,14 +25,14 @@ use log::trace;
 pub use config::{Access, MountConfig};
 use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
 
-use crate::control::WriteGate;
+use crate::container::control::WriteGate;
 use crate::union::{Attr, Entry, Fh, FsError, NodeId, OpenReply, SetAttr, Union};
 
 /// The union as a `fuser::Filesystem`.
 #[derive(Debug)]
 pub struct FuseFs {
     union: Arc<Union>,
-    /// Every request that changes the mount passes it (`crate::control` closes it for a
+    /// Every request that changes the mount passes it (`crate::container::control` closes it for a
     /// snapshot).
     gate: Arc<WriteGate>,
 }

@@ -1,5 +1,5 @@
 //! The content-addressed layer store: layers unpacked once by diff_id, image records,
-//! tags, containers, locking, atomic installs and garbage collection.
+//! tags, container records, locking, atomic installs and garbage collection.
 //!
 //! On-disk layout (`VERSION` = "1"; the mount reads this, keep it stable):
 //! ```text
@@ -34,7 +34,6 @@
 //! (the mount daemon runs with umask 0); the files inside layers keep the images' modes.
 
 pub mod containers;
-pub mod export;
 pub mod fsops;
 pub mod gc;
 pub mod images;

@@ -9,8 +9,10 @@
 //! in parallel chunks, streamed). A layer shared by several images is written once.
 //! Layers `commit` made are recorded as they are installed (through `layers::stage_tar`,
 //! as loaded ones). A layer without a recorded layout (unpacked by an older layerfs) is
-//! written again: one `commit` made by `commit`'s own writer over the layers below it,
-//! any other from its directory; either counts only if it gives the diff_id.
+//! written again: one `commit` made by `commit`'s own writer over the layers below it
+//! ([`SaveOptions::rewrite_commit`], given by the caller: that writer reads a container's
+//! changes, above the store), any other from its directory; either counts only if it
+//! gives the diff_id.
 //!
 //! "Written as is": the store keeps a layer's uncompressed tar exactly, not the
 //! compressed blob it came in (keeping both would cost the blob's size again on disk).
@@ -65,7 +67,15 @@ pub struct SaveOptions {
     pub compress: Option<Compression>,
     /// Compression threads.
     pub threads: usize,
+    /// `commit`'s writer of a layer it made (`crate::commit::layer_tar`), tried first for
+    /// such a layer without a recorded layout; `None`: written from its directory only.
+    pub rewrite_commit: Option<RewriteLayer>,
 }
+
+/// Writes layer `index` (bottom first) of an image to `out` again, from the store's
+/// layers; returns the diff_id of what it wrote and its size.
+pub type RewriteLayer =
+    fn(&Store, &ImageRecord, usize, &mut dyn io::Write) -> Result<(Digest, u64)>;
 
 /// One image to save, with the names to write for it.
 #[derive(Debug, Clone)]
@@ -149,7 +159,7 @@ pub fn save(
                 blobs.push(b.clone());
                 continue;
             }
-            let w = write_layer(store, &mut sink, img, i, c, opts.threads)
+            let w = write_layer(store, &mut sink, img, i, c, opts)
                 .map_err(|e| e.in_layer(&l.diff_id))?;
             saved.layers += 1;
             saved.layer_bytes += w.size;
@@ -203,10 +213,10 @@ pub fn save(
 }
 
 /// Where the tar of a layer without a recorded layout comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Rewrite {
-    /// `commit`'s own writer, over the layers below it ([`crate::commit::layer_tar`]).
-    Commit,
+    /// `commit`'s own writer, over the layers below it ([`SaveOptions::rewrite_commit`]).
+    Commit(RewriteLayer),
     /// The generic writer of the layer's directory ([`layer_tar::stream`]).
     Files,
 }
@@ -216,15 +226,18 @@ enum Rewrite {
 /// `commit`'s writer first, hashed without being kept: it gives the layer's exact bytes
 /// when `commit` made it (also when a layerfs without layouts did), and anything else
 /// fails its diff_id.
-fn rewrite_for(store: &Store, img: &ImageRecord, index: usize) -> Rewrite {
+fn rewrite_for(store: &Store, img: &ImageRecord, index: usize, opts: &SaveOptions) -> Rewrite {
     let l = &img.layers[index];
-    if l.media_type != crate::commit::LAYER_MEDIA_TYPE {
+    // `commit` writes its layers uncompressed.
+    let Some(commit) = opts.rewrite_commit else {
+        return Rewrite::Files;
+    };
+    if l.media_type != Compression::None.media_type() {
         return Rewrite::Files;
     }
-    let hashed = crate::commit::layer_tar(store, img, index, io::sink());
-    match hashed {
-        Ok((_, digest, _)) if digest == l.diff_id => Rewrite::Commit,
-        Ok((_, digest, _)) => {
+    match commit(store, img, index, &mut io::sink()) {
+        Ok((digest, _)) if digest == l.diff_id => Rewrite::Commit(commit),
+        Ok((digest, _)) => {
             log::debug!(
                 "layer {}: commit's writer gives {digest}, not the layer",
                 l.diff_id
@@ -245,8 +258,9 @@ fn write_layer(
     img: &ImageRecord,
     index: usize,
     c: Compression,
-    threads: usize,
+    opts: &SaveOptions,
 ) -> Result<Written> {
+    let threads = opts.threads;
     let diff_id = &img.layers[index].diff_id;
     // The recorded layout plays back the original tar; without one, a tar written again
     // is the layer only if it is byte for byte the same (checked against the diff_id on
@@ -254,16 +268,16 @@ fn write_layer(
     let recorded = tarsplit::LayerTar::open(store, diff_id)?;
     let rewrite = match recorded {
         Some(_) => None,
-        None => Some(rewrite_for(store, img, index)),
+        None => Some(rewrite_for(store, img, index, opts)),
     };
     // Errors of the layer are told apart from errors of the output (a full disk).
     let failed = Arc::new(Mutex::new(None::<String>));
     let res = std::thread::scope(|scope| -> Result<Written> {
         let tar: Box<dyn Read + Send + '_> = match (recorded, rewrite) {
             (Some(t), _) => Box::new(t),
-            (None, Some(Rewrite::Commit)) => {
-                let p = layer_tar::pipe_scoped(scope, |w| {
-                    crate::commit::layer_tar(store, img, index, w)
+            (None, Some(Rewrite::Commit(commit))) => {
+                let p = layer_tar::pipe_scoped(scope, move |mut w| {
+                    commit(store, img, index, &mut w)
                         .map(|_| ())
                         .map_err(io::Error::other)
                 })
@@ -286,7 +300,7 @@ fn write_layer(
     let from_layer = failed.lock().ok().and_then(|mut f| f.take());
     match (res, from_layer) {
         (Ok(w), _) => Ok(w),
-        (Err(_), Some(why)) if rewrite == Some(Rewrite::Files) => Err(Error::Invalid {
+        (Err(_), Some(why)) if matches!(rewrite, Some(Rewrite::Files)) => Err(Error::Invalid {
             file: store.shown(at::layer(diff_id)).display().to_string(),
             detail: format!(
                 "the layer's original tar is not recorded (it was loaded by an older \

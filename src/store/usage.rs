@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{ImageRecord, Store, containers, layers, mounts};
+use super::containers::{self, ContainerRecord};
+use super::{ImageRecord, Store, layers, mounts};
 use crate::digest::Digest;
 use crate::error::Result;
 
@@ -80,13 +81,17 @@ fn unique_layers(img: &ImageRecord) -> BTreeMap<Digest, u64> {
         .collect()
 }
 
-/// Measures the store (walks every container's writable layer; reads records only else).
-pub fn usage(store: &Store) -> Result<Usage> {
+/// Measures the store, reading records only; `container` measures one container (its
+/// writable layer, whether it is mounted: `crate::container::usage`, which owns them).
+pub fn usage(
+    store: &Store,
+    container: impl Fn(&ContainerRecord) -> ContainerUsage,
+) -> Result<Usage> {
     let images = store.list_images()?;
-    let ctrs = containers::all(store)?;
+    let ctrs = containers::list(store)?;
     let mut users: BTreeMap<String, usize> = BTreeMap::new();
     for c in &ctrs {
-        *users.entry(c.record.image.clone()).or_default() += 1;
+        *users.entry(c.image.clone()).or_default() += 1;
     }
     let held: BTreeSet<String> = mounts::live(store)?
         .into_iter()
@@ -143,21 +148,7 @@ pub fn usage(store: &Store) -> Result<Usage> {
         });
     }
 
-    let mut out_ctrs = Vec::new();
-    for c in &ctrs {
-        // Mounted: as its daemon says (see `crate::holder`).
-        let mounted = crate::holder::mounted_now(c).ok().flatten();
-        out_ctrs.push(ContainerUsage {
-            name: c.record.name.clone(),
-            image: c.record.image.clone(),
-            created: c.record.created.clone(),
-            mountpoint: mounted.map(|m| match m.mountpoint {
-                Some(p) => p.display().to_string(),
-                None => c.record.mountpoint.clone().unwrap_or_default(),
-            }),
-            size: c.size(),
-        });
-    }
+    let out_ctrs: Vec<ContainerUsage> = ctrs.iter().map(container).collect();
 
     let listed_size: u64 = listed.values().map(|e| e.2).sum();
     let active_size: u64 = listed.values().filter(|e| e.1).map(|e| e.2).sum();

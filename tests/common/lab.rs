@@ -57,3 +57,26 @@ impl Drop for Lab {
         }
     }
 }
+
+/// Exports container `c` and extracts the tar; returns (tar listing, extracted dir).
+pub fn export(s: &TestStore, c: &str, into: &str) -> (String, std::path::PathBuf) {
+    let tar = s.dir.path().join(format!("{into}.tar"));
+    s.ok(&["export", c, "-o", tar.to_str().unwrap()]);
+    let out = s.scratch(into);
+    let x = Command::new("tar")
+        .arg("-xpf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&out)
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "--same-owner",
+        ])
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let list = Command::new("tar").arg("tf").arg(&tar).output().unwrap();
+    (String::from_utf8(list.stdout).unwrap(), out)
+}

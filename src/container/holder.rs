@@ -1,6 +1,6 @@
 //! Who holds a container, and waiting for it: what `mount`, `rm`, `umount`, `ps` and `df`
-//! make of a container's lock (`store/containers.rs`) and of its daemon's answer to
-//! `state` (`crate::control`).
+//! make of a container's lock (`container/dir.rs`) and of its daemon's answer to
+//! `state` (`crate::container::control`).
 //!
 //! A container lock held exclusive says only that *someone* holds the container: its
 //! daemon serving the mount, but also a daemon still starting or letting go after its
@@ -29,10 +29,10 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::control::{self, Phase};
+use crate::container::control::{self, Phase};
+use crate::container::{BUSY_WAIT, Container};
 use crate::error::{Error, Result};
 use crate::store::LockGuard;
-use crate::store::containers::{BUSY_WAIT, Container};
 
 /// How often a waiting command looks again.
 const POLL: Duration = Duration::from_millis(20);

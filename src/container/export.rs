@@ -13,47 +13,31 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 
-use super::{Store, containers};
-use crate::digest::Digest;
+use super::read::{self, Looked, UnionFile, io_err};
+use super::{Layers, walker_options};
 use crate::error::{Error, Result};
-use crate::tar_writer::union::{UnionFile, io_err};
+use crate::store::Store;
 use crate::tar_writer::{self, Content, Leaf, Source, Tree, Written};
-use crate::union::{Atime, Attr, FsError, NodeId, Options, ROOT_ID, Stack, Union};
+use crate::union::Union;
 
 /// Writes container `name`'s merged view into `out` as a tar stream.
 pub fn export_container(store: &Store, name: &str, out: impl Write) -> Result<Written> {
     let _lock = store.lock_shared()?;
-    let c =
-        containers::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
-    let id = Digest::parse(&c.record.image).map_err(|e| Error::Invalid {
-        file: c
-            .shown()
-            .join(containers::CONTAINER_JSON)
-            .display()
-            .to_string(),
-        detail: e.to_string(),
-    })?;
+    let c = super::open(store, name)?.ok_or_else(|| Error::UnknownContainer(name.to_string()))?;
+    let id = super::image_of(&c)?;
     let image = store.image(&id)?.ok_or_else(|| Error::Invalid {
         file: c.shown().display().to_string(),
         detail: format!("its image {id} is not in the store"),
     })?;
-    let lowers = store.lower_specs(&image)?;
     // Its whiteouts are what its mount takes for whiteouts; any other `.wh.` name is a
     // file, which a flat tree (not a layer) carries as it is.
-    let (upper, styles) = c.upper_spec(store)?;
-    let stack = Stack::open_frozen(&lowers, &upper, &c.work_spec()?, styles)
+    let stack = Layers::of(store, &c, &image)?
+        .frozen()
         .map_err(|e| Error::io_what(format!("opening the layers of container {name}"), e))?;
-    let opts = Options {
-        atime: Atime::Never,
-        // Directories go out without their link counts.
-        dir_nlink: false,
-        // The writer lets directories go as it leaves them: bounded fds at any depth.
-        hold_parents: false,
-        ..Options::default()
-    };
-    let union = Union::new(stack, opts)
+    // Directories go out without their link counts; the writer lets directories go as it
+    // leaves them: bounded fds at any depth.
+    let union = Union::new(stack, walker_options())
         .map_err(|e| Error::io_what(format!("reading container {name}"), io_err(e)))?;
     let mut out = OutErrors {
         inner: out,
@@ -100,39 +84,18 @@ impl<W: Write> Write for OutErrors<W> {
 /// the kernel would; an open directory is its node.
 pub struct UnionTree<'u>(pub &'u Union);
 
-/// A node: its id, attributes, and whether a lookup count must be given back.
-pub struct UnionNode {
-    id: NodeId,
-    attr: Attr,
-    counted: bool,
-}
+/// A node: looked up, its count given back when the writer lets it go.
+pub type UnionNode<'u> = Looked<'u>;
 
-/// Largest xattr value (XATTR_SIZE_MAX).
-const XATTR_MAX: u32 = 65536;
-
-impl Source for UnionTree<'_> {
-    type Node = UnionNode;
+impl<'u> Source for UnionTree<'u> {
+    type Node = UnionNode<'u>;
 
     fn read_link(&self, n: &UnionNode) -> io::Result<Vec<u8>> {
         self.0.readlink(n.id).map_err(io_err)
     }
 
     fn xattrs(&self, n: &UnionNode) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-        let list = match self.0.listxattr(n.id) {
-            Ok(l) => l,
-            Err(e) if e == FsError::EOPNOTSUPP => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(e)),
-        };
-        let mut out = Vec::new();
-        for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-            let name = OsStr::from_bytes(name);
-            match self.0.getxattr(n.id, name, XATTR_MAX) {
-                Ok(v) => out.push((name.to_os_string(), v)),
-                Err(e) if e == FsError::ENODATA => {}
-                Err(e) => return Err(io_err(e)),
-            }
-        }
-        Ok(out)
+        read::xattrs(self.0, n.id).map_err(io_err)
     }
 
     fn open(&self, n: &UnionNode) -> io::Result<Content<'_>> {
@@ -140,50 +103,28 @@ impl Source for UnionTree<'_> {
     }
 }
 
-impl Tree for UnionTree<'_> {
-    type Dir = UnionNode;
+impl<'u> Tree for UnionTree<'u> {
+    type Dir = UnionNode<'u>;
 
-    fn root(&self) -> io::Result<UnionNode> {
-        Ok(UnionNode {
-            id: ROOT_ID,
-            attr: self.0.getattr(ROOT_ID, None).map_err(io_err)?,
-            counted: false,
-        })
+    fn root(&self) -> io::Result<UnionNode<'u>> {
+        Looked::root(self.0).map_err(io_err)
     }
 
     fn stat(&self, n: &UnionNode) -> io::Result<Leaf> {
         Ok(Leaf::of_attr(&n.attr))
     }
 
-    fn open_dir(&self, n: UnionNode) -> io::Result<UnionNode> {
+    fn open_dir(&self, n: UnionNode<'u>) -> io::Result<UnionNode<'u>> {
         Ok(n)
     }
 
     fn names(&self, dir: &UnionNode) -> io::Result<Vec<OsString>> {
-        let fh = self.0.opendir(dir.id).map_err(io_err)?;
-        let mut names: Vec<OsString> = Vec::new();
-        let listed = self.0.readdir(fh, 0, |_, e| {
-            if e.name != "." && e.name != ".." {
-                names.push(e.name.clone());
-            }
-            false
-        });
-        self.0.releasedir(fh);
-        listed.map_err(io_err)?;
-        Ok(names)
+        read::listing(self.0, dir.id).map_err(io_err)
     }
 
-    fn child(&self, dir: &UnionNode, name: &OsStr) -> io::Result<Option<UnionNode>> {
-        match self.0.lookup(dir.id, name) {
-            Ok(e) => Ok(Some(UnionNode {
-                id: e.id,
-                attr: e.attr,
-                counted: true,
-            })),
-            // Gone since the listing (a mounted container being written).
-            Err(e) if e == FsError::ENOENT => Ok(None),
-            Err(e) => Err(io_err(e)),
-        }
+    fn child(&self, dir: &UnionNode, name: &OsStr) -> io::Result<Option<UnionNode<'u>>> {
+        // `None`: gone since the listing (a mounted container being written).
+        Looked::lookup(self.0, dir.id, name).map_err(io_err)
     }
 
     fn dir_fds(&self) -> usize {
@@ -192,12 +133,10 @@ impl Tree for UnionTree<'_> {
     }
 
     fn release(&self, n: UnionNode) {
-        if n.counted {
-            self.0.forget(n.id, 1);
-        }
+        drop(n);
     }
 
     fn close_dir(&self, d: UnionNode) {
-        self.release(d);
+        drop(d);
     }
 }

@@ -1,6 +1,6 @@
 //! Holding a container still, for a consistent snapshot (`commit`).
 //!
-//! Not mounted, a container is held by taking its lock shared (see `store/containers.rs`
+//! Not mounted, a container is held by taking its lock shared (see `container/dir.rs`
 //! for who holds the container lock, how and when): no mount and no `rm` starts until it
 //! is let go. Mounted, its daemon does the holding: it listens on
 //! `containers/<name>/control.sock` (a Unix socket, 0600, inside the store's private
@@ -15,7 +15,7 @@
 //!   the socket, or dies: a killed `commit` never leaves a container frozen — and the
 //!   daemon answers `thawed`. One client holds the gate at a time: another one is told
 //!   `waiting` and gets the gate when it opens, or `busy: …` after
-//!   [`BUSY_WAIT`](crate::store::containers::BUSY_WAIT).
+//!   [`BUSY_WAIT`](crate::store::container::BUSY_WAIT).
 //! - `idle`: `idle` once no client holds the gate (`waiting` first if one does, `busy: …`
 //!   after `BUSY_WAIT`): what `umount` asks before it unmounts.
 //! - Either gets `closed` from a daemon whose mount has ended: it is letting go of the
@@ -25,7 +25,7 @@
 //!   record), or `ended` (its mount is gone; it lets go of the container once no commit
 //!   holds it). This is how `umount`, `rm`, `mount`, `ps` and `df` tell a container
 //!   really mounted from one whose lock a daemon holds while it starts or ends (see
-//!   `crate::holder`).
+//!   `crate::container::holder`).
 //!
 //! Clients are served at once, each on a thread of its own (at most [`MAX_CLIENTS`]); one
 //! that says nothing for [`CLIENT_IDLE`] is sent away, so a silent client blocks nobody.
@@ -54,9 +54,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::stat::Mode;
 
+use super::{BUSY_WAIT, Container};
 use crate::error::{Error, Result};
 use crate::store::LockGuard;
-use crate::store::containers::{BUSY_WAIT, Container};
 
 /// The socket's name in the container directory.
 pub const SOCKET: &str = "control.sock";
