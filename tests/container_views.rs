@@ -8,14 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/lab.rs"]
-mod lab;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
+use common::lab::*;
 use common::*;
-use lab::*;
 
 #[test]
 fn read_only_mount_export_and_commit_show_what_the_mount_shows() {
