@@ -48,7 +48,7 @@ use crate::container::{Container, Layers, walker_options};
 use crate::error::{Error, Result};
 use crate::store::ImageRecord;
 use crate::sys::At;
-use crate::union::{self, Attr, FsError, LayerSpec, NodeId, Stack, Union, WorkSpec};
+use crate::union::{self, Attr, LayerSpec, NodeId, Stack, Union, WorkSpec};
 use crate::whiteout;
 
 pub use links::Extra;
@@ -125,15 +125,6 @@ fn raw_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
         .into_iter()
         .map(|e| e.name)
         .collect())
-}
-
-/// `Ok(None)` for a path that is not there (or no longer a directory on the way).
-fn if_present<T>(r: union::Result<T>) -> union::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e == FsError::ENOENT || e == FsError::ENOTDIR => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// The image record of container `c`: an error naming it when the image is gone.

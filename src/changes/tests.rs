@@ -221,11 +221,19 @@ impl Fixture {
 
     /// What `layerfs diff` prints for the container.
     fn diff(&self, styles: Styles) -> String {
-        diff::changes(&self.views(styles))
+        let v = self.views(styles);
+        let out = diff::changes(&v)
             .unwrap()
             .iter()
             .map(|c| format!("{} {}\n", c.kind.letter(), String::from_utf8_lossy(&c.path)))
-            .collect()
+            .collect();
+        // Every lookup the walk made is given back: only the roots are left.
+        assert_eq!(
+            (v.ctr.live_nodes(), v.img.live_nodes()),
+            (1, 1),
+            "nodes left"
+        );
+        out
     }
 
     /// The steps of a walk (`deleted_in_full` as given), one line each.
@@ -266,6 +274,12 @@ impl Fixture {
             Ok(())
         })
         .unwrap();
+        // Every lookup the walk made is given back: only the roots are left.
+        assert_eq!(
+            (v.ctr.live_nodes(), v.img.live_nodes()),
+            (1, 1),
+            "nodes left"
+        );
         out
     }
 

@@ -4,7 +4,7 @@
 //! Each directory the walk is in is a [`Frame`]: its nodes in both views (lookups it
 //! holds), the fd of its upper directory when its children come from there, and the
 //! names still to visit. A child is looked up only when its turn comes and given back
-//! (forgotten) right after its visit or its subtree, so a directory's children never
+//! (forgotten, by dropping its [`Looked`] guards) right after its visit or its subtree, so a directory's children never
 //! hold fds all at once. Only the deepest few frames ([`crate::fdtree::window`]) keep
 //! their nodes and fds; the others let them go (the views name a node's parent by id,
 //! `union::Options::hold_parents`) and are looked up again from the root by name when
@@ -20,10 +20,11 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use super::links::Extra;
-use super::{Found, Raw, Views, Visit, fs_err, if_present, listing, raw_names, show};
+use super::{Found, Raw, Views, Visit, fs_err, listing, raw_names, show};
+use crate::container::read::Looked;
 use crate::error::{Error, Result};
 use crate::sys::At;
-use crate::union::{self, FileKind, NodeId, Union};
+use crate::union::{self, FileKind, FsError, NodeId, Union};
 use crate::whiteout::{self, NameKind};
 
 /// The visitor of a walk.
@@ -46,8 +47,9 @@ struct Frame<'e> {
     ctr: Found,
     /// The image's directory at this path, if it has one.
     img: Option<Found>,
-    /// Holds the lookups of `ctr` and `img` (none for the root, which is never forgotten).
-    counted: bool,
+    /// The lookups of `ctr` and `img` (none for the root, which is never forgotten),
+    /// given back when dropped.
+    held: Option<Child<'e>>,
     /// Its nodes and upper fd are held (else let go, or gone).
     live: bool,
     upper: UpperFd,
@@ -83,10 +85,27 @@ impl Frame<'_> {
     }
 }
 
-/// A child as both views show it.
-struct Child {
-    ctr: Option<Found>,
-    img: Option<Found>,
+/// A child as both views show it: its lookups, given back when dropped.
+struct Child<'v> {
+    ctr: Option<Looked<'v>>,
+    img: Option<Looked<'v>>,
+}
+
+impl Child<'_> {
+    fn ctr(&self) -> Option<Found> {
+        self.ctr.as_ref().map(found)
+    }
+
+    fn img(&self) -> Option<Found> {
+        self.img.as_ref().map(found)
+    }
+}
+
+fn found(l: &Looked<'_>) -> Found {
+    Found {
+        id: l.id,
+        attr: l.attr,
+    }
 }
 
 pub(super) struct Walk<'a> {
@@ -97,7 +116,12 @@ pub(super) struct Walk<'a> {
 }
 
 /// Looks `name` up in directory `dir` of `u`; `None` when it is not there.
-fn lookup(u: &Union, dir: NodeId, name: &OsString, path: &[u8]) -> Result<Option<Found>> {
+fn lookup<'u>(
+    u: &'u Union,
+    dir: NodeId,
+    name: &OsString,
+    path: &[u8],
+) -> Result<Option<Looked<'u>>> {
     let at = || {
         let mut s = show(path);
         if !path.is_empty() {
@@ -106,12 +130,11 @@ fn lookup(u: &Union, dir: NodeId, name: &OsString, path: &[u8]) -> Result<Option
         s.push_str(&name.to_string_lossy());
         s
     };
-    Ok(if_present(u.lookup(dir, name))
-        .map_err(|e| fs_err(at(), e))?
-        .map(|e| Found {
-            id: e.id,
-            attr: e.attr,
-        }))
+    match Looked::lookup(u, dir, name) {
+        Ok(l) => Ok(l),
+        Err(e) if e == FsError::ENOTDIR => Ok(None),
+        Err(e) => Err(fs_err(at(), e)),
+    }
 }
 
 impl<'a> Walk<'a> {
@@ -133,7 +156,7 @@ impl<'a> Walk<'a> {
         root: (Found, Found, OwnedFd),
         replaced: bool,
         xwhiteouts: bool,
-        extra: &Extra,
+        extra: &'a Extra,
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
         let (ctr, img, upper) = root;
@@ -148,7 +171,7 @@ impl<'a> Walk<'a> {
             name: OsString::new(),
             ctr,
             img: Some(img),
-            counted: false,
+            held: None,
             live: true,
             upper,
             extra: Some(extra),
@@ -168,7 +191,7 @@ impl<'a> Walk<'a> {
 
     fn steps(
         &self,
-        stack: &mut Vec<Frame<'_>>,
+        stack: &mut Vec<Frame<'a>>,
         path: &mut Vec<u8>,
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
@@ -213,18 +236,16 @@ impl<'a> Walk<'a> {
         raw: Raw,
         lost: bool,
         path: &[u8],
-    ) -> Result<Option<Child>> {
+    ) -> Result<Option<Child<'a>>> {
         let v = self.v;
         let img_dir = top.img.filter(|i| i.attr.kind.is_dir());
         let ctr = if lost {
             None
         } else {
             let mut c = lookup(&v.ctr, top.ctr.id, name, path)?;
-            if raw == Raw::XattrWhiteout
-                && let Some(f) = c.take()
-            {
+            if raw == Raw::XattrWhiteout {
                 // The kernel reads it as a whiteout; so does a layer made of it.
-                v.ctr.forget(f.id, 1);
+                c = None;
             }
             if c.is_none() {
                 if img_dir.is_some() {
@@ -235,15 +256,7 @@ impl<'a> Walk<'a> {
             c
         };
         let img = match img_dir {
-            Some(d) => match lookup(&v.img, d.id, name, path) {
-                Ok(i) => i,
-                Err(e) => {
-                    if let Some(c) = ctr {
-                        v.ctr.forget(c.id, 1);
-                    }
-                    return Err(e);
-                }
-            },
+            Some(d) => lookup(&v.img, d.id, name, path)?,
             None => None,
         };
         if ctr.is_none() && img.is_none() {
@@ -253,58 +266,55 @@ impl<'a> Walk<'a> {
     }
 
     /// Visits one child at `path`: a leaf, or a directory that becomes the new top frame.
-    fn child<'e>(
+    fn child(
         &self,
-        stack: &mut Vec<Frame<'e>>,
+        stack: &mut Vec<Frame<'a>>,
         path: &[u8],
         name: OsString,
         raw: Raw,
-        c: Child,
+        mut c: Child<'a>,
         visit: &mut Visitor<'_>,
     ) -> Result<()> {
         let v = self.v;
-        let forget = |c: &Child| {
-            if let Some(f) = c.ctr {
-                v.ctr.forget(f.id, 1);
-            }
-            if let Some(f) = c.img {
-                v.img.forget(f.id, 1);
-            }
-        };
         let Some(top) = stack.last() else {
-            forget(&c);
             return Ok(());
         };
         let in_full = top.full;
-        let Some(ctr) = c.ctr.filter(|f| f.attr.kind == FileKind::Directory) else {
-            let r = visit(
+        let Some(ctr) = c.ctr().filter(|f| f.attr.kind == FileKind::Directory) else {
+            return visit(
                 v,
                 Visit::Leaf {
                     path,
-                    ctr: c.ctr,
-                    img: c.img,
+                    ctr: c.ctr(),
+                    img: c.img(),
                     in_full,
                 },
             );
-            forget(&c);
-            return r;
         };
         let extra = top.extra.and_then(|e| e.children.get(&name));
-        let made = self.dir_source(top, path, &name, raw, c.img);
-        let (upper, replaced, xwhiteouts) = match made {
-            Ok(s) => s,
-            Err(e) => {
-                forget(&c);
-                return Err(e);
-            }
-        };
-        let img_dir = c.img.filter(|i| i.attr.kind.is_dir());
+        let (upper, replaced, xwhiteouts) = self.dir_source(top, path, &name, raw, c.img())?;
+        let img = c.img();
+        let img_dir = img.filter(|i| i.attr.kind.is_dir());
+        let r = visit(
+            v,
+            Visit::Dir {
+                path,
+                ctr,
+                img,
+                replaced,
+                in_full,
+            },
+        );
+        // Only the visit looks at what the image has there when it is no directory.
+        if img_dir.is_none() {
+            c.img = None;
+        }
         let mut frame = Frame {
             path_len: path.len(),
             name,
             ctr,
             img: img_dir,
-            counted: true,
+            held: Some(c),
             live: true,
             upper,
             extra: extra.filter(|_| !(in_full || replaced)),
@@ -313,20 +323,6 @@ impl<'a> Walk<'a> {
             lost: Vec::new(),
             losing: false,
         };
-        let r = visit(
-            v,
-            Visit::Dir {
-                path,
-                ctr,
-                img: c.img,
-                replaced,
-                in_full,
-            },
-        );
-        // Only the visit looks at what the image has there when it is no directory.
-        if let Some(i) = c.img.filter(|_| img_dir.is_none()) {
-            v.img.forget(i.id, 1);
-        }
         let r = r.and_then(|()| self.names(&frame, path, xwhiteouts));
         match r {
             Ok(names) => frame.names = names,
@@ -486,12 +482,7 @@ impl<'a> Walk<'a> {
             return;
         }
         f.live = false;
-        if f.counted {
-            self.v.ctr.forget(f.ctr.id, 1);
-            if let Some(i) = f.img {
-                self.v.img.forget(i.id, 1);
-            }
-        }
+        f.held = None;
         if matches!(f.upper, UpperFd::Open(_)) {
             f.upper = UpperFd::LetGo;
         }
@@ -501,7 +492,7 @@ impl<'a> Walk<'a> {
     /// root, name by name (keeping the deepest `window` frames). A directory not found
     /// again as one (gone meanwhile) leaves it and the frames below it with nothing to
     /// visit.
-    fn reacquire(&self, stack: &mut [Frame<'_>], path: &[u8]) -> Result<()> {
+    fn reacquire(&self, stack: &mut [Frame<'a>], path: &[u8]) -> Result<()> {
         let top = stack.len().saturating_sub(1);
         if stack.get(top).is_none_or(|f| f.live) {
             return Ok(());
@@ -530,59 +521,38 @@ impl<'a> Walk<'a> {
 
     /// Looks frame `f` up again in `parent` (live); false when it is gone (or is no
     /// longer what it was: a directory in each view that had one, an upper directory).
-    fn find_again(&self, parent: &Frame<'_>, f: &mut Frame<'_>, path: &[u8]) -> Result<bool> {
-        let v = self.v;
-        let mut got = Child {
-            ctr: None,
-            img: None,
+    fn find_again(&self, parent: &Frame<'a>, f: &mut Frame<'a>, path: &[u8]) -> Result<bool> {
+        let Some((got, upper)) = self.find_parts(parent, f, path)? else {
+            return Ok(false);
         };
-        let found = self.find_parts(parent, f, path, &mut got);
-        let give_back = |got: &Child| {
-            if let Some(c) = got.ctr {
-                v.ctr.forget(c.id, 1);
-            }
-            if let Some(i) = got.img {
-                v.img.forget(i.id, 1);
-            }
-        };
-        match found {
-            Ok(Some(upper)) => {
-                if let Some(fd) = upper {
-                    f.upper = UpperFd::Open(fd);
-                }
-                if let Some(c) = got.ctr {
-                    f.ctr.id = c.id;
-                }
-                if let (Some(i), Some(mine)) = (got.img, f.img.as_mut()) {
-                    mine.id = i.id;
-                }
-                f.counted = true;
-                f.live = true;
-                Ok(true)
-            }
-            Ok(None) => {
-                give_back(&got);
-                Ok(false)
-            }
-            Err(e) => {
-                give_back(&got);
-                Err(e)
-            }
+        if let Some(fd) = upper {
+            f.upper = UpperFd::Open(fd);
         }
+        if let Some(c) = got.ctr() {
+            f.ctr.id = c.id;
+        }
+        if let (Some(i), Some(mine)) = (got.img(), f.img.as_mut()) {
+            mine.id = i.id;
+        }
+        f.held = Some(got);
+        f.live = true;
+        Ok(true)
     }
 
-    /// The lookups (into `got`) and upper fd of [`Walk::find_again`]; `None` when gone.
+    /// The lookups and upper fd of [`Walk::find_again`]; `None` when gone.
     #[allow(clippy::option_option)]
     fn find_parts(
         &self,
-        parent: &Frame<'_>,
-        f: &Frame<'_>,
+        parent: &Frame<'a>,
+        f: &Frame<'a>,
         path: &[u8],
-        got: &mut Child,
-    ) -> Result<Option<Option<OwnedFd>>> {
+    ) -> Result<Option<(Child<'a>, Option<OwnedFd>)>> {
         let v = self.v;
-        let is_dir = |x: &Option<Found>| x.is_some_and(|x| x.attr.kind.is_dir());
-        got.ctr = lookup(&v.ctr, parent.ctr.id, &f.name, path)?;
+        let is_dir = |x: &Option<Looked<'_>>| x.as_ref().is_some_and(|x| x.attr.kind.is_dir());
+        let mut got = Child {
+            ctr: lookup(&v.ctr, parent.ctr.id, &f.name, path)?,
+            img: None,
+        };
         if !is_dir(&got.ctr) {
             return Ok(None);
         }
@@ -596,7 +566,7 @@ impl<'a> Walk<'a> {
             }
         }
         if !matches!(f.upper, UpperFd::LetGo) {
-            return Ok(Some(None));
+            return Ok(Some((got, None)));
         }
         let UpperFd::Open(pfd) = &parent.upper else {
             return Ok(None);
@@ -608,6 +578,6 @@ impl<'a> Walk<'a> {
             Mode::empty(),
         )
         .ok()
-        .map(Some))
+        .map(|fd| (got, Some(fd))))
     }
 }
