@@ -6,7 +6,8 @@
 //! a container whose daemon was killed shows as stale and `umount` cleans it up;
 //! compressed archives load; `--root` never turns a file or a foreign directory into a
 //! store; `images -q`, `ps -a`, `history -H`, `--format`, Docker's history sizes; help
-//! with examples, completions, man pages, the install step and `mount -t fuse.layerfs`.
+//! with examples, completions, man pages, the install step and `mount -t fuse.layerfs`;
+//! `export | head` and `diff | head` end quietly; a truncated archive says truncated.
 //! Needs root, /dev/fuse, unshare (util-linux), gzip, zstd and Docker Engine (`.ci/run`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -478,4 +479,67 @@ fn help_completions_man_pages_and_install() {
         String::from_utf8_lossy(&out.stdout),
         "through mount(8)through mount(8)"
     );
+}
+
+/// `layerfs export C | head` and `layerfs diff C | head`: a reader that stops early ends
+/// the command without a word, with SIGPIPE's status (141), as `tar c . | head` does —
+/// never "Broken pipe (os error 32)".
+#[test]
+fn a_reader_that_stops_early_ends_export_and_diff_quietly() {
+    require_root("to mount");
+    let lab = common::lab::Lab::new();
+    let s = &lab.s;
+    s.load(&bb("latest", Spelling::Oci));
+    let m = lab.mount(&["--name", "piped", "busybox:latest"], "m");
+    // Far more than a pipe holds, in both outputs.
+    sh_in(
+        &m,
+        "mkdir -p srv/many && i=0; while [ $i -lt 3000 ]; do \
+         echo $i > srv/many/a-file-with-a-long-name-to-fill-the-pipe-$i; i=$((i+1)); done",
+    );
+    lab.umount(&m);
+    for (cmd, reads) in [("export piped", "head -c 100"), ("diff piped", "head -n 1")] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -o pipefail; \"$LFS\" {cmd} | {reads} >/dev/null"
+            ))
+            .env("LFS", bin())
+            .env("LAYERFS_ROOT", &s.root)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(141), "{cmd}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{cmd}");
+    }
+    // A reader that takes it all still gets it all.
+    let all = s.ok(&["diff", "piped"]);
+    assert_eq!(
+        all.lines().filter(|l| l.contains("/srv/many/")).count(),
+        3000
+    );
+}
+
+/// A truncated archive says so (which entry, how many bytes are missing), not that it
+/// lacks a manifest; nothing of it is stored.
+#[test]
+fn a_truncated_archive_says_truncated() {
+    let s = TestStore::new();
+    s.load(&bb("latest", Spelling::Oci));
+    let whole = s.scratch("out").join("bb.tar");
+    s.ok(&["save", "busybox:latest", "-o", whole.to_str().unwrap()]);
+    let bytes = fs::read(&whole).unwrap();
+    let fresh = TestStore::new();
+    for cut in [3000, bytes.len() / 3, bytes.len() * 2 / 3] {
+        let part = fresh.scratch(&format!("cut-{cut}")).join("part.tar");
+        fs::write(&part, &bytes[..cut]).unwrap();
+        let err = fresh.fail(&["load", part.to_str().unwrap()]);
+        assert!(
+            err.contains("the archive is truncated") && err.contains("bytes missing"),
+            "cut at {cut}: {err}"
+        );
+        assert!(!err.contains("without manifest.json"), "{err}");
+        assert_eq!(fresh.ok(&["images", "-q"]), "", "cut at {cut}");
+    }
+    // The whole archive loads.
+    fresh.ok(&["load", whole.to_str().unwrap()]);
 }

@@ -33,8 +33,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     };
     let views = Views::of_container(&store, &c)?;
     let changes = diff::changes(&views)?;
+    super::on_stdout(print(&changes, args.json))
+}
+
+fn print(changes: &[diff::Change], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if args.json {
+    if json {
         let v: Vec<_> = changes
             .iter()
             .map(|c| {
@@ -47,7 +51,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else {
-        for c in &changes {
+        for c in changes {
             write!(out, "{} ", c.kind.letter())?;
             out.write_all(&c.path)?;
             writeln!(out)?;

@@ -44,8 +44,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             if stdout.is_terminal() {
                 bail!("refusing to write a tar to a terminal: give -o FILE or redirect stdout");
             }
-            export::export_container(&store, &args.container, stdout.lock())
-                .with_context(|| format!("cannot export {}", args.container))?
+            super::on_stdout(
+                export::export_container(&store, &args.container, stdout.lock())
+                    .with_context(|| format!("cannot export {}", args.container)),
+            )?
         }
     };
     log::info!(

@@ -144,8 +144,36 @@ pub fn raise_nofile_limit() {
 
 /// Prints an error chain the way users read it and returns the failure exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<StdoutClosed>().is_some() {
+        log::debug!("stdout was closed by its reader");
+        return ExitCode::from(128 + libc::SIGPIPE as u8);
+    }
     eprintln!("layerfs: error: {err:#}");
     ExitCode::FAILURE
+}
+
+/// Stdout was closed by its reader (`layerfs export C | head`): the command ends without a
+/// word, with the status of a process that SIGPIPE ended, as tar and other tools do.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// `r` of writing to stdout, a broken pipe in its causes taken for [`StdoutClosed`].
+pub fn on_stdout<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        let broken = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken { StdoutClosed.into() } else { e }
+    })
 }
 
 /// Entry point of the `layerfs` binary.

@@ -173,6 +173,9 @@ impl TarFiles {
     /// compressed archive is read from its decompressed copy).
     pub fn from_file(file: File, path: &Path) -> Result<TarFiles> {
         let mut entries = HashMap::new();
+        // The entry whose data reaches furthest: (its end, its name), to tell a truncated
+        // archive (its data seeked past the end) from one without the file asked for.
+        let mut furthest: Option<(u64, String)> = None;
         {
             let mut tar = TarReader::new_seekable(BufReader::new(&file));
             let bad = |e: Error| match e {
@@ -198,6 +201,10 @@ impl TarFiles {
                     (tar::EntryType::Regular | tar::EntryType::Continuous, _)
                         if entry.sparse.is_none() =>
                     {
+                        let end = entry.data_offset.saturating_add(entry.size);
+                        if furthest.as_ref().is_none_or(|(e, _)| end > *e) {
+                            furthest = Some((end, name.clone()));
+                        }
                         TarKind::File {
                             offset: entry.data_offset,
                             size: entry.size,
@@ -210,6 +217,22 @@ impl TarFiles {
                 // Last entry of a name wins, as when extracting.
                 entries.insert(name, kind);
             }
+        }
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io_what(format!("reading {}", path.display()), e))?
+            .len();
+        if let Some((end, name)) = furthest
+            && end > len
+        {
+            return Err(Error::Invalid {
+                file: path.display().to_string(),
+                detail: format!(
+                    "the archive is truncated: {name} ends at byte {end}, but the archive ends \
+                     after {len} bytes ({} bytes missing)",
+                    end - len
+                ),
+            });
         }
         Ok(TarFiles {
             path: path.to_path_buf(),
