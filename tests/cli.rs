@@ -543,3 +543,22 @@ fn a_truncated_archive_says_truncated() {
     // The whole archive loads.
     fresh.ok(&["load", whole.to_str().unwrap()]);
 }
+
+/// Docker's spellings: `load -i FILE`, `system df`, `system prune`.
+#[test]
+fn docker_spellings_of_load_df_and_prune() {
+    let s = TestStore::new();
+    let src = TestStore::new();
+    src.load(&bb("latest", Spelling::Oci));
+    let tar = src.scratch("out").join("bb.tar");
+    src.ok(&["save", "busybox:latest", "-o", tar.to_str().unwrap()]);
+    let id = s.ok(&["load", "-q", "-i", tar.to_str().unwrap()]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(s.ok(&["images", "-q", "--no-trunc"]).trim(), id.trim());
+    // Both is a usage error (clap's status 2).
+    let both = s.run(&["load", "-i", tar.to_str().unwrap(), tar.to_str().unwrap()]);
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    assert_eq!(s.ok(&["system", "df"]), s.ok(&["df"]));
+    assert!(s.ok(&["system", "prune"]).contains("reclaimed"));
+}

@@ -22,8 +22,11 @@ Examples:
 pub struct Args {
     /// What to load: an OCI layout directory, an OCI archive, a docker-archive (format
     /// detected), or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF].
-    #[arg(value_name = "SOURCE")]
-    pub source: String,
+    #[arg(value_name = "SOURCE", required_unless_present = "input")]
+    pub source: Option<String>,
+    /// The archive to load, as `docker load -i FILE` spells it (the same as SOURCE).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "source")]
+    pub input: Option<String>,
     /// Name the image NAME[:TAG]. Replaces the name a tag-only ref name would get from
     /// the directory or archive name; full names in the source (RepoTags) are kept too.
     #[arg(short, long, value_name = "NAME[:TAG]")]
@@ -68,10 +71,11 @@ fn max_layer_size_from_env() -> anyhow::Result<u64> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let source = Source::parse(&args.source)?.ok_or_else(|| {
+    // (clap requires one of them)
+    let given = args.input.or(args.source).unwrap_or_default();
+    let source = Source::parse(&given)?.ok_or_else(|| {
         anyhow::anyhow!(
-            "{}: no such file or directory (give a path, or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF])",
-            args.source
+            "{given}: no such file or directory (give a path, or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF])"
         )
     })?;
     let store = Store::open(&ctx.root)?;

@@ -95,6 +95,24 @@ pub enum Command {
     Export(export::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
+    /// `df` and `prune` as Docker spells them: `system df`, `system prune`.
+    #[command(after_help = "\
+Examples:
+  layerfs system df        # the same as `layerfs df`
+  layerfs system prune     # the same as `layerfs prune`")]
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+/// `layerfs system …`, for Docker habits.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// The same as `layerfs df`.
+    Df(df::Args),
+    /// The same as `layerfs prune`.
+    Prune(prune::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -209,6 +227,10 @@ pub fn main() -> ExitCode {
         Command::Save(a) => save::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Completions(a) => completions::run(a),
+        Command::System { command } => match command {
+            SystemCommand::Df(a) => df::run(&ctx, a),
+            SystemCommand::Prune(a) => prune::run(&ctx, a),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
