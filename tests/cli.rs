@@ -562,3 +562,28 @@ fn docker_spellings_of_load_df_and_prune() {
     assert_eq!(s.ok(&["system", "df"]), s.ok(&["df"]));
     assert!(s.ok(&["system", "prune"]).contains("reclaimed"));
 }
+
+/// `images REPOSITORY[:TAG]`, as `docker images busybox`: only the rows of that name.
+#[test]
+fn images_of_one_repository_or_tag() {
+    let s = TestStore::new();
+    let id = s.load(&bb("latest", Spelling::Oci));
+    s.ok(&["tag", "busybox:latest", "busybox:2"]);
+    s.ok(&["tag", "busybox:latest", "other:1"]);
+    let rows = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = s.ok(&a).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(rows(&[]), ["busybox:2", "busybox:latest", "other:1"]);
+    assert_eq!(rows(&["busybox"]), ["busybox:2", "busybox:latest"]);
+    assert_eq!(rows(&["busybox:2"]), ["busybox:2"]);
+    assert_eq!(rows(&["docker.io/library/other:1"]), ["other:1"]);
+    assert!(rows(&["nosuch"]).is_empty());
+    let q = s.ok(&["images", "-q", "--no-trunc", "other"]);
+    assert_eq!(q.trim(), id.trim());
+    let table = s.ok(&["images", "nosuch"]);
+    assert!(table.starts_with("REPOSITORY"), "{table}");
+}

@@ -6,12 +6,15 @@ use serde_json::json;
 use super::Context;
 use super::format::Template;
 use super::load::{human_size, print_table};
+use crate::image::reference::Reference;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   layerfs images                                        # REPOSITORY TAG IMAGE ID CREATED SIZE
+  layerfs images busybox                                # every tag of one repository
+  layerfs images busybox:1.36                           # one tag
   layerfs images -q                                     # ids only (one per row)
   layerfs images --format '{{.Repository}}:{{.Tag}}'
   layerfs images --format 'table {{.ID}}\\t{{.Size}}'
@@ -19,6 +22,9 @@ Examples:
 
 Fields for --format: .ID .Repository .Tag .CreatedSince .CreatedAt .Size .Layers")]
 pub struct Args {
+    /// Only the images named REPOSITORY (every tag of it), or REPOSITORY:TAG.
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
     /// Print JSON (one object per image) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -43,7 +49,15 @@ struct JsonImage {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let store = Store::open(&ctx.root)?;
-    let images = store.list_images()?;
+    let mut images = store.list_images()?;
+    if let Some(r) = &args.reference {
+        let want = Wanted::parse(r)?;
+        // An image shows under the names that match only (untagged ones under none).
+        images.retain_mut(|i| {
+            i.tags.retain(|t| want.matches(t));
+            !i.tags.is_empty()
+        });
+    }
     if args.json {
         let out: Vec<JsonImage> = images
             .iter()
@@ -120,4 +134,26 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     }
     print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     Ok(())
+}
+
+/// `REPOSITORY[:TAG]` of `images`: without a tag, every tag of the repository (as
+/// `docker images busybox`).
+struct Wanted {
+    reference: Reference,
+    any_tag: bool,
+}
+
+impl Wanted {
+    fn parse(s: &str) -> anyhow::Result<Wanted> {
+        // (a tag follows the last ':' after the last '/': `localhost:5000/x` has none)
+        let last = &s[s.rfind('/').map_or(0, |i| i + 1)..];
+        Ok(Wanted {
+            reference: Reference::parse(s)?,
+            any_tag: !last.contains(':'),
+        })
+    }
+
+    fn matches(&self, t: &Reference) -> bool {
+        t.name() == self.reference.name() && (self.any_tag || t.tag() == self.reference.tag())
+    }
 }
