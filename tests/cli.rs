@@ -587,3 +587,19 @@ fn images_of_one_repository_or_tag() {
     let table = s.ok(&["images", "nosuch"]);
     assert!(table.starts_with("REPOSITORY"), "{table}");
 }
+
+/// `umount NAME` when there is no such container (and no such path) says that, not that
+/// ./NAME is not a mount point.
+#[test]
+fn umount_of_an_unknown_name_says_no_such_container() {
+    let s = TestStore::new();
+    let err = s.fail(&["umount", "nosuch"]);
+    assert!(
+        err.contains("no container or mount point named nosuch"),
+        "{err}"
+    );
+    // A path is still a path.
+    let dir = s.scratch("plain");
+    let err = s.fail(&["umount", dir.to_str().unwrap()]);
+    assert!(err.contains("is not a mount point"), "{err}");
+}

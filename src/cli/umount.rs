@@ -145,6 +145,15 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 Err(e) if is_unknown_container(&e) => continue,
                 r => r?,
             },
+            // Neither a container nor a path: say so, not that ./NAME is no mount point.
+            None if container::valid_name(&args.target)
+                && std::fs::symlink_metadata(&args.target).is_err() =>
+            {
+                bail!(
+                    "no container or mount point named {} (see `layerfs ps -a`)",
+                    args.target
+                )
+            }
             None => by_dir(&store, &args.target)?,
         };
         match step {

@@ -823,8 +823,7 @@ ALLOWED = [
     ('mount_ro', r'is already a mount point', 'dir-taken'),
     ('umount', r'container (\S+) is not mounted', 'unmounted'),
     ('umount', r'is busy \(a process uses it\)', 'busy'),
-    # (`umount NAME` without such a container takes NAME for a path in its directory)
-    ('umount', r'/cwd/([A-Za-z0-9]+) is not a mount point', 'absent-container'),
+    ('umount', r'no container or mount point named (\S+) ', 'absent-container'),
     ('umount', r'is not a mount point', 'dir-free'),
     ('umount', r'is not mounted$', 'dir-free'),
     ('commit', r'no such container: (\S+)', 'absent-container'),
