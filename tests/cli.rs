@@ -603,3 +603,31 @@ fn umount_of_an_unknown_name_says_no_such_container() {
     let err = s.fail(&["umount", dir.to_str().unwrap()]);
     assert!(err.contains("is not a mount point"), "{err}");
 }
+
+/// `history -q` and `history --format`, as Docker spells them.
+#[test]
+fn history_quiet_and_format() {
+    let s = TestStore::new();
+    let id = s.load(&bb("latest", Spelling::Oci));
+    let table = s.ok(&["history", "busybox"]);
+    let rows = table.lines().count() - 1;
+    let q = s.ok(&["-q", "history", "busybox"]);
+    let ids: Vec<&str> = q.lines().collect();
+    assert_eq!(ids.len(), rows, "{q}");
+    assert_eq!(ids[0], &id.trim()[7..19]);
+    assert!(ids[1..].iter().all(|i| *i == "<missing>"), "{q}");
+    let f = s.ok(&["history", "--format", "{{.ID}}|{{.Size}}", "busybox"]);
+    let lines: Vec<&str> = f.lines().collect();
+    assert_eq!(lines.len(), rows, "{f}");
+    assert!(
+        lines[0].starts_with(&format!("{}|", &id.trim()[7..19])),
+        "{f}"
+    );
+    let t = s.ok(&[
+        "history",
+        "--format",
+        "table {{.ID}}\\t{{.CreatedBy}}",
+        "busybox",
+    ]);
+    assert!(t.starts_with("IMAGE"), "{t}");
+}

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Context;
+use super::format::Template;
 use super::load::{human_size, image_arg, print_table};
 use crate::store::{LayerRecord, Store, layers};
 
@@ -13,7 +14,11 @@ Examples:
   layerfs history busybox                  # newest first, sizes as Docker computes them
   layerfs history --no-trunc busybox       # full ids and commands
   layerfs history -H=false busybox         # bytes and RFC 3339 dates
-  layerfs history --json busybox")]
+  layerfs history --json busybox
+  layerfs -q history busybox               # ids only (<missing> where Docker shows it)
+  layerfs history --format '{{.ID}} {{.Size}} {{.CreatedBy}}' busybox
+
+Fields for --format: .ID .CreatedSince .CreatedAt .CreatedBy .Size .Comment")]
 pub struct Args {
     /// Image: name[:tag], id, id prefix, or anything `load` accepts.
     #[arg(value_name = "IMAGE")]
@@ -36,6 +41,9 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Go-template-like format (see the examples).
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "json")]
+    pub format: Option<String>,
 }
 
 /// Docker truncates CREATED BY to this many characters.
@@ -141,6 +149,39 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             vec![id, created, by, size, r.comment.clone()]
         })
         .collect();
+    // `-q` (global): the IMAGE column only, as `docker history -q`.
+    if ctx.quiet {
+        for r in &table {
+            println!("{}", r[0]);
+        }
+        return Ok(());
+    }
+    if let Some(t) = args.format.as_deref().map(Template::parse).transpose()? {
+        let values: Vec<serde_json::Value> = table
+            .iter()
+            .zip(&rows)
+            .map(|(r, row)| {
+                serde_json::json!({
+                    "ID": r[0],
+                    "CreatedSince": crate::time::human_since_str(row.created.as_deref(), now),
+                    "CreatedAt": row.created.clone().unwrap_or_default(),
+                    "CreatedBy": r[2],
+                    "Size": r[3],
+                    "Comment": r[4],
+                })
+            })
+            .collect();
+        t.print(
+            &values,
+            &[
+                ("ID", "IMAGE"),
+                ("CreatedSince", "CREATED"),
+                ("CreatedAt", "CREATED AT"),
+                ("CreatedBy", "CREATED BY"),
+            ],
+        );
+        return Ok(());
+    }
     let created = if args.human { "CREATED" } else { "CREATED AT" };
     print_table(&["IMAGE", created, "CREATED BY", "SIZE", "COMMENT"], &table);
     Ok(())
