@@ -37,6 +37,7 @@ pub mod fdtree;
 pub mod fuse;
 pub mod image;
 pub mod mountinfo;
+pub mod ownership;
 pub mod regular;
 pub mod store;
 pub mod sys;

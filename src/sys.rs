@@ -541,6 +541,24 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Root of the initial user namespace: may give files any owner. Root of a user
+/// namespace (`unshare -Ur`, `podman unshare`) is not: it may chown to its few mapped ids
+/// only, and what it writes belongs to a plain user on the host.
+pub fn is_host_root() -> bool {
+    is_root() && !in_user_namespace()
+}
+
+/// This process runs in a user namespace other than the initial one (whose uid map is
+/// the identity over all 2^32 − 1 ids).
+pub fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(m) => m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        // No /proc: assume the usual case.
+        Err(_) => false,
+    })
+}
+
 /// One entry of a directory listing (never `.` or `..`).
 #[derive(Debug, Clone)]
 pub struct DirEntry {

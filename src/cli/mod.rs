@@ -123,9 +123,11 @@ pub struct Context {
     pub verbose: u8,
 }
 
-/// Default store location: `/var/lib/layerfs` for root, else the XDG data dir.
+/// Default store location: `/var/lib/layerfs` for the host's root, else the XDG data
+/// dir (root of a user namespace included: `unshare -Urm` keeps the caller's HOME, and
+/// /var/lib is not its to write).
 pub fn default_root() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if crate::sys::is_host_root() {
         return PathBuf::from("/var/lib/layerfs");
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

@@ -35,7 +35,7 @@ use super::daemon::{self, Ready, Serve};
 use super::load::image_arg;
 use crate::container::mount::Request;
 use crate::container::{self, mount};
-use crate::fuse::{Access, MountConfig};
+use crate::fuse::{Access, IdMap, Ids, MountConfig};
 use crate::mountinfo;
 use crate::store::{ImageRecord, Store, mounts};
 use crate::union::{Options, Stack};
@@ -92,6 +92,32 @@ pub struct Args {
     /// until it is unmounted).
     #[arg(long)]
     pub overmount: bool,
+    /// Show owner ids through a mapping, as podman's --uidmap does:
+    /// CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT…] (the image's ids are HOST here; ids
+    /// outside every range show as 65534). Nothing is copied or re-owned.
+    #[arg(long, value_name = "MAP", value_parser = check_ids)]
+    pub uidmap: Option<String>,
+    /// The same for group ids.
+    #[arg(long, value_name = "MAP", value_parser = check_ids)]
+    pub gidmap: Option<String>,
+}
+
+fn check_ids(s: &str) -> Result<String, String> {
+    Ids::parse(s).map(|_| s.to_string())
+}
+
+/// How owners show by default: as the image says, except for a plain user outside a
+/// user namespace, to whom every file shows as theirs (squashed, as fuse-overlayfs'
+/// `squash_to_uid` does), so the mount is theirs to read and write while diff and commit
+/// still see the image's owners.
+fn default_ids() -> IdMap {
+    if crate::sys::is_root() || crate::sys::in_user_namespace() {
+        return IdMap::default();
+    }
+    IdMap {
+        uid: Ids::squashed(nix::unistd::geteuid().as_raw()),
+        gid: Ids::squashed(nix::unistd::getegid().as_raw()),
+    }
 }
 
 impl Args {
@@ -109,6 +135,20 @@ impl Args {
             suid: self.suid,
             noatime: false,
             threads: self.threads.unwrap_or_else(super::overlay::default_threads),
+            ids: match (&self.uidmap, &self.gidmap) {
+                (None, None) => default_ids(),
+                (u, g) => {
+                    let ids = |m: &Option<String>| {
+                        m.as_deref()
+                            .and_then(|m| Ids::parse(m).ok())
+                            .unwrap_or_default()
+                    };
+                    IdMap {
+                        uid: ids(u),
+                        gid: ids(g),
+                    }
+                }
+            },
         }
     }
 
@@ -123,6 +163,11 @@ impl Args {
         .into_iter()
         .filter(|(on, _)| *on)
         .map(|(_, flag)| flag.into())
+        .chain(
+            [("--uidmap", &self.uidmap), ("--gidmap", &self.gidmap)]
+                .into_iter()
+                .filter_map(|(f, v)| v.as_ref().map(|v| format!("{f}={v}").into())),
+        )
         .collect()
     }
 }

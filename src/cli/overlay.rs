@@ -10,7 +10,10 @@
 //! Options we do not support are ignored with a warning, as fuse-overlayfs does; warnings
 //! go to syslog (to stderr with `-d`), never to the caller's output. `ro` with an
 //! `upperdir` shows the upper layer, read-only. `relatime` (the default), `strictatime`,
-//! `noatime` and `nodiratime` decide what reads do to access times.
+//! `noatime` and `nodiratime` decide what reads do to access times. `uidmapping=`,
+//! `gidmapping=` (`CONTAINER:HOST:COUNT[:…]`, a leading colon allowed), `squash_to_root`,
+//! `squash_to_uid=` and `squash_to_gid=` change how owners show, not what is stored;
+//! `xattr_permissions=2` keeps ownership in `user.containers.override_stat` records.
 //!
 //! Who may enter the mount and whether device nodes and setuid bits count are
 //! fuse-overlayfs's: as root `allow_other,suid` and `nodev` (libfuse's default), otherwise
@@ -27,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::daemon::{self, Ready, Serve};
-use crate::fuse::{Access, MountConfig};
+use crate::fuse::{Access, IdMap, Ids, MountConfig};
 use crate::union::{Atime, LayerSpec, Options, Stack, WorkSpec};
 
 /// True when argv (without argv[0]) is a fuse-overlayfs style invocation
@@ -57,6 +60,10 @@ pub struct OverlayArgs {
     pub timeout: Option<Duration>,
     /// `relatime` / `strictatime` / `noatime` / `nodiratime` as given.
     pub atime: Option<Atime>,
+    /// `uidmapping=` / `gidmapping=` / `squash_to_*`: how owners show.
+    pub ids: IdMap,
+    /// `xattr_permissions=2`: ownership kept in `user.containers.override_stat`.
+    pub owner_marks: bool,
     pub warnings: Vec<String>,
 }
 
@@ -189,6 +196,20 @@ pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
                     a.debug = true;
                 }
             }
+            ("uidmapping", Some(v)) => a.ids.uid = Ids::parse(v).map_err(anyhow::Error::msg)?,
+            ("gidmapping", Some(v)) => a.ids.gid = Ids::parse(v).map_err(anyhow::Error::msg)?,
+            ("squash_to_root", None) => {
+                a.ids.uid = Ids::squashed(0);
+                a.ids.gid = Ids::squashed(0);
+            }
+            ("squash_to_uid", Some(v)) => {
+                a.ids.uid = Ids::squashed(v.parse().with_context(|| format!("invalid {o}"))?)
+            }
+            ("squash_to_gid", Some(v)) => {
+                a.ids.gid = Ids::squashed(v.parse().with_context(|| format!("invalid {o}"))?)
+            }
+            ("xattr_permissions", Some("0")) => a.owner_marks = false,
+            ("xattr_permissions", Some("2")) => a.owner_marks = true,
             ("fsname", Some(v)) => a.source = Some(v.to_string()),
             ("subtype", _) => {}
             ("threaded", Some(v)) => {
@@ -347,6 +368,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             options.upper_ttl = t;
         }
         options.atime = a.atime.unwrap_or_default();
+        options.owner_marks = a.owner_marks;
         let (access, dev, suid) = a.exposure(nix::unistd::geteuid().is_root());
         let serve = Serve {
             stack,
@@ -360,6 +382,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
                 suid,
                 noatime: a.atime == Some(Atime::Never),
                 threads: a.threads.unwrap_or_else(default_threads),
+                ids: a.ids.clone(),
             },
         };
         daemon::serve(serve, &mut ready, || {})
@@ -450,7 +473,8 @@ mod tests {
         assert_eq!(a.upperdir, Some(PathBuf::from("/store/U")));
         assert_eq!(a.workdir, Some(PathBuf::from("/store/W")));
         assert_eq!(a.mountpoint, PathBuf::from("/mnt/x"));
-        assert_eq!(a.warnings.len(), 1);
+        assert_eq!(a.ids.uid.show(1), 0);
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     }
 
     #[test]

@@ -483,6 +483,11 @@ fn copy_root_meta(from: &std::os::fd::OwnedFd, to: &std::os::fd::OwnedFd) -> std
         to,
         nix::sys::stat::Mode::from_bits_truncate(m.st_mode & 0o7777),
     )?;
+    // Rootless: the owner the image root is meant to have is in its record.
+    let record = std::ffi::OsStr::new(crate::ownership::XATTR);
+    if let Some(v) = crate::sys::getxattr(crate::sys::At::Fd(from.as_fd()), record)? {
+        crate::sys::setxattr(crate::sys::At::Fd(to.as_fd()), record, &v, 0)?;
+    }
     let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
     nix::sys::stat::futimens(
         to,

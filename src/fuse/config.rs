@@ -34,6 +34,8 @@ pub struct MountConfig {
     /// `noatime` on the mount itself (what reads do to atimes is the union's `Atime`).
     pub noatime: bool,
     pub threads: usize,
+    /// How owners show.
+    pub ids: super::IdMap,
 }
 
 impl MountConfig {

@@ -7,6 +7,7 @@
 
 mod config;
 mod convert;
+mod ids;
 
 use std::ffi::OsStr;
 use std::io;
@@ -15,18 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::trace;
 
 pub use config::{Access, MountConfig};
 use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
+pub use ids::{IdMap, Ids};
 
 use crate::container::control::WriteGate;
-use crate::union::{Attr, Entry, Fh, FsError, NodeId, OpenReply, SetAttr, Union};
+use crate::union::{Attr, Caller, Entry, Fh, FsError, NodeId, OpenReply, SetAttr, Union};
 
 /// The union as a `fuser::Filesystem`.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub struct FuseFs {
     /// Every request that changes the mount passes it (`crate::container::control` closes it for a
     /// snapshot).
     gate: Arc<WriteGate>,
+    /// How owners show (the mount configuration's).
+    ids: IdMap,
 }
 
 impl FuseFs {
@@ -44,20 +48,57 @@ impl FuseFs {
 
     /// A mount whose writes wait while `gate` is frozen.
     pub fn with_gate(union: Arc<Union>, gate: Arc<WriteGate>) -> FuseFs {
-        FuseFs { union, gate }
+        FuseFs {
+            union,
+            gate,
+            ids: IdMap::default(),
+        }
     }
 
     /// Mounts at `mountpoint`; the returned session is live (INIT done) and waits for
     /// `run()`.
-    pub fn mount(self, mountpoint: &Path, cfg: &MountConfig) -> io::Result<fuser::Session<FuseFs>> {
+    pub fn mount(
+        mut self,
+        mountpoint: &Path,
+        cfg: &MountConfig,
+    ) -> io::Result<fuser::Session<FuseFs>> {
+        self.ids = cfg.ids.clone();
         fuser::Session::new(self, mountpoint, &cfg.fuser_config())
+    }
+
+    /// Attributes as the kernel gets them: owners as the mapping shows them.
+    fn shown(&self, mut fa: FileAttr) -> FileAttr {
+        if !self.ids.is_identity() {
+            fa.uid = self.ids.uid.show(fa.uid);
+            fa.gid = self.ids.gid.show(fa.gid);
+        }
+        fa
+    }
+
+    fn entry_attr(&self, e: &Entry) -> FileAttr {
+        self.shown(entry_attr(e))
+    }
+
+    /// The caller, in the union's ids (EINVAL when the mapping does not reach it).
+    fn caller(&self, req: &Request, umask: u32) -> Result<Caller, FsError> {
+        let mut c = caller(req, umask);
+        c.uid = self.ids.uid.store(c.uid).ok_or(FsError::EINVAL)?;
+        c.gid = self.ids.gid.store(c.gid).ok_or(FsError::EINVAL)?;
+        Ok(c)
+    }
+
+    fn reply_entry(&self, op: &str, ino: INodeNo, r: Result<Entry, FsError>, reply: ReplyEntry) {
+        match r {
+            Ok(e) => reply.entry(&e.ttl, &self.entry_attr(&e), Generation(e.generation)),
+            Err(e) => reply.error(fail(op, ino.0, e)),
+        }
     }
 
     /// Answers with a node's attributes (its node id is the inode number the kernel knows).
     fn reply_attr(&self, op: &str, ino: INodeNo, r: Result<Attr, FsError>, reply: ReplyAttr) {
         match r {
             Ok(a) => {
-                let mut fa = file_attr(&a);
+                let mut fa = self.shown(file_attr(&a));
                 fa.ino = ino;
                 reply.attr(&self.union.ttl_of(NodeId(ino.0)), &fa)
             }
@@ -85,13 +126,6 @@ fn open_flags(o: &OpenReply) -> FopenFlags {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
     f
-}
-
-fn reply_entry(op: &str, ino: INodeNo, r: Result<Entry, FsError>, reply: ReplyEntry) {
-    match r {
-        Ok(e) => reply.entry(&e.ttl, &entry_attr(&e), Generation(e.generation)),
-        Err(e) => reply.error(fail(op, ino.0, e)),
-    }
 }
 
 fn reply_empty(op: &str, ino: INodeNo, r: Result<(), FsError>, reply: ReplyEmpty) {
@@ -139,7 +173,7 @@ impl Filesystem for FuseFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         trace!("lookup({}, {name:?})", parent.0);
         match self.union.lookup(id(parent), name) {
-            Ok(e) => reply.entry(&e.ttl, &entry_attr(&e), Generation(e.generation)),
+            Ok(e) => reply.entry(&e.ttl, &self.entry_attr(&e), Generation(e.generation)),
             Err(e) if e == FsError::ENOENT => {
                 // A negative entry (node id 0) the kernel may cache: names only change
                 // through this mount, and the kernel drops it itself when one is created.
@@ -180,6 +214,12 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         let _w = self.gate.enter();
+        let (Some(uid), Some(gid)) = (
+            uid.map_or(Some(None), |u| self.ids.uid.chown(u)),
+            gid.map_or(Some(None), |g| self.ids.gid.chown(g)),
+        ) else {
+            return reply.error(fail("setattr", ino.0, FsError::EINVAL));
+        };
         let ch = SetAttr {
             mode,
             uid,
@@ -210,10 +250,11 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let _w = self.gate.enter();
-        let r = self
-            .union
-            .mknod(id(parent), name, mode, u64::from(rdev), &caller(req, umask));
-        reply_entry("mknod", parent, r, reply);
+        let r = self.caller(req, umask).and_then(|c| {
+            self.union
+                .mknod(id(parent), name, mode, u64::from(rdev), &c)
+        });
+        self.reply_entry("mknod", parent, r, reply);
     }
 
     fn mkdir(
@@ -227,9 +268,9 @@ impl Filesystem for FuseFs {
     ) {
         let _w = self.gate.enter();
         let r = self
-            .union
-            .mkdir(id(parent), name, mode, &caller(req, umask));
-        reply_entry("mkdir", parent, r, reply);
+            .caller(req, umask)
+            .and_then(|c| self.union.mkdir(id(parent), name, mode, &c));
+        self.reply_entry("mkdir", parent, r, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -253,10 +294,11 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let _w = self.gate.enter();
-        let r = self
-            .union
-            .symlink(id(parent), link_name, target.as_os_str(), &caller(req, 0));
-        reply_entry("symlink", parent, r, reply);
+        let r = self.caller(req, 0).and_then(|c| {
+            self.union
+                .symlink(id(parent), link_name, target.as_os_str(), &c)
+        });
+        self.reply_entry("symlink", parent, r, reply);
     }
 
     fn rename(
@@ -286,7 +328,7 @@ impl Filesystem for FuseFs {
     ) {
         let _w = self.gate.enter();
         let r = self.union.link(id(ino), id(newparent), newname);
-        reply_entry("link", ino, r, reply);
+        self.reply_entry("link", ino, r, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -431,7 +473,7 @@ impl Filesystem for FuseFs {
                     next,
                     &e.name,
                     &en.ttl,
-                    &entry_attr(en),
+                    &self.entry_attr(en),
                     Generation(en.generation),
                 ),
                 // "." and "..": the kernel takes only the name and inode number.
@@ -587,12 +629,12 @@ impl Filesystem for FuseFs {
     ) {
         let _w = self.gate.enter();
         match self
-            .union
-            .create(id(parent), name, mode, flags, &caller(req, umask))
+            .caller(req, umask)
+            .and_then(|c| self.union.create(id(parent), name, mode, flags, &c))
         {
             Ok((e, o)) => reply.created(
                 &e.ttl,
-                &entry_attr(&e),
+                &self.entry_attr(&e),
                 Generation(e.generation),
                 FileHandle(o.fh.0),
                 open_flags(&o),

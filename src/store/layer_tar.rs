@@ -79,16 +79,6 @@ fn marker(like: &FileStat, perm: u32) -> Leaf {
     }
 }
 
-/// `uid:gid:mode` of a rootless unpack's ownership record.
-fn parse_override(v: &[u8]) -> Option<(u64, u64, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let mut it = s.split(':');
-    let uid = it.next()?.parse().ok()?;
-    let gid = it.next()?.parse().ok()?;
-    let mode = u32::from_str_radix(it.next()?.trim_start_matches('0'), 8).unwrap_or(0);
-    Some((uid, gid, mode & 0o7777))
-}
-
 impl Tree for LayerDirTree {
     type Dir = Rc<OwnedFd>;
 
@@ -106,9 +96,10 @@ impl Tree for LayerDirTree {
         if let Some(at) = Self::at(n)
             && matches!(out.kind, FileKind::Regular | FileKind::Directory)
             && let Ok(Some(v)) = sys::getxattr(at, OsStr::new(OVERRIDE_STAT_XATTR))
-            && let Some((uid, gid, perm)) = parse_override(&v)
+            && let Some(o) = crate::ownership::Override::parse(&v)
+            && o.applies_to(out.kind)
         {
-            (out.uid, out.gid, out.perm) = (uid, gid, perm);
+            (out.uid, out.gid, out.perm) = (u64::from(o.uid), u64::from(o.gid), o.perm);
         }
         Ok(out)
     }
@@ -364,13 +355,6 @@ impl Read for PipeReader {
 mod tests {
     use super::*;
     use std::fs::File;
-
-    #[test]
-    fn overrides() {
-        assert_eq!(parse_override(b"0:0:0755"), Some((0, 0, 0o755)));
-        assert_eq!(parse_override(b"1000:100:04711"), Some((1000, 100, 0o4711)));
-        assert_eq!(parse_override(b"x"), None);
-    }
 
     /// Kernel-format whiteouts and opaque directories come out as `.wh.` entries, and
     /// overlay xattrs stay out (needs root: char 0/0 and trusted.* xattrs).

@@ -331,9 +331,10 @@ impl Store {
         Ok(*self.styles.get_or_init(|| styles))
     }
 
-    /// How unpack keeps ownership: chown as root, `override_stat` xattrs otherwise.
+    /// How unpack keeps ownership: chown as the host's root, `override_stat` xattrs
+    /// otherwise (root of a user namespace included: most ids are not its to give).
     pub fn ownership(&self) -> Ownership {
-        if crate::sys::is_root() {
+        if crate::sys::is_host_root() {
             Ownership::Chown
         } else {
             Ownership::OverrideStat

@@ -9,6 +9,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, fstat, fstatat};
 use nix::sys::time::TimeSpec;
 
+use crate::ownership::{self, Override};
 use crate::sys::{self, At};
 use crate::whiteout;
 
@@ -64,7 +65,7 @@ impl Union {
                 None => self.handles.fd_of_node(node.id),
             };
             let st = match fd {
-                Some(fd) => fstat(&fd)?,
+                Some(ref fd) => fstat(fd)?,
                 None => match self.upper_stat(node) {
                     Ok(Some(st)) => st,
                     _ => {
@@ -78,6 +79,16 @@ impl Union {
             };
             let mut a = Attr::from_stat(&st, node.id.0);
             a.nlink = 0;
+            if self.opts.owner_marks {
+                match fd {
+                    Some(fd) => self.present_record(At::Fd(fd.as_fd()), &mut a),
+                    None => {
+                        if let Ok(r) = self.read_ref(node) {
+                            self.present_record(r.at(), &mut a);
+                        }
+                    }
+                }
+            }
             return Ok(a);
         }
         let st = match self.upper_stat(node)? {
@@ -111,6 +122,10 @@ impl Union {
                 .is_some_and(|d| usize::from(d.upper().is_some()) + d.lowers().len() > 1);
         let counted = s.dir().and_then(|d| d.listing().subdirs());
         drop(s);
+        if self.opts.owner_marks && matches!(a.kind, FileKind::Regular | FileKind::Directory) {
+            let r = self.read_ref(node)?;
+            self.present_record(r.at(), &mut a);
+        }
         if merged {
             let subdirs = match counted {
                 Some(n) => n,
@@ -119,6 +134,36 @@ impl Union {
             a.nlink = 2u32.saturating_add(subdirs);
         }
         Ok(a)
+    }
+
+    /// Applies the ownership record of the inode at `at` (rootless layers: see
+    /// [`crate::ownership`]) to `a`: the owner, group and mode the mount shows, and what
+    /// diff, commit and export write.
+    fn present_record(&self, at: At<'_>, a: &mut Attr) {
+        if let Some(o) = self.owner_record(at, a.kind) {
+            a.uid = o.uid;
+            a.gid = o.gid;
+            a.perm = o.perm as u16;
+        }
+    }
+
+    /// The ownership record of the inode at `at`, of type `kind`, if the union keeps
+    /// records and it has one that applies.
+    pub(crate) fn owner_record(&self, at: At<'_>, kind: FileKind) -> Option<Override> {
+        if !self.opts.owner_marks || !matches!(kind, FileKind::Regular | FileKind::Directory) {
+            return None;
+        }
+        match sys::getxattr(at, OsStr::new(ownership::XATTR)) {
+            Ok(Some(v)) => Override::parse(&v).filter(|o| o.applies_to(kind)),
+            _ => None,
+        }
+    }
+
+    /// Xattr names never shown through the mount: the union's own, and the ownership
+    /// records where the union keeps them.
+    fn hidden_xattr(&self, name: &OsStr) -> bool {
+        whiteout::is_internal_xattr(name)
+            || (self.opts.owner_marks && name == OsStr::new(ownership::XATTR))
     }
 
     /// getattr: `fh` when the kernel has an open file at hand.
@@ -182,7 +227,21 @@ impl Union {
         {
             self.copy_up(&node, CopyMode::Meta)?;
             let fd = self.upper_inode(&node)?;
-            apply_meta(fd.as_fd(), kind, ch)?;
+            let mut host = *ch;
+            // Ownership kept in a record changes there; the host inode keeps its owner.
+            if let Some(mut o) = self.owner_record(At::Fd(fd.as_fd()), kind) {
+                o.uid = ch.uid.unwrap_or(o.uid);
+                o.gid = ch.gid.unwrap_or(o.gid);
+                o.perm = ch.mode.map_or(o.perm, |m| m & 0o7777);
+                sys::setxattr(
+                    At::Fd(fd.as_fd()),
+                    OsStr::new(ownership::XATTR),
+                    o.format().as_bytes(),
+                    0,
+                )?;
+                (host.uid, host.gid) = (None, None);
+            }
+            apply_meta(fd.as_fd(), kind, &host)?;
         }
         self.attr_of(&node, ch.fh)
     }
@@ -210,7 +269,7 @@ impl Union {
 
     /// getxattr: `size == 0` asks for the length only.
     pub fn getxattr(&self, id: NodeId, name: &OsStr, size: u32) -> Result<Vec<u8>> {
-        if whiteout::is_internal_xattr(name) {
+        if self.hidden_xattr(name) {
             return Err(FsError::ENODATA);
         }
         let node = self.node(id)?;
@@ -224,7 +283,7 @@ impl Union {
         let r = self.read_ref(&node)?;
         let mut out = Vec::new();
         for n in sys::listxattr(r.at())? {
-            if !whiteout::is_internal_xattr(&n) {
+            if !self.hidden_xattr(&n) {
                 out.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()));
                 out.push(0);
             }
@@ -233,7 +292,7 @@ impl Union {
     }
 
     pub fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        if whiteout::is_internal_xattr(name) {
+        if self.hidden_xattr(name) {
             return Err(FsError::EPERM);
         }
         self.writer()?;
@@ -246,7 +305,7 @@ impl Union {
     }
 
     pub fn removexattr(&self, id: NodeId, name: &OsStr) -> Result<()> {
-        if whiteout::is_internal_xattr(name) {
+        if self.hidden_xattr(name) {
             return Err(FsError::ENODATA);
         }
         self.writer()?;

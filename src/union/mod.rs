@@ -109,6 +109,11 @@ pub struct Options {
     /// a node then names its parent by id, so the fds a walk holds do not grow with its
     /// depth. Always on for a writable union (copy-up goes up the tree).
     pub hold_parents: bool,
+    /// Ownership is kept in `user.containers.override_stat` records where the host
+    /// refuses it (a rootless store, fuse-overlayfs' `xattr_permissions=2`): they are
+    /// what the union reports, chown/chmod change them, new entries get one, and the
+    /// record itself is never listed. On by default unless this is the host's root.
+    pub owner_marks: bool,
 }
 
 impl Default for Options {
@@ -119,6 +124,7 @@ impl Default for Options {
             atime: Atime::default(),
             dir_nlink: true,
             hold_parents: true,
+            owner_marks: !crate::sys::is_host_root(),
         }
     }
 }

@@ -151,12 +151,17 @@ impl Union {
         let pfd = self.copy_up_dir(&pnode)?;
         // The upper parent carries the merged parent's owner, mode and ACLs.
         let pst = fstat(&pfd)?;
-        let setgid_parent = pst.st_mode & libc::S_ISGID != 0;
-        let gid = if setgid_parent {
-            pst.st_gid
+        // Where ownership is kept in records, the entry gets one instead of a chown (the
+        // parent's setgid and group are its record's too).
+        let marked = self.opts.owner_marks && matches!(kind, NewKind::File { .. } | NewKind::Dir);
+        let (pperm, pgid) = if self.opts.owner_marks {
+            let a = self.attr_of(&pnode, None)?;
+            (u32::from(a.perm), a.gid)
         } else {
-            caller.gid
+            (pst.st_mode, pst.st_gid)
         };
+        let setgid_parent = pperm & libc::S_ISGID != 0;
+        let gid = if setgid_parent { pgid } else { caller.gid };
         // POSIX.1e: under a default ACL the umask does not apply; the ACL masks the mode
         // (the backing filesystem does it, and passes the ACL on, as it does for setgid).
         let default_acl = self.default_acl(&pnode, &pfd)?;
@@ -191,9 +196,23 @@ impl Union {
         let finish = (|| -> Result<FileStat> {
             let made = fstat(&fd)?;
             let mut st = made;
-            // We create as ourselves: give the entry to the caller (a no-op skipped for
-            // root's own creations), then put back the bits chown clears.
-            if st.st_uid != caller.uid || st.st_gid != gid {
+            if marked {
+                let mut perm = st.st_mode & 0o7777;
+                if kind.is_dir() && setgid_parent {
+                    perm |= libc::S_ISGID;
+                }
+                let o = crate::ownership::Override::new(caller.uid, gid, perm);
+                sys::setxattr(
+                    At::Fd(fd.as_fd()),
+                    OsStr::new(crate::ownership::XATTR),
+                    o.format().as_bytes(),
+                    0,
+                )?;
+                (st.st_uid, st.st_gid, st.st_mode) =
+                    (caller.uid, gid, (st.st_mode & !0o7777) | perm);
+            } else if st.st_uid != caller.uid || st.st_gid != gid {
+                // We create as ourselves: give the entry to the caller (a no-op skipped
+                // for root's own creations), then put back the bits chown clears.
                 sys::chown_fd(fd.as_fd(), Some(caller.uid), Some(gid))?;
                 st = fstat(&fd)?;
                 if !matches!(kind, NewKind::Symlink(_)) && st.st_mode != made.st_mode {

@@ -90,6 +90,34 @@ pub fn require_fuse() {
     );
 }
 
+/// Lets unprivileged users mount FUSE: /dev/fuse is 0600 on these machines, 0666 where
+/// the fuse3 package set it up (the usual mode).
+pub fn fuse_for_users() {
+    require_fuse();
+    run_ok(Command::new("chmod").args(["666", "/dev/fuse"]));
+}
+
+/// Gives `user` a subordinate id range of 200000 ids from 1000000 (in /etc/subuid and
+/// /etc/subgid, once), so that `unshare --map-auto` maps every id of the fixtures (the
+/// busybox image has a uid 100000 file).
+pub fn subids_for(user: &str) {
+    require_root("it writes /etc/subuid and /etc/subgid");
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let have = fs::read_to_string(f).unwrap_or_default();
+        if !have.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+            let mut w = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(f)
+                .unwrap();
+            w.write_all(format!("{user}:1000000:200000\n").as_bytes())
+                .unwrap();
+        }
+    }
+}
+
 /// The unprivileged user tests act as (nobody).
 pub const NOBODY: u32 = 65534;
 

@@ -269,6 +269,15 @@ impl<'a> Unpacker<'a> {
         name: &str,
     ) -> Result<()> {
         for (k, v) in xattrs {
+            // Rootless, the record is ours: one in the tar would overwrite (or forge) it.
+            if self.opts.ownership == Ownership::OverrideStat
+                && k.as_os_str() == OsStr::new(OVERRIDE_STAT_XATTR)
+            {
+                log::warn!(
+                    "entry {name:?}: dropping xattr {OVERRIDE_STAT_XATTR} (rootless, layerfs keeps ownership there itself)"
+                );
+                continue;
+            }
             match sys::setxattr(at, k, v, 0) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -300,13 +309,11 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Rootless: records ownership the host cannot give us (regular files and
-    /// directories only: other types cannot carry user.* xattrs).
+    /// Rootless: records the entry's ownership (regular files and directories only:
+    /// other types cannot carry user.* xattrs). Always, even where the host owner is the
+    /// same id: in a user namespace the host owner reads as another id.
     pub(super) fn override_stat(&self, at: At<'_>, meta: &Meta, name: &str) -> Result<()> {
-        if meta.uid == self.uid && meta.gid == self.gid {
-            return Ok(());
-        }
-        let v = format!("{}:{}:0{:o}", meta.uid, meta.gid, meta.mode);
+        let v = crate::ownership::Override::new(meta.uid, meta.gid, meta.mode).format();
         sys::setxattr(at, OsStr::new(OVERRIDE_STAT_XATTR), v.as_bytes(), 0)
             .map_err(|e| Error::entry_io(name, "cannot record ownership", e))
     }

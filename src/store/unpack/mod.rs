@@ -96,7 +96,7 @@ pub enum Ownership {
 }
 
 /// fuse-overlayfs / containers-storage's xattr for ownership kept in metadata.
-pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
+pub const OVERRIDE_STAT_XATTR: &str = crate::ownership::XATTR;
 
 /// The default bound on what one layer may unpack to (sum of its files' apparent sizes):
 /// 64 GiB, several times the largest layers of real images (CUDA and ML images reach
@@ -147,6 +147,22 @@ pub fn unpack_recording<R: Read>(
     opts: &UnpackOptions,
     layout: Option<&dyn ContentSink>,
 ) -> Result<UnpackStats> {
+    if opts.ownership == Ownership::OverrideStat {
+        // The layer root is root's, as the host's root would make it, unless the tar
+        // says otherwise (a `./` entry replaces this record).
+        let root = |e| Error::entry_io("./", "cannot record the layer root's ownership", e);
+        let perm = nix::sys::stat::fstat(dest)
+            .map_err(|e| root(errno_io(e)))?
+            .st_mode;
+        let v = crate::ownership::Override::new(0, 0, perm).format();
+        crate::sys::setxattr(
+            crate::sys::At::Fd(dest),
+            OsStr::new(OVERRIDE_STAT_XATTR),
+            v.as_bytes(),
+            0,
+        )
+        .map_err(root)?;
+    }
     let mut u = Unpacker {
         root: dest,
         opts,
@@ -158,8 +174,6 @@ pub fn unpack_recording<R: Read>(
         buf: vec![0u8; COPY_BUF],
         stats: UnpackStats::default(),
         openat2: true,
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
     };
     let mut tar = TarReader::new(reader);
     while let Some(entry) = tar.next_entry()? {
@@ -201,8 +215,6 @@ struct Unpacker<'a> {
     stats: UnpackStats,
     /// Cleared when the kernel lacks openat2 (before 5.6): the O_NOFOLLOW walk is used.
     openat2: bool,
-    uid: u32,
-    gid: u32,
 }
 
 impl<'a> Unpacker<'a> {
