@@ -309,6 +309,19 @@ impl OverlayArgs {
         if let Some(s) = &self.source {
             o.push_str(&format!(",fsname={}", s.replace(',', "\\,")));
         }
+        for opt in self
+            .ids
+            .uid
+            .options("uid")
+            .into_iter()
+            .chain(self.ids.gid.options("gid"))
+        {
+            o.push(',');
+            o.push_str(&opt);
+        }
+        if self.owner_marks {
+            o.push_str(",xattr_permissions=2");
+        }
         vec![
             "-f".into(),
             "-o".into(),
@@ -562,7 +575,11 @@ mod tests {
     #[test]
     fn foreground_args_round_trip() {
         let a = parse(
-            &s(&["-o", "lowerdir=/a\\:b:/c,upperdir=/u,workdir=/w", "/m"]),
+            &s(&[
+                "-o",
+                "lowerdir=/a\\:b:/c,upperdir=/u,workdir=/w,uidmapping=:0:1:5:5:0:1,squash_to_gid=7,xattr_permissions=2",
+                "/m",
+            ]),
             Path::new("/"),
         )
         .unwrap();
@@ -574,6 +591,8 @@ mod tests {
         let b = parse(&again, Path::new("/")).unwrap();
         assert_eq!(a.lowerdirs, b.lowerdirs);
         assert_eq!(a.upperdir, b.upperdir);
+        assert_eq!((&a.ids, a.owner_marks), (&b.ids, b.owner_marks));
+        assert!(!b.ids.is_identity() && b.owner_marks);
         assert!(b.foreground);
     }
 }

@@ -69,6 +69,24 @@ impl Ids {
         self.ranges.is_empty() && self.squash.is_none()
     }
 
+    /// The options that give this mapping again (`uidmapping=…`, `squash_to_uid=…` for
+    /// `kind` "uid"), for a daemon started with them.
+    pub fn options(&self, kind: &str) -> Vec<String> {
+        let mut o = Vec::new();
+        if !self.ranges.is_empty() {
+            let spec: Vec<String> = self
+                .ranges
+                .iter()
+                .map(|r| format!("{}:{}:{}", r.shown, r.stored, r.count))
+                .collect();
+            o.push(format!("{kind}mapping={}", spec.join(":")));
+        }
+        if let Some(id) = self.squash {
+            o.push(format!("squash_to_{kind}={id}"));
+        }
+        o
+    }
+
     /// The id the mount shows for stored id `id`; the overflow id when no range has it.
     pub fn show(&self, id: u32) -> u32 {
         if let Some(s) = self.squash {
@@ -135,6 +153,9 @@ mod tests {
         assert_eq!(m.store(1006), Some(0));
         assert_eq!(m.store(1007), Some(1007));
         assert_eq!(m.store(300000), None);
+        let again = Ids::parse(&m.options("uid")[0]["uidmapping=".len()..]).unwrap();
+        assert_eq!(again, m);
+        assert_eq!(Ids::squashed(3).options("gid"), ["squash_to_gid=3"]);
     }
 
     #[test]

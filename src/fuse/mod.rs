@@ -79,11 +79,12 @@ impl FuseFs {
         self.shown(entry_attr(e))
     }
 
-    /// The caller, in the union's ids (EINVAL when the mapping does not reach it).
+    /// The caller, in the union's ids (EOVERFLOW when the mapping does not reach it, as
+    /// on an idmapped mount).
     fn caller(&self, req: &Request, umask: u32) -> Result<Caller, FsError> {
         let mut c = caller(req, umask);
-        c.uid = self.ids.uid.store(c.uid).ok_or(FsError::EINVAL)?;
-        c.gid = self.ids.gid.store(c.gid).ok_or(FsError::EINVAL)?;
+        c.uid = self.ids.uid.store(c.uid).ok_or(FsError::EOVERFLOW)?;
+        c.gid = self.ids.gid.store(c.gid).ok_or(FsError::EOVERFLOW)?;
         Ok(c)
     }
 

@@ -38,6 +38,7 @@ impl FsError {
         EBADF,
         ENODATA,
         ENAMETOOLONG,
+        EOVERFLOW,
         EXDEV,
         ENOSYS,
         ERANGE,
