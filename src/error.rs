@@ -55,6 +55,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A runtime bundle the image cannot give (no command, a user it lacks…).
+    #[error("cannot make a runtime bundle: {0}")]
+    Bundle(String),
+
     /// A document that parses but breaks a rule of its format.
     #[error("{file}: {detail}")]
     Invalid { file: String, detail: String },

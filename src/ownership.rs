@@ -68,6 +68,17 @@ impl Override {
     }
 }
 
+/// This process's effective uid and gid (which a rootless union takes for root's).
+pub fn own_ids() -> (u32, u32) {
+    static OWN: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    })
+}
+
 fn parse_type(t: &str) -> Option<(FileKind, Option<(u32, u32)>)> {
     Some(match t {
         "file" => (FileKind::Regular, None),

@@ -25,6 +25,7 @@ mod prune;
 mod ps;
 mod rm;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 mod umount;
@@ -93,6 +94,10 @@ pub enum Command {
     Save(save::Args),
     /// Write a container's merged tree as one tar, like `docker export`.
     Export(export::Args),
+    /// Mount a container as an OCI runtime bundle: DIR/rootfs and DIR/config.json.
+    Bundle(run::BundleArgs),
+    /// Run an image's command in a container with crun or runc (no networking).
+    Run(run::RunArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// `df` and `prune` as Docker spells them: `system df`, `system prune`.
@@ -164,6 +169,9 @@ pub fn raise_nofile_limit() {
 
 /// Prints an error chain the way users read it and returns the failure exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(ExitWith(code)) = err.downcast_ref::<ExitWith>() {
+        return ExitCode::from(*code);
+    }
     if err.downcast_ref::<StdoutClosed>().is_some() {
         log::debug!("stdout was closed by its reader");
         return ExitCode::from(128 + libc::SIGPIPE as u8);
@@ -171,6 +179,19 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     eprintln!("layerfs: error: {err:#}");
     ExitCode::FAILURE
 }
+
+/// The command ends with this status and nothing more to say (`run` passes on the
+/// container's).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
 
 /// Stdout was closed by its reader (`layerfs export C | head`): the command ends without a
 /// word, with the status of a process that SIGPIPE ended, as tar and other tools do.
@@ -228,6 +249,8 @@ pub fn main() -> ExitCode {
         Command::Df(a) => df::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
+        Command::Bundle(a) => run::bundle(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
         Command::Completions(a) => completions::run(a),
         Command::System { command } => match command {
             SystemCommand::Df(a) => df::run(&ctx, a),

@@ -109,14 +109,15 @@ fn check_ids(s: &str) -> Result<String, String> {
 /// How owners show by default: as the image says, except for a plain user outside a
 /// user namespace, to whom every file shows as theirs (squashed, as fuse-overlayfs'
 /// `squash_to_uid` does), so the mount is theirs to read and write while diff and commit
-/// still see the image's owners.
+/// still see the image's owners; they act as the container's root (see
+/// [`Ids::user_as_root`]), which is what a rootless runc container's root is.
 fn default_ids() -> IdMap {
     if crate::sys::is_root() || crate::sys::in_user_namespace() {
         return IdMap::default();
     }
     IdMap {
-        uid: Ids::squashed(nix::unistd::geteuid().as_raw()),
-        gid: Ids::squashed(nix::unistd::getegid().as_raw()),
+        uid: Ids::user_as_root(nix::unistd::geteuid().as_raw()),
+        gid: Ids::user_as_root(nix::unistd::getegid().as_raw()),
     }
 }
 

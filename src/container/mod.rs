@@ -18,6 +18,7 @@
 //! and `commit` use it. The store never imports it: it keeps the records, which is all
 //! `rmi`, `prune` and `df`'s totals need of a container.
 
+pub mod bundle;
 pub mod control;
 mod dir;
 pub mod export;

@@ -19,6 +19,9 @@ struct Range {
 pub struct Ids {
     ranges: Vec<Range>,
     squash: Option<u32>,
+    /// The squash id, when it comes from the kernel (a caller, a chown), stands for this
+    /// stored id (see [`Ids::user_as_root`]).
+    squash_stores: Option<u32>,
 }
 
 impl Ids {
@@ -26,8 +29,20 @@ impl Ids {
     /// nothing.
     pub fn squashed(id: u32) -> Ids {
         Ids {
-            ranges: Vec::new(),
             squash: Some(id),
+            ..Ids::default()
+        }
+    }
+
+    /// A plain user's own mount outside a user namespace: every file shows as theirs, and
+    /// they play the container's root, as rootless runc and podman map them. What they
+    /// create or chown to themselves is stored as root's (a rootless container's root,
+    /// whose uid is theirs on the host, makes what a rootful one would).
+    pub fn user_as_root(id: u32) -> Ids {
+        Ids {
+            squash: Some(id),
+            squash_stores: Some(0),
+            ..Ids::default()
         }
     }
 
@@ -61,7 +76,7 @@ impl Ids {
         }
         Ok(Ids {
             ranges,
-            squash: None,
+            ..Ids::default()
         })
     }
 
@@ -104,6 +119,11 @@ impl Ids {
     /// The id to store for id `id` as the kernel sends it (a caller, a chown); `None`
     /// when no range reaches it.
     pub fn store(&self, id: u32) -> Option<u32> {
+        if let Some(stored) = self.squash_stores
+            && self.squash == Some(id)
+        {
+            return Some(stored);
+        }
         if self.ranges.is_empty() {
             return Some(id);
         }
@@ -116,7 +136,7 @@ impl Ids {
     /// What a chown to `id` stores: nothing when ids are squashed to it (every file
     /// already shows as `id`), else the stored id.
     pub fn chown(&self, id: u32) -> Option<Option<u32>> {
-        if self.squash == Some(id) {
+        if self.squash == Some(id) && self.squash_stores.is_none() {
             return Some(None);
         }
         self.store(id).map(Some)
@@ -164,6 +184,9 @@ mod tests {
         assert_eq!((s.show(0), s.show(100000)), (1004, 1004));
         assert_eq!(s.chown(1004), Some(None));
         assert_eq!(s.chown(5), Some(Some(5)));
+        let u = Ids::user_as_root(1004);
+        assert_eq!((u.show(0), u.show(1000)), (1004, 1004));
+        assert_eq!((u.store(1004), u.chown(1004)), (Some(0), Some(Some(0))));
         assert!(Ids::default().is_identity());
         assert_eq!(Ids::default().show(7), 7);
     }

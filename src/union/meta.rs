@@ -122,7 +122,7 @@ impl Union {
                 .is_some_and(|d| usize::from(d.upper().is_some()) + d.lowers().len() > 1);
         let counted = s.dir().and_then(|d| d.listing().subdirs());
         drop(s);
-        if self.opts.owner_marks && matches!(a.kind, FileKind::Regular | FileKind::Directory) {
+        if self.opts.owner_marks {
             let r = self.read_ref(node)?;
             self.present_record(r.at(), &mut a);
         }
@@ -139,11 +139,25 @@ impl Union {
     /// Applies the ownership record of the inode at `at` (rootless layers: see
     /// [`crate::ownership`]) to `a`: the owner, group and mode the mount shows, and what
     /// diff, commit and export write.
+    /// Without a record (a symlink, a fifo, what an older store wrote), an entry of
+    /// ours is root's: we are the container's root, as a user namespace mapping root to
+    /// us would show it (inside one, our ids read as 0 already).
     fn present_record(&self, at: At<'_>, a: &mut Attr) {
-        if let Some(o) = self.owner_record(at, a.kind) {
-            a.uid = o.uid;
-            a.gid = o.gid;
-            a.perm = o.perm as u16;
+        match self.owner_record(at, a.kind) {
+            Some(o) => {
+                a.uid = o.uid;
+                a.gid = o.gid;
+                a.perm = o.perm as u16;
+            }
+            None => {
+                let (uid, gid) = ownership::own_ids();
+                if a.uid == uid {
+                    a.uid = 0;
+                }
+                if a.gid == gid {
+                    a.gid = 0;
+                }
+            }
         }
     }
 
@@ -228,6 +242,13 @@ impl Union {
             self.copy_up(&node, CopyMode::Meta)?;
             let fd = self.upper_inode(&node)?;
             let mut host = *ch;
+            if self.opts.owner_marks {
+                // A chown to the owner it has changes nothing (and an entry without a
+                // record could not take one it lacks).
+                let now = self.attr_of(&node, ch.fh)?;
+                host.uid = host.uid.filter(|u| *u != now.uid);
+                host.gid = host.gid.filter(|g| *g != now.gid);
+            }
             // Ownership kept in a record changes there; the host inode keeps its owner.
             if let Some(mut o) = self.owner_record(At::Fd(fd.as_fd()), kind) {
                 o.uid = ch.uid.unwrap_or(o.uid);

@@ -212,8 +212,15 @@ impl Union {
                     (caller.uid, gid, (st.st_mode & !0o7777) | perm);
             } else if st.st_uid != caller.uid || st.st_gid != gid {
                 // We create as ourselves: give the entry to the caller (a no-op skipped
-                // for root's own creations), then put back the bits chown clears.
-                sys::chown_fd(fd.as_fd(), Some(caller.uid), Some(gid))?;
+                // for root's own creations), then put back the bits chown clears. A
+                // symlink or fifo cannot carry a record: rootless, it stays ours.
+                match sys::chown_fd(fd.as_fd(), Some(caller.uid), Some(gid)) {
+                    Ok(()) => {}
+                    Err(e)
+                        if self.opts.owner_marks
+                            && matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 st = fstat(&fd)?;
                 if !matches!(kind, NewKind::Symlink(_)) && st.st_mode != made.st_mode {
                     sys::chmod_fd(fd.as_fd(), made.st_mode & 0o7777)?;

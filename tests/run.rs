@@ -1,0 +1,150 @@
+//! `layerfs run` and `layerfs bundle` (issue 21): an image's command in a real container
+//! (runc) on a layerfs mount, as root and as a plain user, its output and exit status
+//! passed through, the container kept or removed, and what it wrote committed with the
+//! owners a rootful container gives them.
+//!
+//! Needs root (to act as nobody too), /dev/fuse, runc and jq (installed by .ci/run).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn layerfs_as(uid: u32, s: &TestStore) -> Command {
+    let mut c = command_as(uid, bin());
+    c.arg("--root")
+        .arg(&s.root)
+        .env("HOME", s.dir.path())
+        .env("XDG_RUNTIME_DIR", "")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn store_for(uid: u32) -> TestStore {
+    fuse_for_users();
+    let s = TestStore::new();
+    std::os::unix::fs::chown(s.dir.path(), Some(uid), Some(uid)).unwrap();
+    run_ok(layerfs_as(uid, &s).args(["load", "-q", &bb("latest", Spelling::Oci)]));
+    s
+}
+
+/// The command's output and status come through; --rm leaves nothing, --name keeps the
+/// layer for diff and commit; the owners committed are root's, as the container's root
+/// made the files — for root and, rootless, for nobody alike.
+#[test]
+fn run_passes_output_and_status_and_keeps_the_layer() {
+    for uid in [0, NOBODY] {
+        let s = store_for(uid);
+        let out = layerfs_as(uid, &s)
+            .args([
+                "run",
+                "--rm",
+                "busybox",
+                "sh",
+                "-c",
+                "echo hello; id -u; exit 3",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello\n0\n",
+            "uid {uid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(3), "uid {uid}");
+        let ps = run_ok(layerfs_as(uid, &s).args(["ps", "-a", "-q"]));
+        assert_eq!(ps.trim(), "", "--rm left a container (uid {uid})");
+        run_ok(layerfs_as(uid, &s).args([
+            "run",
+            "--name",
+            "keep",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /srv/www && echo kept > /srv/www/k && ln -s k /srv/www/l",
+        ]));
+        let diff = run_ok(layerfs_as(uid, &s).args(["diff", "keep"]));
+        assert!(diff.contains("A /srv/www/k"), "uid {uid}: {diff}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains("layerfs:keep"), "the mount outlived run");
+        run_ok(layerfs_as(uid, &s).args(["commit", "keep", "kept:1"]));
+        let tar = s.dir.path().join("kept.tar");
+        run_ok(layerfs_as(uid, &s).args(["save", "kept:1", "-o"]).arg(&tar));
+        let x = s.dir.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        let tv = run_ok(Command::new("sh").arg("-ec").arg(format!(
+            "tar -C {x} -xf {t}; tar tvnf {x}/$(jq -r '.[0].Layers[-1]' {x}/manifest.json)",
+            x = x.display(),
+            t = tar.display()
+        )));
+        for name in ["srv/", "srv/www/", "srv/www/k", "srv/www/l -> k"] {
+            let line = tv.lines().find(|l| l.ends_with(name)).unwrap_or_else(|| {
+                panic!("uid {uid}: no {name} in\n{tv}");
+            });
+            assert!(line.contains(" 0/0 "), "uid {uid}: {line}");
+        }
+    }
+}
+
+/// A bundle runc runs by itself: config.json from the image config (command replaced
+/// after --), the rootfs the container's mount.
+#[test]
+fn bundle_runs_with_runc() {
+    let s = store_for(0);
+    let b = s.dir.path().join("b");
+    let name = run_ok(layerfs_as(0, &s).args(["bundle", "busybox"]).arg(&b).args([
+        "--name",
+        "bb",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/hostname; echo $HOSTNAME",
+    ]));
+    assert_eq!(name.trim(), "bb");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["process"]["args"][0], "sh");
+    assert_eq!(cfg["root"]["path"], "rootfs");
+    let out = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg(format!("layerfs-test-{}", std::process::id()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "layerfs-busybox\nbb\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(layerfs_as(0, &s).args(["umount", "bb"]));
+}
+
+/// A runtime that is not there: a clear error, and the mount does not stay behind.
+#[test]
+fn a_missing_runtime_is_named() {
+    let s = store_for(0);
+    let out = layerfs_as(0, &s)
+        .args([
+            "run",
+            "--runtime",
+            "/nonexistent/crun",
+            "--name",
+            "x",
+            "busybox",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/nonexistent/crun") && err.contains("install crun or runc"),
+        "{err}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("layerfs:x "), "the mount stayed");
+}
