@@ -269,3 +269,35 @@ fn a_layer_cannot_forge_the_records() {
         "{out}"
     );
 }
+
+/// A store on a filesystem without user xattrs cannot keep a plain user's owners: load
+/// says so and what to do, and leaves nothing behind.
+#[test]
+fn a_store_without_user_xattrs_is_refused_clearly() {
+    let r = Rootless::new();
+    let fs = r.dir().join("ramfs");
+    std::fs::create_dir(&fs).unwrap();
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(&fs),
+    );
+    let _umount = common::mount::Unmount(vec![fs.clone()]);
+    std::os::unix::fs::chown(&fs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = command_as(NOBODY, bin())
+        .arg("--root")
+        .arg(fs.join("store"))
+        .args(["load", "-q", &bb("latest", Spelling::Oci)])
+        .env("HOME", r.dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("keeps no user extended attributes") && err.contains("--root DIR"),
+        "{err}"
+    );
+    for d in ["layers", "tmp"] {
+        assert!(names(&fs.join("store").join(d)).is_empty(), "{d} not empty");
+    }
+}

@@ -150,7 +150,19 @@ pub fn unpack_recording<R: Read>(
     if opts.ownership == Ownership::OverrideStat {
         // The layer root is root's, as the host's root would make it, unless the tar
         // says otherwise (a `./` entry replaces this record).
-        let root = |e| Error::entry_io("./", "cannot record the layer root's ownership", e);
+        let root = |e: std::io::Error| {
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                return Error::IoWhat {
+                    what: "the store's filesystem keeps no user extended attributes (tmpfs \
+                           before Linux 6.6, ramfs, some NFS), where a plain user's store \
+                           keeps the images' owners: put the store on ext4, xfs or btrfs \
+                           (--root DIR, or $XDG_DATA_HOME)"
+                        .into(),
+                    source: e,
+                };
+            }
+            Error::entry_io("./", "cannot record the layer root's ownership", e)
+        };
         let perm = nix::sys::stat::fstat(dest)
             .map_err(|e| root(errno_io(e)))?
             .st_mode;
