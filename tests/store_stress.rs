@@ -101,10 +101,15 @@ fn sweep(dir: &Path) -> Vec<String> {
     left
 }
 
-fn run(seed: u32, seconds: u32) {
+/// Runs the driver as `uid` (0, or a plain user whose store is then rootless).
+fn run(seed: u32, seconds: u32, uid: u32) {
     require_fuse();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stress/store_stress.py");
     let tmp = tempdir();
+    if uid != 0 {
+        common::fuse_for_users();
+        std::os::unix::fs::chown(tmp.path(), Some(uid), Some(uid)).unwrap();
+    }
     let dir = tmp.path().join("s");
     let rerun = format!(
         "python3 {} {} DIR {seed} {seconds}",
@@ -112,7 +117,8 @@ fn run(seed: u32, seconds: u32) {
         bin().display()
     );
     println!("store stress: seed {seed}, {seconds} s (rerun: {rerun})");
-    let mut child = Command::new("python3")
+    let mut child = common::command_as(uid, "/usr/bin/python3")
+        .env("HOME", tmp.path())
         .arg(&script)
         .arg(bin())
         .arg(&dir)
@@ -183,5 +189,17 @@ fn concurrent_store_commands_fit_a_serial_order() {
     run(
         env_u32("STORE_STRESS_SEED", 1),
         env_u32("STORE_STRESS_SECONDS", 15),
+        0,
+    );
+}
+
+/// The same as a plain user (nobody): a rootless store (owners in records), mounts
+/// through fusermount3, unmounts through `fusermount3 -u`.
+#[test]
+fn concurrent_rootless_store_commands_fit_a_serial_order() {
+    run(
+        env_u32("STORE_STRESS_SEED", 2),
+        env_u32("STORE_STRESS_SECONDS", 10),
+        common::NOBODY,
     );
 }

@@ -34,16 +34,27 @@ pub enum Unmounted {
 pub fn unmount(dir: &Path) -> Result<Unmounted> {
     match nix::mount::umount2(dir, nix::mount::MntFlags::empty()) {
         Ok(()) => Ok(Unmounted::Done),
+        // A plain user's mount: fusermount3 does it, and says what went wrong only in
+        // words (the same cases as umount2's errnos below).
         Err(nix::errno::Errno::EPERM) => {
-            let st = std::process::Command::new("fusermount3")
+            let out = std::process::Command::new("fusermount3")
                 .arg("-u")
                 .arg(dir)
-                .status()
+                .stdin(std::process::Stdio::null())
+                .output()
                 .map_err(|e| Error::io_what("running fusermount3", e))?;
-            if !st.success() {
-                return Err(Error::UnmountFailed(dir.to_path_buf()));
+            if out.status.success() {
+                return Ok(Unmounted::Done);
             }
-            Ok(Unmounted::Done)
+            let said = String::from_utf8_lossy(&out.stderr);
+            if said.contains("Device or resource busy") {
+                return Err(Error::MountPointBusy(dir.to_path_buf()));
+            }
+            if said.contains("not found in /etc/mtab") || said.contains("not mounted") {
+                return Ok(Unmounted::WasNot);
+            }
+            log::warn!("fusermount3 -u {}: {}", dir.display(), said.trim());
+            Err(Error::UnmountFailed(dir.to_path_buf()))
         }
         Err(nix::errno::Errno::EINVAL) => Ok(Unmounted::WasNot),
         Err(nix::errno::Errno::EBUSY) => Err(Error::MountPointBusy(dir.to_path_buf())),

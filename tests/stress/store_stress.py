@@ -843,6 +843,9 @@ OK_STDERR = [
     r'^layerfs: waiting for (the|another) commit of container \S+ to finish$',
     r'^layerfs: waiting for container \S+: (its mount daemon is starting|its mount has ended '
     r'and its daemon is letting go of it|another layerfs command is mounting or removing it)$',
+    # Run as a plain user: the fixture's file capability cannot be kept (warned).
+    r'^\[\S+ WARN  layerfs::store::unpack::create\] entry "data/cap-file": xattr '
+    r'security.capability needs privileges \(rootless\), dropped$',
 ]
 
 
