@@ -148,3 +148,51 @@ fn a_missing_runtime_is_named() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("layerfs:x "), "the mount stayed");
 }
+
+/// crun runs a bundle too. This machine's cgroups are the v1/v2 hybrid crun refuses (so
+/// `layerfs run` picks runc here, which the test above uses): the test hides the v2
+/// hierarchy in a mount namespace of its own, as the fixtures README says, and asks for
+/// crun by name.
+#[test]
+fn crun_runs_the_bundle_and_run_names_it() {
+    assert!(
+        Command::new("crun")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "this test needs crun (apt-get install crun; .ci/run installs it)"
+    );
+    let s = store_for(0);
+    let b = s.dir.path().join("b");
+    run_ok(layerfs_as(0, &s).args(["bundle", "busybox"]).arg(&b).args([
+        "--name",
+        "cb",
+        "--",
+        "sh",
+        "-c",
+        "echo in-crun",
+    ]));
+    let hide = "if [ -e /sys/fs/cgroup/unified/cgroup.controllers ]; then \
+                mount -t tmpfs none /sys/fs/cgroup/unified; fi";
+    let out = run_ok(
+        Command::new("unshare")
+            .args(["-m", "sh", "-ec"])
+            .arg(format!(
+                "{hide}; crun run --bundle {} layerfs-crun-{}",
+                b.display(),
+                std::process::id()
+            )),
+    );
+    assert_eq!(out, "in-crun\n");
+    run_ok(layerfs_as(0, &s).args(["umount", "cb"]));
+    let out = run_ok(
+        Command::new("unshare")
+            .args(["-m", "sh", "-ec"])
+            .arg(format!(
+                "{hide}; {} --root {} run --rm --runtime crun busybox echo via-run",
+                bin().display(),
+                s.root.display()
+            )),
+    );
+    assert_eq!(out, "via-run\n");
+}

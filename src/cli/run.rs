@@ -173,7 +173,9 @@ pub fn bundle(ctx: &Context, a: BundleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The runtime to use: as asked, else crun when installed, else runc.
+/// The runtime to use: as asked, else crun when installed, else runc. crun refuses a
+/// host whose cgroup v2 hierarchy has controllers while v1 is mounted too (the "hybrid"
+/// layout of systemd before v247, still found): runc then, when it is there.
 fn runtime(asked: Option<&str>) -> String {
     if let Some(r) = asked {
         return r.to_string();
@@ -182,7 +184,14 @@ fn runtime(asked: Option<&str>) -> String {
         std::env::var_os("PATH")
             .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
     };
-    if installed("crun") { "crun" } else { "runc" }.to_string()
+    let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|c| !c.trim().is_empty());
+    if installed("crun") && !(hybrid && installed("runc")) {
+        "crun"
+    } else {
+        "runc"
+    }
+    .to_string()
 }
 
 /// Where a plain user's runtime keeps its state (root's runtime uses its default).
