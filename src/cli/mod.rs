@@ -16,6 +16,7 @@ mod diff;
 mod export;
 mod format;
 mod history;
+mod image_arg;
 mod images;
 mod inspect;
 mod load;
