@@ -36,6 +36,7 @@ pub mod error;
 pub mod fdtree;
 pub mod fuse;
 pub mod image;
+pub mod interrupt;
 pub mod mountinfo;
 pub mod ownership;
 pub mod regular;

@@ -45,8 +45,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 bail!("refusing to write a tar to a terminal: give -o FILE or redirect stdout");
             }
             super::on_stdout(
-                export::export_container(&store, &args.container, stdout.lock())
-                    .with_context(|| format!("cannot export {}", args.container)),
+                export::export_container(
+                    &store,
+                    &args.container,
+                    crate::interrupt::Checked(stdout.lock()),
+                )
+                .with_context(|| format!("cannot export {}", args.container)),
             )?
         }
     };

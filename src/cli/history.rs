@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::Context;
 use super::format::Template;
-use super::load::{human_size, image_arg, print_table};
+use super::image_arg::image_arg;
+use super::load::{human_size, print_table};
 use crate::store::{LayerRecord, Store, layers};
 
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::Context;
 use super::format::Template;
-use super::load::image_arg;
+use super::image_arg::image_arg;
 use crate::store::{Store, at};
 
 #[derive(Debug, clap::Args)]

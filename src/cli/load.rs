@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::Context;
 use crate::image::Source;
 use crate::store::progress::{LayerEvent, Progress};
-use crate::store::{ImageRecord, Store, load};
+use crate::store::{Store, load};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -63,7 +63,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// `--max-layer-size` for loads that other commands do: from the environment, else the
 /// default.
-fn max_layer_size_from_env() -> anyhow::Result<u64> {
+pub(crate) fn max_layer_size_from_env() -> anyhow::Result<u64> {
     match std::env::var(MAX_LAYER_SIZE_ENV) {
         Ok(v) => parse_size(&v).map_err(|e| anyhow::anyhow!("{MAX_LAYER_SIZE_ENV}: {e}")),
         Err(_) => Ok(crate::store::unpack::DEFAULT_MAX_LAYER_SIZE),
@@ -97,33 +97,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An IMAGE argument of any command: something `load` accepts (loaded first, quietly
-/// unless progress is wanted), else a name, id or id prefix in the store.
-pub(crate) fn image_arg(ctx: &Context, store: &Store, arg: &str) -> anyhow::Result<ImageRecord> {
-    if let Some(source) = Source::parse(arg)? {
-        let opts = load::LoadOptions {
-            tag: None,
-            max_layer_size: max_layer_size_from_env()?,
-        };
-        let id = load::load(store, &source, &opts, &Bars::new(ctx.quiet))
-            .with_context(|| format!("cannot load {source}"))?;
-        return store
-            .image(&id)?
-            .ok_or_else(|| anyhow::anyhow!("image {id} vanished from the store"));
-    }
-    Ok(store.resolve_image(arg)?)
-}
-
 /// A load's progress on stderr when it is a terminal (and `-q` was not given): one bar
 /// per layer of the image being loaded, in image order.
-struct Bars {
+pub(crate) struct Bars {
     shown: bool,
     /// The current image's bars, each image under a display of its own.
     image: Mutex<Option<(MultiProgress, Vec<ProgressBar>)>>,
 }
 
 impl Bars {
-    fn new(quiet: bool) -> Bars {
+    pub(crate) fn new(quiet: bool) -> Bars {
         Bars {
             shown: !quiet && std::io::stderr().is_terminal(),
             image: Mutex::new(None),

@@ -16,6 +16,7 @@ mod diff;
 mod export;
 mod format;
 mod history;
+mod image_arg;
 mod images;
 mod inspect;
 mod load;
@@ -232,6 +233,20 @@ pub fn main() -> ExitCode {
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
+    // Commands that write stop cleanly on Ctrl-C/SIGTERM (see `crate::interrupt`); the
+    // mount daemon has its own signal handling, the rest are quick.
+    let stoppable = matches!(
+        cli.command,
+        Command::Load(_)
+            | Command::Save(_)
+            | Command::Commit(_)
+            | Command::Export(_)
+            | Command::Inspect(_)
+            | Command::History(_)
+    );
+    if stoppable && let Err(e) = crate::interrupt::arm() {
+        log::warn!("Ctrl-C will not clean up: {e}");
+    }
     let result = match cli.command {
         Command::Load(a) => load::run(&ctx, a),
         Command::Images(a) => images::run(&ctx, a),
@@ -257,9 +272,27 @@ pub fn main() -> ExitCode {
             SystemCommand::Prune(a) => prune::run(&ctx, a),
         },
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e),
+    finish(result)
+}
+
+/// The exit of a command: an error reported, or an interruption (see `crate::interrupt`).
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    if !crate::interrupt::settle() {
+        // The signal thread is ending the process.
+        loop {
+            std::thread::park();
+        }
+    }
+    match (result, crate::interrupt::requested()) {
+        (Ok(()), _) => ExitCode::SUCCESS,
+        // Whatever failed after a stop was asked for failed because of it.
+        (Err(e), Some(sig)) => {
+            log::debug!("after a stop was asked for: {e:#}");
+            crate::interrupt::remove_own_staging();
+            eprintln!("layerfs: interrupted");
+            ExitCode::from(128u8.saturating_add(u8::try_from(sig).unwrap_or(0)))
+        }
+        (Err(e), None) => report(&e),
     }
 }
 

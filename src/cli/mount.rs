@@ -32,7 +32,7 @@ use anyhow::{Context as _, bail};
 
 use super::Context;
 use super::daemon::{self, Ready, Serve};
-use super::load::image_arg;
+use super::image_arg::image_arg;
 use crate::container::mount::Request;
 use crate::container::{self, mount};
 use crate::fuse::{Access, IdMap, Ids, MountConfig};

@@ -23,8 +23,9 @@ pub fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
     }
     if report.tmp_entries > 0 {
         println!(
-            "Removed {} leftover(s) of interrupted work from {}",
+            "Removed {} leftover(s) of interrupted work ({}) from {}",
             report.tmp_entries,
+            human_size(report.tmp_bytes),
             store.shown(at::TMP).display()
         );
     }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, bail};
 
 use super::Context;
-use super::load::image_arg;
+use super::image_arg::image_arg;
 use crate::container::bundle::{self, BundleOptions};
 use crate::store::Store;
 

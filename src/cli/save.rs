@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::Context;
-use super::load::image_arg;
+use super::image_arg::{note_if_path_too, resolve, spelled_as_path};
 use crate::image::output::Target;
-use crate::image::{Compression, Reference, Source};
+use crate::image::{Compression, Reference};
 use crate::store::Store;
 use crate::store::save::{self, SaveFormat, SaveImage, SaveOptions};
 
@@ -66,7 +66,8 @@ fn is_name_only(arg: &str) -> bool {
 /// The images an argument stands for, with the names to save them under (Docker's rules:
 /// `repo:tag` that name; `repo` every tag of the repository; an id no name).
 fn requests_for(ctx: &Context, store: &Store, arg: &str) -> anyhow::Result<Vec<SaveImage>> {
-    if Source::parse(arg)?.is_none()
+    // A name in the store wins over a path of that spelling (see `image_arg`).
+    if !spelled_as_path(arg)
         && is_name_only(arg)
         && let Ok(wanted) = Reference::parse(arg)
     {
@@ -87,14 +88,15 @@ fn requests_for(ctx: &Context, store: &Store, arg: &str) -> anyhow::Result<Vec<S
             });
         }
         if !out.is_empty() {
+            note_if_path_too(arg, &format!("repository {}", wanted.familiar_name()));
             return Ok(out);
         }
     }
-    let image = image_arg(ctx, store, arg)?;
+    let (image, loaded) = resolve(ctx, store, arg)?;
     let names = match Reference::parse(arg) {
-        Ok(r) if image.tags.contains(&r) => vec![r],
         // Loaded from a source: the names it was given.
-        _ if Source::parse(arg)?.is_some() => image.tags.clone(),
+        _ if loaded => image.tags.clone(),
+        Ok(r) if image.tags.contains(&r) => vec![r],
         _ => Vec::new(),
     };
     Ok(vec![SaveImage { image, names }])

@@ -36,6 +36,7 @@ use crate::container::Layers;
 use crate::digest::{Digest, Hashing, chain_ids};
 use crate::error::{Error, Result};
 use crate::image::{Compression, Reference};
+use crate::interrupt::Checked;
 use crate::store::images::{self, ImageRecord, LayerRecord};
 use crate::store::layers::{self, LayerInfo, LayerSource};
 use crate::store::unpack::{DEFAULT_MAX_LAYER_SIZE, UnpackOptions};
@@ -183,13 +184,14 @@ fn read_layer(
     let views = Views::of_container(store, c)?;
     let file = store.dir().open_write(path, true)?;
     let path = &store.shown(path);
-    let out = BufWriter::with_capacity(1 << 20, Hashing::new(file));
+    // Stops at Ctrl-C (the staging directory is removed by the caller).
+    let out = BufWriter::with_capacity(1 << 20, Hashing::new(Checked(file)));
     let (out, stats) = layer::write_layer(&views, out, opts)?;
     let hashing = out
         .into_inner()
         .map_err(|e| Error::io(path, e.into_error()))?;
     let (diff_id, size) = (hashing.digest(), hashing.count());
-    let mut file = hashing.into_inner();
+    let mut file = hashing.into_inner().0;
     file.flush().map_err(|e| Error::io(path, e))?;
     Ok((diff_id, size, stats))
 }

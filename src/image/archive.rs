@@ -65,7 +65,7 @@ fn unnamed_file(dir: BorrowedFd<'_>) -> io::Result<File> {
 /// Decompresses archive `path` into an unnamed file in `scratch`, positioned at its start.
 pub fn decompress_to_temp(path: &Path, c: Compression, scratch: Scratch<'_>) -> Result<File> {
     let mut out = unnamed_file(scratch.dir).map_err(|e| Error::io(scratch.shown, e))?;
-    let mut r = decoder(path, c)?;
+    let mut r = crate::interrupt::Checked(decoder(path, c)?);
     io::copy(&mut r, &mut out).map_err(|e| match e.kind() {
         io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
             Error::UnknownFormat {

@@ -388,6 +388,8 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Ctrl-C: the temporary file is removed when dropped.
+        crate::interrupt::check()?;
         self.buffered()?.write(buf)
     }
 

@@ -23,6 +23,7 @@ use super::compress::Written;
 use super::output::{AtomicFile, StageDir, Target};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::interrupt::Checked;
 
 /// Tar block size.
 const BLOCK: u64 = 512;
@@ -128,8 +129,13 @@ impl Sink {
     ) -> Result<Written> {
         let out = self.out().to_path_buf();
         match self {
-            Sink::Dir(s) => s.stream(fill).map_err(|e| Error::io(&out, e)),
-            Sink::Tar(s) => s.stream(fill).map_err(|e| Error::io(&out, e)),
+            // Ctrl-C stops a blob midway (the output is removed when dropped).
+            Sink::Dir(s) => s
+                .stream(|w| fill(&mut Checked(w)))
+                .map_err(|e| Error::io(&out, e)),
+            Sink::Tar(s) => s
+                .stream(|w| fill(&mut Checked(w)))
+                .map_err(|e| Error::io(&out, e)),
         }
     }
 

@@ -19,18 +19,36 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Reference;
 
+/// What [`clean_tmp`] removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cleaned {
+    pub entries: usize,
+    /// Their sizes (as `df` counts them: [`super::usage::tmp_entry_size`]), when measured.
+    pub bytes: u64,
+}
+
 /// Removes everything in `tmp/`; the caller holds the store lock exclusive. An entry that
 /// cannot be deleted is logged and left for the next time (it is nobody's any more): it
-/// never fails the load or prune that clears `tmp/`. Returns how many entries went.
-pub fn clean_tmp(store: &Store) -> Result<usize> {
-    let mut n = 0;
+/// never fails the load or prune that clears `tmp/`. `measure`: sum the sizes of what
+/// goes (for `prune`'s report; a walk of each entry more).
+pub fn clean_tmp(store: &Store, measure: bool) -> Result<Cleaned> {
+    let mut done = Cleaned::default();
     for name in store.dir().entries(at::TMP)? {
-        match store.dir().remove_tree(Path::new(at::TMP).join(name)) {
-            Ok(()) => n += 1,
+        let rel = Path::new(at::TMP).join(name);
+        let size = if measure {
+            super::usage::tmp_entry_size(store, &rel)
+        } else {
+            0
+        };
+        match store.dir().remove_tree(&rel) {
+            Ok(()) => {
+                done.entries += 1;
+                done.bytes += size;
+            }
             Err(err) => log::warn!("cannot remove a leftover of interrupted work: {err}"),
         }
     }
-    Ok(n)
+    Ok(done)
 }
 
 /// What `rmi` did.
@@ -45,9 +63,11 @@ pub struct RmiReport {
 #[derive(Debug, Default, Clone)]
 pub struct PruneReport {
     pub tmp_entries: usize,
+    /// What the leftovers in `tmp/` held.
+    pub tmp_bytes: u64,
     pub deleted_images: Vec<Digest>,
     pub deleted_layers: Vec<Digest>,
-    /// Sum of the unpacked sizes of the deleted layers.
+    /// Sum of the unpacked sizes of the deleted layers and of the leftovers in `tmp/`.
     pub freed: u64,
 }
 
@@ -190,10 +210,13 @@ fn used_layers(store: &Store) -> Result<BTreeSet<Digest>> {
 /// no image uses.
 pub fn prune(store: &Store) -> Result<PruneReport> {
     let _lock = store.lock_exclusive()?;
+    let cleaned = clean_tmp(store, true)?;
     let mut report = PruneReport {
-        tmp_entries: clean_tmp(store)?,
+        tmp_entries: cleaned.entries,
+        tmp_bytes: cleaned.bytes,
         ..Default::default()
     };
+    report.freed = cleaned.bytes;
     let users = image_users(store)?;
     let refs = store.refs()?;
     let tagged: BTreeSet<Digest> = refs.values().copied().collect();

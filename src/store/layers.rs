@@ -431,6 +431,10 @@ fn read_ahead<'scope, 'env, R: Read + Send>(
             let mut filled = 0;
             // Fill whole chunks: decompressors return small reads.
             let res = loop {
+                // Ctrl-C: the unpacker gets the error, its staging dir goes.
+                if let Err(e) = crate::interrupt::check() {
+                    break Err(e);
+                }
                 match src.read(&mut buf[filled..]) {
                     Ok(0) => break Ok(()),
                     Ok(n) => {
@@ -582,15 +586,23 @@ pub fn add_sources(
 /// fds ([`crate::fdtree`]), so a layer of any depth is counted whole; unreadable entries
 /// count 0.
 pub fn docker_size(store: &Store, diff_id: &Digest) -> u64 {
-    let mut sizes = DockerSize::default();
-    let walked = store
+    let sized = store
         .open_layer_dir(diff_id)
-        .map_err(io::Error::other)
-        .and_then(|fd| crate::fdtree::walk(std::os::fd::AsFd::as_fd(&fd), &mut sizes));
-    if let Err(e) = walked {
+        .map_err(|e| (io::Error::other(e), 0))
+        .and_then(|fd| tree_size(std::os::fd::AsFd::as_fd(&fd)));
+    sized.unwrap_or_else(|(e, total)| {
         log::warn!("size of layer {diff_id}: {e}");
+        total
+    })
+}
+
+/// [`docker_size`] of the tree under `dir`; on an error, also what was counted so far.
+pub fn tree_size(dir: std::os::fd::BorrowedFd<'_>) -> std::result::Result<u64, (io::Error, u64)> {
+    let mut sizes = DockerSize::default();
+    match crate::fdtree::walk(dir, &mut sizes) {
+        Ok(()) => Ok(sizes.total),
+        Err(e) => Err((e, sizes.total)),
     }
-    sizes.total
 }
 
 /// What [`docker_size`] counts.

@@ -22,7 +22,7 @@
 //! deleting); `layers/<hex>` holds the layer whose uncompressed tar has sha256 `<hex>`; an
 //! image record only names layers that are installed; `refs.json` only names installed
 //! images and is replaced by rename. `tmp/` may hold leftovers of killed processes,
-//! removed by the next load that finds the store idle, and by `prune`.
+//! removed by the next load that finds the store idle, and by `prune`; `df` counts them.
 //!
 //! The root must belong to the caller and is kept mode 0700 (a root another user owns or
 //! may write is refused: see [`root`]); every path below it is opened relative to the
@@ -124,6 +124,19 @@ pub mod at {
 /// How [`Store::write_atomic`] names the file it stages for `name`, beside it.
 fn staged_prefix(name: &str) -> String {
     format!(".{name}.tmp-")
+}
+
+/// The process that made entry `name` of `tmp/`, when its name says (`WHAT-PID-N`, as
+/// [`Store::staging_dir`] names them).
+pub fn staging_pid(name: &std::ffi::OsStr) -> Option<u32> {
+    let mut parts = name.to_str()?.rsplitn(3, '-');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    parts.next()?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 /// A layer store rooted at a directory.
@@ -249,7 +262,7 @@ impl Store {
     pub fn lock_for_load(&self) -> Result<LockGuard> {
         match self.root.try_lock(at::LOCK, lock::Mode::Exclusive)? {
             Some(mut g) => {
-                let removed = gc::clean_tmp(self)?;
+                let removed = gc::clean_tmp(self, false)?.entries;
                 if removed > 0 {
                     log::info!("removed {removed} leftover(s) of interrupted work from tmp/");
                 }
@@ -270,6 +283,8 @@ impl Store {
     pub fn staging_dir(&self, what: &str) -> Result<PathBuf> {
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let p = at::tmp(&format!("{what}-{}-{n}", std::process::id()));
+        // Known before anything is staged: an interrupted command removes it.
+        crate::interrupt::note_store(&self.root);
         self.root.mkdir(&p, DIR_MODE)?;
         Ok(p)
     }
@@ -422,5 +437,21 @@ impl Store {
             ));
         }
         Ok(specs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_say_their_process() {
+        let pid = |s: &str| staging_pid(std::ffi::OsStr::new(s));
+        assert_eq!(pid("layer-0123456789ab-4242-0"), Some(4242));
+        assert_eq!(pid("rm-layer-17-3"), Some(17));
+        assert_eq!(pid("mount-4242-1x7f.json"), None);
+        assert_eq!(pid("4242-1"), None);
+        assert_eq!(pid("x-4242-"), None);
+        assert_eq!(pid("x-y-1"), None);
     }
 }

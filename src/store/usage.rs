@@ -6,13 +6,18 @@
 //! of containers that are not mounted (by `rm`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsFd;
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::containers::{self, ContainerRecord};
-use super::{ImageRecord, Store, layers, mounts};
+use super::{ImageRecord, Store, at, layers, lock, mounts};
 use crate::digest::Digest;
 use crate::error::Result;
+
+/// The TYPE of `df`'s row for `tmp/` (as Docker's "Build Cache" row).
+pub const TMP_KIND: &str = "Temporary (interrupted work)";
 
 /// One image's share of the store.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +70,68 @@ pub struct Summary {
     pub reclaimable: u64,
 }
 
+/// What `tmp/` holds: staging of commands still running, and leftovers of interrupted
+/// work (a process killed outright), which `prune` or the next load removes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TmpUsage {
+    pub entries: usize,
+    /// Entries of commands still running.
+    pub in_use: usize,
+    pub size: u64,
+    /// What the leftovers hold.
+    pub reclaimable: u64,
+}
+
+/// The size of entry `rel` of `tmp/`, counted as layers are ([`layers::tree_size`]); what
+/// cannot be read (an entry removed meanwhile) counts 0.
+pub fn tmp_entry_size(store: &Store, rel: &Path) -> u64 {
+    match store.dir().stat(rel) {
+        Ok(Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            match store.dir().open_dir(rel) {
+                Ok(fd) => layers::tree_size(fd.as_fd()).unwrap_or_else(|(_, partial)| partial),
+                Err(_) => 0,
+            }
+        }
+        Ok(Some(st)) => u64::try_from(st.st_size).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Measures `tmp/`. The rule `prune` follows decides what is in use: every command that
+/// stages holds the store lock (shared), so with the lock free nothing is; with it taken,
+/// an entry is in use unless its name says which process staged it and that process is
+/// gone (nothing of it is removed before `prune` gets the lock, once that command ends).
+pub fn tmp_usage(store: &Store) -> Result<TmpUsage> {
+    let idle = store.dir().try_lock(at::LOCK, lock::Mode::Exclusive)?;
+    let names = store.dir().entries(at::TMP)?;
+    let busy = idle.is_none();
+    drop(idle);
+    let mut out = TmpUsage::default();
+    for name in names {
+        let size = tmp_entry_size(store, &Path::new(at::TMP).join(&name));
+        let in_use = busy && super::staging_pid(&name).is_none_or(process_alive);
+        out.entries += 1;
+        out.size += size;
+        if in_use {
+            out.in_use += 1;
+        } else {
+            out.reclaimable += size;
+        }
+    }
+    Ok(out)
+}
+
+/// True when process `pid` exists (one of another user's counts too).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// Everything `df` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Usage {
@@ -72,6 +139,7 @@ pub struct Usage {
     pub images: Vec<ImageUsage>,
     pub containers: Vec<ContainerUsage>,
     pub layers: Vec<LayerUsage>,
+    pub tmp: TmpUsage,
 }
 
 fn unique_layers(img: &ImageRecord) -> BTreeMap<Digest, u64> {
@@ -150,6 +218,7 @@ pub fn usage(
 
     let out_ctrs: Vec<ContainerUsage> = ctrs.iter().map(container).collect();
 
+    let tmp = tmp_usage(store)?;
     let listed_size: u64 = listed.values().map(|e| e.2).sum();
     let active_size: u64 = listed.values().filter(|e| e.1).map(|e| e.2).sum();
     let all_layers: u64 = out_layers.iter().map(|l| l.size).sum();
@@ -183,11 +252,19 @@ pub fn usage(
                 .map(|l| l.size)
                 .sum(),
         },
+        Summary {
+            kind: TMP_KIND,
+            total: tmp.entries,
+            active: tmp.in_use,
+            size: tmp.size,
+            reclaimable: tmp.reclaimable,
+        },
     ];
     Ok(Usage {
         summary,
         images: out_images,
         containers: out_ctrs,
         layers: out_layers,
+        tmp,
     })
 }
