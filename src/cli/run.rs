@@ -35,6 +35,9 @@ pub struct BundleArgs {
     /// Container name (default: one is made up).
     #[arg(long)]
     pub name: Option<String>,
+    /// Run as this user instead of the image's: name, uid, name:group or uid:gid.
+    #[arg(short, long)]
+    pub user: Option<String>,
     /// Replaces the image's Cmd in config.json.
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -56,6 +59,9 @@ pub struct RunArgs {
     /// The OCI runtime: crun or runc, or a path [default: crun if installed, else runc].
     #[arg(long)]
     pub runtime: Option<String>,
+    /// Run as this user instead of the image's: name, uid, name:group or uid:gid.
+    #[arg(short, long)]
+    pub user: Option<String>,
     /// Image: name[:tag], id, or anything `load` accepts.
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -105,22 +111,34 @@ fn runs_as_other_user(spec: &str) -> bool {
 }
 
 /// Makes the bundle at `dir`; returns the container's name.
+/// What the container is to run.
+struct Process<'a> {
+    cmd: &'a [String],
+    user: Option<&'a str>,
+}
+
 fn make_bundle(
     ctx: &Context,
     image: &str,
     dir: &Path,
     name: Option<&str>,
-    cmd: &[String],
+    process: &Process<'_>,
 ) -> anyhow::Result<String> {
     let store = Store::open(&ctx.root)?;
     let image = image_arg(ctx, &store, image)?;
     let config = store.image_config(&image.id)?;
-    let user = config
-        .config()
-        .as_ref()
-        .and_then(|c| c.user().clone())
-        .unwrap_or_default();
-    let rootless = !crate::sys::is_host_root();
+    let user = match process.user {
+        Some(u) => u.to_string(),
+        None => config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default(),
+    };
+    // Root of a user namespace: the container shares it (every id its map gives); a
+    // plain user: the container gets one mapping its root to them.
+    let in_userns = crate::sys::is_root() && !crate::sys::is_host_root();
+    let rootless = !crate::sys::is_root();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -145,8 +163,10 @@ fn make_bundle(
         let rootfs = std::fs::File::open(dir.join("rootfs")).context("opening the mount")?;
         let opts = BundleOptions {
             hostname: container.clone(),
-            cmd: cmd.to_vec(),
+            cmd: process.cmd.to_vec(),
+            user: process.user.map(str::to_string),
             rootless: rootless.then(crate::ownership::own_ids),
+            in_userns,
         };
         let spec = bundle::runtime_config(&config, rootfs.as_fd(), &opts)?;
         let mut f = std::fs::OpenOptions::new()
@@ -168,7 +188,11 @@ fn make_bundle(
 }
 
 pub fn bundle(ctx: &Context, a: BundleArgs) -> anyhow::Result<()> {
-    let name = make_bundle(ctx, &a.image, &a.dir, a.name.as_deref(), &a.cmd)?;
+    let process = Process {
+        cmd: &a.cmd,
+        user: a.user.as_deref(),
+    };
+    let name = make_bundle(ctx, &a.image, &a.dir, a.name.as_deref(), &process)?;
     println!("{name}");
     Ok(())
 }
@@ -222,7 +246,11 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
     let rt = runtime(a.runtime.as_deref());
     let state = state_dir(&rt)?;
     let dir = std::env::temp_dir().join(format!("layerfs-run-{}", std::process::id()));
-    let name = make_bundle(ctx, &a.image, &dir, a.name.as_deref(), &a.cmd)?;
+    let process = Process {
+        cmd: &a.cmd,
+        user: a.user.as_deref(),
+    };
+    let name = make_bundle(ctx, &a.image, &dir, a.name.as_deref(), &process)?;
     let mut c = Command::new(&rt);
     if let Some(s) = &state {
         c.arg("--root").arg(s);

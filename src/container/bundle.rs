@@ -42,8 +42,14 @@ pub struct BundleOptions {
     pub hostname: String,
     /// Replaces the image's Cmd when not empty (as `docker run IMAGE CMD…` does).
     pub cmd: Vec<String>,
+    /// Replaces the image's User (`docker run --user`).
+    pub user: Option<String>,
     /// Rootless: the caller's uid and gid, which the container's root maps to.
     pub rootless: Option<(u32, u32)>,
+    /// Not the host's root, but root of a user namespace already (`unshare
+    /// --map-auto --map-root-user`, `podman unshare`): the container shares it, with
+    /// every id its map gives, and cannot mount a sysfs of its own.
+    pub in_userns: bool,
 }
 
 /// The process user: uid, gid and supplementary gids.
@@ -83,7 +89,8 @@ pub fn runtime_config(
         .clone()
         .filter(|w| w.starts_with('/'))
         .unwrap_or_else(|| "/".into());
-    let user = resolve_user(rootfs, cfg.user().as_deref().unwrap_or(""))?;
+    let spec = opts.user.as_deref().or(cfg.user().as_deref()).unwrap_or("");
+    let user = resolve_user(rootfs, spec)?;
     if opts.rootless.is_some() && (user.uid != 0 || user.gid != 0) {
         return Err(Error::Bundle(format!(
             "the image runs as uid {} gid {}: a rootless bundle maps only the container's root \
@@ -110,10 +117,12 @@ pub fn runtime_config(
     });
     // /sys: its own instance as root; rootless, a read-only bind of the host's (a user
     // namespace may not mount sysfs without owning the network namespace's sysfs).
-    let sys = if let Some((uid, gid)) = opts.rootless {
+    if let Some((uid, gid)) = opts.rootless {
         namespaces.push(json!({"type": "user"}));
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
         linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+    }
+    let sys = if opts.rootless.is_some() || opts.in_userns {
         json!({"destination": "/sys", "type": "none", "source": "/sys",
                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
     } else {
