@@ -20,17 +20,19 @@ fn owner(p: &std::path::Path) -> (u32, u32) {
 }
 
 /// podman --userns=keep-id for uid 1006 with a subuid range, as containers-storage
-/// writes it: container 0..1005 are stored 1..1006, container 1006 is stored 0 (the user
-/// keeps their id), 1007… are themselves, ids past every range show as 65534. A chown
-/// through the mount stores the stored id, a new file gets the caller's stored id, and
-/// the layers never change.
+/// writes it (STORED:SHOWN:COUNT): the container's own user namespace maps container id
+/// c to podman's c+1 (c < 1006) and the user's 1006 to podman's 0, so what is stored as
+/// s must show as the id that namespace turns back into s: stored 0 shows as 1, stored
+/// 1006 as 0, 1007… as themselves, ids past every range as 65534. A chown through the
+/// mount stores the stored id, a new file gets the caller's stored id, and the layers
+/// never change.
 #[test]
 fn keep_id_mapping_shows_and_stores_through_the_ranges() {
     let mut l = Layers::new();
     l.add()
         .file("root-file", "r")
-        .file("one-file", "u")
-        .owner("one-file", 1, 1)
+        .file("user-file", "u")
+        .owner("user-file", 1006, 1006)
         .file("sub-file", "s")
         .owner("sub-file", 1007, 1007)
         .file("far-file", "f")
@@ -41,16 +43,8 @@ fn keep_id_mapping_shows_and_stores_through_the_ranges() {
         true,
         &[&format!("uidmapping={map}"), &format!("gidmapping={map}")],
     );
-    assert_eq!(
-        owner(&m.p("root-file")),
-        (1006, 1006),
-        "stored 0 is the container's 1006"
-    );
-    assert_eq!(
-        owner(&m.p("one-file")),
-        (0, 0),
-        "stored 1 is the container's root"
-    );
+    assert_eq!(owner(&m.p("root-file")), (1, 1));
+    assert_eq!(owner(&m.p("user-file")), (0, 0));
     assert_eq!(owner(&m.p("sub-file")), (1007, 1007));
     assert_eq!(
         owner(&m.p("far-file")),
@@ -58,15 +52,15 @@ fn keep_id_mapping_shows_and_stores_through_the_ranges() {
         "outside every range"
     );
     std::os::unix::fs::lchown(m.p("root-file"), Some(1007), Some(1007)).unwrap();
-    std::os::unix::fs::lchown(m.p("sub-file"), Some(0), Some(0)).unwrap();
+    std::os::unix::fs::lchown(m.p("sub-file"), Some(1), Some(1)).unwrap();
     assert_eq!(owner(&m.p("root-file")), (1007, 1007));
-    assert_eq!(owner(&m.p("sub-file")), (0, 0));
+    assert_eq!(owner(&m.p("sub-file")), (1, 1));
     let up = m.upper.clone().unwrap();
     assert_eq!(owner(&up.join("root-file")), (1007, 1007));
-    assert_eq!(owner(&up.join("sub-file")), (1, 1));
-    // This process is the container's root as the kernel sends it (uid 0): stored 1.
+    assert_eq!(owner(&up.join("sub-file")), (0, 0));
+    // This process calls as uid 0 as the kernel sends it: stored 1006.
     fs::write(m.p("new"), "n").unwrap();
-    assert_eq!(owner(&up.join("new")), (1, 1));
+    assert_eq!(owner(&up.join("new")), (1006, 1006));
     assert_eq!(owner(&m.p("new")), (0, 0));
     let low = &l.lowerdirs()[0];
     assert_eq!(owner(&low.join("root-file")), (0, 0), "a layer changed");
@@ -108,9 +102,9 @@ fn layerfs_mount_takes_uidmap_and_gidmap() {
         "--name",
         "c",
         "--uidmap",
-        "5000:0:1:1000:1000:1",
+        "0:5000:1:1000:1000:1",
         "--gidmap",
-        "5000:0:1:1000:1000:1",
+        "0:5000:1:1000:1000:1",
         "busybox:latest",
         mnt.to_str().unwrap(),
     ]);
@@ -118,7 +112,8 @@ fn layerfs_mount_takes_uidmap_and_gidmap() {
     assert_eq!(o("etc/passwd"), (5000, 5000));
     assert_eq!(o("home/user"), (1000, 1000));
     assert_eq!(o("data/uid-100000"), (65534, 65534));
-    // Root (0) is outside the map: it cannot create files there, as on an idmapped mount.
+    // Root (0) is outside the map (the image's root shows as 5000): it cannot create
+    // files there, as on an idmapped mount.
     let e = fs::write(mnt.join("tmp/new"), "x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EOVERFLOW), "{e}");
     std::os::unix::fs::lchown(mnt.join("etc/passwd"), Some(1000), None).unwrap();

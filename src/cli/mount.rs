@@ -93,8 +93,8 @@ pub struct Args {
     #[arg(long)]
     pub overmount: bool,
     /// Show owner ids through a mapping, as podman's --uidmap does:
-    /// CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT…] (the image's ids are HOST here; ids
-    /// outside every range show as 65534). Nothing is copied or re-owned.
+    /// CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT…] (the image's id CONTAINER shows as
+    /// HOST; ids outside every range show as 65534). Nothing is copied or re-owned.
     #[arg(long, value_name = "MAP", value_parser = check_ids)]
     pub uidmap: Option<String>,
     /// The same for group ids.

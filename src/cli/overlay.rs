@@ -11,7 +11,7 @@
 //! go to syslog (to stderr with `-d`), never to the caller's output. `ro` with an
 //! `upperdir` shows the upper layer, read-only. `relatime` (the default), `strictatime`,
 //! `noatime` and `nodiratime` decide what reads do to access times. `uidmapping=`,
-//! `gidmapping=` (`CONTAINER:HOST:COUNT[:…]`, a leading colon allowed), `squash_to_root`,
+//! `gidmapping=` (`STORED:SHOWN:COUNT[:…]`, fuse-overlayfs' order, a leading colon allowed), `squash_to_root`,
 //! `squash_to_uid=` and `squash_to_gid=` change how owners show, not what is stored;
 //! `xattr_permissions=2` keeps ownership in `user.containers.override_stat` records.
 //!
@@ -486,7 +486,7 @@ mod tests {
         assert_eq!(a.upperdir, Some(PathBuf::from("/store/U")));
         assert_eq!(a.workdir, Some(PathBuf::from("/store/W")));
         assert_eq!(a.mountpoint, PathBuf::from("/mnt/x"));
-        assert_eq!(a.ids.uid.show(1), 0);
+        assert_eq!(a.ids.uid.show(0), 1);
         assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     }
 

@@ -7,6 +7,10 @@
 pub const OVERFLOW_ID: u32 = 65534;
 
 /// One contiguous range: ids `stored..stored+count` show as `shown..shown+count`.
+/// Spelled `STORED:SHOWN:COUNT`, as fuse-overlayfs reads it (its "host" id is the one on
+/// disk, its "to" id the one the kernel gets) and as podman's `--uidmap
+/// CONTAINER:HOST:COUNT` means it for a mount: the image's (container's) id, then the id
+/// the mount shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
     shown: u32,
@@ -46,7 +50,7 @@ impl Ids {
         }
     }
 
-    /// `CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT…]`, fuse-overlayfs' spelling
+    /// `STORED:SHOWN:COUNT[:STORED:SHOWN:COUNT…]`, fuse-overlayfs' spelling
     /// (containers-storage writes it with a leading colon).
     pub fn parse(spec: &str) -> Result<Ids, String> {
         let bad = || format!("invalid id mapping {spec:?}: expected CONTAINER:HOST:COUNT[:…]");
@@ -62,8 +66,8 @@ impl Ids {
         let mut ranges = Vec::new();
         for c in nums.chunks(3) {
             let r = Range {
-                shown: c[0],
-                stored: c[1],
+                stored: c[0],
+                shown: c[1],
                 count: c[2],
             };
             if r.count == 0
@@ -92,7 +96,7 @@ impl Ids {
             let spec: Vec<String> = self
                 .ranges
                 .iter()
-                .map(|r| format!("{}:{}:{}", r.shown, r.stored, r.count))
+                .map(|r| format!("{}:{}:{}", r.stored, r.shown, r.count))
                 .collect();
             o.push(format!("{kind}mapping={}", spec.join(":")));
         }
@@ -162,15 +166,18 @@ mod tests {
 
     #[test]
     fn keep_id_mapping_as_podman_writes_it() {
-        // podman --userns=keep-id for uid 1006 with a 198994-id subuid range.
+        // podman --userns=keep-id for uid 1006 with a 198994-id subuid range: what is
+        // stored as id s (podman's namespace) must show as the id the container's own
+        // user namespace turns back into s: 0 → 1, the user's 1006 → 0.
         let m = Ids::parse(":0:1:1006:1006:0:1:1007:1007:198994").unwrap();
-        assert_eq!(m.show(1), 0);
-        assert_eq!(m.show(0), 1006);
+        assert_eq!(m.show(0), 1);
+        assert_eq!(m.show(1000), 1001);
+        assert_eq!(m.show(1006), 0);
         assert_eq!(m.show(1007), 1007);
         assert_eq!(m.show(1007 + 198993), 1007 + 198993);
         assert_eq!(m.show(1007 + 198994), OVERFLOW_ID);
-        assert_eq!(m.store(0), Some(1));
-        assert_eq!(m.store(1006), Some(0));
+        assert_eq!(m.store(1), Some(0));
+        assert_eq!(m.store(0), Some(1006));
         assert_eq!(m.store(1007), Some(1007));
         assert_eq!(m.store(300000), None);
         let again = Ids::parse(&m.options("uid")[0]["uidmapping=".len()..]).unwrap();
