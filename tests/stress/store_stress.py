@@ -845,7 +845,8 @@ OK_STDERR = [
     r'and its daemon is letting go of it|another layerfs command is mounting or removing it)$',
     # Run as a plain user: the fixture's file capability cannot be kept (warned).
     r'^\[\S+ WARN  layerfs::store::unpack::create\] entry "data/cap-file": xattr '
-    r'security.capability needs privileges \(rootless\), dropped$',
+    r'security.capability needs privileges \(rootless\), dropped; a load in a user namespace '
+    r'keeps it \(unshare --map-auto --map-root-user\)$',
 ]
 
 

@@ -293,7 +293,8 @@ impl<'a> Unpacker<'a> {
                         && !k.as_bytes().starts_with(b"user.") =>
                 {
                     log::warn!(
-                        "entry {name:?}: xattr {} needs privileges (rootless), dropped",
+                        "entry {name:?}: xattr {} needs privileges (rootless), dropped; a load in a user \
+                         namespace keeps it (unshare --map-auto --map-root-user)",
                         k.to_string_lossy()
                     );
                 }
