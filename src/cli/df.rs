@@ -26,7 +26,7 @@ fn reclaimable(part: u64, total: u64) -> String {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let u = crate::container::usage(&store)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&u)?);

@@ -128,7 +128,7 @@ fn size_cell(size: u64, virtual_size: u64) -> String {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let template = args.format.as_deref().map(Template::parse).transpose()?;
     // As `docker ps --format '{{.Size}}'`: a template that shows a size computes sizes.
     let sizes = !ctx.quiet
@@ -205,7 +205,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 v
             })
             .collect();
-        t.print(
+        return t.print(
             &values,
             &[
                 ("Names", "NAMES"),
@@ -217,7 +217,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 ("RunningFor", "CREATED"),
             ],
         );
-        return Ok(());
     }
     let mut header = vec!["NAME", "IMAGE", "CREATED", "STATUS", "MOUNTPOINT"];
     if sizes {
