@@ -536,6 +536,8 @@ fn a_truncated_archive_says_truncated() {
     s.ok(&["save", "busybox:latest", "-o", whole.to_str().unwrap()]);
     let bytes = fs::read(&whole).unwrap();
     let fresh = TestStore::new();
+    // A store to look into afterwards (an empty directory becomes one).
+    fs::create_dir(&fresh.root).unwrap();
     for cut in [3000, bytes.len() / 3, bytes.len() * 2 / 3] {
         let part = fresh.scratch(&format!("cut-{cut}")).join("part.tar");
         fs::write(&part, &bytes[..cut]).unwrap();
