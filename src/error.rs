@@ -293,6 +293,11 @@ pub enum Error {
     )]
     SnapshotRefused { name: String, detail: String },
 
+    /// A command that reads a store was pointed at a path where none exists (a mistyped
+    /// `--root` must not become an empty store).
+    #[error("no store at {} (load an image first: layerfs load SOURCE)", path.display())]
+    NoStore { path: PathBuf },
+
     /// `--root` names something that is not a layerfs store.
     #[error("{}: not a layerfs store ({detail})", path.display())]
     NotAStore { path: PathBuf, detail: String },

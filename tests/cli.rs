@@ -268,12 +268,17 @@ fn root_must_be_a_store_or_new() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a layerfs store"));
     assert_eq!(names(&foreign), ["notes.txt"], "the directory was touched");
-    // New and empty directories become stores; a store opens again.
-    for root in [s.dir.path().join("new/store"), s.scratch("empty")] {
-        assert!(run(&root).status.success());
-        assert!(run(&root).status.success());
-        assert!(root.join("VERSION").is_file());
-    }
+    // An empty directory becomes a store; a store opens again. A new path is no store
+    // to read (only the commands that load or mount make one).
+    let root = s.scratch("empty");
+    assert!(run(&root).status.success());
+    assert!(run(&root).status.success());
+    assert!(root.join("VERSION").is_file());
+    let new = s.dir.path().join("new/store");
+    let out = run(&new);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"));
+    assert!(!new.exists() && !new.parent().unwrap().exists());
 }
 
 /// Regression: processes that create one new store at the same moment all succeed (one
@@ -283,6 +288,8 @@ fn concurrent_first_use_of_a_new_store() {
     let s = TestStore::new();
     for round in 0..20 {
         let root = s.dir.path().join(format!("fresh-{round}"));
+        // (an empty directory: `images` makes no store at a new path)
+        fs::create_dir(&root).unwrap();
         let children: Vec<_> = (0..8)
             .map(|_| {
                 Command::new(common::bin())
@@ -529,6 +536,8 @@ fn a_truncated_archive_says_truncated() {
     s.ok(&["save", "busybox:latest", "-o", whole.to_str().unwrap()]);
     let bytes = fs::read(&whole).unwrap();
     let fresh = TestStore::new();
+    // A store to look into afterwards (an empty directory becomes one).
+    fs::create_dir(&fresh.root).unwrap();
     for cut in [3000, bytes.len() / 3, bytes.len() * 2 / 3] {
         let part = fresh.scratch(&format!("cut-{cut}")).join("part.tar");
         fs::write(&part, &bytes[..cut]).unwrap();
@@ -593,6 +602,8 @@ fn images_of_one_repository_or_tag() {
 #[test]
 fn umount_of_an_unknown_name_says_no_such_container() {
     let s = TestStore::new();
+    // A store (an empty directory becomes one).
+    fs::create_dir(&s.root).unwrap();
     let err = s.fail(&["umount", "nosuch"]);
     assert!(
         err.contains("no container or mount point named nosuch"),

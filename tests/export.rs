@@ -171,6 +171,8 @@ fn docker_import_of_an_export_gives_the_same_tree() {
 #[test]
 fn export_errors_leave_nothing() {
     let s = TestStore::new();
+    // A store (an empty directory becomes one; a missing one is "no store at").
+    std::fs::create_dir(&s.root).unwrap();
     let dir = s.scratch("o");
     let err = s.fail(&[
         "export",

@@ -214,7 +214,7 @@ fn symlinks_inside_the_store_are_never_followed() {
 }
 
 /// A plain user's store follows the same rule: a directory root made for them is refused;
-/// their own new directory becomes a 0700 store.
+/// their own new (empty) directory becomes a 0700 store.
 #[test]
 fn a_plain_users_store_follows_the_same_rule() {
     require_root("acts as uid 65534 with setpriv");
@@ -227,7 +227,7 @@ fn a_plain_users_store_follows_the_same_rule() {
         NOBODY,
         &format!(
             "! {bin} --root {f} images 2>{t}/err && grep -q 'owned by uid 0' {t}/err && \
-         {bin} --root {n} images && [ \"$(stat -c %a {n})\" = 700 ]",
+         mkdir -m 755 {n} && {bin} --root {n} images && [ \"$(stat -c %a {n})\" = 700 ]",
             bin = bin().display(),
             f = foreign.display(),
             n = theirs.display(),

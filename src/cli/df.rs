@@ -1,6 +1,7 @@
 //! `layerfs df`: disk usage like `docker system df`: images, containers and layers, with
 //! shared layers counted once; `-v` (the global flag, as in `docker system df -v`) lists
-//! each image (size, shared, unique, containers), container and layer.
+//! each image (size, shared, unique, containers), container (and read-only mount of an
+//! image alone) and layer.
 
 use super::Context;
 use super::load::{human_size, print_table};
@@ -26,7 +27,7 @@ fn reclaimable(part: u64, total: u64) -> String {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let u = crate::container::usage(&store)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&u)?);
@@ -99,7 +100,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             (i.id.to_string(), n)
         })
         .collect();
-    let rows: Vec<Vec<String>> = u
+    let mut rows: Vec<Vec<String>> = u
         .containers
         .iter()
         .map(|c| {
@@ -118,6 +119,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             ]
         })
         .collect();
+    // Read-only mounts of an image alone: no container, nothing written.
+    rows.extend(u.read_only_mounts.iter().map(|m| {
+        vec![
+            "-".to_string(),
+            names
+                .get(&m.image)
+                .cloned()
+                .unwrap_or_else(|| m.image.clone()),
+            human_size(0),
+            crate::time::human_since_str(Some(&m.created), now),
+            format!("mounted (read-only) at {}", m.mountpoint),
+        ]
+    }));
     print_table(&["NAME", "IMAGE", "SIZE", "CREATED", "STATUS"], &rows);
     println!("\nLayers space usage:\n");
     let rows: Vec<Vec<String>> = u

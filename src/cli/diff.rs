@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let Some(c) = container::open(&store, &args.container)? else {
         bail!(
             "no such container: {} (see `layerfs ps -a`)",

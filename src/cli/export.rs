@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let written = match &args.output {
         Some(path) => {
             let mut f = AtomicFile::create(path, Target::Export)?;

@@ -5,8 +5,9 @@
 //! `{{json .Field}}` / `{{json .}}`; a leading `table` (a header row, columns aligned
 //! as Docker's tabwriter does); `\t` and `\n` typed literally, as Docker replaces them.
 //! Values print as Go prints them: strings bare, lists `[a b]`, maps `map[k:v]`,
-//! missing fields `<no value>`. Anything else (`range`, `if`, pipes) is refused with a
-//! message saying what is supported, never half-rendered.
+//! a missing key under a field `<no value>`, an unknown field of the row an error (as
+//! Docker fails on a field its row struct lacks). Anything else (`range`, `if`, pipes) is
+//! refused with a message saying what is supported, never half-rendered.
 
 use anyhow::bail;
 use serde_json::Value;
@@ -53,13 +54,18 @@ impl Template {
         Ok(Template { table, parts })
     }
 
-    /// Renders one value.
-    pub fn render(&self, v: &Value) -> String {
+    /// Renders one value. A field the value (a row: an image, a container, a history
+    /// entry) does not have fails, as Docker fails on a field its row struct lacks; a key
+    /// missing deeper down (`.Config.Labels.x`, a map in Docker) is `<no value>`.
+    pub fn render(&self, v: &Value) -> anyhow::Result<String> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Field { path, json } => {
+                    if let Some(first) = path.first() {
+                        check_field(v, first)?;
+                    }
                     let found = lookup(v, path);
                     if *json {
                         out.push_str(
@@ -75,7 +81,7 @@ impl Template {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The header row of a table: each field replaced by its header (from `headers`,
@@ -99,17 +105,21 @@ impl Template {
         out
     }
 
-    /// Prints every value, with a header and aligned columns for `table`.
-    pub fn print(&self, values: &[Value], headers: &[(&str, &str)]) {
+    /// Prints every value, with a header and aligned columns for `table`; nothing when a
+    /// value cannot be rendered (see [`Template::render`]).
+    pub fn print(&self, values: &[Value], headers: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut lines: Vec<String> = Vec::new();
         if self.table {
             lines.push(self.header(headers));
         }
-        lines.extend(values.iter().map(|v| self.render(v)));
+        for v in values {
+            lines.push(self.render(v)?);
+        }
         let text = if self.table { align(&lines) } else { lines };
         for l in text {
             println!("{l}");
         }
+        Ok(())
     }
 }
 
@@ -143,6 +153,23 @@ fn norm(s: &str) -> String {
         .filter(|c| *c != '_')
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Fails unless row `v` has the top-level field `name` (matched loosely), naming the
+/// fields it has.
+fn check_field(v: &Value, name: &str) -> anyhow::Result<()> {
+    let Some(obj) = v.as_object() else {
+        return Ok(());
+    };
+    let want = norm(name);
+    if obj.keys().any(|k| k == name || norm(k) == want) {
+        return Ok(());
+    }
+    let known: Vec<String> = obj.keys().map(|k| format!(".{k}")).collect();
+    bail!(
+        "--format: can't evaluate field {name}: no such field (fields: {})",
+        known.join(" ")
+    )
 }
 
 fn lookup<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
@@ -217,12 +244,28 @@ mod tests {
     #[test]
     fn fields_json_and_go_values() {
         let v = json!({"id": "sha256:ab", "repo_tags": ["a:1", "b:2"], "config": {"Env": ["X=1"]}});
-        let t = Template::parse("{{.Id}} {{.RepoTags}} {{.Config.Env}} {{.Nope}}").unwrap();
-        assert_eq!(t.render(&v), "sha256:ab [a:1 b:2] [X=1] <no value>");
+        let t = Template::parse("{{.Id}} {{.RepoTags}} {{.Config.Env}} {{.Config.Nope}}").unwrap();
+        assert_eq!(
+            t.render(&v).unwrap(),
+            "sha256:ab [a:1 b:2] [X=1] <no value>"
+        );
         let t = Template::parse("{{json .Config}}").unwrap();
-        assert_eq!(t.render(&v), r#"{"Env":["X=1"]}"#);
+        assert_eq!(t.render(&v).unwrap(), r#"{"Env":["X=1"]}"#);
         let t = Template::parse(r"{{.ID}}\t{{ .id }}").unwrap();
-        assert_eq!(t.render(&v), "sha256:ab\tsha256:ab");
+        assert_eq!(t.render(&v).unwrap(), "sha256:ab\tsha256:ab");
+    }
+
+    #[test]
+    fn an_unknown_field_of_a_row_fails() {
+        let v = json!({"ID": "abc", "Repository": "busybox"});
+        for bad in ["{{.Nope}}", "{{json .Nope}}", "{{.Nope.Deeper}}"] {
+            let e = Template::parse(bad).unwrap().render(&v).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains("field Nope") && e.contains(".ID .Repository"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -231,7 +274,7 @@ mod tests {
         assert!(t.table);
         let rows = [json!({"ID": "abc", "Repository": "busybox"})];
         let mut lines = vec![t.header(&[("ID", "IMAGE ID")])];
-        lines.extend(rows.iter().map(|r| t.render(r)));
+        lines.extend(rows.iter().map(|r| t.render(r).unwrap()));
         assert_eq!(
             align(&lines),
             ["IMAGE ID   REPOSITORY", "abc        busybox"]

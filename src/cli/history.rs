@@ -1,5 +1,6 @@
 //! `layerfs history`: IMAGE CREATED CREATED BY SIZE COMMENT, newest first, like
-//! `docker history` (empty layers included; `<missing>` for the rows Docker has no id for).
+//! `docker history` (empty layers included; a row's id is the local image built up to it,
+//! `<missing>` where there is none).
 
 use serde::Serialize;
 
@@ -7,7 +8,8 @@ use super::Context;
 use super::format::Template;
 use super::image_arg::image_arg;
 use super::load::{human_size, print_table};
-use crate::store::{LayerRecord, Store, layers};
+use crate::digest::Digest;
+use crate::store::{ImageRecord, LayerRecord, Store, layers};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -65,6 +67,56 @@ fn layer_size(store: &Store, l: &LayerRecord) -> u64 {
     layers::docker_size(store, &l.diff_id)
 }
 
+/// The image id of each row (oldest first), as Docker fills them in: the top row is the
+/// image itself; an older row is the local image that the image was built on at that
+/// step, i.e. one whose layers are exactly the image's layers up to that row and whose
+/// rows are as many (else `None`: `<missing>`).
+fn local_ids(
+    store: &Store,
+    rec: &ImageRecord,
+    rows: &[Row],
+) -> anyhow::Result<Vec<Option<Digest>>> {
+    let mut ids = vec![None; rows.len()];
+    let Some((top, older)) = ids.split_last_mut() else {
+        return Ok(ids);
+    };
+    *top = Some(rec.id);
+    if older.is_empty() {
+        return Ok(ids);
+    }
+    let diff_ids = rec.diff_ids();
+    // Candidates: other images whose layers are a proper or equal prefix of these.
+    let mut candidates: Vec<(ImageRecord, usize)> = Vec::new();
+    for img in store.list_images()? {
+        let theirs = img.diff_ids();
+        if img.id == rec.id
+            || theirs.len() > diff_ids.len()
+            || diff_ids[..theirs.len()] != theirs[..]
+        {
+            continue;
+        }
+        let Ok(config) = store.image_config(&img.id) else {
+            continue;
+        };
+        let n_rows = match config.history() {
+            Some(h) if !h.is_empty() => h.len(),
+            _ => theirs.len(),
+        };
+        candidates.push((img, n_rows));
+    }
+    let mut layers = 0;
+    for (k, (row, id)) in rows.iter().zip(older.iter_mut()).enumerate() {
+        if !row.empty_layer {
+            layers += 1;
+        }
+        *id = candidates
+            .iter()
+            .find(|(img, n_rows)| *n_rows == k + 1 && img.layers.len() == layers)
+            .map(|(img, _)| img.id);
+    }
+    Ok(ids)
+}
+
 /// Docker's `stringutils.Ellipsis`.
 fn ellipsis(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -76,7 +128,7 @@ fn ellipsis(s: &str, max: usize) -> String {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = super::image_arg::store_for(ctx, std::slice::from_ref(&args.image))?;
     let rec = image_arg(ctx, &store, &args.image)?;
     let config = store.image_config(&rec.id)?;
     let mut rows: Vec<Row> = Vec::new();
@@ -114,10 +166,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    rows.reverse();
-    if let Some(top) = rows.first_mut() {
-        top.id = Some(rec.id.to_string());
+    for (id, row) in local_ids(&store, &rec, &rows)?
+        .into_iter()
+        .zip(rows.iter_mut())
+    {
+        row.id = id.map(|d| d.to_string());
     }
+    rows.reverse();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -128,7 +183,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         .map(|r| {
             let id = match &r.id {
                 Some(id) if args.no_trunc => id.clone(),
-                Some(_) => rec.id.short(),
+                Some(id) => id
+                    .strip_prefix("sha256:")
+                    .unwrap_or(id)
+                    .chars()
+                    .take(12)
+                    .collect(),
                 None => "<missing>".into(),
             };
             let created = if args.human {
@@ -172,7 +232,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        t.print(
+        return t.print(
             &values,
             &[
                 ("ID", "IMAGE"),
@@ -181,7 +241,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 ("CreatedBy", "CREATED BY"),
             ],
         );
-        return Ok(());
     }
     let created = if args.human { "CREATED" } else { "CREATED AT" };
     print_table(&["IMAGE", created, "CREATED BY", "SIZE", "COMMENT"], &table);

@@ -110,6 +110,7 @@ pub(crate) fn resolve(
     let opts = load::LoadOptions {
         tag: None,
         max_layer_size: max_layer_size_from_env()?,
+        nameless: false,
     };
     let id = load::load(store, &source, &opts, &Bars::new(ctx.quiet))
         .with_context(|| format!("cannot load {source}"))?;
@@ -117,6 +118,18 @@ pub(crate) fn resolve(
         .image(&id)?
         .ok_or_else(|| anyhow::anyhow!("image {id} vanished from the store"))?;
     Ok((rec, true))
+}
+
+/// The store for a command whose IMAGE arguments may be sources to load (`inspect
+/// ./x.tar`): made when missing only if one of `args` is such a source, since loading it
+/// needs a store; otherwise a missing store is [`crate::error::Error::NoStore`].
+pub(crate) fn store_for(ctx: &Context, args: &[String]) -> anyhow::Result<Store> {
+    if ctx.root.symlink_metadata().is_err()
+        && args.iter().any(|a| matches!(Source::parse(a), Ok(Some(_))))
+    {
+        return Ok(Store::open(&ctx.root)?);
+    }
+    Ok(Store::open_existing(&ctx.root)?)
 }
 
 /// [`resolve`], the image only.

@@ -48,7 +48,7 @@ struct JsonImage {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let mut images = store.list_images()?;
     if let Some(r) = &args.reference {
         let want = Wanted::parse(r)?;
@@ -122,7 +122,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(t) = template {
-        t.print(
+        return t.print(
             &values,
             &[
                 ("ID", "IMAGE ID"),
@@ -130,7 +130,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 ("CreatedAt", "CREATED AT"),
             ],
         );
-        return Ok(());
     }
     print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     Ok(())

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::Context;
 use super::format::Template;
 use super::image_arg::image_arg;
-use crate::store::{Store, at};
+use crate::store::{at, layers};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -27,7 +27,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let template = args.format.as_deref().map(Template::parse).transpose()?;
-    let store = Store::open(&ctx.root)?;
+    let store = super::image_arg::store_for(ctx, &args.images)?;
     let mut out = Vec::new();
     for arg in &args.images {
         let rec = image_arg(ctx, &store, arg)?;
@@ -46,7 +46,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             "os": field("os"),
             "architecture": field("architecture"),
             "variant": field("variant"),
-            "size": rec.size(),
+            // Docker's Size: its layers as `history` sizes them (not the unpacked bytes).
+            "size": rec.layers.iter().map(|l| layers::docker_size(&store, &l.diff_id)).sum::<u64>(),
             "loaded": rec.loaded,
             "origin": rec.origin,
             "config": field("config"),
@@ -64,8 +65,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         }));
     }
     if let Some(t) = template {
-        t.print(&out, &[]);
-        return Ok(());
+        return t.print(&out, &[]);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

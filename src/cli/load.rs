@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Context;
@@ -16,13 +16,15 @@ use crate::store::{Store, load};
 Examples:
   layerfs load busybox.tar                       # docker save archive (all its images)
   layerfs load busybox.tar.gz                    # gzip- or zstd-compressed, as docker load
+  layerfs load < busybox.tar                     # from stdin, as docker load
   layerfs load oci:./busybox-oci:latest          # one tag of an OCI layout
   layerfs load alpine.oci.tar --tag alpine:3     # an OCI archive, named
   skopeo copy docker://alpine oci:alpine:3 && layerfs load oci:alpine:3")]
 pub struct Args {
     /// What to load: an OCI layout directory, an OCI archive, a docker-archive (format
     /// detected), or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF].
-    #[arg(value_name = "SOURCE", required_unless_present = "input")]
+    /// Without SOURCE or -i: the archive on stdin (`layerfs load < FILE`).
+    #[arg(value_name = "SOURCE")]
     pub source: Option<String>,
     /// The archive to load, as `docker load -i FILE` spells it (the same as SOURCE).
     #[arg(short, long, value_name = "FILE", conflicts_with = "source")]
@@ -71,21 +73,66 @@ pub(crate) fn max_layer_size_from_env() -> anyhow::Result<u64> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    // (clap requires one of them)
-    let given = args.input.or(args.source).unwrap_or_default();
+    let Some(given) = args.input.clone().or(args.source.clone()) else {
+        return run_stdin(ctx, args);
+    };
     let source = Source::parse(&given)?.ok_or_else(|| {
         anyhow::anyhow!(
             "{given}: no such file or directory (give a path, or oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:REF])"
         )
     })?;
     let store = Store::open(&ctx.root)?;
-    let opts = load::LoadOptions {
-        tag: args.tag,
-        max_layer_size: args.max_layer_size,
-    };
+    let opts = options(&args, false);
     // The bars are gone (drawn for the last time) before anything is printed.
     let loaded = load::load_all(&store, &source, &opts, &Bars::new(ctx.quiet))
         .with_context(|| format!("cannot load {source}"))?;
+    print_loaded(ctx, &loaded);
+    Ok(())
+}
+
+/// `layerfs load < FILE`, as `docker load` reads stdin: the archive (plain or
+/// compressed) is staged in the store's `tmp/` first, since reading it seeks.
+fn run_stdin(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    if std::io::stdin().is_terminal() {
+        bail!(
+            "nothing to load: give SOURCE (layerfs load FILE), -i FILE, or an archive on \
+             stdin (layerfs load < FILE); stdin is a terminal"
+        );
+    }
+    let store = Store::open(&ctx.root)?;
+    // Held shared until the staged archive is gone: a load or prune clears `tmp/` only
+    // with the lock exclusive.
+    let _lock = store.lock_shared()?;
+    let staged = super::piped::Staged::new(&store, "stdin", "archive")?;
+    if staged.fill_from_stdin()? == 0 {
+        bail!("nothing to load: stdin is empty (layerfs load < FILE)");
+    }
+    let source = Source {
+        format: crate::image::detect(&staged.path).context("the archive on stdin")?,
+        path: staged.path.clone(),
+        selector: None,
+    };
+    let loaded = load::load_all(
+        &store,
+        &source,
+        &options(&args, true),
+        &Bars::new(ctx.quiet),
+    )
+    .context("cannot load the archive on stdin")?;
+    print_loaded(ctx, &loaded);
+    Ok(())
+}
+
+fn options(args: &Args, nameless: bool) -> load::LoadOptions {
+    load::LoadOptions {
+        tag: args.tag.clone(),
+        max_layer_size: args.max_layer_size,
+        nameless,
+    }
+}
+
+/// `Loaded image: NAME` lines (unless `-q`), then each image id.
+fn print_loaded(ctx: &Context, loaded: &[load::Loaded]) {
     for l in loaded {
         if !ctx.quiet {
             for n in &l.names {
@@ -94,7 +141,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         }
         println!("{}", l.id);
     }
-    Ok(())
 }
 
 /// A load's progress on stderr when it is a terminal (and `-q` was not given): one bar

@@ -22,6 +22,7 @@ mod inspect;
 mod load;
 mod mount;
 pub mod overlay;
+mod piped;
 mod prune;
 mod ps;
 mod rm;

@@ -3,8 +3,10 @@
 //! mounts an existing container again by its name alone.
 //!
 //! Before anything is created: DIR must be a directory and not a mount point already
-//! (unless `--overmount`), and `/dev/fuse` must be usable (else the message says how to
-//! make it so). A container created for a mount that then fails is removed again.
+//! (unless `--overmount`; a non-empty DIR is only warned about), and `/dev/fuse` must be
+//! usable (else the message says how to make it so); a plain user's `--allow-other`
+//! needs `user_allow_other` in /etc/fuse.conf, and `--suid`/`--dev` are said to do
+//! nothing for them. A container created for a mount that then fails is removed again.
 //!
 //! The container is picked and locked by [`crate::container::mount`] (which says how a
 //! container held by another command is waited for); the detached daemon inherits the
@@ -248,12 +250,16 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 }
 
 fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()> {
+    let detached = ready.detached();
+    if !detached {
+        check_plain_user(ctx, args, std::path::Path::new(FUSE_CONF))?;
+    }
     let store = Store::open(&ctx.root)?;
     let dir = check_dir(&args.dir, args.overmount)?;
-    let detached = ready.detached();
     let serving = args.foreground || detached;
     if !detached {
         check_fuse()?;
+        warn_if_not_empty(ctx, args, &dir);
     }
     let inherited = if detached {
         daemon::inherited_lock()
@@ -356,6 +362,63 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
     result
 }
 
+/// fusermount3's configuration: whether plain users may pass `allow_other`.
+const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// True when `conf` (fuse.conf's text) has a `user_allow_other` line (`#` starts a comment).
+fn allows_other(conf: &str) -> bool {
+    conf.lines()
+        .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other")
+}
+
+/// What a plain user's mount cannot do, said before anything is made. Outside a user
+/// namespace a plain user's mount goes through fusermount3, which refuses `allow_other`
+/// unless `conf` allows it (after the store and container were set up, with a message
+/// of its own) and always mounts nosuid,nodev. In a user namespace mount(2) is used
+/// directly and neither applies.
+fn check_plain_user(ctx: &Context, args: &Args, conf: &Path) -> anyhow::Result<()> {
+    if crate::sys::is_root() || crate::sys::in_user_namespace() {
+        return Ok(());
+    }
+    if args.allow_other && !allows_other(&std::fs::read_to_string(conf).unwrap_or_default()) {
+        bail!(
+            "--allow-other needs `user_allow_other` in {}: fusermount3 refuses it to users \
+             other than root without it; add that line (as root), or mount without \
+             --allow-other",
+            conf.display()
+        );
+    }
+    let ignored: Vec<&str> = [(args.suid, "--suid"), (args.dev, "--dev")]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .collect();
+    if !ctx.quiet && !ignored.is_empty() {
+        eprintln!(
+            "layerfs: warning: {} {} no effect: fusermount3 mounts a plain user's FUSE \
+             filesystems nosuid,nodev",
+            ignored.join(" and "),
+            if ignored.len() > 1 { "have" } else { "has" }
+        );
+    }
+    Ok(())
+}
+
+/// Says on stderr that what DIR holds is hidden while the mount is there (the kernel
+/// mounts over a non-empty directory without a word); not with --overmount, which
+/// consents to hiding.
+fn warn_if_not_empty(ctx: &Context, args: &Args, dir: &Path) {
+    if ctx.quiet || args.overmount {
+        return;
+    }
+    let holds = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if holds {
+        eprintln!(
+            "layerfs: warning: {} is not empty: its files are hidden while the mount is there",
+            dir.display()
+        );
+    }
+}
+
 /// Says on stderr what the opt-in flags expose (unless `-q`).
 fn warn_exposure(ctx: &Context, args: &Args, dir: &Path) {
     if ctx.quiet || !args.allow_other || !(args.suid || args.dev) {
@@ -420,4 +483,17 @@ fn serve_container(
         log::warn!("clearing the mount point of {}: {e}", c.record.name);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allows_other;
+
+    #[test]
+    fn fuse_conf_user_allow_other() {
+        assert!(allows_other("# comment\n  user_allow_other  \n"));
+        assert!(allows_other("user_allow_other # users may\n"));
+        assert!(!allows_other("#user_allow_other\nmount_max = 1000\n"));
+        assert!(!allows_other(""));
+    }
 }

@@ -13,7 +13,7 @@ Examples:
 pub struct Args {}
 
 pub fn run(ctx: &Context, _args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let report = gc::prune(&store)?;
     for i in &report.deleted_images {
         println!("Deleted image: {i}");

@@ -4,7 +4,8 @@
 //! with their mount left behind: `stale`) and `-a` all of them. Sizes cost a walk of each
 //! writable layer, so, as with Docker, they come only when asked: `-s` shows them as
 //! `docker ps -s` does, the writable layer then the virtual size (the image below it too);
-//! a `--format` that names a size asks for them too.
+//! a `--format` that names a size asks for them too. Read-only mounts of an image alone
+//! (no container) are listed too, without a name, STATUS `mounted (read-only)`.
 
 use serde_json::{Value, json};
 
@@ -14,7 +15,7 @@ use super::load::{human_size, print_table};
 use crate::container;
 use crate::container::holder;
 use crate::mountinfo::{self, MountEntry};
-use crate::store::Store;
+use crate::store::{Store, mounts as store_mounts};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -118,6 +119,41 @@ fn left_mounted(c: &container::Container, mounts: &[MountEntry]) -> bool {
     })
 }
 
+/// STATUS of a read-only mount of an image alone.
+const READ_ONLY_STATUS: &str = "mounted (read-only)";
+
+/// The NAME cell: `-` for a read-only mount of an image alone.
+fn name_cell(r: &Value) -> String {
+    r["name"].as_str().unwrap_or("-").to_string()
+}
+
+/// `sha256:<hex>` as Docker shows ids: 12 hex digits.
+fn short_id(id: &str) -> String {
+    id.strip_prefix("sha256:")
+        .unwrap_or(id)
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// The IMAGE column of container `c`, as Docker's: the image as it was named when the
+/// container was made while that name still points to it, else the short image id
+/// (after `rmi` of that tag, even when another tag of the image remains). Records of
+/// older versions, which did not keep the name, show the image's first name.
+fn image_column(
+    c: &crate::store::containers::ContainerRecord,
+    image: Option<&crate::store::ImageRecord>,
+    refs: &std::collections::BTreeMap<String, crate::digest::Digest>,
+) -> String {
+    match (&c.image_name, image) {
+        (Some(n), _) if refs.get(n).is_some_and(|d| d.to_string() == c.image) => {
+            crate::image::Reference::parse(n).map_or_else(|_| n.clone(), |r| r.familiar())
+        }
+        (None, Some(i)) => i.display_name(),
+        _ => short_id(&c.image),
+    }
+}
+
 /// `docker ps -s`'s SIZE: the writable layer, then the virtual size.
 fn size_cell(size: u64, virtual_size: u64) -> String {
     format!(
@@ -128,7 +164,7 @@ fn size_cell(size: u64, virtual_size: u64) -> String {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let template = args.format.as_deref().map(Template::parse).transpose()?;
     // As `docker ps --format '{{.Size}}'`: a template that shows a size computes sizes.
     let sizes = !ctx.quiet
@@ -139,6 +175,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 .is_some_and(|f| f.to_ascii_lowercase().contains("size")));
     let mounts = mountinfo::read().unwrap_or_default();
     let now = crate::time::now_unix();
+    let refs = store.refs()?;
     let mut rows: Vec<Value> = Vec::new();
     for c in container::all(&store)? {
         let (st, mp) = state(&store, &c, &mounts);
@@ -148,10 +185,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let image = container::image_of(&c)
             .ok()
             .and_then(|id| store.image(&id).ok().flatten());
-        let (image_name, image_size) = match &image {
-            Some(i) => (i.display_name(), i.size()),
-            None => (c.record.image.clone(), 0),
-        };
+        let image_size = image.as_ref().map_or(0, |i| i.size());
+        let image_name = image_column(&c.record, image.as_ref(), &refs);
         let mut row = json!({
             "name": c.record.name,
             "image": image_name,
@@ -169,12 +204,37 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         }
         rows.push(row);
     }
+    // Read-only mounts of an image alone: mounted, with no container (no name).
+    for m in store_mounts::live(&store)? {
+        let r = &m.record;
+        let image = crate::digest::Digest::parse(&r.image)
+            .ok()
+            .and_then(|id| store.image(&id).ok().flatten());
+        let mut row = json!({
+            "name": Value::Null,
+            "image": image.as_ref().map_or_else(|| short_id(&r.image), |i| i.display_name()),
+            "image_id": r.image,
+            "state": "mounted",
+            "status": READ_ONLY_STATUS,
+            "mountpoint": r.mountpoint,
+            "created": r.created,
+            "running_for": crate::time::human_since_str(Some(&r.created), now),
+            "read_only": true,
+        });
+        if sizes {
+            let size = image.as_ref().map_or(0, |i| i.size());
+            row["size"] = 0.into();
+            row["virtual_size"] = size.into();
+        }
+        rows.push(row);
+    }
     let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
     let n = |v: &Value, k: &str| v[k].as_u64();
     let mountpoint = |v: &Value| v["mountpoint"].as_str().unwrap_or("-").to_string();
-    // `-q` (global): names only, as `docker ps -q` prints ids.
+    // `-q` (global): names only, as `docker ps -q` prints ids (a read-only mount of an
+    // image has none: nothing to give `rm` or `commit`).
     if ctx.quiet {
-        for r in &rows {
+        for r in rows.iter().filter(|r| !r["name"].is_null()) {
             println!("{}", s(r, "name"));
         }
         return Ok(());
@@ -188,8 +248,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|r| {
                 let mut v = json!({
-                    "Names": s(r, "name"),
-                    "Name": s(r, "name"),
+                    "Names": name_cell(r),
+                    "Name": name_cell(r),
                     "Image": s(r, "image"),
                     "ImageID": s(r, "image_id"),
                     "State": s(r, "state"),
@@ -205,7 +265,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 v
             })
             .collect();
-        t.print(
+        return t.print(
             &values,
             &[
                 ("Names", "NAMES"),
@@ -217,7 +277,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 ("RunningFor", "CREATED"),
             ],
         );
-        return Ok(());
     }
     let mut header = vec!["NAME", "IMAGE", "CREATED", "STATUS", "MOUNTPOINT"];
     if sizes {
@@ -227,7 +286,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             let mut cells = vec![
-                s(r, "name"),
+                name_cell(r),
                 s(r, "image"),
                 s(r, "running_for"),
                 s(r, "status"),

@@ -86,7 +86,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let mut failed = 0;
     for name in &args.names {
         match remove_one(&store, name, args.force) {

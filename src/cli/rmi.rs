@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let report = gc::rmi(&store, &args.images, args.force)?;
     for t in &report.untagged {
         println!("Untagged: {}", t.familiar());

@@ -125,7 +125,14 @@ fn make_bundle(
     process: &Process<'_>,
 ) -> anyhow::Result<String> {
     let store = Store::open(&ctx.root)?;
-    let image = image_arg(ctx, &store, image)?;
+    let typed = image;
+    let image = image_arg(ctx, &store, typed)?;
+    // The child mount is given the name typed when it is one of the image's (the
+    // container then records it, for `ps`), else the id (a path is not loaded twice).
+    let named = crate::image::Reference::parse(typed)
+        .ok()
+        .filter(|r| image.tags.contains(r))
+        .map_or_else(|| image.id.to_string(), |r| r.to_string());
     let config = store.image_config(&image.id)?;
     let user = match process.user {
         Some(u) => u.to_string(),
@@ -147,7 +154,7 @@ fn make_bundle(
     let mut args: Vec<OsString> = vec![
         "-q".into(),
         "mount".into(),
-        image.id.to_string().into(),
+        named.into(),
         dir.join("rootfs").into(),
     ];
     if let Some(n) = name {

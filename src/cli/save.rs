@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use std::io::IsTerminal;
+
+use anyhow::{Context as _, bail};
 
 use super::Context;
 use super::image_arg::{note_if_path_too, resolve, spelled_as_path};
@@ -34,6 +36,7 @@ pub enum CompressArg {
 Examples:
   layerfs save myapp:v2 -o myapp.tar                        # docker-archive, for docker load
   layerfs save myapp:v2 base:1 -o both.tar                  # several images, shared layers once
+  layerfs save myapp:v2 | gzip > myapp.tar.gz              # to stdout when not a terminal
   layerfs save myapp:v2 --format oci -o myapp-oci/          # OCI layout (tags in index.json)
   layerfs save myapp:v2 --format oci-archive --compress zstd -o myapp.oci.tar
   skopeo copy oci:myapp-oci:v2 docker://registry.local/myapp:v2")]
@@ -44,8 +47,9 @@ pub struct Args {
     pub images: Vec<String>,
     /// Where to write: a file (archives; a regular file there is replaced, mode 0600) or
     /// a new or empty directory (--format oci, mode 0700); never a symlink, device or FIFO.
+    /// Without -o: an archive to stdout when it is not a terminal, as `docker save`.
     #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "docker-archive")]
     pub format: FormatArg,
@@ -103,7 +107,6 @@ fn requests_for(ctx: &Context, store: &Store, arg: &str) -> anyhow::Result<Vec<S
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
     let format = match args.format {
         FormatArg::DockerArchive => SaveFormat::DockerArchive,
         FormatArg::Oci => SaveFormat::Oci,
@@ -114,9 +117,22 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         SaveFormat::Oci => Target::SaveLayout,
         _ => Target::SaveArchive,
     };
-    crate::image::output::check(&args.output, target)?;
+    match &args.output {
+        Some(out) => crate::image::output::check(out, target)?,
+        None if format == SaveFormat::Oci => bail!(
+            "--format oci writes a directory, which cannot go to stdout: give -o DIR (or \
+             --format oci-archive for one file)"
+        ),
+        None if std::io::stdout().is_terminal() => bail!(
+            "refusing to write an archive to a terminal: give -o FILE or redirect stdout \
+             (layerfs save IMAGE > FILE)"
+        ),
+        None => {}
+    }
+    let store = super::image_arg::store_for(ctx, &args.images)?;
     // Shared from the lookup on: no rmi or prune removes an image between its lookup and
-    // its saving (which would fail on a store file that is gone).
+    // its saving (which would fail on a store file that is gone); nor, while an archive
+    // for stdout is staged in `tmp/`, clears it.
     let _lock = store.lock_shared()?;
     let mut requests = Vec::new();
     for arg in &args.images {
@@ -134,14 +150,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(crate::image::compress::default_threads),
         rewrite_commit: Some(crate::commit::rewrite_layer),
     };
-    let saved = save::save(&store, requests, &args.output, &opts)
-        .with_context(|| format!("cannot save to {}", args.output.display()))?;
+    let Some(out) = &args.output else {
+        // The archive's writer seeks back to blob headers: it is staged, then copied.
+        let staged = super::piped::Staged::new(&store, "save", "archive.tar")?;
+        save::save(&store, requests, &staged.path, &opts).context("cannot save to stdout")?;
+        return staged.drain_to_stdout();
+    };
+    let saved = save::save(&store, requests, out, &opts)
+        .with_context(|| format!("cannot save to {}", out.display()))?;
     log::info!(
         "saved {} image(s), {} layer blob(s) ({} bytes) to {}",
         saved.images,
         saved.layers,
         saved.layer_bytes,
-        args.output.display()
+        out.display()
     );
     Ok(())
 }

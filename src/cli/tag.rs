@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let target = Reference::parse(&args.target)?;
     // Shared: the image cannot be removed between its lookup and its new name.
     let _lock = store.lock_shared()?;

@@ -130,7 +130,7 @@ fn by_dir(store: &Store, target: &str) -> anyhow::Result<Step> {
 }
 
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let store = Store::open(&ctx.root)?;
+    let store = Store::open_existing(&ctx.root)?;
     let mut waiter: Option<Waiter> = None;
     loop {
         // A container of that name first (names never hold a '/'), else a path.

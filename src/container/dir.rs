@@ -372,7 +372,8 @@ pub fn open(store: &Store, name: &str) -> Result<Option<Container>> {
     }))
 }
 
-/// Creates a container of `image`, named `name` or `<image name>-<random>`. Built in `tmp/`
+/// Creates a container of `image`, named `name` or `<image name>-<random>`; `created_as`:
+/// the image as the user named it (a name of it, or its id), for `ps`. Built in `tmp/`
 /// and renamed into place, so a container is complete when visible; and locked (exclusive)
 /// before it is visible, so that nobody else mounts or removes it before its creator is
 /// done with it.
@@ -380,6 +381,7 @@ pub fn create(
     store: &Store,
     name: Option<&str>,
     image: &store::ImageRecord,
+    created_as: &str,
 ) -> Result<(Container, LockGuard)> {
     let hint = image.display_name();
     let name = match name {
@@ -416,6 +418,7 @@ pub fn create(
         created: crate::time::now_rfc3339(),
         mountpoint: None,
         styles: Some(store.styles()?),
+        image_name: Some(created_as.to_string()),
     };
     let dir = at::container(&name);
     let res = (|| -> Result<LockGuard> {

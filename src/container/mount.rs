@@ -99,21 +99,40 @@ fn existing_container(store: &Store, name: &str, image: &ImageRecord) -> Result<
 /// one (`true`: created now).
 fn container_for(
     store: &Store,
-    name: Option<&str>,
+    req: &Request<'_>,
     image: &ImageRecord,
 ) -> Result<Look<(Locked, bool)>> {
+    let name = req.name;
     if let Some(n) = name
         && let Some(c) = super::open(store, n)?
     {
         check_image(&c, image)?;
         return Ok(lock_for_mount(&c)?.map(|g| ((c, g), false)));
     }
-    match super::create(store, name, image) {
+    match super::create(store, name, image, &created_as(req.image, image)) {
         Ok(l) => Ok(Look::Ready((l, true))),
         // Made by another command since we looked: that one is mounted (or refused).
         Err(Error::ContainerExists(_)) if name.is_some() => Ok(Look::Again),
         Err(e) => Err(e),
     }
+}
+
+/// What a new container records as the image it was made from (Docker's `Config.Image`,
+/// which `ps` shows while it still names that image): the name typed when it is one of
+/// the image's, the id when an id was typed, else (a path loaded) the image's first name.
+fn created_as(typed: &str, image: &ImageRecord) -> String {
+    if let Ok(r) = crate::image::Reference::parse(typed)
+        && image.tags.contains(&r)
+    {
+        return r.to_string();
+    }
+    let hex = typed.strip_prefix("sha256:").unwrap_or(typed);
+    if hex.is_empty() || !image.id.hex().starts_with(hex) {
+        if let Some(t) = image.tags.first() {
+            return t.to_string();
+        }
+    }
+    image.id.to_string()
 }
 
 /// `mount NAME DIR` where NAME is an existing container: that container and its image.
@@ -154,8 +173,8 @@ fn pick_once<E: From<Error>>(
         (true, None) => Look::Ready((image, None, false)),
         // An existing container's layer, read-only.
         (true, Some(n)) => existing_container(store, n, &image)?.map(|l| (image, Some(l), false)),
-        (false, name) => {
-            container_for(store, name, &image)?.map(|(l, created)| (image, Some(l), created))
+        (false, _) => {
+            container_for(store, req, &image)?.map(|(l, created)| (image, Some(l), created))
         }
     })
 }

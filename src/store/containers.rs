@@ -27,6 +27,11 @@ pub struct ContainerRecord {
     /// `crate::container::Container::styles`); absent in records of older versions until the next mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub styles: Option<Styles>,
+    /// The image as it was named when the container was made (`docker.io/library/busybox:latest`,
+    /// or the image id), as Docker keeps `Config.Image`: `ps` shows that name while it
+    /// still names this image, else the short id. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
 }
 
 /// Every container record (none when `containers/` does not exist). A directory without

@@ -29,6 +29,9 @@ pub struct LoadOptions {
     pub tag: Option<String>,
     /// Most bytes one layer may unpack to (apparent sizes of its files).
     pub max_layer_size: u64,
+    /// The source's file name means nothing (an archive staged from stdin): ref names that
+    /// are only a tag are not named after it.
+    pub nameless: bool,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +39,7 @@ impl Default for LoadOptions {
         LoadOptions {
             tag: None,
             max_layer_size: DEFAULT_MAX_LAYER_SIZE,
+            nameless: false,
         }
     }
 }
@@ -99,7 +103,7 @@ fn read(store: &Store, source: &Source, opts: &LoadOptions) -> Result<Vec<ImageP
         dir: std::os::fd::AsFd::as_fd(&tmp),
         shown: &shown,
     };
-    source.read_in(opts.tag.is_none(), scratch)
+    source.read_in(opts.tag.is_none() && !opts.nameless, scratch)
 }
 
 fn load_plans(

@@ -200,6 +200,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store at `root` for a command that only reads or changes what is there:
+    /// a path that does not exist is [`Error::NoStore`], not a new store (a mistyped
+    /// `--root` would otherwise leave an empty store behind). An existing directory is
+    /// opened as [`Store::open`] does.
+    pub fn open_existing(root: &Path) -> Result<Store> {
+        match std::fs::symlink_metadata(root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NoStore {
+                path: root.to_path_buf(),
+            }),
+            _ => Store::open(root),
+        }
+    }
+
     /// The store root, as the user named it (for messages).
     pub fn root(&self) -> &Path {
         self.root.path()

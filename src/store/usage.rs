@@ -59,6 +59,17 @@ pub struct LayerUsage {
     pub active: bool,
 }
 
+/// A live read-only mount of an image alone (no container: it writes nothing).
+#[derive(Debug, Clone, Serialize)]
+pub struct MountUsage {
+    /// The image id.
+    pub image: String,
+    pub mountpoint: String,
+    /// Its daemon.
+    pub pid: u32,
+    pub created: String,
+}
+
 /// One line of the summary: TYPE TOTAL ACTIVE SIZE RECLAIMABLE.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -140,6 +151,8 @@ pub struct Usage {
     pub containers: Vec<ContainerUsage>,
     pub layers: Vec<LayerUsage>,
     pub tmp: TmpUsage,
+    /// Read-only mounts of images alone (they hold their images, as containers do).
+    pub read_only_mounts: Vec<MountUsage>,
 }
 
 fn unique_layers(img: &ImageRecord) -> BTreeMap<Digest, u64> {
@@ -161,10 +174,16 @@ pub fn usage(
     for c in &ctrs {
         *users.entry(c.image.clone()).or_default() += 1;
     }
-    let held: BTreeSet<String> = mounts::live(store)?
+    let read_only_mounts: Vec<MountUsage> = mounts::live(store)?
         .into_iter()
-        .map(|m| m.record.image)
+        .map(|m| MountUsage {
+            image: m.record.image,
+            mountpoint: m.record.mountpoint,
+            pid: m.record.pid,
+            created: m.record.created,
+        })
         .collect();
+    let held: BTreeSet<&str> = read_only_mounts.iter().map(|m| m.image.as_str()).collect();
 
     // Layer → number of images listing it, and whether an active image does.
     let mut listed: BTreeMap<Digest, (usize, bool, u64)> = BTreeMap::new();
@@ -172,7 +191,7 @@ pub fn usage(
     for img in &images {
         let key = img.id.to_string();
         let n = users.get(&key).copied().unwrap_or(0);
-        let active = n > 0 || held.contains(&key);
+        let active = n > 0 || held.contains(key.as_str());
         for (d, size) in unique_layers(img) {
             let e = listed.entry(d).or_insert((0, false, size));
             e.0 += 1;
@@ -266,5 +285,6 @@ pub fn usage(
         containers: out_ctrs,
         layers: out_layers,
         tmp,
+        read_only_mounts,
     })
 }
