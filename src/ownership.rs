@@ -55,16 +55,44 @@ impl Override {
         Some(o)
     }
 
-    /// The record as containers-storage writes it for a regular file or a directory
-    /// (the type is the host entry's own, so it is left out, as older writers do).
-    pub fn format(&self) -> String {
-        format!("{}:{}:0{:o}", self.uid, self.gid, self.perm & 0o7777)
+    /// A device node kept as an empty regular file (the host refuses mknod to a user).
+    pub fn device(uid: u32, gid: u32, perm: u32, kind: FileKind, rdev: (u32, u32)) -> Override {
+        Override {
+            kind: Some(kind),
+            rdev: Some(rdev),
+            ..Override::new(uid, gid, perm)
+        }
     }
 
-    /// Whether the record applies to a host entry of `kind`: one naming another type
-    /// (a device kept as a regular file) is not presented yet, only its owner.
+    /// The record as containers-storage writes it: the type only for a device (for a
+    /// regular file or a directory it is the host entry's own, and older readers take
+    /// three fields).
+    pub fn format(&self) -> String {
+        let base = format!("{}:{}:0{:o}", self.uid, self.gid, self.perm & 0o7777);
+        match (self.kind, self.rdev) {
+            (Some(FileKind::CharDevice), Some((ma, mi))) => format!("{base}:char-{ma}-{mi}"),
+            (Some(FileKind::BlockDevice), Some((ma, mi))) => format!("{base}:block-{ma}-{mi}"),
+            _ => base,
+        }
+    }
+
+    /// Whether the record applies to a host entry of `kind`: its own type, or a device
+    /// kept as a regular file.
     pub fn applies_to(&self, kind: FileKind) -> bool {
-        self.kind.is_none_or(|k| k == kind)
+        self.kind
+            .is_none_or(|k| k == kind || self.kept_device(kind).is_some())
+    }
+
+    /// The device a regular host file of `kind` stands for, if the record says it is one.
+    pub fn kept_device(&self, kind: FileKind) -> Option<(FileKind, (u32, u32))> {
+        match (kind, self.kind, self.rdev) {
+            (
+                FileKind::Regular,
+                Some(k @ (FileKind::CharDevice | FileKind::BlockDevice)),
+                Some(rdev),
+            ) => Some((k, rdev)),
+            _ => None,
+        }
     }
 }
 
@@ -146,5 +174,13 @@ mod tests {
         let o = Override::new(65534, 1000, 0o2775);
         assert_eq!(o.format(), "65534:1000:02775");
         assert_eq!(Override::parse(o.format().as_bytes()), Some(o));
+        let d = Override::device(0, 6, 0o660, FileKind::BlockDevice, (8, 1));
+        assert_eq!(d.format(), "0:6:0660:block-8-1");
+        assert_eq!(Override::parse(d.format().as_bytes()), Some(d));
+        assert_eq!(
+            d.kept_device(FileKind::Regular),
+            Some((FileKind::BlockDevice, (8, 1)))
+        );
+        assert!(d.applies_to(FileKind::Regular) && !d.applies_to(FileKind::Directory));
     }
 }

@@ -301,3 +301,42 @@ fn a_store_without_user_xattrs_is_refused_clearly() {
         assert!(names(&fs.join("store").join(d)).is_empty(), "{d} not empty");
     }
 }
+
+/// Device nodes, which a plain user may not make: kept as empty files whose records name
+/// the device (as containers-storage keeps them), shown through the mount as the devices
+/// (type, numbers, mode, owner) and written back as devices by export.
+#[test]
+fn rootless_device_nodes_are_kept_in_records() {
+    let r = Rootless::new();
+    let oci = r.dir().join("devs");
+    let spec = ImageSpec::new(vec![vec![
+        dir("dev").mode(0o755),
+        chardev("dev/null", 1, 3).mode(0o666),
+        blockdev("dev/sda", 8, 0).mode(0o660).owner(0, 6),
+    ]]);
+    write_oci(&oci, &spec, "1");
+    run_ok(
+        std::process::Command::new("chown")
+            .args(["-R", "nobody"])
+            .arg(&oci),
+    );
+    let out = r.sh(
+        true,
+        &format!(
+            "$L load -q oci:{oci}:1 >/dev/null; mkdir $D/m; \
+             $L mount --name c oci:{oci}:1 $D/m >/dev/null; \
+             stat -c '%F %t:%T %a %u:%g %n' $D/m/dev/null $D/m/dev/sda; $L umount c; \
+             $L export c -o $D/c.tar; tar tvnf $D/c.tar dev/null dev/sda",
+            oci = oci.display()
+        ),
+    );
+    assert!(
+        out.contains("character special file 1:3 666 0:0 ")
+            && out.contains("block special file 8:0 660 0:6 "),
+        "{out}"
+    );
+    assert!(
+        out.contains("crw-rw-rw- 0/0") && out.contains("1,3") && out.contains("brw-rw---- 0/6"),
+        "{out}"
+    );
+}

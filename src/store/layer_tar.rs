@@ -100,6 +100,9 @@ impl Tree for LayerDirTree {
             && o.applies_to(out.kind)
         {
             (out.uid, out.gid, out.perm) = (u64::from(o.uid), u64::from(o.gid), o.perm);
+            if let Some((kind, rdev)) = o.kept_device(out.kind) {
+                (out.kind, out.rdev, out.size) = (kind, rdev, 0);
+            }
         }
         Ok(out)
     }

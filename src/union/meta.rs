@@ -148,6 +148,11 @@ impl Union {
                 a.uid = o.uid;
                 a.gid = o.gid;
                 a.perm = o.perm as u16;
+                if let Some((kind, (major, minor))) = o.kept_device(a.kind) {
+                    a.kind = kind;
+                    a.rdev = nix::sys::stat::makedev(u64::from(major), u64::from(minor)) as u32;
+                    (a.size, a.blocks) = (0, 0);
+                }
             }
             None => {
                 let (uid, gid) = ownership::own_ids();

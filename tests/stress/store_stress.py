@@ -689,7 +689,7 @@ class Worker:
             r = self.run('ps', ['ps', '-a', '--json'])
             if r['rc'] == 0:
                 try:
-                    r['seen'] = {c['name']: c['state'] for c in json.loads(r['out'])}
+                    r['seen'] = {c['name']: c['state'] for c in containers_in(r['out'])}
                 except ValueError as e:
                     r['bad'] = f'ps --json: {e}'
         elif x == 'df':
@@ -1429,6 +1429,12 @@ def show(r):
 
 # ---------------------------------------------------------------- the end
 
+def containers_in(ps_json):
+    """The containers of a `ps -a --json` listing (read-only mounts of images are rows
+    too, without a name; the final sweep unmounts them by mount point)."""
+    return [c for c in json.loads(ps_json) if c.get('name')]
+
+
 def lf(args, root=None, check=False, timeout=HANG):
     p = subprocess.run([BIN, '--root', root or store()] + args, capture_output=True,
                        timeout=timeout, cwd=f'{B}/cwd')
@@ -1443,7 +1449,7 @@ def unmount_all(problems):
     reports any daemon of this store still alive after that (then kills it)."""
     rc, out, err = lf(['ps', '-a', '--json'])
     if rc == 0:
-        for c in json.loads(out):
+        for c in containers_in(out):
             if c['state'] == 'mounted':
                 rc2, _, err2 = lf(['umount', c['name']])
                 if rc2 != 0:
@@ -1566,7 +1572,7 @@ def final_checks(ck, sessions):
     rc, out, err = lf(['ps', '-a', '--json'])
     if rc != 0:
         return P + [f'final ps -a: {err.strip()}']
-    ps = json.loads(out)
+    ps = containers_in(out)
     names = {c['name'] for c in ps}
     on_disk = {n for n in os.listdir(f'{st}/containers')}
     if names != on_disk:

@@ -380,13 +380,47 @@ impl<'a> Unpacker<'a> {
                 let dev = nix::sys::stat::makedev(u64::from(major), u64::from(minor));
                 match nix::sys::stat::mknodat(&dir, fname, kind, Mode::empty(), dev) {
                     Ok(()) => {}
+                    // Rootless: an empty regular file whose record names the device, as
+                    // containers-storage keeps one; the union shows it as the device.
                     Err(Errno::EPERM) if self.opts.ownership == Ownership::OverrideStat => {
-                        return Err(Error::entry(
-                            &name,
-                            format!(
-                                "device node {type_name} {major}:{minor} needs root to create (rootless import cannot keep it)"
-                            ),
-                        ));
+                        let fd = nix::fcntl::openat(
+                            &dir,
+                            fname,
+                            nix::fcntl::OFlag::O_CREAT
+                                | nix::fcntl::OFlag::O_EXCL
+                                | nix::fcntl::OFlag::O_WRONLY
+                                | nix::fcntl::OFlag::O_NOFOLLOW
+                                | nix::fcntl::OFlag::O_CLOEXEC,
+                            Mode::from_bits_truncate(0o600),
+                        )
+                        .map_err(|e| {
+                            Error::entry_io(
+                                &name,
+                                format!("cannot keep device node {type_name} {major}:{minor}"),
+                                errno_io(e),
+                            )
+                        })?;
+                        let k = if etype == T::Char {
+                            crate::union::FileKind::CharDevice
+                        } else {
+                            crate::union::FileKind::BlockDevice
+                        };
+                        let o = crate::ownership::Override::device(
+                            meta.uid,
+                            meta.gid,
+                            meta.mode,
+                            k,
+                            (major, minor),
+                        );
+                        crate::sys::setxattr(
+                            crate::sys::At::Fd(fd.as_fd()),
+                            OsStr::new(OVERRIDE_STAT_XATTR),
+                            o.format().as_bytes(),
+                            0,
+                        )
+                        .map_err(|e| Error::entry_io(&name, "cannot record the device", e))?;
+                        drop(fd);
+                        return self.node_meta(&dir, fname, meta, &name, true);
                     }
                     Err(e) => {
                         return Err(Error::entry_io(
