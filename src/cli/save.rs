@@ -138,13 +138,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     for arg in &args.images {
         requests.extend(requests_for(ctx, &store, arg)?);
     }
+    let compress = args.compress.map(|c| match c {
+        CompressArg::Zstd => Compression::Zstd,
+        CompressArg::Gzip => Compression::Gzip,
+        CompressArg::None => Compression::None,
+    });
+    if let Some(w) = readers_warning(format, compress) {
+        eprintln!("layerfs: warning: {w}");
+    }
     let opts = SaveOptions {
         format,
-        compress: args.compress.map(|c| match c {
-            CompressArg::Zstd => Compression::Zstd,
-            CompressArg::Gzip => Compression::Gzip,
-            CompressArg::None => Compression::None,
-        }),
+        compress,
         threads: args
             .threads
             .unwrap_or_else(crate::image::compress::default_threads),
@@ -166,6 +170,23 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Common readers that cannot read what is about to be written (checked in
+/// tests/save_readers.rs): said as a warning, the archive is still what was asked for.
+fn readers_warning(format: SaveFormat, compress: Option<Compression>) -> Option<&'static str> {
+    match (format, compress) {
+        (SaveFormat::DockerArchive, Some(Compression::Zstd)) => Some(
+            "zstd layers in a docker-archive: Docker Engine before 23.0 (Debian 12's 20.10 \
+             included) cannot `docker load` it; podman, skopeo and layerfs can \
+             (--compress gzip or none: every docker load)",
+        ),
+        (SaveFormat::Oci | SaveFormat::OciArchive, Some(Compression::Zstd)) => Some(
+            "zstd layers: umoci 0.4 (Debian 12's) cannot unpack them; skopeo, podman, \
+             containerd 1.5+ and layerfs can (--compress gzip: every OCI reader)",
+        ),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
