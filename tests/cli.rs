@@ -549,6 +549,16 @@ fn a_truncated_archive_says_truncated() {
         assert!(!err.contains("without manifest.json"), "{err}");
         assert_eq!(fresh.ok(&["images", "-q"]), "", "cut at {cut}");
     }
+    // Cut inside a header near the end (the last entries' headers): truncated too, not
+    // "not a readable tar archive".
+    let from_end = bytes.len() - 1024 - 700;
+    let part = fresh.scratch("cut-header").join("part.tar");
+    fs::write(&part, &bytes[..from_end]).unwrap();
+    let err = fresh.fail(&["load", part.to_str().unwrap()]);
+    assert!(
+        err.contains("the archive is truncated") && err.contains("inside a tar header"),
+        "{err}"
+    );
     // The whole archive loads.
     fresh.ok(&["load", whole.to_str().unwrap()]);
 }

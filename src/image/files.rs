@@ -188,7 +188,27 @@ impl TarFiles {
                     detail: e.to_string(),
                 },
             };
-            while let Some(entry) = tar.next_entry().map_err(bad)? {
+            loop {
+                let entry = match tar.next_entry() {
+                    Ok(Some(e)) => e,
+                    Ok(None) => break,
+                    // Entries read, then the end in the middle of a header: cut short.
+                    Err(Error::Tar { source })
+                        if source.kind() == std::io::ErrorKind::UnexpectedEof
+                            && !entries.is_empty() =>
+                    {
+                        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                        return Err(Error::Invalid {
+                            file: path.display().to_string(),
+                            detail: format!(
+                                "the archive is truncated: it ends after {len} bytes, inside \
+                                 a tar header (after {} entries)",
+                                entries.len()
+                            ),
+                        });
+                    }
+                    Err(e) => return Err(bad(e)),
+                };
                 let name = String::from_utf8_lossy(&entry.path).into_owned();
                 let Some(name) = clean_rel(&name) else {
                     continue;
