@@ -27,9 +27,14 @@ fn big_image(s: &TestStore) -> PathBuf {
 /// Starts `layerfs load` of `image` and waits until it is unpacking (a staged layer with
 /// data in `tmp/`); then stops it (SIGSTOP), so that what follows sees it mid-way.
 fn stopped_load(s: &TestStore, image: &Path) -> Child {
+    stopped(s, &["load", "-q", &image.display().to_string()])
+}
+
+/// Starts `layerfs ARGS`, which loads a big image first, and stops it once it unpacks.
+fn stopped(s: &TestStore, args: &[&str]) -> Child {
     let mut child = s
         .cmd()
-        .args(["load", "-q", &image.display().to_string()])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -129,6 +134,39 @@ fn sigint_during_load_cleans_up() {
 #[test]
 fn sigterm_during_load_cleans_up() {
     interrupted_load_cleans_up("TERM", 143);
+}
+
+/// `mount` of an image it must load first: interrupted in the load, it cleans up the
+/// same way, and neither a container nor a mount is left.
+#[test]
+fn sigint_during_the_load_of_a_mount_cleans_up() {
+    require_fuse();
+    let s = TestStore::new();
+    s.load(&bb("l1", Spelling::Oci));
+    let image = big_image(&s);
+    let mnt = s.scratch("mnt");
+    let child = stopped(
+        &s,
+        &[
+            "mount",
+            &image.display().to_string(),
+            mnt.to_str().unwrap(),
+            "--name",
+            "big",
+        ],
+    );
+    signal(&child, "INT");
+    signal(&child, "CONT");
+    let (status, err) = finish(child);
+    assert_eq!(status, Some(130), "stderr: {err}");
+    assert_eq!(err.trim_end(), "layerfs: interrupted", "stderr: {err}");
+    assert_eq!(
+        names(&s.root.join("tmp")),
+        Vec::<String>::new(),
+        "tmp/ left"
+    );
+    assert_eq!(s.ok(&["ps", "-a", "-q"]), "", "a container was left");
+    assert!(names(&mnt).is_empty(), "something is mounted");
 }
 
 #[test]

@@ -236,15 +236,19 @@ pub fn main() -> ExitCode {
     };
     // Commands that write stop cleanly on Ctrl-C/SIGTERM (see `crate::interrupt`); the
     // mount daemon has its own signal handling, the rest are quick.
-    let stoppable = matches!(
-        cli.command,
+    let stoppable = match &cli.command {
         Command::Load(_)
-            | Command::Save(_)
-            | Command::Commit(_)
-            | Command::Export(_)
-            | Command::Inspect(_)
-            | Command::History(_)
-    );
+        | Command::Save(_)
+        | Command::Commit(_)
+        | Command::Export(_)
+        | Command::Inspect(_)
+        | Command::History(_) => true,
+        // A mount that loads its image first; not one that serves (`-f`, and the
+        // detached daemon, which runs as `mount … --foreground`): the daemon waits for
+        // these signals itself.
+        Command::Mount(a) => !a.foreground,
+        _ => false,
+    };
     if stoppable && let Err(e) = crate::interrupt::arm() {
         log::warn!("Ctrl-C will not clean up: {e}");
     }
