@@ -111,6 +111,55 @@ fn rootful_top_layer(script: &str) -> Vec<String> {
     columns(&out)
 }
 
+/// The shared script that lists a tree as the fixtures' expected manifests do.
+fn tree_manifest() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/lib/tree-manifest.py")
+}
+
+/// A manifest without the lines and values a rootless load cannot keep or the reference
+/// tool drops: the root's line, the file capability (a plain user's unpack outside a user
+/// namespace lacks the privilege: warned), the empty-valued xattr umoci drops (fixtures
+/// README).
+fn norm(m: &str) -> Vec<String> {
+    m.lines()
+        .filter(|l| !l.starts_with(".\t"))
+        .map(|l| {
+            l.replace(
+                "security.capability=0100000200200000000000000000000000000000",
+                "-",
+            )
+            .replace("user.layerfs.empty=,", "")
+        })
+        .collect()
+}
+
+/// Every fixture image, loaded by a plain user and mounted in a user namespace, shows
+/// what its reference listing says (a rootful mount's view).
+#[test]
+fn every_fixture_image_shows_its_owners_rootless() {
+    let r = Rootless::new();
+    for image in [
+        "busybox-zstd",
+        "busybox-uncompressed",
+        "busybox-umoci",
+        "busybox-buildah-vfs",
+    ] {
+        let src = fixture_ref(image, "latest", Spelling::Oci);
+        let manifest = r.sh(
+            true,
+            &format!(
+                "$L load -q --tag {image}:x {src} >/dev/null 2>&1; mkdir -p $D/ro; \
+                 $L mount --read-only {image}:x $D/ro >/dev/null; python3 {} $D/ro; \
+                 $L umount $D/ro",
+                tree_manifest().display()
+            ),
+        );
+        let expected =
+            std::fs::read_to_string(fixtures().join(format!("expected/{image}.manifest"))).unwrap();
+        assert_same_tree(&norm(&manifest), &norm(&expected), image);
+    }
+}
+
 /// The issue's own reproduction: a plain user appends to a file of uid 1000, commits and
 /// saves; the layer must say 1000 (and root for the parents), as a rootful commit does,
 /// never the user's own uid.
@@ -178,24 +227,13 @@ fn in_a_user_namespace_the_mount_shows_the_image() {
     );
     let manifest = r.sh(
         true,
-        "mkdir -p $D/ro; $L mount --read-only busybox:latest $D/ro >/dev/null; \
-         python3 /work/shared/scripts/lib/tree-manifest.py $D/ro; $L umount $D/ro",
+        &format!(
+            "mkdir -p $D/ro; $L mount --read-only busybox:latest $D/ro >/dev/null; \
+             python3 {} $D/ro; $L umount $D/ro",
+            tree_manifest().display()
+        ),
     );
     let expected = std::fs::read_to_string(fixtures().join("expected/busybox.manifest")).unwrap();
-    let norm = |m: &str| -> Vec<String> {
-        m.lines()
-            .filter(|l| !l.starts_with(".\t"))
-            // The file capability needs privileges a plain user's unpack lacks (warned);
-            // the empty-valued xattr is one the reference tool drops (fixtures README).
-            .map(|l| {
-                l.replace(
-                    "security.capability=0100000200200000000000000000000000000000",
-                    "-",
-                )
-                .replace("user.layerfs.empty=,", "")
-            })
-            .collect()
-    };
     assert_same_tree(
         &norm(&manifest),
         &norm(&expected),
