@@ -1687,6 +1687,9 @@ def main():
         raise SystemExit(f'{B} must be empty')
     for d in ['logs', 'mnt', 'out', 'cwd', 'check']:
         os.makedirs(f'{B}/{d}')
+    # An empty directory becomes the store at the first command, whichever it is (only a
+    # path that does not exist is refused by commands that make no store).
+    os.makedirs(store(), mode=0o700)
     sources, ids = build_sources()
     T_BASE[0] = now()
     deadline = now() + SECONDS
