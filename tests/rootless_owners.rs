@@ -378,3 +378,39 @@ fn rootless_device_nodes_are_kept_in_records() {
         "{out}"
     );
 }
+
+/// A rootless store's layers stay readable by fuse-overlayfs (1.10, which fails a
+/// listing of a lower root that carries a record with ENODATA: the layer root keeps none
+/// when it is root's).
+#[test]
+fn fuse_overlayfs_reads_a_rootless_stores_layers() {
+    let r = Rootless::new();
+    let lowers = r.sh(
+        false,
+        &format!(
+            "$L load -q {} >/dev/null 2>&1; $L inspect busybox:latest | \
+             jq -r '.[0].layers | reverse | map(.path) | join(\":\")'",
+            bb("latest", Spelling::Oci)
+        ),
+    );
+    let mnt = r.dir().join("fo");
+    std::fs::create_dir(&mnt).unwrap();
+    run_ok(
+        std::process::Command::new("fuse-overlayfs")
+            .arg("-o")
+            .arg(format!("lowerdir={}", lowers.trim()))
+            .arg(&mnt),
+    );
+    let _umount = common::mount::Unmount(vec![mnt.clone()]);
+    let listed = names(&mnt);
+    assert!(
+        listed.contains(&"bin".to_string()) && listed.contains(&"home".to_string()),
+        "{listed:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/layer3-marker"))
+            .unwrap()
+            .len(),
+        8
+    );
+}

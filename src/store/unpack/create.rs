@@ -184,6 +184,10 @@ impl<'a> Unpacker<'a> {
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| Error::entry_io(name, "cannot chown", errno_io(e)))?,
+            // The layer root without a record is root's (ours, taken for root's: see
+            // `crate::union`), and fuse-overlayfs 1.10 cannot list a lower root that has
+            // one (ENODATA): recorded only when it is someone else's.
+            Ownership::OverrideStat if comps.is_empty() && meta.uid == 0 && meta.gid == 0 => {}
             Ownership::OverrideStat => {
                 self.override_stat(At::Entry(dir.as_fd(), fname), &meta, name)?
             }
@@ -315,8 +319,19 @@ impl<'a> Unpacker<'a> {
     /// same id: in a user namespace the host owner reads as another id.
     pub(super) fn override_stat(&self, at: At<'_>, meta: &Meta, name: &str) -> Result<()> {
         let v = crate::ownership::Override::new(meta.uid, meta.gid, meta.mode).format();
-        sys::setxattr(at, OsStr::new(OVERRIDE_STAT_XATTR), v.as_bytes(), 0)
-            .map_err(|e| Error::entry_io(name, "cannot record ownership", e))
+        sys::setxattr(at, OsStr::new(OVERRIDE_STAT_XATTR), v.as_bytes(), 0).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                return Error::IoWhat {
+                    what: "the store's filesystem keeps no user extended attributes (tmpfs \
+                           before Linux 6.6, ramfs, some NFS), where a plain user's store \
+                           keeps the images' owners: put the store on ext4, xfs or btrfs \
+                           (--root DIR, or $XDG_DATA_HOME)"
+                        .into(),
+                    source: e,
+                };
+            }
+            Error::entry_io(name, "cannot record ownership", e)
+        })
     }
 }
 

@@ -147,34 +147,6 @@ pub fn unpack_recording<R: Read>(
     opts: &UnpackOptions,
     layout: Option<&dyn ContentSink>,
 ) -> Result<UnpackStats> {
-    if opts.ownership == Ownership::OverrideStat {
-        // The layer root is root's, as the host's root would make it, unless the tar
-        // says otherwise (a `./` entry replaces this record).
-        let root = |e: std::io::Error| {
-            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
-                return Error::IoWhat {
-                    what: "the store's filesystem keeps no user extended attributes (tmpfs \
-                           before Linux 6.6, ramfs, some NFS), where a plain user's store \
-                           keeps the images' owners: put the store on ext4, xfs or btrfs \
-                           (--root DIR, or $XDG_DATA_HOME)"
-                        .into(),
-                    source: e,
-                };
-            }
-            Error::entry_io("./", "cannot record the layer root's ownership", e)
-        };
-        let perm = nix::sys::stat::fstat(dest)
-            .map_err(|e| root(errno_io(e)))?
-            .st_mode;
-        let v = crate::ownership::Override::new(0, 0, perm).format();
-        crate::sys::setxattr(
-            crate::sys::At::Fd(dest),
-            OsStr::new(OVERRIDE_STAT_XATTR),
-            v.as_bytes(),
-            0,
-        )
-        .map_err(root)?;
-    }
     let mut u = Unpacker {
         root: dest,
         opts,
