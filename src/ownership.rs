@@ -4,6 +4,9 @@
 //! store's unpacker, the union core (which presents the record as the entry's
 //! attributes) and the store's layer-tar reader.
 
+use std::ffi::OsStr;
+
+use crate::sys::{self, At};
 use crate::union::FileKind;
 
 /// The xattr name, as containers-storage spells it.
@@ -94,6 +97,20 @@ impl Override {
             _ => None,
         }
     }
+}
+
+/// The record of the entry at `at`, if it has one that parses (a missing or unreadable
+/// record is no record: the entry is what the host says).
+pub fn read(at: At<'_>) -> Option<Override> {
+    match sys::getxattr(at, OsStr::new(XATTR)) {
+        Ok(Some(v)) => Override::parse(&v),
+        _ => None,
+    }
+}
+
+/// Writes `o` as the record of the entry at `at`.
+pub fn write(at: At<'_>, o: &Override) -> std::io::Result<()> {
+    sys::setxattr(at, OsStr::new(XATTR), o.format().as_bytes(), 0)
 }
 
 /// This process's effective uid and gid (which a rootless union takes for root's).

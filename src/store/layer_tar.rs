@@ -95,8 +95,7 @@ impl Tree for LayerDirTree {
         let mut out = Leaf::of_stat(&st);
         if let Some(at) = Self::at(n)
             && matches!(out.kind, FileKind::Regular | FileKind::Directory)
-            && let Ok(Some(v)) = sys::getxattr(at, OsStr::new(OVERRIDE_STAT_XATTR))
-            && let Some(o) = crate::ownership::Override::parse(&v)
+            && let Some(o) = crate::ownership::read(at)
             && o.applies_to(out.kind)
         {
             (out.uid, out.gid, out.perm) = (u64::from(o.uid), u64::from(o.gid), o.perm);

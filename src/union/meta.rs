@@ -123,8 +123,12 @@ impl Union {
         let counted = s.dir().and_then(|d| d.listing().subdirs());
         drop(s);
         if self.opts.owner_marks {
-            let r = self.read_ref(node)?;
-            self.present_record(r.at(), &mut a);
+            if matches!(a.kind, FileKind::Regular | FileKind::Directory) {
+                let r = self.read_ref(node)?;
+                self.present_record(r.at(), &mut a);
+            } else {
+                present_own_as_root(&mut a);
+            }
         }
         if merged {
             let subdirs = match counted {
@@ -154,15 +158,7 @@ impl Union {
                     (a.size, a.blocks) = (0, 0);
                 }
             }
-            None => {
-                let (uid, gid) = ownership::own_ids();
-                if a.uid == uid {
-                    a.uid = 0;
-                }
-                if a.gid == gid {
-                    a.gid = 0;
-                }
-            }
+            None => present_own_as_root(a),
         }
     }
 
@@ -172,10 +168,7 @@ impl Union {
         if !self.opts.owner_marks || !matches!(kind, FileKind::Regular | FileKind::Directory) {
             return None;
         }
-        match sys::getxattr(at, OsStr::new(ownership::XATTR)) {
-            Ok(Some(v)) => Override::parse(&v).filter(|o| o.applies_to(kind)),
-            _ => None,
-        }
+        ownership::read(at).filter(|o| o.applies_to(kind))
     }
 
     /// Xattr names never shown through the mount: the union's own, and the ownership
@@ -259,12 +252,7 @@ impl Union {
                 o.uid = ch.uid.unwrap_or(o.uid);
                 o.gid = ch.gid.unwrap_or(o.gid);
                 o.perm = ch.mode.map_or(o.perm, |m| m & 0o7777);
-                sys::setxattr(
-                    At::Fd(fd.as_fd()),
-                    OsStr::new(ownership::XATTR),
-                    o.format().as_bytes(),
-                    0,
-                )?;
+                ownership::write(At::Fd(fd.as_fd()), &o)?;
                 (host.uid, host.gid) = (None, None);
             }
             apply_meta(fd.as_fd(), kind, &host)?;
@@ -345,6 +333,17 @@ impl Union {
         sys::removexattr(At::Fd(fd.as_fd()), name)?;
         forget_default_acl(&node);
         Ok(())
+    }
+}
+
+/// An entry of ours without a record is root's (see [`Union::present_record`]).
+fn present_own_as_root(a: &mut Attr) {
+    let (uid, gid) = ownership::own_ids();
+    if a.uid == uid {
+        a.uid = 0;
+    }
+    if a.gid == gid {
+        a.gid = 0;
     }
 }
 

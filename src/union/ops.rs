@@ -202,12 +202,7 @@ impl Union {
                     perm |= libc::S_ISGID;
                 }
                 let o = crate::ownership::Override::new(caller.uid, gid, perm);
-                sys::setxattr(
-                    At::Fd(fd.as_fd()),
-                    OsStr::new(crate::ownership::XATTR),
-                    o.format().as_bytes(),
-                    0,
-                )?;
+                crate::ownership::write(At::Fd(fd.as_fd()), &o)?;
                 (st.st_uid, st.st_gid, st.st_mode) =
                     (caller.uid, gid, (st.st_mode & !0o7777) | perm);
             } else if st.st_uid != caller.uid || st.st_gid != gid {

@@ -318,8 +318,8 @@ impl<'a> Unpacker<'a> {
     /// other types cannot carry user.* xattrs). Always, even where the host owner is the
     /// same id: in a user namespace the host owner reads as another id.
     pub(super) fn override_stat(&self, at: At<'_>, meta: &Meta, name: &str) -> Result<()> {
-        let v = crate::ownership::Override::new(meta.uid, meta.gid, meta.mode).format();
-        sys::setxattr(at, OsStr::new(OVERRIDE_STAT_XATTR), v.as_bytes(), 0).map_err(|e| {
+        let o = crate::ownership::Override::new(meta.uid, meta.gid, meta.mode);
+        crate::ownership::write(at, &o).map_err(|e| {
             if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
                 return Error::IoWhat {
                     what: "the store's filesystem keeps no user extended attributes (tmpfs \

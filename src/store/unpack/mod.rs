@@ -384,13 +384,8 @@ impl<'a> Unpacker<'a> {
                             k,
                             (major, minor),
                         );
-                        crate::sys::setxattr(
-                            crate::sys::At::Fd(fd.as_fd()),
-                            OsStr::new(OVERRIDE_STAT_XATTR),
-                            o.format().as_bytes(),
-                            0,
-                        )
-                        .map_err(|e| Error::entry_io(&name, "cannot record the device", e))?;
+                        crate::ownership::write(crate::sys::At::Fd(fd.as_fd()), &o)
+                            .map_err(|e| Error::entry_io(&name, "cannot record the device", e))?;
                         drop(fd);
                         return self.node_meta(&dir, fname, meta, &name, true);
                     }
