@@ -35,6 +35,7 @@ use super::Union;
 use super::attr::FileKind;
 use super::error::{FsError, Result, absent_ok};
 use super::index::NewIndexEntry;
+use super::names::Lowers;
 use super::node::{
     Body, Content, DevIno, DirInfo, DirSnapshot, Ident, Lower, LowerDir, NodeState, Parent,
     UpperLoc,
@@ -184,12 +185,19 @@ impl Union {
     }
 
     /// Resolves `name` among lower directories only.
-    pub(crate) fn resolve_lowers(
+    pub(crate) fn resolve_lowers(&self, lowers: &Lowers, name: &OsStr) -> Result<Option<Resolved>> {
+        self.resolve_lowers_from(lowers, 0, name)
+    }
+
+    /// Resolves `name` among the lower directories from position `from` on.
+    fn resolve_lowers_from(
         &self,
-        lowers: &[LowerDir],
+        lowers: &Lowers,
+        from: usize,
         name: &OsStr,
     ) -> Result<Option<Resolved>> {
-        for (i, ld) in lowers.iter().enumerate() {
+        for i in lowers.candidates(self, from, name) {
+            let ld = &lowers[i];
             let found = stat_at(&ld.fd, name).map_err(|e| {
                 e.with_ctx(format!("stat {name:?} in {}", self.layer_name(ld.layer)))
             })?;
@@ -208,8 +216,7 @@ impl Union {
             }
             let dirfd = open_dir_at(&ld.fd, name)?;
             let marks = self.dir_marks(ld.layer, &dirfd)?;
-            let below = &lowers[i + 1..];
-            let chain = self.chain_below(ld.layer, &marks, below, name)?;
+            let chain = self.chain_below(ld.layer, &marks, lowers, i + 1, name)?;
             let mut merged = vec![LowerDir {
                 layer: ld.layer,
                 fd: dirfd,
@@ -235,7 +242,7 @@ impl Union {
     /// rotated upper layer), and its data further down if it is a metacopy.
     fn resolve_lower_file(
         &self,
-        lowers: &[LowerDir],
+        lowers: &Lowers,
         i: usize,
         name: &OsStr,
         st: FileStat,
@@ -251,7 +258,8 @@ impl Union {
             }
             if marks.metacopy {
                 data = Some(Box::new(self.metacopy_data(
-                    &lowers[i + 1..],
+                    lowers,
+                    i + 1,
                     name,
                     kind,
                     ld.layer,
@@ -291,10 +299,12 @@ impl Union {
     }
 
     /// Where the data of metacopy `name` (a `kind` entry of layer `layer`) is: the same
-    /// name below, which must be a regular file.
+    /// name below, in the lower directories from position `from` on, which must be a
+    /// regular file.
     fn metacopy_data(
         &self,
-        below: &[LowerDir],
+        lowers: &Lowers,
+        from: usize,
         name: &OsStr,
         kind: FileKind,
         layer: usize,
@@ -308,7 +318,7 @@ impl Union {
         if kind != FileKind::Regular {
             return Err(damaged("not a regular file"));
         }
-        match self.resolve_lowers(below, name)? {
+        match self.resolve_lowers_from(lowers, from, name)? {
             Some(Resolved {
                 kind: FileKind::Regular,
                 body: Body::File(c),
@@ -322,36 +332,41 @@ impl Union {
     }
 
     /// The lower directories that merge below a directory of layer `layer` with `marks`,
-    /// named `name` in the parent whose lower directories below it are `below`.
+    /// named `name` in the parent whose lower directories below it are those of
+    /// `lowers` from position `from` on.
     fn chain_below(
         &self,
         layer: usize,
         marks: &Marks,
-        below: &[LowerDir],
+        lowers: &Lowers,
+        from: usize,
         name: &OsStr,
     ) -> Result<Vec<LowerDir>> {
         if marks.opaque {
             return Ok(Vec::new());
         }
         match &marks.redirect {
-            Some(r) => self.redirect_lowers(layer, below, r).map_err(|e| {
+            Some(r) => self.redirect_lowers(layer, lowers, from, r).map_err(|e| {
                 e.with_ctx(format!(
                     "redirect of {name:?} in {}",
                     self.layer_name(layer)
                 ))
             }),
-            None => self.lower_dirs_below(below, name),
+            None => self.lower_dirs_below(lowers, from, name),
         }
     }
 
-    /// The directories named `name` in `lowers` that merge below a directory above them.
+    /// The directories named `name` in `lowers` from position `from` on that merge below
+    /// a directory above them.
     pub(crate) fn lower_dirs_below(
         &self,
-        lowers: &[LowerDir],
+        lowers: &Lowers,
+        from: usize,
         name: &OsStr,
     ) -> Result<Vec<LowerDir>> {
         let mut out = Vec::new();
-        for (i, ld) in lowers.iter().enumerate() {
+        for i in lowers.candidates(self, from, name) {
+            let ld = &lowers[i];
             let Some(st) = stat_at(&ld.fd, name)? else {
                 if self.wh_file_exists(ld.layer, &ld.fd, name)? {
                     break;
@@ -373,7 +388,7 @@ impl Union {
                 break;
             }
             if let Some(r) = &marks.redirect {
-                out.extend(self.redirect_lowers(ld.layer, &lowers[i + 1..], r)?);
+                out.extend(self.redirect_lowers(ld.layer, lowers, i + 1, r)?);
                 break;
             }
         }
@@ -382,12 +397,14 @@ impl Union {
 
     /// The directories at redirect path `target` of a directory in layer `layer`:
     /// absolute (from the roots of the layers below `layer`), or a bare name among the
-    /// parent's lower directories below it (`below`). A target that is not a clean path
-    /// is refused (EIO): it could name something outside the layer stack.
+    /// parent's lower directories below it (those of `lowers` from position `from` on).
+    /// A target that is not a clean path is refused (EIO): it could name something
+    /// outside the layer stack.
     pub(crate) fn redirect_lowers(
         &self,
         layer: usize,
-        below: &[LowerDir],
+        lowers: &Lowers,
+        from: usize,
         target: &[u8],
     ) -> Result<Vec<LowerDir>> {
         let Some((abs, comps)) = redirect_components(target) else {
@@ -397,7 +414,7 @@ impl Union {
             )));
         };
         if !abs {
-            return self.lower_dirs_below(below, comps[0]);
+            return self.lower_dirs_below(lowers, from, comps[0]);
         }
         let first = (layer + 1).max(self.stack.first_lower());
         let mut cur: Vec<LowerDir> = Vec::new();
@@ -412,10 +429,10 @@ impl Union {
             });
         }
         for comp in comps {
-            match self.resolve_lowers(&cur, comp)? {
+            match self.resolve_lowers(&Lowers::unindexed(cur), comp)? {
                 Some(Resolved {
                     body: Body::Dir(d), ..
-                }) => cur = d.into_lowers(),
+                }) => cur = d.lowers().to_vec(),
                 _ => return Ok(Vec::new()),
             }
         }
@@ -443,7 +460,7 @@ impl Union {
     ) -> Result<Resolved> {
         let fd = open_dir_at(up, name)?;
         let marks = self.dir_marks(0, &fd)?;
-        let lowers = self.chain_below(0, &marks, &parent.lowers, name)?;
+        let lowers = self.chain_below(0, &marks, &parent.lowers, 0, name)?;
         let lower_stat = match lowers.first() {
             Some(ld) => Some(nix::sys::stat::fstat(&ld.fd)?),
             None => None,
@@ -492,7 +509,7 @@ impl Union {
             };
         }
         let lower = if marks.metacopy {
-            Some(self.metacopy_data(&parent.lowers, name, kind, 0)?)
+            Some(self.metacopy_data(&parent.lowers, 0, name, kind, 0)?)
         } else {
             None
         };

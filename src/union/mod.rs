@@ -36,6 +36,7 @@ pub mod layer;
 pub mod listing;
 mod lookup;
 mod meta;
+mod names;
 pub mod node;
 mod ops;
 pub mod readdir;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use nix::sys::stat::FileStat;
 
 use super::attr::FileKind;
+use super::names::Lowers;
 use super::readdir::ListingCache;
 
 /// A FUSE node id. fuser sends `attr.ino` as the node id, so it is also the inode number
@@ -217,7 +218,7 @@ pub(crate) struct DirInfo {
     /// The directory in the upper layer, when it has been created or copied up (set once).
     upper: Option<Arc<OwnedFd>>,
     /// Lower layer directories merged below it, top first, cut at the first opaque one.
-    lowers: Vec<LowerDir>,
+    lowers: Arc<Lowers>,
     /// Stat of the topmost lower directory (attributes before copy-up).
     lower_stat: Option<FileStat>,
     /// The upper directory already carries the `impure` mark (set once).
@@ -238,7 +239,7 @@ impl DirInfo {
     ) -> DirInfo {
         DirInfo {
             upper,
-            lowers,
+            lowers: Arc::new(Lowers::new(lowers)),
             lower_stat,
             impure,
             ..Default::default()
@@ -249,7 +250,7 @@ impl DirInfo {
         self.upper.as_ref()
     }
 
-    pub fn lowers(&self) -> &[LowerDir] {
+    pub fn lowers(&self) -> &Lowers {
         &self.lowers
     }
 
@@ -276,18 +277,13 @@ impl DirInfo {
             lowers: self.lowers.clone(),
         }
     }
-
-    /// Taken apart (a redirect walk continues below it).
-    pub fn into_lowers(self) -> Vec<LowerDir> {
-        self.lowers
-    }
 }
 
 /// The fds of a directory's layers, cloned out of the node so syscalls run unlocked.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DirSnapshot {
     pub upper: Option<Arc<OwnedFd>>,
-    pub lowers: Vec<LowerDir>,
+    pub lowers: Arc<Lowers>,
 }
 
 /// The directory a node was reached in.
