@@ -77,9 +77,11 @@ fi
 # ---------------------------------------------------------------- parameters
 if [ "$QUICK" = 1 ]; then
   MODE=quick DIRS=16 FILES=10 BIG_MIB=8 VICTIMS=3 MV_DIRS=2 CREATE_N=300 STAT_N=10000 DEBIAN=0
+  DEEP=(10)
   ROUNDS=${ROUNDS:-1}
 else
   MODE=full DIRS=300 FILES=40 BIG_MIB=256 VICTIMS=40 MV_DIRS=20 CREATE_N=2500 STAT_N=10000 DEBIAN=1
+  DEEP=(10 50 200 1000)
   ROUNDS=${ROUNDS:-5}
 fi
 BENCH_DIR=$(mkdir -p "${BENCH_DIR:-/var/tmp/layerfs-bench}" && cd "${BENCH_DIR:-/var/tmp/layerfs-bench}" && pwd)
@@ -252,6 +254,21 @@ step_rename() {
   "$PY" -c 'import os; os.rename("mvsrc", "mvdst")' || return 1
   [ -d mvdst/m00 ] && [ ! -e mvsrc ] || { echo "wrong: mvdst/ or mvsrc/ after rename" >&2; return 1; }
 }
+# What PATH searches, the dynamic linker and Python imports do: names that are not there,
+# in a directory every layer adds to (after it has been listed once).
+step_miss() {
+  "$PY" - <<'EOF'
+import os
+d = "usr/lib/python3"
+n = len(os.listdir(d))
+for i in range(2000):
+    try:
+        os.stat(f"{d}/missing_{i}.py")
+        raise SystemExit(f"wrong: {d}/missing_{i}.py exists")
+    except FileNotFoundError:
+        pass
+EOF
+}
 step_mv() {
   mv mvsrc mvdst
   [ -d mvdst/m00 ] && [ ! -e mvsrc ] || { echo "wrong: mvdst/ or mvsrc/ after mv" >&2; return 1; }
@@ -276,6 +293,9 @@ CELLS+=("read-seq|gen|step_read_seq:read a big file, dd bs=1M (cold);step_read_s
         "rm-lower|gen|step_rm_lower:rm -rf lower dirs (N_VICTIMS files)"
         "rename|gen|step_rename:rename(2) of a lower dir (N_MV files)"
         "mv|gen|step_mv:mv of a lower dir (N_MV files)")
+for n in "${DEEP[@]}"; do
+  CELLS+=("deep$n:miss|deep$n|step_miss:2000 lookups of missing names ($n layers)")
+done
 
 expand_label() { # DATASET LABEL
   local s=$2
@@ -284,7 +304,7 @@ expand_label() { # DATASET LABEL
   printf '%s: %s' "$1" "$s"
 }
 export -f step_find step_lslR step_du step_stat step_tar step_read_seq step_read_par \
-  step_copy_up step_chmod step_create step_rm_created step_rm_lower step_rename step_mv
+  step_copy_up step_chmod step_create step_rm_created step_rm_lower step_rename step_mv step_miss
 export BIG_MIB CREATE_N PY
 
 record() { local IFS=$'\t'; printf '%s\n' "$*" >> "$RAW"; }
@@ -470,6 +490,15 @@ if [ ! -f "$GEN_OCI/ready" ] || [ "$GEN_OCI/ready" -ot "$LIB/gen-image.py" ]; th
   touch "$GEN_OCI/ready"
 fi
 prepare_dirs gen "$GEN_OCI"
+for n in "${DEEP[@]}"; do   # N small layers each: cheap, cached like the generated image
+  DEEP_OCI=$BENCH_DIR/data/deep-oci-$n
+  if [ ! -f "$DEEP_OCI/ready" ] || [ "$DEEP_OCI/ready" -ot "$LIB/gen-image.py" ]; then
+    log "generating an image of $n layers in $DEEP_OCI"
+    "$PY" "$LIB/gen-image.py" "$DEEP_OCI" --deep "$n"
+    touch "$DEEP_OCI/ready"
+  fi
+  prepare_dirs "deep$n" "$DEEP_OCI"
+done
 DEBIAN_OCI=$FIXTURES/debian/oci
 if [ "$DEBIAN" = 1 ]; then
   if [ -f "$DEBIAN_OCI/index.json" ]; then
@@ -507,6 +536,9 @@ if [ -x "$LAYERFS" ]; then
     if [ "$DEBIAN" = 1 ] && [ -z "${DATA_MISSING[debian]:-}" ]; then
       load_store debian || MISSING[lfsm]="layerfs load of the Debian image: $(first_error "$RUN/load.err")"
     fi
+    for n in "${DEEP[@]}"; do
+      load_store "deep$n" || MISSING[lfsm]="layerfs load of the $n-layer image: $(first_error "$RUN/load.err")"
+    done
   else
     MISSING[lfs-load]="layerfs load: $(first_error "$RUN/load.err")"
     [ -n "${MISSING[lfsm]:-}" ] || MISSING[lfsm]=${MISSING[lfs-load]}

@@ -2,6 +2,7 @@
 """Write the synthetic benchmark image as an OCI layout (uncompressed tar layers).
 
     gen-image.py OUT_DIR --dirs N --files M --big-mib S --victims V --mv-dirs R
+    gen-image.py OUT_DIR --deep N
 
 Three layers, bottom first (OCI whiteouts: `.wh.NAME`, `.wh..wh..opq`):
 
@@ -12,6 +13,10 @@ Three layers, bottom first (OCI whiteouts: `.wh.NAME`, `.wh..wh..opq`):
              (i%10==5) made opaque with 5 new files; the others lose every 7th file
              (whiteouts), get 3 new files and one file replaced
   3 top      every 4th dir gets 2 files, and one whited-out name comes back
+
+With --deep N: N small layers instead, each adding usr/bin/tool-K and
+usr/lib/python3/mod_K.py (so that those directories merge N layers, as in images built one
+RUN step at a time), for the lookups of missing names.
 
 The content is deterministic except for the big files (random, so that nothing can
 compress or deduplicate them). The tag is `latest`.
@@ -158,6 +163,17 @@ def build(args, tmp):
     return paths
 
 
+def build_deep(n, tmp):
+    paths = []
+    for k in range(n):
+        layer = Layer(os.path.join(tmp, f"{k + 1}.tar"))
+        layer.file(f"usr/bin/tool-{k}", f"#!/bin/sh\necho {k}\n".encode(), mode=0o755)
+        layer.file(f"usr/lib/python3/mod_{k}.py", f"X = {k}\n".encode())
+        layer.close()
+        paths.append(layer.path)
+    return paths
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -176,19 +192,26 @@ def put_blob(out, data):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--dirs", type=int, required=True)
-    ap.add_argument("--files", type=int, required=True)
-    ap.add_argument("--big-mib", type=int, required=True)
-    ap.add_argument("--victims", type=int, required=True)
-    ap.add_argument("--mv-dirs", type=int, required=True)
+    ap.add_argument("--deep", type=int)
+    ap.add_argument("--dirs", type=int)
+    ap.add_argument("--files", type=int)
+    ap.add_argument("--big-mib", type=int)
+    ap.add_argument("--victims", type=int)
+    ap.add_argument("--mv-dirs", type=int)
     args = ap.parse_args()
+    if args.deep is None and None in (args.dirs, args.files, args.big_mib, args.victims, args.mv_dirs):
+        ap.error("--dirs, --files, --big-mib, --victims and --mv-dirs are required without --deep")
 
     out = args.out
     shutil.rmtree(out, ignore_errors=True)
     blobs = os.path.join(out, "blobs", "sha256")
     os.makedirs(blobs)
     layers = []
-    for p in build(args, out):
+    if args.deep is not None:
+        built, whats = build_deep(args.deep, out), [f"layer {k + 1}" for k in range(args.deep)]
+    else:
+        built, whats = build(args, out), ["base", "changes", "top"]
+    for p in built:
         hexd = sha256_file(p)
         size = os.path.getsize(p)
         os.rename(p, os.path.join(blobs, hexd))
@@ -202,7 +225,7 @@ def main():
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{h}" for h, _ in layers]},
         "history": [
             {"created": "2023-11-14T22:13:20Z", "created_by": f"layerfs bench: {what}"}
-            for what in ("base", "changes", "top")
+            for what in whats
         ],
     }
     cdata = json.dumps(config, sort_keys=True).encode()

@@ -265,6 +265,10 @@ def page(raw, meta):
         "`rename(2)` fails with EXDEV where the filesystem cannot rename such a directory, "
         "and `mv` then falls back to copying.",
         "- import: the image from its OCI layout into a store or a rootfs, caches dropped before.",
+        "- lookups of missing names: 2000 `stat`s (Python) of names that no layer has, in "
+        "`usr/lib/python3` of an image of N layers that each add a file there, after one listing "
+        "of it: what `PATH` searches, the dynamic linker and imports do. Kernel overlayfs cannot "
+        "mount stacks deeper than its option page holds.",
         "",
         "Kernel overlayfs runs with the machine's module defaults (above): without "
         "`redirect_dir` it answers EXDEV to the rename of a lower directory, and without "
