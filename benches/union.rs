@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use layerfs::union::{Fh, LayerSpec, Options, ROOT_ID, Stack, Union};
+use layerfs::union::{LayerSpec, NodeId, Options, ROOT_ID, Stack, Union};
 use nix::sys::stat::{Mode, SFlag, mknod};
 
 /// Entries of the big directories.
@@ -167,14 +167,14 @@ fn bench_lookup(c: &mut Criterion, f: &Fixture) {
 
 /// Reads a whole listing from an open directory, at most `bytes` of FUSE dirents per
 /// call (as a READDIR reply buffer is filled).
-fn read_all(u: &Union, fh: Fh, bytes: usize) -> usize {
+fn read_all(u: &Union, dir: NodeId, bytes: usize) -> usize {
     let mut offset = 0;
     let mut seen = 0;
     loop {
         let mut used = 0;
         let mut took = 0;
         let mut next_offset = offset;
-        u.readdir(fh, offset, |next, e| {
+        u.readdir(dir, offset, |next, e| {
             let size = (DIRENT_HEADER + e.name.len() + 7) & !7;
             if took > 0 && used + size > bytes {
                 return true;
@@ -194,10 +194,10 @@ fn read_all(u: &Union, fh: Fh, bytes: usize) -> usize {
     }
 }
 
-/// Every name of an open directory, "." and ".." included.
-fn names(u: &Union, fh: Fh) -> Vec<OsString> {
+/// Every name of a directory, "." and ".." included.
+fn names(u: &Union, dir: NodeId) -> Vec<OsString> {
     let mut out = Vec::new();
-    u.readdir(fh, 0, |_, e| {
+    u.readdir(dir, 0, |_, e| {
         out.push(e.name.clone());
         false
     })
@@ -214,9 +214,7 @@ fn bench_readdir(c: &mut Criterion, f: &Fixture) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &dname, |b, dname| {
             b.iter(|| {
                 let id = u.lookup(ROOT_ID, dname).expect("lookup").id;
-                let fh = u.opendir(id).expect("opendir");
-                black_box(names(u, fh).len());
-                u.releasedir(fh);
+                black_box(names(u, id).len());
                 u.forget(id, 1);
             })
         });
@@ -231,16 +229,10 @@ fn bench_readdir(c: &mut Criterion, f: &Fixture) {
         for n in SIZES {
             let id = u.lookup(ROOT_ID, &dir_name(n)).expect("lookup").id;
             // Build and cache the listing once.
-            let fh = u.opendir(id).expect("opendir");
-            let total = read_all(u, fh, usize::MAX);
-            u.releasedir(fh);
+            let total = read_all(u, id, usize::MAX);
             g.throughput(Throughput::Elements(total as u64));
             g.bench_with_input(BenchmarkId::from_parameter(n), &id, |b, &id| {
-                b.iter(|| {
-                    let fh = u.opendir(id).expect("opendir");
-                    black_box(read_all(u, fh, chunk));
-                    u.releasedir(fh);
-                })
+                b.iter(|| black_box(read_all(u, id, chunk)))
             });
             u.forget(id, 1);
         }
@@ -253,12 +245,10 @@ fn check(f: &Fixture) {
     let u = &f.union;
     for n in SIZES {
         let id = u.lookup(ROOT_ID, &dir_name(n)).expect("lookup").id;
-        let fh = u.opendir(id).expect("opendir");
-        let names: Vec<OsString> = names(u, fh)
+        let names: Vec<OsString> = names(u, id)
             .into_iter()
             .filter(|s| s != OsStr::new(".") && s != OsStr::new(".."))
             .collect();
-        u.releasedir(fh);
         u.forget(id, 1);
         let want = (0..n).filter(|&i| !is_whited_out(i, n)).count();
         assert_eq!(names.len(), want, "merged entries of d{n}");

@@ -64,16 +64,14 @@ fn walk(u: &Union, path: &str) -> Result<NodeId, i32> {
 }
 
 fn names(u: &Union, dir: NodeId) -> Vec<String> {
-    let fh = u.opendir(dir).unwrap();
     let mut v = Vec::new();
-    u.readdir(fh, 0, |_, e| {
+    u.readdir(dir, 0, |_, e| {
         if e.name != "." && e.name != ".." {
             v.push(e.name.to_string_lossy().into_owned());
         }
         false
     })
     .unwrap();
-    u.releasedir(fh);
     v.sort();
     v
 }

@@ -119,16 +119,14 @@ pub fn user_xattrs(u: &Union, id: NodeId) -> union::Result<Vec<(OsString, Vec<u8
 
 /// The names directory `id` shows in `u`, `.` and `..` left out.
 pub fn listing(u: &Union, id: NodeId) -> union::Result<Vec<OsString>> {
-    let fh = u.opendir(id)?;
     let mut names = Vec::new();
-    let r = u.readdir(fh, 0, |_, e| {
+    u.readdir(id, 0, |_, e| {
         if e.name != "." && e.name != ".." {
             names.push(e.name.clone());
         }
         false
-    });
-    u.releasedir(fh);
-    r.map(|()| names)
+    })?;
+    Ok(names)
 }
 
 /// A node looked up in a union, its lookup count given back (the kernel's `forget`) when

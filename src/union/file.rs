@@ -17,7 +17,7 @@ use super::attr::{FileKind, Time};
 use super::copyup::CopyMode;
 use super::error::{FsError, Result};
 use super::layer::open_readable_dir;
-use super::listing::{DirEntry, Listing};
+use super::listing::DirEntry;
 use super::node::{Fh, Node, NodeId};
 use super::{Entry, Union};
 
@@ -87,20 +87,11 @@ impl FileHandle {
     }
 }
 
-#[derive(Debug)]
-pub(crate) struct DirHandle {
-    node: Arc<Node>,
-    listing: Mutex<Option<Arc<Listing>>>,
-    dot: u64,
-    dotdot: u64,
-}
-
 /// Open files and directories.
 #[derive(Debug, Default)]
 pub(crate) struct Handles {
     next: AtomicU64,
     files: Mutex<HashMap<Fh, Arc<FileHandle>>>,
-    dirs: Mutex<HashMap<Fh, Arc<DirHandle>>>,
 }
 
 impl Handles {
@@ -110,15 +101,6 @@ impl Handles {
 
     pub(crate) fn file(&self, fh: Fh) -> Result<Arc<FileHandle>> {
         self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::EBADF)
-    }
-
-    fn dir(&self, fh: Fh) -> Result<Arc<DirHandle>> {
-        self.dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&fh)
@@ -338,75 +320,39 @@ impl Union {
         Ok(())
     }
 
-    /// Opens a directory: takes a snapshot of its merged listing.
-    pub fn opendir(&self, id: NodeId) -> Result<Fh> {
-        let node = self.node(id)?;
-        let parent = {
-            let s = node.read();
-            if s.dir().is_none() {
-                return Err(FsError::ENOTDIR);
-            }
-            s.parent().cloned()
-        };
-        let dot = node.id.0;
-        let dotdot = parent.map_or(dot, |p| p.id().0);
-        let fh = self.handles.next_fh();
-        let h = Arc::new(DirHandle {
-            node,
-            listing: Mutex::new(None),
-            dot,
-            dotdot,
-        });
-        self.handles
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, h);
-        Ok(fh)
-    }
-
-    /// The listing an open directory reads at `offset`: offset 0 (a fresh read or a
-    /// rewind) takes a new snapshot, later offsets keep reading the same one.
-    fn handle_listing(&self, h: &DirHandle, offset: u64) -> Result<Arc<Listing>> {
-        let mut l = h.listing.lock().unwrap_or_else(|p| p.into_inner());
-        match (&*l, offset) {
-            (Some(cur), o) if o > 0 => Ok(cur.clone()),
-            _ => {
-                let fresh = self.dir_listing(&h.node)?;
-                *l = Some(fresh.clone());
-                Ok(fresh)
-            }
-        }
-    }
-
-    /// Hands the entries of an open directory from `offset` on to `add`, each with the
-    /// offset of the next one ("." and ".." first), until `add` says the reply is full.
-    /// Nothing is copied but the entries handed out, so reading a big directory in many
-    /// replies stays linear.
+    /// Hands the entries of directory `id` after `offset` (0: from the start) to `add`,
+    /// each with the offset to continue after it, until `add` says the reply is full.
+    /// "." and ".." come first (offsets 1 and 2); each other entry's offset is its
+    /// cookie in the listing (see `readdir.rs`), so a reader that continues after the
+    /// directory changed neither skips nor repeats an entry that did not change. There
+    /// is no open-directory state: the kernel opens directories without asking (it
+    /// caches listings), and a listing is the directory's own, cached until it changes.
     pub fn readdir(
         &self,
-        fh: Fh,
+        id: NodeId,
         offset: u64,
         mut add: impl FnMut(u64, &DirEntry) -> bool,
     ) -> Result<()> {
-        let h = self.handles.dir(fh)?;
-        let listing = self.handle_listing(&h, offset)?;
-        let dots = [
-            DirEntry {
-                name: ".".into(),
-                kind: FileKind::Directory,
-                ino: h.dot,
-            },
-            DirEntry {
-                name: "..".into(),
-                kind: FileKind::Directory,
-                ino: h.dotdot,
-            },
-        ];
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let all = dots.iter().chain(listing.entries.iter());
-        for (i, e) in all.enumerate().skip(start) {
+        let node = self.node(id)?;
+        let listing = self.dir_listing(&node)?;
+        let dot = node.id.0;
+        let dotdot = node.read().parent().map_or(dot, |p| p.id().0);
+        let dots = [(".", dot), ("..", dotdot)].map(|(name, ino)| DirEntry {
+            name: name.into(),
+            kind: FileKind::Directory,
+            ino,
+        });
+        for (i, e) in dots.iter().enumerate().skip(offset.min(2) as usize) {
             if add(i as u64 + 1, e) {
+                return Ok(());
+            }
+        }
+        let start = listing.offsets.partition_point(|&o| o <= offset);
+        for (o, e) in listing.offsets[start..]
+            .iter()
+            .zip(&listing.entries[start..])
+        {
+            if add(*o, e) {
                 break;
             }
         }
@@ -418,18 +364,16 @@ impl Union {
     /// since the listing was made is left out.
     pub fn readdirplus(
         &self,
-        fh: Fh,
+        id: NodeId,
         offset: u64,
         mut add: impl FnMut(u64, &DirEntry, Option<&Entry>) -> bool,
     ) -> Result<()> {
-        let h = self.handles.dir(fh)?;
-        let dir_id = h.node.id;
         let mut result = Ok(());
-        self.readdir(fh, offset, |next, e| {
+        self.readdir(id, offset, |next, e| {
             if e.name == "." || e.name == ".." {
                 return add(next, e, None);
             }
-            match self.lookup(dir_id, &e.name) {
+            match self.lookup(id, &e.name) {
                 Ok(entry) => {
                     let full = add(next, e, Some(&entry));
                     if full {
@@ -451,14 +395,6 @@ impl Union {
             }
         })?;
         result
-    }
-
-    pub fn releasedir(&self, fh: Fh) {
-        self.handles
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh);
     }
 
     /// fsync of a directory reaches its upper directory.

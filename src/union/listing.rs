@@ -1,5 +1,5 @@
 //! The merged listing of a directory, as data: built and cached (on the directory's node)
-//! by `readdir.rs`, read by open directory handles.
+//! by `readdir.rs`, read by `Union::readdir`.
 
 use std::ffi::OsString;
 
@@ -14,9 +14,11 @@ pub struct DirEntry {
     pub ino: u64,
 }
 
-/// A merged directory listing (without "." and "..").
+/// A merged directory listing (without "." and ".."), in the order of its offsets.
 #[derive(Debug, Default)]
 pub struct Listing {
     pub entries: Vec<DirEntry>,
+    /// The readdir offset of each entry (its cookie), ascending.
+    pub offsets: Vec<u64>,
     pub subdirs: u32,
 }

@@ -147,6 +147,9 @@ pub struct Union {
     pub(crate) nodes: NodeTable,
     pub(crate) handles: Handles,
     pub(crate) opts: Options,
+    /// The key of readdir cookies (`readdir.rs`): random, so that no one can make names
+    /// collide; the same for the mount's lifetime, as offsets must be.
+    pub(crate) cookies: std::hash::RandomState,
 }
 
 impl Union {
@@ -193,6 +196,7 @@ impl Union {
             stack,
             handles: Handles::default(),
             opts,
+            cookies: std::hash::RandomState::new(),
         })
     }
 

@@ -1,9 +1,11 @@
 //! The merged listing of a directory: every layer's entries, top first, without
 //! duplicates, without what whiteouts hide and without the markers themselves.
 //!
-//! A listing is built once per open directory handle, so offsets are plain indexes into
-//! it: stable across getdents calls, telldir/seekdir, and entries created or removed
-//! meanwhile.
+//! An entry's readdir offset is a cookie made from its name (a keyed hash, so names
+//! cannot be chosen to collide), and a listing is ordered by it: an entry keeps its
+//! offset whatever is created or removed beside it, so a reader that continues (or a
+//! seekdir to a telldir) after the directory changed neither skips nor repeats an entry
+//! that did not change, without any per-reader state.
 //!
 //! This module also owns the listing cache of a directory node ([`ListingCache`], kept in
 //! its state): the last listing built, until the directory changes, and its number of
@@ -15,7 +17,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::hash::BuildHasher;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use crate::sys::{self, At};
@@ -168,7 +172,33 @@ impl Union {
             }
         }
         let subdirs = entries.iter().filter(|e| e.kind.is_dir()).count() as u32;
-        Ok(Listing { entries, subdirs })
+        let (entries, offsets) = self.by_cookie(entries);
+        Ok(Listing {
+            entries,
+            offsets,
+            subdirs,
+        })
+    }
+
+    /// `entries` ordered by their cookies, and those. A cookie is above 2 ("." and ".."
+    /// come first) and below 2^62 + the number of entries, so it fits an `off_t`. Two
+    /// names whose hashes collide (about never: 62 bits) take successive cookies.
+    fn by_cookie(&self, entries: Vec<DirEntry>) -> (Vec<DirEntry>, Vec<u64>) {
+        let mut keyed: Vec<(u64, DirEntry)> = entries
+            .into_iter()
+            .map(|e| ((self.cookies.hash_one(e.name.as_bytes()) >> 2) + 3, e))
+            .collect();
+        keyed.sort_unstable_by(|a, b| (a.0, a.1.name.as_bytes()).cmp(&(b.0, b.1.name.as_bytes())));
+        let mut offsets = Vec::with_capacity(keyed.len());
+        let mut entries = Vec::with_capacity(keyed.len());
+        for (cookie, e) in keyed {
+            let o = offsets
+                .last()
+                .map_or(cookie, |&last: &u64| cookie.max(last + 1));
+            offsets.push(o);
+            entries.push(e);
+        }
+        (entries, offsets)
     }
 
     /// The merged listing of a directory node, cached until the directory changes.
