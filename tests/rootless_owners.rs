@@ -63,13 +63,27 @@ impl Rootless {
     fn top_layer(&self, image: &str, userns: bool) -> Vec<String> {
         let out = self.sh(
             userns,
-            &format!(
-                "rm -rf $D/x; mkdir $D/x; $L save {image} -o $D/x.tar; tar -C $D/x -xf $D/x.tar; \
-                 tar tvnf $D/x/$(jq -r '.[0].Layers[-1]' $D/x/manifest.json)"
-            ),
+            &format!("{}; tar tvnf $T", save_top_layer(image, "$D")),
         );
         columns(&out)
     }
+
+    /// The sha256 of the top layer's tar of `image` (what its diff_id says).
+    fn top_layer_digest(&self, image: &str) -> String {
+        self.sh(
+            false,
+            &format!("{}; sha256sum < $T", save_top_layer(image, "$D")),
+        )
+    }
+}
+
+/// A script that saves `image` as a docker-archive under `dir` and sets `T` to its top
+/// layer's tar.
+fn save_top_layer(image: &str, dir: &str) -> String {
+    format!(
+        "rm -rf {dir}/x; mkdir {dir}/x; $L save {image} -o {dir}/x.tar; tar -C {dir}/x -xf {dir}/x.tar; \
+         T={dir}/x/$(jq -r '.[0].Layers[-1]' {dir}/x/manifest.json)"
+    )
 }
 
 /// `tar tv` lines as "MODE OWNER NAME".
@@ -82,8 +96,9 @@ fn columns(tv: &str) -> Vec<String> {
         .collect()
 }
 
-/// The rootful reference: the same changes made as root in a store of root's.
-fn rootful_top_layer(script: &str) -> Vec<String> {
+/// The rootful reference: the same changes made as root in a store of root's; the top
+/// layer's `tar tv` columns and sha256.
+fn rootful_top_layer(script: &str) -> (Vec<String>, String) {
     require_fuse();
     let s = TestStore::new();
     let d = s.dir.path();
@@ -99,16 +114,23 @@ fn rootful_top_layer(script: &str) -> Vec<String> {
     sh_in(&mnt, script);
     s.ok(&["umount", "c"]);
     s.ok(&["commit", "c", "ref:1"]);
-    let x = d.join("x");
-    let tar = d.join("x.tar");
-    s.ok(&["save", "ref:1", "-o", tar.to_str().unwrap()]);
-    std::fs::create_dir(&x).unwrap();
-    let out = run_ok(std::process::Command::new("sh").arg("-ec").arg(format!(
-        "tar -C {x} -xf {tar}; tar tvnf {x}/$(jq -r '.[0].Layers[-1]' {x}/manifest.json)",
-        x = x.display(),
-        tar = tar.display()
-    )));
-    columns(&out)
+    let script = format!(
+        "L='{} --root {}'; {}",
+        bin().display(),
+        s.root.display(),
+        save_top_layer("ref:1", &d.display().to_string())
+    );
+    let tv = run_ok(
+        std::process::Command::new("sh")
+            .arg("-ec")
+            .arg(format!("{script}; tar tvnf $T")),
+    );
+    let sum = run_ok(
+        std::process::Command::new("sh")
+            .arg("-ec")
+            .arg(format!("{script}; sha256sum < $T")),
+    );
+    (columns(&tv), sum)
 }
 
 /// The shared script that lists a tree as the fixtures' expected manifests do.
@@ -162,11 +184,13 @@ fn every_fixture_image_shows_its_owners_rootless() {
 
 /// The issue's own reproduction: a plain user appends to a file of uid 1000, commits and
 /// saves; the layer must say 1000 (and root for the parents), as a rootful commit does,
-/// never the user's own uid.
+/// never the user's own uid. With the times of what changed set alike, the two layers are
+/// the same bytes.
 #[test]
 fn rootless_commit_writes_the_images_owners() {
     let r = Rootless::new();
-    let change = "echo x >> home/user/.profile";
+    let change = "echo x >> home/user/.profile; mkdir -p etc/new; echo n > etc/new/f; \
+                  touch -h -d @1700000000 home/user/.profile home/user home etc/new/f etc/new etc .";
     r.sh(
         false,
         &format!(
@@ -182,7 +206,13 @@ fn rootless_commit_writes_the_images_owners() {
             .any(|l| l.starts_with("-rw-r--r-- 1000/1000 home/user/.profile")),
         "{got:#?}"
     );
-    assert_eq!(got, rootful_top_layer(change));
+    let (want, want_sum) = rootful_top_layer(change);
+    assert_eq!(got, want);
+    assert_eq!(
+        r.top_layer_digest("rootless:v1"),
+        want_sum,
+        "a rootless commit writes other bytes than a rootful one"
+    );
 }
 
 /// Outside a user namespace the mount is the user's: every file shows as theirs and they
