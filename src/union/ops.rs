@@ -367,6 +367,9 @@ impl Union {
                 sflag: SFlag::S_IFSOCK,
                 rdev: 0,
             },
+            // A 0/0 character device is a whiteout in the upper layer: it would vanish
+            // as it is made. Kernel overlayfs refuses it the same way.
+            FileKind::CharDevice if rdev == 0 => return Err(FsError::EPERM),
             FileKind::CharDevice => NewKind::Special {
                 sflag: SFlag::S_IFCHR,
                 rdev,
