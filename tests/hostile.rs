@@ -13,7 +13,11 @@ use common::*;
 
 /// A store that already holds an image, so "unchanged" is a real comparison.
 fn seeded() -> TestStore {
-    let s = TestStore::new();
+    seeded_as(TestStore::new())
+}
+
+/// `s`, holding an image.
+fn seeded_as(s: TestStore) -> TestStore {
     let b = one_layer(
         &s.scratch("seed"),
         vec![dir("etc"), file("etc/seed", b"seed")],
@@ -34,12 +38,15 @@ fn refused(s: &TestStore, source: &Path, needles: &[&str]) -> String {
     err
 }
 
-/// A one-layer image of `entries`; refused, naming its layer digest and `entry`.
+/// A one-layer image of `entries`; refused, naming its layer digest and `entry`, by a
+/// rootful store and by a rootless one (a plain user's: its unpack keeps owners and
+/// devices in records, another path through the unpacker).
 fn hostile(entries: Vec<Entry>, entry: &str, reason: &str) {
-    let s = seeded();
-    let b = one_layer(&s.scratch("bad"), entries);
-    let err = refused(&s, &b.path, &[&b.layer_digests[0], entry, reason]);
-    assert!(err.contains("layer sha256:"), "{err}");
+    for s in [seeded(), seeded_as(TestStore::rootless())] {
+        let b = one_layer(&s.scratch("bad"), entries.clone());
+        let err = refused(&s, &b.path, &[&b.layer_digests[0], entry, reason]);
+        assert!(err.contains("layer sha256:"), "{err}");
+    }
 }
 
 #[test]
@@ -58,17 +65,20 @@ fn dotdot_escape() {
 
 #[test]
 fn write_through_planted_symlink() {
-    let s = seeded();
-    let outside = s.scratch("outside");
-    let b = one_layer(
-        &s.scratch("bad"),
-        vec![
-            symlink("link", &outside.display().to_string()),
-            file("link/pwned", b"x"),
-        ],
-    );
-    refused(&s, &b.path, &["link/pwned", "symlink", &b.layer_digests[0]]);
-    assert!(!outside.join("pwned").exists(), "wrote through the symlink");
+    for s in [seeded(), seeded_as(TestStore::rootless())] {
+        let outside = s.scratch("outside");
+        // writable by the rootless store's user too: only the unpacker's rules stop it
+        std::os::unix::fs::chown(&outside, Some(s.uid), Some(s.uid)).unwrap();
+        let b = one_layer(
+            &s.scratch("bad"),
+            vec![
+                symlink("link", &outside.display().to_string()),
+                file("link/pwned", b"x"),
+            ],
+        );
+        refused(&s, &b.path, &["link/pwned", "symlink", &b.layer_digests[0]]);
+        assert!(!outside.join("pwned").exists(), "wrote through the symlink");
+    }
     // Also a symlink to a directory inside the layer: still refused.
     hostile(
         vec![dir("d"), symlink("l", "d"), file("l/x", b"x")],

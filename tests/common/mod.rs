@@ -82,6 +82,8 @@ pub fn sha256_hex(b: &[u8]) -> String {
 pub struct TestStore {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
+    /// Who runs `layerfs` on it: root (0), or a plain user whose store is rootless.
+    pub uid: u32,
 }
 
 impl TestStore {
@@ -91,7 +93,15 @@ impl TestStore {
             .tempdir()
             .unwrap();
         let root = dir.path().join("store");
-        TestStore { dir, root }
+        TestStore { dir, root, uid: 0 }
+    }
+
+    /// A store that nobody runs `layerfs` on (a rootless store: owners in records).
+    pub fn rootless() -> TestStore {
+        let mut s = TestStore::new();
+        std::os::unix::fs::chown(s.dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        s.uid = NOBODY;
+        s
     }
 
     /// A scratch path next to the store (for building images).
@@ -102,7 +112,7 @@ impl TestStore {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = command_as(self.uid, bin());
         c.env("LAYERFS_ROOT", &self.root).env_remove("RUST_LOG");
         c
     }
