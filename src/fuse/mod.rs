@@ -158,6 +158,8 @@ impl Filesystem for FuseFs {
         // is not applied under a default ACL (POSIX.1e; the core applies it otherwise).
         // EXPORT_SUPPORT: file handles (open_by_handle_at, NFS export) are decoded with
         // lookups of "." and "..", which the core answers for forgotten nodes too.
+        // DIRECT_IO_ALLOW_MMAP (Linux 6.6): a file opened O_DIRECT (direct_io) can still be
+        // mapped, as on any local filesystem; read and write keep bypassing the cache.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_EXPORT_SUPPORT
@@ -165,7 +167,8 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         Ok(())
