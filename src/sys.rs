@@ -587,3 +587,70 @@ pub fn dir_entries(fd: std::os::fd::OwnedFd) -> io::Result<Vec<DirEntry>> {
     }
     Ok(out)
 }
+
+/// The inode attribute ioctls (chattr's): flags as an `int`, or a `struct fsxattr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAttrIoctl {
+    GetFlags,
+    SetFlags,
+    GetXattr,
+    SetXattr,
+}
+
+/// `struct fsxattr`: 28 bytes.
+pub const FSXATTR_SIZE: usize = 28;
+
+impl FileAttrIoctl {
+    /// The command for `cmd` as Linux numbers it (`FS_IOC_GETFLAGS`, `FS_IOC_SETFLAGS`,
+    /// `FS_IOC_FSGETXATTR`, `FS_IOC_FSSETXATTR` of a 64-bit kernel, which is what its FUSE
+    /// module sends whatever the caller's width).
+    pub fn from_cmd(cmd: u32) -> Option<FileAttrIoctl> {
+        match cmd {
+            0x8008_6601 => Some(FileAttrIoctl::GetFlags),
+            0x4008_6602 => Some(FileAttrIoctl::SetFlags),
+            0x801c_581f => Some(FileAttrIoctl::GetXattr),
+            0x401c_5820 => Some(FileAttrIoctl::SetXattr),
+            _ => None,
+        }
+    }
+
+    fn cmd(self) -> libc::c_ulong {
+        match self {
+            FileAttrIoctl::GetFlags => 0x8008_6601,
+            FileAttrIoctl::SetFlags => 0x4008_6602,
+            FileAttrIoctl::GetXattr => 0x801c_581f,
+            FileAttrIoctl::SetXattr => 0x401c_5820,
+        }
+    }
+
+    /// Whether it changes the inode.
+    pub fn sets(self) -> bool {
+        matches!(self, FileAttrIoctl::SetFlags | FileAttrIoctl::SetXattr)
+    }
+
+    /// Bytes of its argument: an `int` (whatever the command's encoded size says, the
+    /// kernel reads and writes an int) or a `struct fsxattr`.
+    pub fn arg_size(self) -> usize {
+        match self {
+            FileAttrIoctl::GetFlags | FileAttrIoctl::SetFlags => 4,
+            FileAttrIoctl::GetXattr | FileAttrIoctl::SetXattr => FSXATTR_SIZE,
+        }
+    }
+}
+
+/// Runs `op` on the file `fd` is open on (not an `O_PATH` fd) with `arg` (its input for a
+/// set, zeroes for a get), and returns the argument as the kernel left it.
+pub fn fileattr_ioctl(fd: BorrowedFd<'_>, op: FileAttrIoctl, arg: &[u8]) -> io::Result<Vec<u8>> {
+    let n = op.arg_size();
+    // Room for a `long` too, should a filesystem write one for the flags.
+    let mut buf = [0u8; 32];
+    let take = arg.len().min(n);
+    buf[..take].copy_from_slice(&arg[..take]);
+    // SAFETY: `buf` outlives the call and is larger than what any of these four commands
+    // reads or writes (an int, a long or a 28-byte struct fsxattr).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), op.cmd(), buf.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf[..n].to_vec())
+}

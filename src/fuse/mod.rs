@@ -28,6 +28,7 @@ use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
 pub use ids::{IdMap, Ids};
 
 use crate::container::control::WriteGate;
+use crate::sys::FileAttrIoctl;
 use crate::union::{Attr, Caller, Entry, Fh, FsError, NodeId, OpenReply, SetAttr, Union};
 
 /// The union as a `fuser::Filesystem`.
@@ -589,16 +590,27 @@ impl Filesystem for FuseFs {
     fn ioctl(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // isatty() probes (TCGETS) and lsattr land here: a plain file answers ENOTTY.
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        // chattr/lsattr (the kernel sends only these four, with the argument's size);
+        // anything else (isatty()'s TCGETS) is what a plain file answers: ENOTTY.
+        let Some(op) = FileAttrIoctl::from_cmd(cmd) else {
+            reply.error(Errno::from_i32(libc::ENOTTY));
+            return;
+        };
+        let _w = op.sets().then(|| self.gate.enter());
+        match self.union.fileattr(id(ino), op, in_data) {
+            // A set's reply carries no argument back: the kernel expects none.
+            Ok(_) if op.sets() => reply.ioctl(0, &[]),
+            Ok(out) => reply.ioctl(0, &out[..out.len().min(out_size as usize)]),
+            Err(e) => reply.error(fail("ioctl", ino.0, e)),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

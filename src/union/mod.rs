@@ -30,6 +30,7 @@ pub mod attr;
 mod copyup;
 pub mod error;
 mod file;
+mod fileattr;
 mod index;
 mod inode;
 pub mod layer;
