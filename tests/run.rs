@@ -3,7 +3,8 @@
 //! passed through, the container kept or removed, and what it wrote committed with the
 //! owners a rootful container gives them.
 //!
-//! Needs root (to act as nobody too), /dev/fuse, runc and jq (installed by .ci/run).
+//! Needs root (to act as nobody too), /dev/fuse, runc, crun, uidmap and jq (installed by
+//! .ci/run).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -195,4 +196,35 @@ fn crun_runs_the_bundle_and_run_names_it() {
             )),
     );
     assert_eq!(out, "via-run\n");
+}
+
+/// Rootless crun: a plain user (nobody, with its subuid range) in a user namespace of its
+/// own, where it can hide this machine's cgroup hybrid as root does above, bundles the
+/// image and runs it with `crun run`, and `layerfs run --runtime crun` does the same.
+#[test]
+fn crun_runs_a_rootless_bundle_in_a_user_namespace() {
+    subids_for("nobody");
+    let s = store_for(NOBODY);
+    let b = s.dir.path().join("rb");
+    let script = format!(
+        "if [ -e /sys/fs/cgroup/unified/cgroup.controllers ]; then \
+           mount -t tmpfs none /sys/fs/cgroup/unified; fi; \
+         L='{bin} --root {root}'; \
+         $L bundle busybox {b} --name rb -- sh -c 'echo bundled; id -u; stat -c %u /home/user' >/dev/null; \
+         crun --root {state} run --bundle {b} layerfs-rcrun-{pid}; $L umount rb; \
+         $L run --rm --runtime crun busybox sh -c 'echo via-run; id -u'",
+        bin = bin().display(),
+        root = s.root.display(),
+        b = b.display(),
+        state = s.dir.path().join("crun").display(),
+        pid = std::process::id()
+    );
+    let out = run_ok(
+        command_as(NOBODY, "unshare")
+            .env("HOME", s.dir.path())
+            .env("XDG_RUNTIME_DIR", "")
+            .args(["--map-auto", "--map-root-user", "-m", "sh", "-ec", &script]),
+    );
+    // The image's owners inside (home/user is uid 1000's), root the container's user.
+    assert_eq!(out, "bundled\n0\n1000\nvia-run\n0\n");
 }
