@@ -102,6 +102,10 @@ pub struct Args {
     /// The same for group ids.
     #[arg(long, value_name = "MAP", value_parser = check_ids)]
     pub gidmap: Option<String>,
+    /// Do not answer the `user.layerfs.layer` xattr (which layer serves a file, read by
+    /// name with `getfattr -n user.layerfs.layer FILE`; never listed or stored).
+    #[arg(long)]
+    pub no_layer_xattr: bool,
 }
 
 fn check_ids(s: &str) -> Result<String, String> {
@@ -124,6 +128,14 @@ fn default_ids() -> IdMap {
 }
 
 impl Args {
+    /// The union options these flags ask for.
+    fn union_options(&self) -> Options {
+        Options {
+            layer_xattr: !self.no_layer_xattr,
+            ..Options::default()
+        }
+    }
+
     /// The FUSE settings these flags ask for.
     fn mount_config(&self, fsname: String, read_only: bool) -> MountConfig {
         MountConfig {
@@ -315,6 +327,9 @@ fn run_with(ctx: &Context, args: &Args, ready: &mut Ready) -> anyhow::Result<()>
         if let Some(t) = args.threads {
             a.extend(["--threads".into(), t.to_string().into()]);
         }
+        if args.no_layer_xattr {
+            a.push("--no-layer-xattr".into());
+        }
         a.extend(args.exposure_args());
         let log = match &container {
             Some((c, _)) => Some(c.open_log().context("opening the daemon's log file")?),
@@ -451,7 +466,7 @@ fn serve_container(
             Stack::open(&store.lower_specs(image)?, None).context("opening the image layers")?;
         let serve = Serve {
             stack,
-            options: Options::default(),
+            options: args.union_options(),
             mountpoint: dir.to_path_buf(),
             mount,
         };
@@ -465,7 +480,7 @@ fn serve_container(
     let stack = container::mount::stack(store, &mut c, image, args.read_only)?;
     let serve = Serve {
         stack,
-        options: Options::default(),
+        options: args.union_options(),
         mountpoint: dir.to_path_buf(),
         mount,
     };

@@ -64,6 +64,8 @@ pub struct OverlayArgs {
     pub ids: IdMap,
     /// `xattr_permissions=2`: ownership kept in `user.containers.override_stat`.
     pub owner_marks: bool,
+    /// `layer_xattr=0` (layerfs' own option): no `user.layerfs.layer` answer.
+    pub no_layer_xattr: bool,
     pub warnings: Vec<String>,
 }
 
@@ -210,6 +212,9 @@ pub fn parse(args: &[String], cwd: &Path) -> anyhow::Result<OverlayArgs> {
             }
             ("xattr_permissions", Some("0")) => a.owner_marks = false,
             ("xattr_permissions", Some("2")) => a.owner_marks = true,
+            // layerfs' own: `layer_xattr=0` turns the `user.layerfs.layer` answer off.
+            ("layer_xattr", Some("0")) => a.no_layer_xattr = true,
+            ("layer_xattr", Some("1")) => a.no_layer_xattr = false,
             ("fsname", Some(v)) => a.source = Some(v.to_string()),
             ("subtype", _) => {}
             ("threaded", Some(v)) => {
@@ -322,6 +327,9 @@ impl OverlayArgs {
         if self.owner_marks {
             o.push_str(",xattr_permissions=2");
         }
+        if self.no_layer_xattr {
+            o.push_str(",layer_xattr=0");
+        }
         vec![
             "-f".into(),
             "-o".into(),
@@ -382,6 +390,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         }
         options.atime = a.atime.unwrap_or_default();
         options.owner_marks = a.owner_marks;
+        options.layer_xattr = !a.no_layer_xattr;
         let (access, dev, suid) = a.exposure(nix::unistd::geteuid().is_root());
         let serve = Serve {
             stack,

@@ -101,6 +101,8 @@ pub fn walker_options() -> union::Options {
         atime: union::Atime::Never,
         dir_nlink: false,
         hold_parents: false,
+        // (what layer serves a file is no content of it)
+        layer_xattr: false,
         ..union::Options::default()
     }
 }

@@ -443,11 +443,14 @@ impl Store {
                 file: format!("image {}", image.id),
                 detail: format!("its layer {} is not in the store", l.diff_id),
             })?;
-            specs.push(crate::union::LayerSpec::written_with(
-                self.open_layer_dir(&l.diff_id)?,
-                self.shown(at::layer_diff(&l.diff_id)),
-                info.styles,
-            ));
+            specs.push(
+                crate::union::LayerSpec::written_with(
+                    self.open_layer_dir(&l.diff_id)?,
+                    self.shown(at::layer_diff(&l.diff_id)),
+                    info.styles,
+                )
+                .labeled(l.diff_id.to_string()),
+            );
         }
         Ok(specs)
     }

@@ -53,6 +53,9 @@ pub struct LayerSpec {
     /// Already opened (a store opens its layers beneath its verified root): `path` then
     /// only names the layer in messages and is never opened.
     pub opened: Option<Arc<OwnedFd>>,
+    /// What names the layer to users asking which layer serves a file (the
+    /// `user.layerfs.layer` xattr): a store layer's digest; its path when unset.
+    pub label: Option<String>,
 }
 
 impl LayerSpec {
@@ -62,6 +65,7 @@ impl LayerSpec {
             path: path.into(),
             wh_files,
             opened: None,
+            label: None,
         }
     }
 
@@ -71,7 +75,14 @@ impl LayerSpec {
             path: shown.into(),
             wh_files,
             opened: Some(Arc::new(fd)),
+            label: None,
         }
+    }
+
+    /// The same layer, named `label` to users (see [`LayerSpec::label`]).
+    pub fn labeled(mut self, label: impl Into<String>) -> LayerSpec {
+        self.label = Some(label.into());
+        self
     }
 
     fn open(&self) -> io::Result<OwnedFd> {
@@ -151,6 +162,8 @@ enum UpperStyles {
 pub struct Layer {
     pub root: Arc<OwnedFd>,
     pub path: PathBuf,
+    /// See [`LayerSpec::label`] (the path when the spec had none).
+    pub label: String,
     pub dev: u64,
     pub(crate) dev_idx: u64,
     pub wh_files: bool,
@@ -343,6 +356,10 @@ impl Stack {
             layers.push(Layer {
                 root: Arc::new(fd),
                 path: spec.path.clone(),
+                label: spec
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| spec.path.display().to_string()),
                 dev,
                 dev_idx,
                 wh_files: spec.wh_files,

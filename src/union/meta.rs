@@ -21,6 +21,9 @@ use super::file::{SetAttr, TimeSet};
 use super::inode::InodeRef;
 use super::node::{DevIno, Node, NodeId, UpperLoc};
 
+/// The xattr that answers which layer serves an entry ([`super::Options::layer_xattr`]).
+pub const LAYER_XATTR: &str = "user.layerfs.layer";
+
 fn to_timespec(t: &TimeSet) -> TimeSpec {
     match t {
         TimeSet::Now => TimeSpec::UTIME_NOW,
@@ -176,6 +179,30 @@ impl Union {
     fn hidden_xattr(&self, name: &OsStr) -> bool {
         whiteout::is_internal_xattr(name)
             || (self.opts.owner_marks && name == OsStr::new(ownership::XATTR))
+            || (self.opts.layer_xattr && name == OsStr::new(LAYER_XATTR))
+    }
+
+    /// The label of the layer that serves `node`: where its metadata is (the upper
+    /// layer once copied up, metadata-only copies included), else its topmost lower
+    /// entry's layer.
+    fn serving_layer(&self, node: &Node) -> String {
+        let layer = {
+            let s = node.read();
+            if s.has_upper() {
+                0
+            } else if let Some(d) = s.dir() {
+                d.lowers().first().map_or(0, |l| l.layer)
+            } else {
+                s.lower().map_or(0, |l| l.layer)
+            }
+        };
+        if self.stack.is_upper(layer) {
+            return "upper".to_string();
+        }
+        self.stack
+            .layers
+            .get(layer)
+            .map_or_else(String::new, |l| l.label.clone())
     }
 
     /// getattr: `fh` when the kernel has an open file at hand.
@@ -283,6 +310,9 @@ impl Union {
 
     /// getxattr: `size == 0` asks for the length only.
     pub fn getxattr(&self, id: NodeId, name: &OsStr, size: u32) -> Result<Vec<u8>> {
+        if self.opts.layer_xattr && name == OsStr::new(LAYER_XATTR) {
+            return Ok(self.serving_layer(&*self.node(id)?).into_bytes());
+        }
         if self.hidden_xattr(name) {
             return Err(FsError::ENODATA);
         }

@@ -58,6 +58,7 @@ pub use error::{FsError, Result};
 pub use file::{OpenReply, SetAttr, TimeSet};
 pub use layer::{LayerSpec, Stack, WorkSpec};
 pub use listing::DirEntry;
+pub use meta::LAYER_XATTR;
 pub use node::{Fh, NodeId};
 
 use file::Handles;
@@ -116,6 +117,10 @@ pub struct Options {
     /// what the union reports, chown/chmod change them, new entries get one, and the
     /// record itself is never listed. On by default unless this is the host's root.
     pub owner_marks: bool,
+    /// Reading the xattr `user.layerfs.layer` of an entry (by name: it is never listed,
+    /// copied or stored) answers which layer serves it: the layer's label (a store
+    /// layer's digest), or `upper` for the writable layer.
+    pub layer_xattr: bool,
 }
 
 impl Default for Options {
@@ -127,6 +132,7 @@ impl Default for Options {
             dir_nlink: true,
             hold_parents: true,
             owner_marks: !crate::sys::is_host_root(),
+            layer_xattr: true,
         }
     }
 }
