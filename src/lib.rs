@@ -46,4 +46,5 @@ pub mod tar_reader;
 pub mod tar_writer;
 pub mod time;
 pub mod union;
+pub mod which;
 pub mod whiteout;

@@ -31,6 +31,7 @@ mod run;
 mod save;
 mod tag;
 mod umount;
+mod which;
 
 /// layerfs: container images as a union filesystem.
 #[derive(Debug, Parser)]
@@ -88,6 +89,8 @@ pub enum Command {
     Commit(commit::Args),
     /// List what a container changed: A (added), C (changed), D (deleted).
     Diff(diff::Args),
+    /// Which layer a path comes from, and what the other layers say about it.
+    Which(which::Args),
     /// Give an image another name.
     Tag(tag::Args),
     /// Show disk usage: images, containers, layers (shared layers counted once).
@@ -265,6 +268,7 @@ pub fn main() -> ExitCode {
         Command::Rm(a) => rm::run(&ctx, a),
         Command::Commit(a) => commit::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
+        Command::Which(a) => which::run(&ctx, a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Df(a) => df::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),

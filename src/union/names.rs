@@ -39,9 +39,16 @@ pub(crate) struct Lowers {
 
 /// For each name, the positions (in [`Lowers`]) of the directories holding it or its
 /// `.wh.` whiteout file, in order.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct NameIndex {
     map: HashMap<Box<[u8]>, Positions>,
+}
+
+impl std::fmt::Debug for NameIndex {
+    // A node's state may be logged: its size, not thousands of names.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NameIndex({} names)", self.map.len())
+    }
 }
 
 /// One position needs no allocation of its own: most names are in one layer only.
