@@ -19,6 +19,7 @@ mod history;
 mod image_arg;
 mod images;
 mod inspect;
+mod layers;
 mod load;
 mod mount;
 pub mod overlay;
@@ -91,6 +92,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Which layer a path comes from, and what the other layers say about it.
     Which(which::Args),
+    /// Per layer: size, files added / changed / deleted, bytes later layers hide.
+    Layers(layers::Args),
     /// Give an image another name.
     Tag(tag::Args),
     /// Show disk usage: images, containers, layers (shared layers counted once).
@@ -269,6 +272,7 @@ pub fn main() -> ExitCode {
         Command::Commit(a) => commit::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Which(a) => which::run(&ctx, a),
+        Command::Layers(a) => layers::run(&ctx, a),
         Command::Tag(a) => tag::run(&ctx, a),
         Command::Df(a) => df::run(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),

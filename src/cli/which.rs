@@ -12,9 +12,9 @@ use super::image_arg::image_arg;
 use super::load::{human_size, print_table};
 use crate::changes::container_image;
 use crate::container::{self, Layers};
-use crate::store::Store;
+use crate::inspect::which::{Hides, Row, Status, components, which};
+use crate::store::{ImageRecord, Store};
 use crate::union::Stack;
-use crate::which::{Hides, Row, Status, components, which};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -42,31 +42,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if comps.is_empty() {
         bail!("{}: name a path below the root", args.path.display());
     }
-    // A container's name first (what `ps` lists), else an image.
-    let as_container = if crate::store::containers::valid_name(&args.target) {
-        container::open(&store, &args.target)?
-    } else {
-        None
-    };
-    let (stack, what, layers) = match as_container {
-        Some(c) => {
-            let image = container_image(&store, &c)?;
-            let stack = Layers::of(&store, &c, &image)?
-                .frozen()
-                .context("opening the container's layers")?;
-            let n = image.layers.len() + 1;
-            (stack, format!("container {}", c.record.name), n)
-        }
-        None => {
-            let image = image_arg(ctx, &store, &args.target)?;
-            let stack = Stack::open(&store.lower_specs(&image)?, None)
-                .context("opening the image's layers")?;
-            let n = image.layers.len().max(1);
-            (stack, format!("image {}", image.display_name()), n)
-        }
-    };
+    let t = open_target(ctx, &store, &args.target)?;
+    let (stack, what) = (&t.stack, &t.what);
+    let layers = t.stack.layers.len();
     let refs: Vec<&OsStr> = comps.iter().map(|c| c.as_os_str()).collect();
-    let rows = which(&stack, &refs).with_context(|| format!("reading the layers of {what}"))?;
+    let rows = which(stack, &refs).with_context(|| format!("reading the layers of {what}"))?;
     let shown = format!(
         "/{}",
         refs.iter()
@@ -84,7 +64,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 o
             })
             .collect();
-        super::on_stdout(print_json(&v))?;
+        super::on_stdout(print_json(&serde_json::Value::from(v)))?;
     } else {
         super::on_stdout(print_rows(&rows, layers, stack.upper.is_some()))?;
     }
@@ -111,14 +91,52 @@ fn number(r: &Row, layers: usize, has_upper: bool) -> String {
     n.saturating_sub(below_upper).to_string()
 }
 
-fn short(label: &str) -> String {
+/// The layers of a container (its own on top) or of an image.
+pub(super) struct Target {
+    pub stack: Stack,
+    pub image: ImageRecord,
+    /// "container NAME" or "image NAME".
+    pub what: String,
+}
+
+/// `target` as a container's name first (what `ps` lists), else as an image.
+pub(super) fn open_target(ctx: &Context, store: &Store, target: &str) -> anyhow::Result<Target> {
+    let as_container = if crate::store::containers::valid_name(target) {
+        container::open(store, target)?
+    } else {
+        None
+    };
+    Ok(match as_container {
+        Some(c) => {
+            let image = container_image(store, &c)?;
+            let stack = Layers::of(store, &c, &image)?
+                .frozen()
+                .context("opening the container's layers")?;
+            Target {
+                stack,
+                image,
+                what: format!("container {}", c.record.name),
+            }
+        }
+        None => {
+            let image = image_arg(ctx, store, target)?;
+            let stack = Stack::open(&store.lower_specs(&image)?, None)
+                .context("opening the image's layers")?;
+            let what = format!("image {}", image.display_name());
+            Target { stack, image, what }
+        }
+    })
+}
+
+/// A layer's label with its digest shortened as `images` shows ids.
+pub(super) fn short(label: &str) -> String {
     match label.strip_prefix("sha256:") {
         Some(h) => format!("sha256:{}", &h[..h.len().min(12)]),
         None => label.to_string(),
     }
 }
 
-fn print_json(v: &[serde_json::Value]) -> anyhow::Result<()> {
+pub(super) fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     use std::io::Write;
