@@ -373,7 +373,7 @@ fn write_and_truncate_by_a_non_owner_clear_setuid_and_setgid() {
     let mut l = Layers::new();
     let low = l.add();
     // world-writable so that nobody may write; owned by root
-    for f in ["w", "t", "o", "ot", "g", "gnx", "l"] {
+    for f in ["w", "t", "o", "ot", "g", "gnx", "l", "fa"] {
         low.file(f, "data");
     }
     low.mode("w", 0o6777)
@@ -382,7 +382,8 @@ fn write_and_truncate_by_a_non_owner_clear_setuid_and_setgid() {
         .mode("ot", 0o6777)
         .mode("g", 0o2777)
         .mode("gnx", 0o2767)
-        .mode("l", 0o6777);
+        .mode("l", 0o6777)
+        .mode("fa", 0o6666);
     let m = Mount::new(&l.lowerdirs());
     fs::write(m.p("u"), "upper").unwrap();
     fs::set_permissions(
@@ -427,9 +428,20 @@ fn write_and_truncate_by_a_non_owner_clear_setuid_and_setgid() {
     );
     run(format!("echo x >> {}", m.p("g").display()));
     assert_eq!(perm(&m.p("g")), 0o777, "setgid with group-exec is cleared");
-    // (setgid without group-exec: FUSE keeps it whoever writes; kernel overlayfs on 6.18
-    // also drops it for callers outside the file's group. Not asserted either way.)
+    // Setgid without group-exec goes too for a writer outside the file's group, as the
+    // kernel's file_remove_privs does (FUSE alone kept it: issue 26); so for fallocate.
     run(format!("echo x >> {}", m.p("gnx").display()));
+    assert_eq!(
+        perm(&m.p("gnx")),
+        0o767,
+        "setgid without group-exec, writer outside"
+    );
+    run(format!("fallocate -p -o 0 -l 1 {}", m.p("fa").display()));
+    assert_eq!(
+        perm(&m.p("fa")),
+        0o666,
+        "fallocate by a non-owner outside the group"
+    );
     // root writing keeps them (CAP_FSETID)
     fs::OpenOptions::new()
         .append(true)

@@ -94,6 +94,23 @@ pub(crate) fn caller(req: &Request, umask: u32) -> Caller {
     }
 }
 
+/// The supplementary groups of process `pid` ("Groups:" of /proc/PID/status, in this
+/// process's user namespace); none when it is gone.
+pub(crate) fn caller_groups(pid: u32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,

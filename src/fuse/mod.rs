@@ -24,7 +24,7 @@ use fuser::{
 use log::trace;
 
 pub use config::{Access, MountConfig};
-use convert::{caller, entry_attr, fail, file_attr, file_type, time_set};
+use convert::{caller, caller_groups, entry_attr, fail, file_attr, file_type, time_set};
 pub use ids::{IdMap, Ids};
 
 use crate::container::control::WriteGate;
@@ -87,6 +87,16 @@ impl FuseFs {
         c.uid = self.ids.uid.store(c.uid).ok_or(FsError::EOVERFLOW)?;
         c.gid = self.ids.gid.store(c.gid).ok_or(FsError::EOVERFLOW)?;
         Ok(c)
+    }
+
+    /// Whether the caller of `req` is in group `gid` (the union's ids): its own group or
+    /// one of its supplementary groups, which only /proc says.
+    fn in_group(&self, req: &Request, gid: u32) -> bool {
+        let stored = |g: u32| self.ids.gid.store(g);
+        stored(req.gid()) == Some(gid)
+            || caller_groups(req.pid())
+                .into_iter()
+                .any(|g| stored(g) == Some(gid))
     }
 
     fn reply_entry(&self, op: &str, ino: INodeNo, r: Result<Entry, FsError>, reply: ReplyEntry) {
@@ -202,7 +212,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -219,12 +229,39 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         let _w = self.gate.enter();
+        // Nothing to set: the kernel asks for privileges to go (see `Union::kill_privs`).
+        if (mode, uid, gid, size) == (None, None, None, None)
+            && atime.is_none()
+            && mtime.is_none()
+            && req.uid() != 0
+        {
+            let r = self.union.kill_privs(id(ino), &|g| self.in_group(req, g));
+            return self.reply_attr("setattr", ino, r, reply);
+        }
         let (Some(uid), Some(gid)) = (
             uid.map_or(Some(None), |u| self.ids.uid.chown(u)),
             gid.map_or(Some(None), |g| self.ids.gid.chown(g)),
         ) else {
             return reply.error(fail("setattr", ino.0, FsError::EINVAL));
         };
+        // A mode a non-root caller outside the file's group sets keeps no setgid (the
+        // kernel's chmod rule): what carries it here is the kernel killing setuid on a
+        // write or fallocate, computed from the old mode, where file_remove_privs would
+        // have taken setgid too.
+        let mut mode = mode;
+        if let Some(m) = mode
+            && req.uid() != 0
+            && m & libc::S_ISGID != 0
+            && m & libc::S_IXGRP == 0
+        {
+            let file_gid = match gid {
+                Some(g) => Ok(g),
+                None => self.union.getattr(id(ino), None).map(|a| a.gid),
+            };
+            if file_gid.is_ok_and(|g| !self.in_group(req, g)) {
+                mode = Some(m & !libc::S_ISGID);
+            }
+        }
         let ch = SetAttr {
             mode,
             uid,
@@ -344,7 +381,7 @@ impl Filesystem for FuseFs {
             // Without CAP_FSETID (we can only tell root), truncating drops setuid/setgid.
             if flags.0 & libc::O_TRUNC != 0
                 && req.uid() != 0
-                && let Err(e) = self.union.kill_privs_after_trunc(id(ino))
+                && let Err(e) = self.union.kill_privs(id(ino), &|g| self.in_group(req, g))
             {
                 self.union.release(o.fh);
                 return Err(e);

@@ -287,25 +287,30 @@ impl Union {
         self.attr_of(&node, ch.fh)
     }
 
-    /// After an O_TRUNC open by a caller without CAP_FSETID: clears setuid, and setgid
-    /// when group-exec is set, as a truncate does everywhere else. With
-    /// FUSE_ATOMIC_O_TRUNC the kernel sends no setattr for such an open (the one that
-    /// would carry the cleared mode) and leaves the truncation to us.
-    pub fn kill_privs_after_trunc(&self, id: NodeId) -> Result<()> {
+    /// What a data change by a caller without CAP_FSETID does to a file's mode, as the
+    /// kernel's `file_remove_privs` does it: setuid goes; setgid goes when group-exec is
+    /// set or the caller is not in the file's group (`in_group`, asked only then).
+    ///
+    /// Called after an O_TRUNC open by such a caller (with FUSE_ATOMIC_O_TRUNC the kernel
+    /// sends no setattr for it), and for the empty setattr the kernel sends before such a
+    /// caller's write or fallocate when it wants setgid gone but FUSE's own recomputation
+    /// (group-exec only) kept it: the case a non-owner outside the group leaves `2666`.
+    pub fn kill_privs(&self, id: NodeId, in_group: &dyn Fn(u32) -> bool) -> Result<Attr> {
         let node = self.node(id)?;
-        let perm = u32::from(self.attr_of(&node, None)?.perm);
+        let attr = self.attr_of(&node, None)?;
+        let perm = u32::from(attr.perm);
         let mut new = perm & !libc::S_ISUID;
-        if perm & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP) {
+        if perm & libc::S_ISGID != 0 && (perm & libc::S_IXGRP != 0 || !in_group(attr.gid)) {
             new &= !libc::S_ISGID;
         }
-        if new != perm {
-            let ch = SetAttr {
-                mode: Some(new),
-                ..Default::default()
-            };
-            self.setattr(id, &ch)?;
+        if new == perm || attr.kind.is_dir() {
+            return Ok(attr);
         }
-        Ok(())
+        let ch = SetAttr {
+            mode: Some(new),
+            ..Default::default()
+        };
+        self.setattr(id, &ch)
     }
 
     /// getxattr: `size == 0` asks for the length only.
