@@ -38,31 +38,10 @@ fn chattr_flags_act_as_on_kernel_overlayfs() {
         .file("n", "nodump")
         .file("o", "other")
         .file("d/x", "in d");
-    let kdir = tempdir();
-    let (ku, kw, km) = (
-        kdir.path().join("u"),
-        kdir.path().join("w"),
-        kdir.path().join("m"),
-    );
-    for d in [&ku, &kw, &km] {
-        std::fs::create_dir(d).unwrap();
-    }
-    let ok = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}",
-            l.lowerdirs()[0].display(),
-            ku.display(),
-            kw.display()
-        ))
-        .arg(&km)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mount -t overlay");
-    let kernel = fileattr_ops(&km);
-    umount(&km);
-    clear_flags(kdir.path());
+    let k = KernelOverlay::new(&l.lowerdirs(), true);
+    let kernel = fileattr_ops(&k.mp);
+    clear_flags(k.dir.path());
+    drop(k);
 
     let m = Mount::new(&l.lowerdirs());
     let ours = fileattr_ops(&m.mp);

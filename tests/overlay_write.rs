@@ -454,24 +454,9 @@ fn mknod_of_a_0_0_char_device_is_refused_like_kernel_overlayfs() {
     let mut l = Layers::new();
     l.add().file("a", "a");
     let m = Mount::new(&l.lowerdirs());
-    let kdir = tempdir();
-    let (ku, kw, km) = (
-        kdir.path().join("u"),
-        kdir.path().join("w"),
-        kdir.path().join("m"),
-    );
-    for d in [&ku, &kw, &km] {
-        fs::create_dir(d).unwrap();
-    }
-    sh(&format!(
-        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
-        l.lowerdirs()[0].display(),
-        ku.display(),
-        kw.display(),
-        km.display()
-    ));
+    let k = KernelOverlay::new(&l.lowerdirs(), true);
     let mode = Mode::from_bits_truncate(0o644);
-    for (what, root) in [("kernel overlayfs", &km), ("layerfs", &m.mp)] {
+    for (what, root) in [("kernel overlayfs", &k.mp), ("layerfs", &m.mp)] {
         for name in ["c0", "a"] {
             let r = mknod(&root.join(name), SFlag::S_IFCHR, mode, makedev(0, 0));
             let want = if name == "a" {
@@ -488,6 +473,5 @@ fn mknod_of_a_0_0_char_device_is_refused_like_kernel_overlayfs() {
             makedev(1, 3)
         );
     }
-    sh(&format!("umount {}", km.display()));
     assert!(!exists(&m.up("c0")), "nothing left in the upper layer");
 }

@@ -510,7 +510,8 @@ pub fn mount_options(p: &Path) -> (Vec<String>, Vec<String>) {
 /// its own upper layer (`redirect_dir`, `index`, `metacopy` on) when `writable`, else
 /// read-only. Unmounted on drop.
 pub struct KernelOverlay {
-    _dir: tempfile::TempDir,
+    /// Holds the mount point and the upper and work directories.
+    pub dir: tempfile::TempDir,
     pub mp: PathBuf,
 }
 
@@ -543,7 +544,7 @@ impl KernelOverlay {
             .expect("mount")
             .success();
         assert!(ok, "mount -t overlay -o {opts}");
-        KernelOverlay { _dir: dir, mp }
+        KernelOverlay { dir, mp }
     }
 }
 
