@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::fdtree::{self, Entry, Visitor};
 use crate::sys::At;
-use crate::union::{FileKind, Stack};
+use crate::union::{FileKind, Stack, xattr};
 use crate::whiteout;
 
 /// What one layer does.
@@ -140,31 +140,10 @@ impl Replay<'_> {
         self.stats[self.layer].deleted += n;
     }
 
+    /// Whether directory `name` of `dir` is opaque (in any dialect this layer spells).
     fn is_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
-        let marks = crate::union::xattr::read_marks(At::Entry(dir, name))
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        if marks.opaque {
-            return Ok(true);
-        }
-        if !self.wh_files {
-            return Ok(false);
-        }
         let sub = fdtree::open_dir_at(dir, name)?;
-        Ok(fstatat(&sub, whiteout::OPAQUE_MARKER, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok())
-    }
-
-    fn is_xattr_whiteout(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &OsStr,
-        st: &nix::sys::stat::FileStat,
-    ) -> io::Result<bool> {
-        if !whiteout::may_be_xattr_whiteout(st) {
-            return Ok(false);
-        }
-        let marks = crate::union::xattr::read_marks(At::Fd(dir))
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-        Ok(marks.xwhiteouts && whiteout::has_whiteout_xattr(At::Entry(dir, name))?)
+        Ok(xattr::dir_marks(&sub, self.wh_files)?.opaque)
     }
 }
 
@@ -180,7 +159,14 @@ impl Visitor for Replay<'_> {
         }
         let p = join(path, name);
         let st = fstatat(dir, e.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-        if whiteout::is_whiteout_device(&st) || self.is_xattr_whiteout(dir, &e.name, &st)? {
+        let xattr_whiteout = whiteout::may_be_xattr_whiteout(&st)
+            && xattr::is_xattr_whiteout(
+                dir,
+                xattr::read_marks(At::Fd(dir))?.xwhiteouts,
+                &e.name,
+                &st,
+            )?;
+        if whiteout::is_whiteout_device(&st) || xattr_whiteout {
             self.delete(&p);
             return Ok(false);
         }

@@ -15,13 +15,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, fstatat};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode};
 use serde::Serialize;
 
 use crate::ownership;
 use crate::sys::At;
-use crate::union::{FileKind, Stack};
+use crate::union::{FileKind, Stack, stat_at, xattr};
 use crate::whiteout;
 
 /// An entry a layer has at the path.
@@ -123,15 +123,6 @@ pub fn which(stack: &Stack, path: &[&OsStr]) -> io::Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileStat>> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(st)),
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Ok(None),
-        Err(nix::errno::Errno::ENAMETOOLONG) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// What layer `i` has at `path` and whether it removes the versions below it.
 fn layer_says(
     stack: &Stack,
@@ -140,10 +131,11 @@ fn layer_says(
 ) -> io::Result<(Option<Meta>, Option<Hides>)> {
     let wh_files = stack.wh_files(i);
     let mut dir: Arc<OwnedFd> = stack.root(i).clone();
+    // The marks of `dir`, read once: its xattr whiteouts, and whether it is opaque.
+    let mut marks = xattr::dir_marks(&dir, wh_files)?;
     let mut hides = None;
     for (k, comp) in path.iter().enumerate() {
         let last = k + 1 == path.len();
-        let marks = read_marks(&dir)?;
         let Some(st) = stat_at(&dir, comp)? else {
             if wh_files && stat_at(&dir, &whiteout::whiteout_file_name(comp))?.is_some() {
                 return Ok((None, Some(Hides::Whiteout)));
@@ -151,9 +143,7 @@ fn layer_says(
             return Ok((None, hides));
         };
         if whiteout::is_whiteout_device(&st)
-            || (marks.xwhiteouts
-                && whiteout::may_be_xattr_whiteout(&st)
-                && whiteout::has_whiteout_xattr(At::Entry(dir.as_fd(), comp))?)
+            || xattr::is_xattr_whiteout(dir.as_fd(), marks.xwhiteouts, comp, &st)?
         {
             return Ok((None, Some(Hides::Whiteout)));
         }
@@ -171,9 +161,8 @@ fn layer_says(
             Mode::empty(),
         )?);
         // An opaque directory (the path itself or one above it) hides what is below it.
-        if read_marks(&sub)?.opaque
-            || (wh_files && stat_at(&sub, OsStr::new(whiteout::OPAQUE_MARKER))?.is_some())
-        {
+        marks = xattr::dir_marks(&sub, wh_files)?;
+        if marks.opaque {
             hides = Some(Hides::Opaque);
         }
         if last {
@@ -182,11 +171,6 @@ fn layer_says(
         dir = sub;
     }
     Ok((None, hides))
-}
-
-fn read_marks(dir: &OwnedFd) -> io::Result<crate::union::xattr::Marks> {
-    crate::union::xattr::read_marks(At::Fd(dir.as_fd()))
-        .map_err(|e| io::Error::from_raw_os_error(e.errno()))
 }
 
 fn meta(dir: &OwnedFd, name: &OsStr, st: &FileStat, kind: FileKind) -> Meta {

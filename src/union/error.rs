@@ -125,6 +125,13 @@ impl From<io::Error> for FsError {
     }
 }
 
+/// Its errno, for callers outside the core that speak `io::Error`.
+impl From<FsError> for io::Error {
+    fn from(e: FsError) -> Self {
+        io::Error::from_raw_os_error(e.errno())
+    }
+}
+
 impl From<nix::errno::Errno> for FsError {
     fn from(e: nix::errno::Errno) -> Self {
         FsError::from_errno(e as i32)

@@ -120,17 +120,6 @@ fn redirect_components(target: &[u8]) -> Option<(bool, Vec<&OsStr>)> {
     ok.then_some((abs, comps))
 }
 
-/// True when `st` (entry `name` of lower directory `ld`) is an xattr whiteout.
-fn is_xattr_whiteout(ld: &LowerDir, name: &OsStr, st: &FileStat) -> Result<bool> {
-    if !ld.xwhiteouts || !whiteout::may_be_xattr_whiteout(st) {
-        return Ok(false);
-    }
-    Ok(whiteout::has_whiteout_xattr(At::Entry(
-        ld.fd.as_fd(),
-        name,
-    ))?)
-}
-
 impl Union {
     /// The path of layer `layer` for messages.
     pub(crate) fn layer_name(&self, layer: usize) -> String {
@@ -151,14 +140,7 @@ impl Union {
 
     /// The marks of directory `dir` of layer `layer`, opaque in any dialect.
     pub(crate) fn dir_marks(&self, layer: usize, dir: &OwnedFd) -> Result<Marks> {
-        let mut marks = xattr::read_marks(At::Fd(dir.as_fd()))?;
-        if !marks.opaque
-            && self.stack.wh_files(layer)
-            && stat_at(dir, OsStr::new(whiteout::OPAQUE_MARKER))?.is_some()
-        {
-            marks.opaque = true;
-        }
-        Ok(marks)
+        xattr::dir_marks(dir, self.stack.wh_files(layer))
     }
 
     /// Resolves `name` in the directory whose layers are `parent`.
@@ -207,7 +189,9 @@ impl Union {
                 }
                 continue;
             };
-            if whiteout::is_whiteout_device(&st) || is_xattr_whiteout(ld, name, &st)? {
+            if whiteout::is_whiteout_device(&st)
+                || xattr::is_xattr_whiteout(ld.fd.as_fd(), ld.xwhiteouts, name, &st)?
+            {
                 return Ok(None);
             }
             let kind = FileKind::from_mode(st.st_mode);

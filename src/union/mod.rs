@@ -58,6 +58,7 @@ pub use error::{FsError, Result};
 pub use file::{OpenReply, SetAttr, TimeSet};
 pub use layer::{LayerSpec, Stack, WorkSpec};
 pub use listing::DirEntry;
+pub(crate) use lookup::stat_at;
 pub use meta::LAYER_XATTR;
 pub use node::{Fh, NodeId};
 

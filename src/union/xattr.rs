@@ -7,12 +7,16 @@
 //! `trusted.overlay.` / `user.overlay.` prefixes, which are hidden from users.
 
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+
+use nix::sys::stat::FileStat;
 
 use crate::sys::{self, At};
 use crate::whiteout::{self, XattrNs};
 
 use super::error::Result;
+use super::lookup::stat_at;
 
 pub(crate) const REDIRECT: &str = "redirect";
 pub(crate) const METACOPY: &str = "metacopy";
@@ -45,6 +49,30 @@ fn suffix_of(name: &OsStr) -> Option<&str> {
 
 fn parse_u64(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// The marks of directory `dir` of a layer, opaque in any dialect: a `.wh..wh..opq` inside
+/// counts where the layer spells marks as `.wh.` files (`wh_files`).
+pub(crate) fn dir_marks(dir: &OwnedFd, wh_files: bool) -> Result<Marks> {
+    let mut marks = read_marks(At::Fd(dir.as_fd()))?;
+    if !marks.opaque && wh_files && stat_at(dir, OsStr::new(whiteout::OPAQUE_MARKER))?.is_some() {
+        marks.opaque = true;
+    }
+    Ok(marks)
+}
+
+/// True when `st`, entry `name` of directory `dir`, is an xattr whiteout; `xwhiteouts`:
+/// the directory's marks say it holds such whiteouts.
+pub(crate) fn is_xattr_whiteout(
+    dir: BorrowedFd<'_>,
+    xwhiteouts: bool,
+    name: &OsStr,
+    st: &FileStat,
+) -> Result<bool> {
+    if !xwhiteouts || !whiteout::may_be_xattr_whiteout(st) {
+        return Ok(false);
+    }
+    Ok(whiteout::has_whiteout_xattr(At::Entry(dir, name))?)
 }
 
 /// Reads the overlay marks of an entry with one listxattr and a getxattr per mark present.
