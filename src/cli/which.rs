@@ -130,9 +130,9 @@ pub(super) fn open_target(ctx: &Context, store: &Store, target: &str) -> anyhow:
 
 /// A layer's label with its digest shortened as `images` shows ids.
 pub(super) fn short(label: &str) -> String {
-    match label.strip_prefix("sha256:") {
-        Some(h) => format!("sha256:{}", &h[..h.len().min(12)]),
-        None => label.to_string(),
+    match crate::digest::Digest::parse(label) {
+        Ok(d) => format!("sha256:{}", d.short()),
+        Err(_) => label.to_string(),
     }
 }
 
