@@ -2,7 +2,7 @@
 //! forms, `FS_IOC_GETFLAGS`/`FS_IOC_SETFLAGS` and `FS_IOC_FSGETXATTR`/`FS_IOC_FSSETXATTR`.
 //!
 //! As in kernel overlayfs they belong to the upper inode: setting them copies the file or
-//! directory up first, reading them reads the inode that serves it. The host filesystem
+//! directory up first, reading them reads the inode its metadata comes from. The host filesystem
 //! then enforces them on everything the union does to that inode (a write or truncate, a
 //! chmod, chown or record update, an unlink, a rename, a link, a whiteout or copy-up
 //! into an immutable directory all fail with EPERM there), so no union path goes around
@@ -11,14 +11,15 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 
 use crate::sys::{self, FileAttrIoctl};
 
 use super::Union;
 use super::copyup::CopyMode;
 use super::error::{FsError, Result};
-use super::layer::open_readable_dir;
+use super::inode::InodeRef;
 use super::node::{Node, NodeId};
 
 impl Union {
@@ -36,20 +37,18 @@ impl Union {
         Ok(sys::fileattr_ioctl(fd.as_fd(), op, arg)?)
     }
 
-    /// A readable fd of the inode that holds `node`'s attributes: its upper copy when it
-    /// has one, else its topmost lower inode.
+    /// A readable fd (the ioctls refuse an `O_PATH` one) of the inode that holds
+    /// `node`'s attributes: where its metadata is read from (`read_ref`).
     fn attr_fd(&self, node: &Node) -> Result<OwnedFd> {
-        if !node.is_dir() {
-            return Ok(self.open_data(node, OFlag::O_RDONLY)?.0);
-        }
-        let dir = {
-            let s = node.read();
-            let d = s.dir().ok_or(FsError::ENOTDIR)?;
-            d.upper()
-                .cloned()
-                .or_else(|| d.lowers().first().map(|l| l.fd.clone()))
-                .ok_or(FsError::EIO)?
-        };
-        Ok(open_readable_dir(&dir)?)
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+        Ok(match self.read_ref(node)? {
+            InodeRef::Fd(fd) => sys::reopen(fd.as_fd(), flags)?,
+            InodeRef::Lower(dir, name) => openat(
+                &*dir,
+                name.as_os_str(),
+                flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?,
+        })
     }
 }
