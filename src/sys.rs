@@ -605,16 +605,17 @@ impl FileAttrIoctl {
     /// `FS_IOC_FSGETXATTR`, `FS_IOC_FSSETXATTR` of a 64-bit kernel, which is what its FUSE
     /// module sends whatever the caller's width).
     pub fn from_cmd(cmd: u32) -> Option<FileAttrIoctl> {
-        match cmd {
-            0x8008_6601 => Some(FileAttrIoctl::GetFlags),
-            0x4008_6602 => Some(FileAttrIoctl::SetFlags),
-            0x801c_581f => Some(FileAttrIoctl::GetXattr),
-            0x401c_5820 => Some(FileAttrIoctl::SetXattr),
-            _ => None,
-        }
+        FileAttrIoctl::ALL.into_iter().find(|op| op.cmd() == cmd)
     }
 
-    fn cmd(self) -> libc::c_ulong {
+    const ALL: [FileAttrIoctl; 4] = [
+        FileAttrIoctl::GetFlags,
+        FileAttrIoctl::SetFlags,
+        FileAttrIoctl::GetXattr,
+        FileAttrIoctl::SetXattr,
+    ];
+
+    fn cmd(self) -> u32 {
         match self {
             FileAttrIoctl::GetFlags => 0x8008_6601,
             FileAttrIoctl::SetFlags => 0x4008_6602,
@@ -648,7 +649,13 @@ pub fn fileattr_ioctl(fd: BorrowedFd<'_>, op: FileAttrIoctl, arg: &[u8]) -> io::
     buf[..take].copy_from_slice(&arg[..take]);
     // SAFETY: `buf` outlives the call and is larger than what any of these four commands
     // reads or writes (an int, a long or a 28-byte struct fsxattr).
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), op.cmd(), buf.as_mut_ptr()) };
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::c_ulong::from(op.cmd()),
+            buf.as_mut_ptr(),
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
